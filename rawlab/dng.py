@@ -1,0 +1,749 @@
+"""Write Bayer mosaics as DNG 1.4 files that LibRaw (rawpy) reads back bit-exactly, and read their tags.
+
+Layout (the one cameras and Adobe's converter use)::
+
+    IFD0       NewSubFileType 1: a small 8-bit RGB preview, plus the tags DNG keeps in IFD0
+               (Make, Model, DNGVersion, UniqueCameraModel, ColorMatrix1, AsShotNeutral, NoiseProfile, ...)
+      SubIFD   NewSubFileType 0: the CFA mosaic and the raw-IFD tags (CFA pattern, black/white levels, crop)
+      ExifIFD  ExposureTime, ISOSpeedRatings (LibRaw reads ISO only from here), ExifVersion
+
+The file is written here byte by byte rather than with ``tifffile.TiffWriter``, which cannot write an EXIF
+sub-IFD ("ExifIFD and GPSIFD tags are not supported") or nest the raw image in a SubIFD next to one. The
+raw image is one uncompressed strip (16-bit, or bit-packed MSB-first when ``bits_per_sample < 16``) or
+256x256 lossless-JPEG (ITU T.81 process 14, predictor 1) tiles encoded with ``imagecodecs``. LibRaw rejects
+Deflate-compressed integer DNGs, so that is not offered. Tags are read back with ``tifffile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import struct
+import uuid
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from rawlab.bayer import CFA_PATTERNS, channel_offsets, per_site
+
+__all__ = ["read_dng_tags", "write_dng"]
+
+# TIFF field types.
+_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL = 1, 2, 3, 4, 5
+_SBYTE, _UNDEFINED, _SSHORT, _SLONG, _SRATIONAL, _FLOAT, _DOUBLE = 6, 7, 8, 9, 10, 11, 12
+_TYPE_NAMES = {
+    name: code
+    for code, name in enumerate(
+        "BYTE ASCII SHORT LONG RATIONAL SBYTE UNDEFINED SSHORT SLONG SRATIONAL FLOAT DOUBLE".split(), 1
+    )
+}
+_TYPE_FORMAT = {_BYTE: "B", _SBYTE: "b", _SHORT: "H", _SSHORT: "h", _LONG: "I", _SLONG: "i"}
+_TYPE_FORMAT.update({_FLOAT: "f", _DOUBLE: "d"})
+
+# Tag codes written by write_dng.
+NEW_SUBFILE_TYPE, IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION = 254, 256, 257, 258, 259
+PHOTOMETRIC, MAKE, MODEL, STRIP_OFFSETS, ORIENTATION = 262, 271, 272, 273, 274
+SAMPLES_PER_PIXEL, ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG = 277, 278, 279, 284
+SOFTWARE, DATETIME = 305, 306
+TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTE_COUNTS, SUB_IFDS = 322, 323, 324, 325, 330
+CFA_REPEAT_PATTERN_DIM, CFA_PATTERN, EXPOSURE_TIME, EXIF_IFD = 33421, 33422, 33434, 34665
+ISO_SPEED_RATINGS, EXIF_VERSION, DATETIME_ORIGINAL = 34855, 36864, 36867
+DNG_VERSION, DNG_BACKWARD_VERSION, UNIQUE_CAMERA_MODEL = 50706, 50707, 50708
+CFA_PLANE_COLOR, CFA_LAYOUT, BLACK_LEVEL_REPEAT_DIM, BLACK_LEVEL = 50710, 50711, 50713, 50714
+WHITE_LEVEL, DEFAULT_SCALE, DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE = 50717, 50718, 50719, 50720
+COLOR_MATRIX1, AS_SHOT_NEUTRAL, BASELINE_EXPOSURE = 50721, 50728, 50730
+CALIBRATION_ILLUMINANT1, NOISE_PROFILE = 50778, 51041
+
+PHOTOMETRIC_CFA = 32803
+COMPRESSION_NONE, COMPRESSION_LJPEG = 1, 7
+ILLUMINANT_D65 = 21
+DNG_VERSION_1_4 = (1, 4, 0, 0)
+# Nothing written here needs a reader newer than DNG 1.1 (NoiseProfile is 1.3, and older readers ignore it).
+DNG_BACKWARD_1_1 = (1, 1, 0, 0)
+LJPEG_TILE = 256
+PREVIEW_SIDE = 256
+MIN_SIDE = 22  # LibRaw's identify() rejects smaller raw images as "not RAW"
+
+# Tags a caller may not pass through ``extra_tags``: they describe the file's structure.
+_STRUCTURAL = frozenset(
+    {NEW_SUBFILE_TYPE, IMAGE_WIDTH, IMAGE_LENGTH, BITS_PER_SAMPLE, COMPRESSION, PHOTOMETRIC, STRIP_OFFSETS}
+    | {SAMPLES_PER_PIXEL, ROWS_PER_STRIP, STRIP_BYTE_COUNTS, PLANAR_CONFIG, TILE_WIDTH, TILE_LENGTH}
+    | {TILE_OFFSETS, TILE_BYTE_COUNTS, SUB_IFDS, EXIF_IFD, 34853, 40965}  # + GPS, Interoperability
+)
+# Extra tags that belong in the raw IFD (DNG 1.4 spec, "IFD: Raw IFD"); EXIF tags go to the ExifIFD and
+# everything else to IFD0.
+_RAW_IFD_TAGS = frozenset(
+    {50712, 50715, 50716, 50733, 50737, 50738, 50780, 50829, 50830, 51008, 51009, 51022, 51125}
+)
+
+
+def _is_exif_tag(code: int) -> bool:
+    return code in (33434, 33437) or 34850 <= code <= 34867 or 36864 <= code <= 42999
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoding TIFF values
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _rational(x: float, signed: bool) -> tuple[int, int]:
+    """Closest fraction to ``x`` whose numerator and denominator fit the 32-bit TIFF field."""
+    if not math.isfinite(x):
+        raise ValueError(f"cannot store {x!r} as a TIFF rational")
+    top = 2**31 - 1 if signed else 2**32 - 1
+    if abs(x) > top:
+        raise ValueError(f"{x!r} is too large for a TIFF rational")
+    frac = Fraction(x).limit_denominator(max(1, min(top, int(top / max(abs(x), 1.0)))))
+    return frac.numerator, frac.denominator
+
+
+def _encode(type_: int, value: Any) -> tuple[int, bytes]:
+    """Return ``(count, little-endian payload)`` for ``value`` as TIFF ``type_``."""
+    if type_ == _ASCII:
+        text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+        try:
+            raw = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"TIFF ASCII tags hold 7-bit text only, got {text!r}") from None
+        raw += b"\0"
+        return len(raw), raw
+    if type_ == _UNDEFINED:
+        raw = bytes(value) if not isinstance(value, str) else value.encode("ascii")
+        return len(raw), raw
+    values = np.ravel(np.asarray(value, dtype=np.float64 if type_ in (_FLOAT, _DOUBLE) else object))
+    if type_ in (_RATIONAL, _SRATIONAL):
+        signed = type_ == _SRATIONAL
+        pairs = [_rational(float(v), signed) for v in values]
+        if not signed and any(n < 0 for n, _ in pairs):
+            raise ValueError(f"negative value in an unsigned RATIONAL tag: {list(values)}")
+        fmt = "<" + ("i" if signed else "I") * 2 * len(pairs)
+        return len(pairs), struct.pack(fmt, *(v for pair in pairs for v in pair))
+    fmt = _TYPE_FORMAT.get(type_)
+    if fmt is None:
+        raise ValueError(f"unknown TIFF field type {type_}")
+    items = [float(v) for v in values] if fmt in "fd" else [int(v) for v in values]
+    try:
+        return len(items), struct.pack(f"<{len(items)}{fmt}", *items)
+    except struct.error as exc:
+        raise ValueError(f"value {list(values)} does not fit TIFF type {type_}: {exc}") from None
+
+
+class _Ifd:
+    """One image file directory: tags in code order, values larger than 4 bytes stored right after it."""
+
+    def __init__(self) -> None:
+        self.tags: dict[int, tuple[int, int, bytes]] = {}
+
+    def set(self, code: int, type_: int, value: Any) -> None:
+        count, payload = _encode(type_, value)
+        self.tags[code] = (type_, count, payload)
+
+    def nbytes(self) -> int:
+        n = 2 + 12 * len(self.tags) + 4
+        return n + sum(len(p) + len(p) % 2 for _, _, p in self.tags.values() if len(p) > 4)
+
+    def tobytes(self, offset: int) -> bytes:
+        """Serialise as if placed at file ``offset``; the next-IFD pointer is 0."""
+        entries = [struct.pack("<H", len(self.tags))]
+        data = bytearray()
+        data_at = offset + 2 + 12 * len(self.tags) + 4
+        for code in sorted(self.tags):
+            type_, count, payload = self.tags[code]
+            if len(payload) <= 4:
+                field = payload.ljust(4, b"\0")
+            else:
+                field = struct.pack("<I", data_at + len(data))
+                data += payload + b"\0" * (len(payload) % 2)  # values start on a word boundary
+            entries.append(struct.pack("<HHI", code, type_, count) + field)
+        entries.append(struct.pack("<I", 0))
+        return b"".join(entries) + bytes(data)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _pack_bits(mosaic: np.ndarray, bits: int) -> bytes:
+    """Pack each row MSB-first at ``bits`` per sample, rows padded to whole bytes (TIFF FillOrder 1)."""
+    if bits == 16:
+        return np.ascontiguousarray(mosaic, dtype="<u2").tobytes()
+    if bits == 8:
+        return mosaic.astype(np.uint8).tobytes()
+    h, w = mosaic.shape
+    group = 8 // math.gcd(bits, 8)  # samples that fill a whole number of bytes: 2 at 12 bits, 4 at 10 or 14
+    if w % group == 0 and bits * group <= 64:
+        # Fast path: shift each group of samples into one integer, left-align it, emit its top bytes.
+        word = np.dtype(np.uint32 if bits * group <= 32 else np.uint64)
+        samples = mosaic.reshape(h, w // group, group)
+        acc = np.zeros((h, w // group), dtype=word)
+        for i in range(group):
+            acc <<= word.type(bits)
+            acc |= samples[..., i]
+        acc <<= word.type(8 * word.itemsize - bits * group)
+        packed = acc.astype(word.newbyteorder(">")).view(np.uint8).reshape(h, w // group, word.itemsize)
+        return packed[..., : bits * group // 8].tobytes()
+    planes = np.unpackbits(np.ascontiguousarray(mosaic, dtype=">u2").view(np.uint8).reshape(h, w, 2), axis=-1)
+    return np.packbits(planes[..., 16 - bits :].reshape(h, w * bits), axis=-1).tobytes()
+
+
+def _ljpeg_encode(block: np.ndarray, bits: int) -> bytes:
+    """One lossless-JPEG (ITU T.81 SOF3, one component, predictor 1) frame of ``block``."""
+    try:
+        import imagecodecs
+    except ImportError as exc:  # not a core dependency; only this option needs it
+        raise ImportError("compression='ljpeg' needs imagecodecs: pip install imagecodecs") from exc
+    return bytes(imagecodecs.ljpeg_encode(np.ascontiguousarray(block), bitspersample=bits))
+
+
+def _ljpeg_tiles(mosaic: np.ndarray, bits: int) -> list[bytes]:
+    """Encode ``mosaic`` as 256x256 lossless-JPEG tiles in row-major order; edge tiles are edge-padded."""
+    h, w = mosaic.shape
+    t = LJPEG_TILE
+    ph, pw = -h % t, -w % t
+    padded = np.pad(mosaic, ((0, ph), (0, pw)), mode="edge") if ph or pw else mosaic
+    return [
+        _ljpeg_encode(padded[y : y + t, x : x + t], bits)
+        for y in range(0, h + ph, t)
+        for x in range(0, w + pw, t)
+    ]
+
+
+def _preview(
+    mosaic: np.ndarray, cfa: str, black: np.ndarray, white: int, neutral: np.ndarray | None
+) -> np.ndarray:
+    """A small 8-bit RGB rendering (white balance + gamma 2.2, no colour matrix) for file browsers."""
+    h, w = mosaic.shape
+    step = 2 * max(1, math.ceil(max(h, w) / 2 / PREVIEW_SIDE))
+    sub = np.stack([mosaic[dy::step, dx::step] for dy, dx in channel_offsets(cfa)]).astype(np.float32)
+    sub = (sub - black[:, None, None]) / (white - black[:, None, None])
+    rgb = np.stack([sub[0], 0.5 * (sub[1] + sub[2]), sub[3]], axis=-1)
+    if neutral is not None:
+        rgb *= (neutral[1] / neutral).astype(np.float32)
+    rgb = np.clip(rgb, 0.0, 1.0) ** (1 / 2.2)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_mosaic(mosaic: Any) -> np.ndarray:
+    if not isinstance(mosaic, np.ndarray):
+        raise ValueError(f"mosaic must be a numpy array, got {type(mosaic).__name__}")
+    if mosaic.dtype != np.uint16:
+        raise ValueError(
+            f"mosaic must be uint16 DN, got dtype {mosaic.dtype}; convert with mosaic.astype(np.uint16) "
+            "after checking the values lie in [0, white_level]"
+        )
+    if mosaic.ndim != 2:
+        raise ValueError(f"mosaic must be 2-D (H, W), got shape {mosaic.shape}")
+    h, w = mosaic.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"a Bayer mosaic needs even height and width, got {h}x{w}; crop one row or column")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(
+            f"mosaic {h}x{w} is too small: LibRaw refuses raw images under {MIN_SIDE}x{MIN_SIDE} px"
+        )
+    if h > 65535 or w > 65535:
+        raise ValueError(f"mosaic {h}x{w} is too large: LibRaw reads DNG images up to 65535 px per side")
+    return mosaic
+
+
+def _check_levels(
+    mosaic: np.ndarray, black_level: Any, white_level: int, bits: int
+) -> tuple[np.ndarray, int]:
+    if int(white_level) != white_level or not 1 <= white_level < 2**bits:
+        raise ValueError(
+            f"white_level must be an integer in [1, {2**bits - 1}] for bits_per_sample={bits}, got {white_level!r}"
+        )
+    white = int(white_level)
+    black = np.asarray(black_level, dtype=np.float64)
+    if black.ndim == 0:
+        black = np.repeat(black, 4)
+    if black.shape != (4,):
+        raise ValueError(
+            f"black_level must be a scalar or 4 values in R, G1, G2, B order, got {black_level!r}"
+        )
+    if not (np.all(np.isfinite(black)) and np.all(black >= 0) and np.all(black < white)):
+        raise ValueError(f"black_level values must lie in [0, white_level={white}), got {black.tolist()}")
+    peak = int(mosaic.max())
+    if peak > white:
+        n = int(np.count_nonzero(mosaic > white))
+        raise ValueError(
+            f"{n} mosaic value(s) exceed white_level={white} (max {peak}); clip the mosaic to the white level "
+            "or pass the sensor's real white level"
+        )
+    return black, white
+
+
+def _positive(name: str, value: Any, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if n is not None and arr.shape != (n,):
+        raise ValueError(f"{name} must have {n} values, got {value!r}")
+    if not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
+        raise ValueError(f"{name} must be finite and positive, got {value!r}")
+    return arr
+
+
+def _check_noise_profile(noise_profile: Any) -> np.ndarray:
+    arr = np.asarray(noise_profile, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] not in (1, 3):
+        raise ValueError(
+            "noise_profile must be 1 pair (S, O) for all channels or 3 pairs for R, G, B "
+            f"(DNG NoiseProfile, normalised units), got {noise_profile!r}"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(arr[:, 0] <= 0) or np.any(arr[:, 1] < 0):
+        raise ValueError(
+            f"NoiseProfile needs S > 0 and O >= 0 in every pair (DNG spec), got {arr.tolist()}; "
+            "clip a negative fitted read-noise term to 0"
+        )
+    return arr
+
+
+def _exif_datetime(value: str | _dt.datetime) -> str:
+    if isinstance(value, _dt.datetime):
+        return value.strftime("%Y:%m:%d %H:%M:%S")
+    try:
+        _dt.datetime.strptime(value, "%Y:%m:%d %H:%M:%S")
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"datetime must be 'YYYY:MM:DD HH:MM:SS' (EXIF) or a datetime, got {value!r}"
+        ) from None
+    return value
+
+
+def _unique_model(make: str, model: str) -> str:
+    make, model = " ".join(make.split()), " ".join(model.split())
+    return model if model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+
+
+# XYZ (D65) -> linear sRGB. Used as ColorMatrix1 when none is given: a "camera" whose raw RGB is linear sRGB.
+SRGB_FROM_XYZ_D65 = np.array(
+    [
+        [3.2404542, -1.5371385, -0.4985314],
+        [-0.9692660, 1.8760108, 0.0415560],
+        [0.0556434, -0.2040259, 1.0572252],
+    ]
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------
+
+
+def write_dng(
+    path: str | os.PathLike[str],
+    mosaic: np.ndarray,
+    *,
+    cfa: str,
+    black_level: float | Sequence[float],
+    white_level: int,
+    make: str,
+    model: str,
+    unique_camera_model: str | None = None,
+    iso: float | None = None,
+    exposure_time: float | None = None,
+    as_shot_neutral: Sequence[float] | None = None,
+    color_matrix1: ArrayLike | None = None,
+    noise_profile: Sequence[tuple[float, float]] | None = None,
+    datetime: str | _dt.datetime | None = None,
+    software: str = "rawlab",
+    compression: str = "none",
+    bits_per_sample: int = 16,
+    extra_tags: Sequence[tuple] = (),
+) -> None:
+    """Write a Bayer mosaic as a DNG 1.4 file.
+
+    Parameters
+    ----------
+    path
+        Output file; overwritten if it exists.
+    mosaic
+        ``uint16`` array ``(H, W)`` of raw values in DN, ``H`` and ``W`` even, all values ``<= white_level``.
+    cfa
+        Pattern of the top-left 2x2 tile: ``"RGGB"``, ``"BGGR"``, ``"GRBG"`` or ``"GBRG"``.
+    black_level
+        Black level in DN: one value, or four in ``R, G1, G2, B`` order (G1 = green on red rows). Written as
+        a 2x2 BlackLevelRepeatDim with one value per CFA site, so LibRaw reports it per channel.
+    white_level
+        Saturation level in DN (DNG WhiteLevel), below ``2**bits_per_sample``.
+    make, model
+        TIFF Make and Model (IFD0), as the camera writes them.
+    unique_camera_model
+        DNG UniqueCameraModel; defaults to ``"{make} {model}"`` (just ``model`` when it starts with the make).
+    iso
+        ISO speed, an integer up to 65535 (EXIF ISOSpeedRatings is 16-bit); written to the ExifIFD.
+    exposure_time
+        Exposure in seconds, written to the ExifIFD as a rational.
+    as_shot_neutral
+        Camera-space neutral ``(R, G, B)`` (DNG AsShotNeutral); LibRaw's white balance is its reciprocal.
+    color_matrix1
+        3x3 XYZ(D65) -> camera matrix (DNG ColorMatrix1, CalibrationIlluminant1 = D65). Defaults to the
+        XYZ -> linear sRGB matrix, because DNG requires a colour matrix for a CFA image.
+    noise_profile
+        DNG NoiseProfile ``(S, O)`` pairs in normalised units, ``Var[x] = S * x + O``: one pair for all
+        channels, or three for R, G, B. ``S > 0`` and ``O >= 0``.
+    datetime
+        Capture time, ``"YYYY:MM:DD HH:MM:SS"`` or a :class:`datetime.datetime`; written as DateTime and
+        EXIF DateTimeOriginal. Omitted when ``None``, so the same inputs give byte-identical files.
+    software
+        TIFF Software tag.
+    compression
+        ``"none"`` (one uncompressed strip; fastest) or ``"ljpeg"`` (lossless JPEG in 256x256 tiles;
+        smaller, slower to write).
+    bits_per_sample
+        Stored bits per sample, 8 to 16. Uncompressed data below 16 bits are bit-packed (e.g. 12-bit data
+        in 1.5 bytes per sample); for ``"ljpeg"`` it is the JPEG sample precision.
+    extra_tags
+        More tags as ``(code, type, count, value)`` tuples (tifffile's form; a fifth element is ignored);
+        ``type`` is a TIFF type code or name such as ``"SRATIONAL"``, ``count`` may be ``None``. Raw-IFD tags
+        (ActiveArea, OpcodeList1-3, ...) go to the raw IFD, EXIF tags to the ExifIFD, the rest to IFD0.
+
+    Raises
+    ------
+    ValueError
+        For a mosaic that is not even-sized ``uint16`` 2-D data, values above ``white_level``, an unknown
+        CFA pattern or compression, and any metadata value that a DNG cannot hold.
+    """
+    mosaic = _check_mosaic(mosaic)
+    if not isinstance(cfa, str) or cfa.upper() not in CFA_PATTERNS:
+        raise ValueError(f"unknown CFA pattern {cfa!r}; expected one of {', '.join(CFA_PATTERNS)}")
+    cfa = cfa.upper()
+    if int(bits_per_sample) != bits_per_sample or not 8 <= bits_per_sample <= 16:
+        raise ValueError(f"bits_per_sample must be an integer from 8 to 16, got {bits_per_sample!r}")
+    bits = int(bits_per_sample)
+    if compression not in ("none", "ljpeg"):
+        raise ValueError(
+            f"compression must be 'none' or 'ljpeg', got {compression!r} "
+            "(LibRaw cannot read Deflate-compressed integer DNGs)"
+        )
+    black, white = _check_levels(mosaic, black_level, white_level, bits)
+    if not (isinstance(make, str) and isinstance(model, str) and make.strip() and model.strip()):
+        raise ValueError(
+            f"make and model must be non-empty strings (TIFF Make/Model), got {make!r}, {model!r}"
+        )
+    neutral = None if as_shot_neutral is None else _positive("as_shot_neutral", as_shot_neutral, 3)
+    cm = SRGB_FROM_XYZ_D65 if color_matrix1 is None else np.asarray(color_matrix1, dtype=np.float64)
+    if cm.shape != (3, 3) or not np.all(np.isfinite(cm)):
+        raise ValueError(f"color_matrix1 must be a finite 3x3 XYZ->camera matrix, got {color_matrix1!r}")
+    if iso is not None and not (math.isfinite(iso) and iso == round(iso) and 1 <= iso <= 65535):
+        raise ValueError(f"iso must be an integer from 1 to 65535 (EXIF ISOSpeedRatings), got {iso!r}")
+    if exposure_time is not None:
+        _positive("exposure_time", exposure_time)
+    noise = None if noise_profile is None else _check_noise_profile(noise_profile)
+    stamp = None if datetime is None else _exif_datetime(datetime)
+
+    thumb = _preview(mosaic, cfa, black, white, neutral)
+    chunks, layout = _encode_raw(mosaic, bits, compression)
+
+    # IFD0: the preview image and the DNG tags that describe the whole file.
+    ifd0 = _Ifd()
+    ifd0.set(NEW_SUBFILE_TYPE, _LONG, 1)
+    ifd0.set(IMAGE_WIDTH, _LONG, thumb.shape[1])
+    ifd0.set(IMAGE_LENGTH, _LONG, thumb.shape[0])
+    ifd0.set(BITS_PER_SAMPLE, _SHORT, (8, 8, 8))
+    ifd0.set(COMPRESSION, _SHORT, COMPRESSION_NONE)
+    ifd0.set(PHOTOMETRIC, _SHORT, 2)  # RGB
+    ifd0.set(MAKE, _ASCII, make)
+    ifd0.set(MODEL, _ASCII, model)
+    ifd0.set(ORIENTATION, _SHORT, 1)
+    ifd0.set(SAMPLES_PER_PIXEL, _SHORT, 3)
+    ifd0.set(ROWS_PER_STRIP, _LONG, thumb.shape[0])
+    ifd0.set(STRIP_BYTE_COUNTS, _LONG, thumb.nbytes)
+    ifd0.set(PLANAR_CONFIG, _SHORT, 1)
+    ifd0.set(SOFTWARE, _ASCII, software)
+    if stamp is not None:
+        ifd0.set(DATETIME, _ASCII, stamp)
+    ifd0.set(DNG_VERSION, _BYTE, DNG_VERSION_1_4)
+    ifd0.set(DNG_BACKWARD_VERSION, _BYTE, DNG_BACKWARD_1_1)
+    ifd0.set(UNIQUE_CAMERA_MODEL, _ASCII, unique_camera_model or _unique_model(make, model))
+    ifd0.set(COLOR_MATRIX1, _SRATIONAL, cm)
+    if neutral is not None:
+        ifd0.set(AS_SHOT_NEUTRAL, _RATIONAL, neutral)
+    ifd0.set(BASELINE_EXPOSURE, _SRATIONAL, 0)
+    ifd0.set(CALIBRATION_ILLUMINANT1, _SHORT, ILLUMINANT_D65)
+    if noise is not None:
+        ifd0.set(NOISE_PROFILE, _DOUBLE, noise)
+
+    # Raw IFD: the CFA mosaic and its levels.
+    h, w = mosaic.shape
+    raw = _Ifd()
+    raw.set(NEW_SUBFILE_TYPE, _LONG, 0)
+    raw.set(IMAGE_WIDTH, _LONG, w)
+    raw.set(IMAGE_LENGTH, _LONG, h)
+    raw.set(BITS_PER_SAMPLE, _SHORT, bits)
+    raw.set(PHOTOMETRIC, _SHORT, PHOTOMETRIC_CFA)
+    raw.set(SAMPLES_PER_PIXEL, _SHORT, 1)
+    raw.set(PLANAR_CONFIG, _SHORT, 1)
+    for code, value in layout.items():
+        raw.set(code, _SHORT if code == COMPRESSION else _LONG, value)
+    raw.set(CFA_REPEAT_PATTERN_DIM, _SHORT, (2, 2))
+    raw.set(CFA_PATTERN, _BYTE, ["RGB".index(c) for c in cfa])
+    raw.set(CFA_PLANE_COLOR, _BYTE, (0, 1, 2))
+    raw.set(CFA_LAYOUT, _SHORT, 1)
+    raw.set(BLACK_LEVEL_REPEAT_DIM, _SHORT, (2, 2))
+    site_black = per_site(black, cfa).ravel()
+    if np.all(site_black == np.round(site_black)):
+        raw.set(BLACK_LEVEL, _LONG, site_black.astype(np.int64))
+    else:
+        raw.set(BLACK_LEVEL, _RATIONAL, site_black)
+    raw.set(WHITE_LEVEL, _LONG, white)
+    raw.set(DEFAULT_SCALE, _RATIONAL, (1, 1))
+    raw.set(DEFAULT_CROP_ORIGIN, _LONG, (0, 0))
+    raw.set(DEFAULT_CROP_SIZE, _LONG, (w, h))
+
+    exif = _Ifd()
+    exif.set(EXIF_VERSION, _UNDEFINED, b"0231")
+    if exposure_time is not None:
+        exif.set(EXPOSURE_TIME, _RATIONAL, exposure_time)
+    if iso is not None:
+        exif.set(ISO_SPEED_RATINGS, _SHORT, round(iso))
+    if stamp is not None:
+        exif.set(DATETIME_ORIGINAL, _ASCII, stamp)
+
+    for tag in extra_tags:
+        code, type_, count, value = _check_extra_tag(tag)
+        target = exif if _is_exif_tag(code) else raw if code in _RAW_IFD_TAGS else ifd0
+        if code in target.tags:
+            raise ValueError(f"extra tag {code} duplicates a tag write_dng writes; pass it as its argument")
+        target.set(code, type_, value)
+        if count is not None and target.tags[code][1] != count:
+            raise ValueError(f"extra tag {code}: count {count} does not match its value {value!r}")
+
+    _write_file(path, ifd0, raw, exif, thumb.tobytes(), chunks)
+
+
+def _encode_raw(mosaic: np.ndarray, bits: int, compression: str) -> tuple[list[bytes], dict[int, Any]]:
+    """Encode the mosaic; return its chunks and the layout tags (offsets are filled in by ``_write_file``)."""
+    h, w = mosaic.shape
+    if compression == "none":
+        chunks = [_pack_bits(mosaic, bits)]
+    elif w < LJPEG_TILE:
+        # LibRaw wraps rows at the image width inside a tile wider than the image, so narrow images are
+        # one lossless-JPEG strip instead.
+        chunks = [_ljpeg_encode(mosaic, bits)]
+    else:
+        chunks = _ljpeg_tiles(mosaic, bits)
+        return chunks, {
+            COMPRESSION: COMPRESSION_LJPEG,
+            TILE_WIDTH: LJPEG_TILE,
+            TILE_LENGTH: LJPEG_TILE,
+            TILE_OFFSETS: [0] * len(chunks),
+            TILE_BYTE_COUNTS: [len(c) for c in chunks],
+        }
+    return chunks, {
+        COMPRESSION: COMPRESSION_NONE if compression == "none" else COMPRESSION_LJPEG,
+        STRIP_OFFSETS: 0,
+        ROWS_PER_STRIP: h,
+        STRIP_BYTE_COUNTS: len(chunks[0]),
+    }
+
+
+def _write_file(
+    path: str | os.PathLike[str], ifd0: _Ifd, raw: _Ifd, exif: _Ifd, thumb: bytes, chunks: list[bytes]
+) -> None:
+    """Lay out header, IFD0, raw IFD, ExifIFD, preview strip and raw data (16-byte aligned), then write.
+
+    The pointer tags have fixed sizes, so every offset is known before anything is serialised. The file is
+    written beside ``path`` and renamed into place, so an interrupted run never leaves a truncated DNG.
+    """
+    ifd0.set(SUB_IFDS, _LONG, 0)
+    ifd0.set(EXIF_IFD, _LONG, 0)
+    ifd0.set(STRIP_OFFSETS, _LONG, 0)
+    raw_at = 8 + ifd0.nbytes()
+    exif_at = raw_at + raw.nbytes()
+    thumb_at = exif_at + exif.nbytes()
+    data_at = thumb_at + len(thumb) + (-(thumb_at + len(thumb)) % 16)
+    chunk_at = data_at + np.concatenate([[0], np.cumsum([len(c) for c in chunks])[:-1]])
+    if int(chunk_at[-1]) + len(chunks[-1]) >= 2**32:
+        raise ValueError("the raw image does not fit in a classic TIFF file (4 GiB of 32-bit offsets)")
+    ifd0.set(SUB_IFDS, _LONG, raw_at)
+    ifd0.set(EXIF_IFD, _LONG, exif_at)
+    ifd0.set(STRIP_OFFSETS, _LONG, thumb_at)
+    raw.set(TILE_OFFSETS if TILE_OFFSETS in raw.tags else STRIP_OFFSETS, _LONG, chunk_at)
+    head = b"".join(
+        [b"II*\0", struct.pack("<I", 8), ifd0.tobytes(8), raw.tobytes(raw_at), exif.tobytes(exif_at), thumb]
+    )
+    path = os.fspath(path)
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(head + bytes(data_at - len(head)))
+            for chunk in chunks:
+                fh.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_extra_tag(tag: Sequence[Any]) -> tuple[int, int, int | None, Any]:
+    if len(tag) not in (4, 5):
+        raise ValueError(f"extra tag must be (code, type, count, value), got {tag!r}")
+    code, type_, count, value = tag[:4]
+    code = int(code)
+    if code in _STRUCTURAL:
+        raise ValueError(f"extra tag {code} describes the file structure and is written by write_dng")
+    if isinstance(type_, str):
+        if type_.upper() not in _TYPE_NAMES:
+            raise ValueError(
+                f"extra tag {code}: unknown TIFF type {type_!r}; use one of {', '.join(_TYPE_NAMES)}"
+            )
+        type_ = _TYPE_NAMES[type_.upper()]
+    return code, int(type_), None if count is None else int(count), value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading tags back
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _rationals(value: Any) -> list[float]:
+    """tifffile gives (S)RATIONAL values as flat (num, den, num, den, ...) tuples."""
+    flat = np.ravel(np.asarray(value, dtype=np.float64))
+    return (flat[0::2] / flat[1::2]).tolist()
+
+
+def _tag(page: Any, code: int) -> Any:
+    tag = page.tags.get(code)
+    return None if tag is None else tag.value
+
+
+def _raw_page(tif: Any) -> Any:
+    """The full-resolution CFA IFD: NewSubFileType 0 with PhotometricInterpretation CFA, in IFD0 or a SubIFD."""
+    candidates = []
+    for page in tif.pages:
+        candidates.append(page)
+        candidates.extend(page.pages or [])
+    for page in candidates:
+        if int(_tag(page, NEW_SUBFILE_TYPE) or 0) == 0 and _tag(page, PHOTOMETRIC) == PHOTOMETRIC_CFA:
+            return page
+    return None
+
+
+def read_dng_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the metadata of a DNG (ours or a camera's) with tifffile.
+
+    Returns
+    -------
+    dict
+        ``make``, ``model``, ``unique_camera_model``, ``software``, ``datetime`` (str), ``iso`` (int),
+        ``exposure_time`` (s), ``dng_version`` (4-tuple), ``height``, ``width``, ``bits_per_sample``,
+        ``compression`` (TIFF code), ``cfa`` (e.g. ``"RGGB"``), ``black_level`` (4 floats, R G1 G2 B, DN),
+        ``white_level`` (DN), ``as_shot_neutral`` (3 floats), ``color_matrix1`` (3x3 array),
+        ``calibration_illuminant1``, ``baseline_exposure``, ``noise_profile`` (list of ``(S, O)``).
+        A value the file does not hold is ``None``; the raw-image fields are ``None`` when the file has no
+        CFA image (e.g. a LinearRaw DNG).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a TIFF/DNG (tifffile's ``TiffFileError`` is a ``ValueError``).
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        ifd0 = tif.pages[0]
+        exif = _tag(ifd0, EXIF_IFD) or {}
+        raw = _raw_page(tif)
+        out: dict[str, Any] = {
+            "make": _text(_tag(ifd0, MAKE)),
+            "model": _text(_tag(ifd0, MODEL)),
+            "unique_camera_model": _text(_tag(ifd0, UNIQUE_CAMERA_MODEL)),
+            "software": _text(_tag(ifd0, SOFTWARE)),
+            "datetime": _text(exif.get("DateTimeOriginal") or _tag(ifd0, DATETIME)),
+            "dng_version": _version(_tag(ifd0, DNG_VERSION)),
+            "iso": _iso(exif.get("ISOSpeedRatings", _tag(ifd0, ISO_SPEED_RATINGS))),
+            "exposure_time": _first_rational(exif.get("ExposureTime", _tag(ifd0, EXPOSURE_TIME))),
+            "as_shot_neutral": _opt_rationals(_tag(ifd0, AS_SHOT_NEUTRAL)),
+            "color_matrix1": None,
+            "calibration_illuminant1": _tag(ifd0, CALIBRATION_ILLUMINANT1),
+            "baseline_exposure": _first_rational(_tag(ifd0, BASELINE_EXPOSURE)),
+            "noise_profile": None,
+            **dict.fromkeys(_RAW_FIELDS),
+        }
+        cm = _tag(ifd0, COLOR_MATRIX1)
+        if cm is not None:
+            values = _rationals(cm)
+            out["color_matrix1"] = np.reshape(values, (len(values) // 3, 3))
+        noise = _tag(ifd0, NOISE_PROFILE)
+        if noise is None and raw is not None:
+            noise = _tag(raw, NOISE_PROFILE)
+        if noise is not None:
+            flat = np.ravel(np.asarray(noise, dtype=np.float64))
+            out["noise_profile"] = [(float(s), float(o)) for s, o in zip(flat[0::2], flat[1::2], strict=True)]
+        if raw is not None:
+            out.update(_raw_fields(raw))
+    return out
+
+
+_RAW_FIELDS = ("height", "width", "bits_per_sample", "compression", "cfa", "black_level", "white_level")
+
+
+def _raw_fields(raw: Any) -> dict[str, Any]:
+    """Size, layout, CFA and levels of the raw IFD (BlackLevelDeltaH/V, if any, are not applied)."""
+    bps = _tag(raw, BITS_PER_SAMPLE)
+    fields: dict[str, Any] = {
+        "height": int(_tag(raw, IMAGE_LENGTH)),
+        "width": int(_tag(raw, IMAGE_WIDTH)),
+        "bits_per_sample": int(np.ravel(bps)[0]) if bps is not None else None,
+        "compression": int(_tag(raw, COMPRESSION) or 1),
+        **dict.fromkeys(("cfa", "black_level", "white_level")),
+    }
+    dim = tuple(np.ravel(_tag(raw, CFA_REPEAT_PATTERN_DIM) or ()))
+    pattern = _tag(raw, CFA_PATTERN)
+    if dim == (2, 2) and pattern is not None:
+        letters = "".join("RGB"[c] if c < 3 else "?" for c in _bytes(pattern))
+        fields["cfa"] = letters if letters in CFA_PATTERNS else None
+    white = _tag(raw, WHITE_LEVEL)
+    if white is not None:
+        fields["white_level"] = int(np.ravel(white)[0])
+    black = _tag(raw, BLACK_LEVEL)
+    if black is not None:
+        tag = raw.tags[BLACK_LEVEL]
+        values = _rationals(black) if tag.dtype in (_RATIONAL,) else np.ravel(black).astype(float).tolist()
+        bdim = tuple(np.ravel(_tag(raw, BLACK_LEVEL_REPEAT_DIM) or (1, 1)))
+        if bdim == (1, 1) and len(values) >= 1:
+            fields["black_level"] = (values[0],) * 4
+        elif bdim == (2, 2) and len(values) == 4 and fields["cfa"] is not None:
+            tile = np.reshape(values, (2, 2))
+            fields["black_level"] = tuple(float(tile[dy, dx]) for dy, dx in channel_offsets(fields["cfa"]))
+    return fields
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).rstrip("\0").strip() or None
+
+
+def _bytes(value: Any) -> bytes:
+    """tifffile gives BYTE arrays as ``bytes`` or as a tuple of ints, depending on the tag."""
+    return value if isinstance(value, bytes) else bytes(int(v) for v in np.ravel(value))
+
+
+def _version(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(_bytes(value))
+
+
+def _iso(value: Any) -> int | None:
+    return None if value is None else int(np.ravel(value)[0])
+
+
+def _first_rational(value: Any) -> float | None:
+    return None if value is None else _rationals(value)[0]
+
+
+def _opt_rationals(value: Any) -> tuple[float, ...] | None:
+    return None if value is None else tuple(_rationals(value))
