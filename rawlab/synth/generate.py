@@ -1,0 +1,200 @@
+"""Write a synthetic dataset of real DNG files whose noise is known exactly.
+
+Layout (DESIGN.md, ``rawlab synth``)::
+
+    OUT/<sensor>/<scene>/<scene>_iso<ISO>_<k>.dng
+    OUT/truth.json          # true a, b per sensor, ISO and channel (schema rawlab.noise/1)
+
+Per scene, ``n_clean`` frames are shot at the base ISO with a long exposure, and one noisy frame at every other
+ISO of the sensor's ladder, with the exposure shortened by the ISO ratio so every frame has the same
+brightness. With the default pairing rule the first base-ISO frame is the clean reference; the other base-ISO
+frames are noisy frames at base ISO, so every ISO can be fitted from pairs, and the reference itself carries
+base-ISO noise (as real references do).
+
+Each frame is simulated as a sensor records it: Poisson photo-electrons plus Gaussian read noise
+(:func:`rawlab.noise.sample_poisson_gaussian`), offset by the black level, rounded to integer DN and clipped to
+``[0, white]``. The rounding is part of the truth (it adds ``1 / (12 R**2)`` to ``b``); the clipping is not (it
+is the censoring that noise fitting must handle, Foi et al. 2008).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..bayer import unpack
+from ..noise.model import sample_poisson_gaussian
+from ..noise.profile import ISOProfile, NoiseProfileSet, SensorProfile, save_profiles
+from .scenes import NATURAL_SCENES, render_scene
+from .sensors import VirtualSensor, get_sensors
+
+__all__ = ["DEFAULT_SIZE", "FramePlan", "SynthSummary", "plan_dataset", "simulate_frame", "write_dataset"]
+
+DEFAULT_SIZE: tuple[int, int] = (512, 384)  # W x H: the quick start runs end to end in about a minute
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """One DNG to write."""
+
+    sensor_index: int
+    scene_index: int
+    frame_index: int
+    scene: str
+    iso: int
+    exposure_time: float
+    brightness: float
+    relpath: str
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    out: Path
+    n_files: int
+    n_sensors: int
+    n_scenes: int
+    truth_path: Path
+    nbytes: int
+
+
+def sensor_dirname(sensor: VirtualSensor) -> str:
+    return sensor.name.replace(" ", "_")
+
+
+def plan_dataset(
+    sensors: Sequence[VirtualSensor], *, seed: int, n_scenes: int, n_clean: int
+) -> list[FramePlan]:
+    """Decide every frame (scene, ISO, exposure, brightness) before any pixel is made."""
+    if n_scenes < 1 or n_clean < 1:
+        raise ValueError("need at least one scene and one clean frame per scene")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0FFEE]))
+    plans: list[FramePlan] = []
+    for si, sensor in enumerate(sensors):
+        naturals = [NATURAL_SCENES[(si * 3 + k) % len(NATURAL_SCENES)] for k in range(n_scenes - 1)]
+        for ci, scene in enumerate(["chart", *naturals]):
+            # Chart fills the range by design; photos get a random exposure level (99th percentile).
+            brightness = 1.0 if scene == "chart" else float(rng.uniform(0.3, 0.95))
+            base_exposure = float(rng.choice([1 / 15, 1 / 30, 1 / 60, 1 / 125]))
+            isos = [sensor.base_iso] * n_clean + list(sensor.iso_ladder[1:])
+            for fi, iso in enumerate(isos):
+                k = fi if iso == sensor.base_iso else 0
+                relpath = f"{sensor_dirname(sensor)}/{scene}/{scene}_iso{iso}_{k}.dng"
+                plans.append(
+                    FramePlan(si, ci, fi, scene, iso, base_exposure * sensor.base_iso / iso, brightness, relpath)
+                )
+    return plans
+
+
+def simulate_frame(
+    clean: np.ndarray, sensor: VirtualSensor, iso: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Noisy packed planes in DN (uint16) from noise-free normalised planes ``clean`` (4, h, w)."""
+    a, b = sensor.noise_params(iso)
+    x = sample_poisson_gaussian(clean, a, b - 1.0 / (12.0 * sensor.dn_range ** 2), rng)
+    black = np.asarray(sensor.black_level, dtype=np.float64)[:, None, None]
+    dn = np.rint(black + x * (sensor.white_level - black))
+    return np.clip(dn, 0, sensor.white_level).astype(np.uint16)
+
+
+def _truth(sensors, plans, width, height, seed) -> NoiseProfileSet:
+    out = []
+    for si, sensor in enumerate(sensors):
+        profiles = []
+        for iso in sensor.iso_ladder:
+            a, b = sensor.noise_params(iso)
+            n = sum(1 for p in plans if p.sensor_index == si and p.iso == iso)
+            profiles.append(ISOProfile(iso, a.tolist(), b.tolist(), n_frames=n, n_pixels=n * width * height))
+        extra = {
+            "make": sensor.make,
+            "model": sensor.model,
+            "cfa": sensor.cfa,
+            "black_level": list(sensor.black_level),
+            "white_level": sensor.white_level,
+            "base_iso": sensor.base_iso,
+            "full_well_electrons": sensor.full_well,
+        }
+        out.append(SensorProfile(sensor.name, "truth", profiles, sensor.iso_model(), extra))
+    meta = {"generator": {"rawlab_version": __version__, "seed": seed, "size": [width, height]}}
+    return NoiseProfileSet(out, meta)
+
+
+def write_dataset(
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    n_sensors: int = 2,
+    n_scenes: int = 4,
+    n_clean: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> SynthSummary:
+    """Write the synthetic dataset to ``out`` and return a summary.
+
+    Parameters
+    ----------
+    out
+        Output folder (created; existing files with the same names are overwritten).
+    seed
+        Everything (scene choice, brightness, every noise sample) follows from it: same seed, same bytes.
+    size
+        Frame size ``(width, height)`` in mosaic pixels, both even.
+    n_sensors
+        How many virtual sensors (1 to 4; see :data:`rawlab.synth.sensors.SENSORS`).
+    n_scenes
+        Scenes per sensor: the chart plus ``n_scenes - 1`` photographs.
+    n_clean
+        Base-ISO frames per scene (the first is the default clean reference).
+    progress
+        Called with the number of frames just written (for a progress bar).
+    """
+    from ..dng import write_dng
+
+    width, height = size
+    if width % 2 or height % 2 or width < 16 or height < 16:
+        raise ValueError(f"--size must be even and at least 16x16, got {width}x{height}")
+    sensors = get_sensors(n_sensors)
+    plans = plan_dataset(sensors, seed=seed, n_scenes=n_scenes, n_clean=n_clean)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    nbytes = 0
+    scene_cache: dict[tuple[int, int], np.ndarray] = {}
+    for plan in plans:
+        sensor = sensors[plan.sensor_index]
+        key = (plan.sensor_index, plan.scene_index)
+        if key not in scene_cache:
+            scene_cache.clear()  # frames are planned scene by scene: keep one scene in memory
+            scene_cache[key] = render_scene(plan.scene, sensor, height, width) * plan.brightness
+        rng = np.random.default_rng(
+            np.random.SeedSequence([seed, plan.sensor_index, plan.scene_index, plan.frame_index])
+        )
+        planes = simulate_frame(scene_cache[key], sensor, plan.iso, rng)
+        a, b = sensor.noise_params(plan.iso)
+        path = out / plan.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dng(
+            path,
+            unpack(planes, sensor.cfa),
+            cfa=sensor.cfa,
+            black_level=sensor.black_level,
+            white_level=sensor.white_level,
+            make=sensor.make,
+            model=sensor.model,
+            iso=plan.iso,
+            exposure_time=plan.exposure_time,
+            as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
+            color_matrix1=sensor.xyz_to_cam,
+            # DNG NoiseProfile has one (S, O) pair per colour plane: R, G (mean of G1, G2), B.
+            noise_profile=[(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])],
+        )
+        nbytes += path.stat().st_size
+        if progress is not None:
+            progress(1)
+    truth_path = out / "truth.json"
+    save_profiles(_truth(sensors, plans, width, height, seed), truth_path)
+    n_scenes_total = len({(p.sensor_index, p.scene_index) for p in plans})
+    return SynthSummary(out, len(plans), len(sensors), n_scenes_total, truth_path, nbytes)
