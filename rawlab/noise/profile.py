@@ -126,7 +126,9 @@ class NoiseProfileSet:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NoiseProfileSet:
         if d.get("schema") != SCHEMA:
-            raise RawlabError(f"not a rawlab noise profile: schema is {d.get('schema')!r}, expected {SCHEMA!r}")
+            raise RawlabError(
+                f"not a rawlab noise profile: schema is {d.get('schema')!r}, expected {SCHEMA!r}"
+            )
         if list(d.get("channels", CHANNELS)) != list(CHANNELS):
             raise RawlabError(f"unexpected channel order {d.get('channels')}; rawlab uses {list(CHANNELS)}")
         reserved = {"schema", "units", "channels", "sensors"}

@@ -85,7 +85,9 @@ def plan_dataset(
                 k = fi if iso == sensor.base_iso else 0
                 relpath = f"{sensor_dirname(sensor)}/{scene}/{scene}_iso{iso}_{k}.dng"
                 plans.append(
-                    FramePlan(si, ci, fi, scene, iso, base_exposure * sensor.base_iso / iso, brightness, relpath)
+                    FramePlan(
+                        si, ci, fi, scene, iso, base_exposure * sensor.base_iso / iso, brightness, relpath
+                    )
                 )
     return plans
 
@@ -95,7 +97,7 @@ def simulate_frame(
 ) -> np.ndarray:
     """Noisy packed planes in DN (uint16) from noise-free normalised planes ``clean`` (4, h, w)."""
     a, b = sensor.noise_params(iso)
-    x = sample_poisson_gaussian(clean, a, b - 1.0 / (12.0 * sensor.dn_range ** 2), rng)
+    x = sample_poisson_gaussian(clean, a, b - 1.0 / (12.0 * sensor.dn_range**2), rng)
     black = np.asarray(sensor.black_level, dtype=np.float64)[:, None, None]
     dn = np.rint(black + x * (sensor.white_level - black))
     return np.clip(dn, 0, sensor.white_level).astype(np.uint16)

@@ -110,7 +110,9 @@ def chart(sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
     planes[:, top : top + grad_h, :] = ramp[None, None, :]
     # Squared ramp: more samples in the shadows, where the read-noise term b dominates.
     planes[:, top + grad_h // 2 : top + grad_h, :] = (ramp**2 / 1.2)[None, None, :]
-    colours = np.array([[0.8, 0.35, 0.35, 0.1], [0.1, 0.5, 0.5, 0.7], [0.6, 0.6, 0.6, 0.05], [0.02, 0.2, 0.2, 0.9]])
+    colours = np.array(
+        [[0.8, 0.35, 0.35, 0.1], [0.1, 0.5, 0.5, 0.7], [0.6, 0.6, 0.6, 0.05], [0.02, 0.2, 0.2, 0.9]]
+    )
     n = len(colours)
     for i, col in enumerate(colours):
         x0, x1 = i * w // n, (i + 1) * w // n

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real camera samples in ../shared and small synthetic datasets written as real DNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "raw-samples"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """../shared/raw-samples, or a skip when this checkout has no shared/ beside it."""
+    if not (SAMPLES / "MANIFEST.csv").is_file():
+        pytest.skip("../shared/raw-samples is not present beside this checkout")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory):
+    """A small two-sensor synthetic dataset (real DNG files), written once per test session."""
+    from rawlab.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    summary = write_dataset(out, seed=7, size=(128, 96), n_sensors=2, n_scenes=2)
+    return summary
