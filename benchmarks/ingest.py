@@ -1,0 +1,77 @@
+"""Ingest throughput: `rawlab catalog build` on a 2-worker local cluster vs a plain sequential loop.
+
+    python benchmarks/ingest.py [--files 24] [--size 4000x3000] [--repeats 3]
+
+Both ingest the same synthetic 12 MP DNGs into the same Zarr layout and codec: the loop reads each file with
+rawpy (through rawlab.rawio), packs it and writes it; rawlab's build also hashes, pairs and quality-checks.
+Runs alternate (loop, build, loop, build, ...) so both see the same machine load; prints files/s for each,
+medians, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import synth_dataset
+
+
+def plain_loop(files, out: Path) -> None:
+    import zarr
+
+    from rawlab.catalog.store import CHUNK, default_codec
+    from rawlab.rawio import read_raw
+
+    group = zarr.open_group(out, mode="w", zarr_format=3)
+    for i, f in enumerate(files):
+        planes = read_raw(f).packed()
+        arr = group.create_array(
+            f"frames/{i}/raw", shape=planes.shape, dtype=planes.dtype, chunks=(4, CHUNK, CHUNK),
+            compressors=[default_codec()],
+        )  # fmt: skip
+        arr[...] = planes
+
+
+def main():
+    from rawlab.catalog.build import build_catalog
+    from rawlab.cluster import dask_client
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=24, help="approximate number of DNGs (whole scenes)")
+    ap.add_argument("--size", default="4000x3000")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix="rawlab-ingest-"))
+    n_scenes = max(1, round(args.files / 7))  # sensor PG-1: 2 clean + 5 noisy frames per scene
+    files = synth_dataset(tmp / "data", size=(w, h), n_scenes=n_scenes)
+    print(f"{len(files)} DNG files of {w}x{h}; {args.workers} workers; {args.repeats} alternating runs")
+    loop_rates, build_rates = [], []
+    with dask_client(workers=args.workers) as (client, info):
+        for r in range(args.repeats):
+            out = tmp / f"loop-{r}.zarr"
+            t = time.perf_counter()
+            plain_loop(files, out)
+            loop_rates.append(len(files) / (time.perf_counter() - t))
+            shutil.rmtree(out)
+            out = tmp / f"build-{r}.zarr"
+            t = time.perf_counter()
+            _, summary = build_catalog([str(tmp / "data")], str(out), client=client)
+            build_rates.append(len(files) / (time.perf_counter() - t))
+            assert summary.n_ingested == len(files), summary
+            shutil.rmtree(out)
+            print(f"  run {r + 1}: loop {loop_rates[-1]:.2f} files/s, rawlab {build_rates[-1]:.2f} files/s")
+    loop, build = statistics.median(loop_rates), statistics.median(build_rates)
+    print(f"plain loop (1 process):          {loop:.2f} files/s (median)")
+    print(f"rawlab catalog build ({args.workers} workers): {build:.2f} files/s (median)")
+    print(f"speed-up: {build / loop:.2f}x  (goal >= 1.7x on 2 cores)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The per-file task of a build: read one raw, hash it, store its pixels, return its catalog row.
+
+This runs on Dask workers, one task per file. It never raises for bad input: a file that cannot be read comes
+back as a row with ``status="failed"``, its error and the error kind, so the build goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import RawReadError
+from .qa import frame_stats
+from .store import FrameStore, frame_id
+
+__all__ = ["CRASH_ENV", "ingest_file", "metadata_row"]
+
+# Fault injection for tests only: a worker whose file path contains this string dies abruptly (os._exit),
+# as it would if LibRaw crashed in C code. A real LibRaw crash cannot be produced on demand.
+CRASH_ENV = "RAWLAB_TEST_CRASH_ON"
+
+
+def metadata_row(info) -> dict[str, Any]:
+    """Catalog columns from a :class:`rawlab.rawio.RawInfo`."""
+    src = dict(info.sources)
+    return {
+        "raw_format": info.raw_format,
+        "make": info.make,
+        "model": info.model,
+        "sensor": info.sensor,
+        "iso": np.nan if info.iso is None else float(info.iso),
+        "exposure_time": np.nan if info.exposure_time is None else float(info.exposure_time),
+        "cfa": info.cfa,
+        "black_level": [float(v) for v in info.black_level],
+        "white_level": int(info.white_level),
+        "height": int(info.height),
+        "width": int(info.width),
+        "wb": None if info.wb is None else [float(v) for v in info.wb],
+        "make_source": src.get("make", "missing"),
+        "model_source": src.get("model", "missing"),
+        "iso_source": src.get("iso", "missing"),
+        "exposure_source": src.get("exposure_time", "missing"),
+    }
+
+
+def _read_bytes(path: str, storage_options: dict) -> bytes:
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "rb", **storage_options) as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def ingest_file(
+    source: dict[str, Any], store_url: str, storage_options: dict | None = None
+) -> dict[str, Any]:
+    """Ingest one source file (a :class:`~rawlab.catalog.scan.SourceFile` as a dict) into the store.
+
+    Returns its catalog row. Pixels already in the store (same content hash) are not written again.
+    """
+    from ..rawio import read_raw
+
+    storage_options = storage_options or {}
+    row: dict[str, Any] = {**source, "status": "ok", "error": "", "error_kind": ""}
+    crash_on = os.environ.get(CRASH_ENV)
+    if crash_on and crash_on in source["path"]:
+        os._exit(134)  # see CRASH_ENV
+    try:
+        data = _read_bytes(source["path"], storage_options)
+    except OSError as e:
+        return {**row, "status": "failed", "error": f"cannot read the file: {e}", "error_kind": "unreadable"}
+    sha = hashlib.sha256(data).hexdigest()
+    fid = frame_id(sha)
+    row.update({"sha256": sha, "frame_id": fid, "size": len(data)})
+    store = FrameStore(store_url, storage_options)
+    existing = store.frame_attrs(fid)
+    if existing is not None:  # same content already ingested (re-run, or a duplicate file)
+        stored = existing["row"]
+        keep = {
+            k: v for k, v in stored.items() if k not in source and k not in ("status", "error", "error_kind")
+        }
+        return {**row, **keep, "reused": True}
+    try:
+        frame = read_raw(data, name=source["path"])
+    except RawReadError as e:
+        return {**row, "frame_id": "", "status": "failed", "error": e.reason, "error_kind": e.kind}
+    planes = frame.packed()
+    row.update(metadata_row(frame.info))
+    row.update(frame_stats(planes, frame.info.black_level, frame.info.white_level))
+    store.write_frame(fid, planes, row)
+    return {**row, "reused": False}

@@ -1,0 +1,73 @@
+"""``rawlab catalog show``: what is in a store, counted per sensor, ISO, role and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["catalog_summary", "format_summary"]
+
+
+def catalog_summary(cat: pd.DataFrame) -> dict[str, Any]:
+    """Counts per sensor, ISO, role and status, plus the failures and exclusions with their reasons."""
+    ok = cat[cat["status"] != "failed"]
+    sensors = []
+    for sensor, rows in ok.groupby("sensor", sort=True):
+        isos = []
+        for iso, r in rows.groupby(rows["iso"].fillna(-1), sort=True):
+            isos.append(
+                {
+                    "iso": None if iso == -1 else float(iso),
+                    "roles": {k: int(v) for k, v in r["role"].value_counts().sort_index().items()},
+                    "status": {k: int(v) for k, v in r["status"].value_counts().sort_index().items()},
+                }
+            )
+        sensors.append(
+            {
+                "sensor": sensor,
+                "frames": len(rows),
+                "cfa": sorted(rows["cfa"].dropna().unique().tolist()),
+                "sizes": sorted(
+                    {f"{int(w)}x{int(h)}" for w, h in zip(rows["width"], rows["height"], strict=True)}
+                ),
+                "scenes": int(rows["scene"].nunique()),
+                "isos": isos,
+            }
+        )
+    bad = cat[cat["status"].isin(["failed", "excluded"])]
+    return {
+        "files": len(cat),
+        "status": {k: int(v) for k, v in cat["status"].value_counts().sort_index().items()},
+        "roles": {k: int(v) for k, v in ok["role"].value_counts().sort_index().items()},
+        "sensors": sensors,
+        "problems": [
+            {"path": p, "status": s, "kind": k or "", "reason": e}
+            for p, s, k, e in zip(
+                bad["path"], bad["status"], bad["error_kind"].fillna(""), bad["error"], strict=True
+            )
+        ],
+    }
+
+
+def format_summary(summary: dict[str, Any], store: str) -> str:
+    """A table a person reads at a glance."""
+    lines = [
+        f"{store}: {summary['files']} files; status "
+        + ", ".join(f"{k} {v}" for k, v in summary["status"].items())
+    ]
+    lines.append(f"{'sensor':<34} {'ISO':>7} {'clean':>6} {'noisy':>6} {'single':>6} {'excl.':>6}")
+    for s in summary["sensors"]:
+        for i, iso in enumerate(s["isos"]):
+            name = f"{s['sensor']} ({', '.join(s['cfa'])}, {', '.join(s['sizes'])})" if i == 0 else ""
+            r, st = iso["roles"], iso["status"]
+            label = "n/a" if iso["iso"] is None else f"{iso['iso']:g}"
+            lines.append(
+                f"{name[:34]:<34} {label:>7} {r.get('clean', 0):>6} {r.get('noisy', 0):>6} "
+                f"{r.get('single', 0):>6} {st.get('excluded', 0):>6}"
+            )
+    if summary["problems"]:
+        lines.append("problems:")
+        for p in summary["problems"]:
+            lines.append(f"  {p['status']:<8} {p['path']}: {p['reason']}")
+    return "\n".join(lines)

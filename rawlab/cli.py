@@ -1,0 +1,296 @@
+"""The ``rawlab`` command line: parse, validate, call one library function, print a one-line summary.
+
+Heavy modules (rawpy, dask, jax, tensorflow) are imported inside the commands so ``rawlab --help`` is instant.
+Exit codes (DESIGN.md, "CLI contract"): 0 success, 1 a ``--strict`` failure, 2 a usage error or bad input;
+errors a user can fix are printed as one message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ._version import __version__
+from .errors import RawlabError
+
+# Commands that are part of the contract but not built yet, and the issue that builds them.
+_PLANNED = {
+    "noise-fit": ("Fit Poisson-Gaussian noise per sensor, ISO and channel, and its law over ISO.", 4),
+    "stats": ("Cross-device statistics and an HTML report.", 5),
+    "train": ("Train the JAX/Flax U-Net denoiser on a store.", 6),
+    "eval": ("PSNR/SSIM per sensor and ISO, model vs classical baselines.", 6),
+    "export": ("Export a trained model to TFLite (jax2tf) with a parity check.", 7),
+    "denoise": ("Denoise real raw files tile by tile; DNG or rendered image out.", 7),
+}
+
+
+class _Group(click.Group):
+    """A group that turns :class:`RawlabError` into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RawlabError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx):  # keep the pipeline order, not alphabetical order
+        return list(self.commands)
+
+
+def _size(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT in pixels, e.g. 4000x3000; got {value!r}") from None
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise click.BadParameter(f"width and height must be even and at least 16; got {w}x{h}")
+    return w, h
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rawlab")
+def main():
+    """rawlab: paired raw-denoising datasets, sensor noise models, and raw denoisers.
+
+    \b
+    Typical pipeline:
+      rawlab synth data/               # or your own folders of camera raws
+      rawlab catalog build data/ --out store.zarr
+      rawlab noise-fit store.zarr --sensor all --out noise.json
+      rawlab stats store.zarr --out report/
+      rawlab train store.zarr --config tiny --workdir runs/tiny
+      rawlab export runs/tiny --format tflite --out tiny.tflite
+      rawlab denoise photo.dng --model tiny.tflite --out denoised/
+
+    Run `rawlab demo` to do all of it on the built-in synthetic dataset.
+    """
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, writable=True))
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same files.")
+@click.option(
+    "--size",
+    default="512x384",
+    show_default=True,
+    callback=_size,
+    help="Frame size WxH in mosaic pixels; 4000x3000 gives realistic 12 MP frames.",
+)
+@click.option(
+    "--sensors",
+    "n_sensors",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Number of virtual sensors (they differ in CFA, bit depth, black level and noise law).",
+)
+@click.option(
+    "--scenes",
+    "n_scenes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Scenes per sensor: a calibration chart plus photographs.",
+)
+@click.option(
+    "--clean-frames",
+    "n_clean",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="Base-ISO frames per scene; the first is the clean reference.",
+)
+def synth(out, seed, size, n_sensors, n_scenes, n_clean):
+    """Write a synthetic dataset of real DNG files with known noise.
+
+    Writes OUT/<sensor>/<scene>/*.dng, each scene shot at the base ISO (clean) and up the sensor's ISO
+    ladder at the same brightness, with Poisson-Gaussian noise clipped and quantised as a sensor does, and
+    OUT/truth.json with the true noise parameters (rawlab.noise/1 schema).
+    """
+    from .synth import get_sensors, write_dataset
+    from .synth.generate import plan_dataset
+
+    t0 = time.perf_counter()
+    total = len(plan_dataset(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes, n_clean=n_clean))
+    with _progress(total, "synth") as bar:
+        summary = write_dataset(
+            out,
+            seed=seed,
+            size=size,
+            n_sensors=n_sensors,
+            n_scenes=n_scenes,
+            n_clean=n_clean,
+            progress=bar.update,
+        )
+    click.echo(
+        f"synth: wrote {summary.n_files} DNG files ({summary.nbytes / 1e6:.1f} MB) for {summary.n_sensors} "
+        f"sensors, {summary.n_scenes} scenes at {size[0]}x{size[1]} to {summary.out}; truth in "
+        f"{summary.truth_path} ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+@main.command()
+@click.argument("out", default="rawlab-demo", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True)
+def demo(out, seed):
+    """Run the whole pipeline on the built-in synthetic dataset, into OUT (default ./rawlab-demo)."""
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    run_demo(Path(out), seed=seed, echo=click.echo)
+
+
+def _planned_command(name: str, help_text: str, issue: int) -> click.Command:
+    @click.command(
+        name=name,
+        help=f"{help_text}\n\nNot built yet (issue #{issue}).",
+        short_help=f"[not built yet] {help_text}",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=True,
+    )
+    @click.pass_context
+    def command(ctx):
+        click.secho(
+            f"error: `rawlab {name}` is not built yet (planned in issue #{issue}).", fg="red", err=True
+        )
+        ctx.exit(2)
+
+    return command
+
+
+@main.group(cls=_Group)
+def catalog():
+    """Build and inspect catalogued Zarr stores of paired raw frames."""
+
+
+@catalog.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--out", "out", required=True, help="Store to create or update: a path or an fsspec URL (s3://...)."
+)
+@click.option(
+    "--recipe", default=None, help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind) or a YAML file."
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="RAWLAB_SCHEDULER",
+    show_envvar=True,
+    help="Address of a running Dask scheduler to use instead of a local cluster.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size (default: one per core)."
+)
+@click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
+@click.option(
+    "--qa-max-shift", type=float, default=None, help="Exclude pairs misaligned by more (mosaic px)."
+)
+@click.option(
+    "--qa-gain-tolerance",
+    type=float,
+    default=None,
+    help="Exclude pairs whose measured gain departs more than this (relative) from ISO x exposure.",
+)
+@click.option(
+    "--qa-max-saturated", type=float, default=None, help="Exclude pairs with a larger saturated fraction."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def catalog_build(
+    sources,
+    out,
+    recipe,
+    scheduler,
+    workers,
+    strict,
+    qa_max_shift,
+    qa_gain_tolerance,
+    qa_max_saturated,
+    as_json,
+):
+    """Scan SOURCES (folders, files, globs; local or fsspec URLs) for raw files and ingest them into a store.
+
+    Reads metadata, pairs noisy frames with their clean reference (same folder, lowest ISO; or a --recipe),
+    checks each pair (alignment, exposure gain, saturation) and stores the Bayer pixels losslessly in Zarr.
+    Re-running ingests only new or changed files. A file that cannot be read is recorded as failed and the
+    build goes on.
+    """
+    import json
+
+    from .catalog.build import build_catalog
+    from .catalog.qa import QAThresholds
+
+    overrides = {
+        k: v
+        for k, v in {
+            "max_shift": qa_max_shift,
+            "gain_tolerance": qa_gain_tolerance,
+            "max_saturated": qa_max_saturated,
+        }.items()
+        if v is not None
+    }
+    thresholds = QAThresholds.from_dict({**QAThresholds().to_dict(), **overrides})
+    bar = _progress(0, "ingest")
+    try:
+        _, summary = build_catalog(
+            list(sources),
+            out,
+            recipe=recipe,
+            scheduler=scheduler,
+            workers=workers,
+            thresholds=thresholds,
+            progress=bar.update,
+            set_total=lambda n: bar.reset(total=n),
+            echo=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        bar.close()
+    for path, reason in summary.failures:
+        click.echo(f"failed: {path}: {reason}", err=True)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in summary.__dict__.items()}, default=str))
+    else:
+        click.echo(summary.line())
+    if strict and summary.n_failed:
+        raise SystemExit(1)
+
+
+@catalog.command("show")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def catalog_show(store, as_json):
+    """Summarise a store: counts per sensor, ISO, role and status, and every failed or excluded file."""
+    import json
+
+    from .catalog import open_catalog
+    from .catalog.summary import catalog_summary, format_summary
+
+    summary = catalog_summary(open_catalog(store))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(format_summary(summary, store))
+        n = len(summary["sensors"])
+        click.echo(
+            f"catalog show: {summary['files']} files, {n} sensors, {len(summary['problems'])} problems"
+        )
+
+
+for _name, (_help, _issue) in _PLANNED.items():
+    main.add_command(_planned_command(_name, _help, _issue))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
