@@ -65,7 +65,8 @@ def main():
             build_rates.append(len(files) / (time.perf_counter() - t))
             assert summary.n_ingested == len(files), summary
             shutil.rmtree(out)
-            print(f"  run {r + 1}: loop {loop_rates[-1]:.2f} files/s, rawlab {build_rates[-1]:.2f} files/s")
+            phases = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
+            print(f"  run {r + 1}: loop {loop_rates[-1]:.2f} files/s, rawlab {build_rates[-1]:.2f} files/s ({phases})")
     loop, build = statistics.median(loop_rates), statistics.median(build_rates)
     print(f"plain loop (1 process):          {loop:.2f} files/s (median)")
     print(f"rawlab catalog build ({args.workers} workers): {build:.2f} files/s (median)")

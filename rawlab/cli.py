@@ -143,14 +143,15 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean):
 
 @main.command()
 @click.argument("out", default="rawlab-demo", type=click.Path(file_okay=False))
-@click.option("--seed", default=0, show_default=True)
-def demo(out, seed):
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic dataset.")
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local Dask workers (default: one per core).")
+def demo(out, seed, workers):
     """Run the whole pipeline on the built-in synthetic dataset, into OUT (default ./rawlab-demo)."""
     from pathlib import Path
 
     from .demo import run_demo
 
-    run_demo(Path(out), seed=seed, echo=click.echo)
+    run_demo(Path(out), seed=seed, workers=workers, echo=click.echo)
 
 
 def _planned_command(name: str, help_text: str, issue: int) -> click.Command:

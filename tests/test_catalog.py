@@ -251,3 +251,62 @@ def test_user_errors_exit_2(tmp_path, setup, args, needle):
     res = rawlab_cli(*[a.format(tmp=tmp_path) for a in args])
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert needle in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def scene_frames(tmp_path_factory):
+    """Real DNGs of one photographed scene: the clean base-ISO frame and noisy frames up the ladder."""
+    data = tmp_path_factory.mktemp("frames")
+    write_dataset(data, seed=8, size=(128, 96), n_sensors=1, n_scenes=3)
+    scenes = sorted(p for p in (data / "SynthCam_PG-1").iterdir() if p.name != "chart")
+    return [{int(f.name.split("_iso")[1].split("_")[0]) * 10 + int(f.stem[-1]): f for f in s.glob("*.dng")}
+            for s in scenes]  # fmt: skip
+
+
+def _lay_out(root, layout):
+    for rel, src in layout.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+
+
+@pytest.mark.parametrize("recipe", ["sid", "sidd", "rawnind"])
+def test_recipes_pair_miniature_dataset_trees(tmp_path, client, scene_frames, recipe):
+    """Trees laid out as each dataset documents it, filled with real synthetic DNGs, pair as documented."""
+    s1, s2 = scene_frames  # keys: ISO * 10 + frame index; 1000 = base-ISO clean frame
+    if recipe == "sid":  # Sony/long/<id>_00_<t>s + Sony/short/<id>_<burst>_<t>s
+        layout = {"Sony/long/00001_00_10s.dng": s1[1000], "Sony/short/00001_00_0.1s.dng": s1[16000],
+                  "Sony/short/00001_01_0.04s.dng": s1[64000], "Sony/long/10003_00_30s.dng": s2[1000],
+                  "Sony/short/10003_00_0.033s.dng": s2[32000]}  # fmt: skip
+        expect = {"Sony/short/00001_00_0.1s.dng": "Sony/long/00001_00_10s.dng",
+                  "Sony/short/00001_01_0.04s.dng": "Sony/long/00001_00_10s.dng",
+                  "Sony/short/10003_00_0.033s.dng": "Sony/long/10003_00_30s.dng"}  # fmt: skip
+    elif recipe == "sidd":  # <instance>_<scene>_<phone>_<ISO>_<shutter>_<temp>_<L|N|H>/<n>_{GT,NOISY}_RAW_<k>
+        d1, d2 = "0001_001_S6_00800_00350_3200_L", "0002_001_IP_01600_00100_4400_N"
+        layout = {f"{d1}/0001_GT_RAW_010.dng": s1[1000], f"{d1}/0001_NOISY_RAW_010.dng": s1[8000],
+                  f"{d1}/0001_GT_RAW_011.dng": s1[1001], f"{d1}/0001_NOISY_RAW_011.dng": s1[4000],
+                  f"{d2}/0002_GT_RAW_010.dng": s2[1000], f"{d2}/0002_NOISY_RAW_010.dng": s2[16000]}  # fmt: skip
+        expect = {f"{d1}/0001_NOISY_RAW_010.dng": f"{d1}/0001_GT_RAW_010.dng",
+                  f"{d1}/0001_NOISY_RAW_011.dng": f"{d1}/0001_GT_RAW_011.dng",
+                  f"{d2}/0002_NOISY_RAW_010.dng": f"{d2}/0002_GT_RAW_010.dng"}  # fmt: skip
+    else:  # src/Bayer/<set>/gt/<clean> with noisy frames beside gt/
+        b, c = "src/Bayer/Bark", "src/Bayer/Cups"
+        layout = {f"{b}/gt/Bayer_Bark_GT_ISO100_sha1=aa01.dng": s1[1000],
+                  f"{b}/Bayer_Bark_ISO800_sha1=aa02.dng": s1[8000],
+                  f"{b}/Bayer_Bark_ISO6400_sha1=aa03.dng": s1[64000],
+                  f"{c}/gt/Bayer_Cups_GT_ISO100_sha1=bb01.dng": s2[1000],
+                  f"{c}/Bayer_Cups_ISO3200_sha1=bb02.dng": s2[32000]}  # fmt: skip
+        expect = {f"{b}/Bayer_Bark_ISO800_sha1=aa02.dng": f"{b}/gt/Bayer_Bark_GT_ISO100_sha1=aa01.dng",
+                  f"{b}/Bayer_Bark_ISO6400_sha1=aa03.dng": f"{b}/gt/Bayer_Bark_GT_ISO100_sha1=aa01.dng",
+                  f"{c}/Bayer_Cups_ISO3200_sha1=bb02.dng": f"{c}/gt/Bayer_Cups_GT_ISO100_sha1=bb01.dng"}  # fmt: skip
+    root = tmp_path / recipe
+    _lay_out(root, layout)
+    cat, summary = build_catalog([str(root)], str(tmp_path / "s.zarr"), client=client, recipe=recipe)
+    rows = cat.set_index("relpath")
+    assert summary.n_files == len(layout) and summary.n_failed == 0
+    assert summary.n_pairs == len(expect)
+    for noisy, clean in expect.items():
+        assert rows.loc[noisy, "role"] == "noisy"
+        assert rows.loc[noisy, "clean_path"] == str(root / clean)
+        assert rows.loc[clean, "role"] == "clean"
+        assert rows.loc[noisy, "status"] == "ok"  # same scene, exposure-matched: QA passes

@@ -46,6 +46,7 @@ class BuildSummary:
     sensors: list[str]
     seconds: float
     dashboard: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
@@ -234,14 +235,20 @@ def build_catalog(
     if set_total:
         set_total(len(todo))
 
+    timings: dict[str, float] = {"scan": time.perf_counter() - t0}
+
     def work(c, dashboard):
+        t = time.perf_counter()
         rows = _run_ingest(c, todo, store.url, storage_options, progress) if todo else []
+        timings["ingest"] = time.perf_counter() - t
         cat = _finalise(reused + rows)
         cat = pair_frames(cat, recipe_obj)
         # Exclusion is a QA outcome only: clear it so the checks (and any new thresholds) decide afresh.
         redo = cat["status"] == "excluded"
         cat.loc[redo, "status"], cat.loc[redo, "error"] = "ok", ""
+        t = time.perf_counter()
         cat = _run_qa(c, cat, store.url, storage_options, thresholds, previous)
+        timings["qa"] = time.perf_counter() - t
         return cat, rows, dashboard
 
     if client is not None:
@@ -264,6 +271,7 @@ def build_catalog(
         sensors=sorted(cat.loc[cat["status"] != "failed", "sensor"].dropna().unique().tolist()),
         seconds=time.perf_counter() - t0,
         dashboard=dashboard,
+        timings=timings,
         failures=list(zip(failed["path"], failed["error"], strict=True)),
     )
     return cat, summary

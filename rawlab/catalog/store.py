@@ -119,26 +119,26 @@ class FrameStore:
         return attrs if attrs.get("complete") else None
 
     def write_frame(self, fid: str, planes: np.ndarray, row: dict[str, Any]) -> None:
-        """Write packed DN planes ``(4, h, w)`` uint16, then mark the frame complete with its catalog row."""
-        import xarray as xr
+        """Write packed DN planes ``(4, h, w)`` uint16, then mark the frame complete with its catalog row.
+
+        Written with zarr directly (xarray adds ~15 ms a frame here and nothing the reader needs): the array
+        carries zarr v3 ``dimension_names`` so ``xarray.open_zarr`` reads it with its dimensions.
+        """
         import zarr
 
         if planes.dtype != np.uint16 or planes.ndim != 3 or planes.shape[0] != 4:
             raise ValueError(f"expected uint16 planes (4, h, w), got {planes.dtype} {planes.shape}")
         h, w = planes.shape[1:]
-        ds = xr.Dataset(
-            {"raw": (("channel", "y", "x"), planes)},
-            coords={"channel": np.array(CHANNELS, dtype=object)},
+        group = zarr.open_group(self.zstore, path=self.frame_path(fid), mode="w", zarr_format=3)
+        arr = group.create_array(
+            "raw",
+            shape=planes.shape,
+            dtype=planes.dtype,
+            chunks=(4, min(CHUNK, h), min(CHUNK, w)),
+            compressors=[default_codec()],
+            dimension_names=("channel", "y", "x"),
         )
-        ds.to_zarr(
-            self.zstore,
-            group=self.frame_path(fid),
-            mode="w",
-            consolidated=False,
-            zarr_format=3,
-            encoding={"raw": {"compressors": [default_codec()], "chunks": (4, min(CHUNK, h), min(CHUNK, w))}},
-        )
-        group = zarr.open_group(self.zstore, path=self.frame_path(fid), mode="a", zarr_format=3)
+        arr[...] = planes
         group.attrs.update({"complete": True, "row": _jsonable(row)})
 
     def read_frame(self, fid: str) -> np.ndarray:
@@ -160,8 +160,10 @@ class FrameStore:
         if not self.fs.exists(base):
             return {}, []
         complete, incomplete = {}, []
-        for entry in self.fs.ls(base, detail=False):
-            fid = entry.rstrip("/").rsplit("/", 1)[-1]
+        for info in self.fs.ls(base, detail=True):
+            if info.get("type") != "directory":
+                continue  # the frames group's own zarr.json
+            fid = info["name"].rstrip("/").rsplit("/", 1)[-1]
             attrs = self.frame_attrs(fid)
             if attrs is None:
                 incomplete.append(fid)
