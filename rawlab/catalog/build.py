@@ -146,8 +146,13 @@ def _run_qa(client, cat: pd.DataFrame, store_url, storage_options, thresholds, p
     return cat
 
 
+QA_CROP = 1024  # packed px: QA reads the central 2048x2048 mosaic pixels of each frame (4 MP)
+
+
 def _meta(row) -> dict[str, Any]:
     return {
+        "saturated_frac": float(row["saturated_frac"]),
+        "mean_level": float(row["mean_level"]),
         "black_level": list(row["black_level"]),
         "white_level": int(row["white_level"]),
         "iso": None if pd.isna(row["iso"]) else float(row["iso"]),
@@ -159,8 +164,16 @@ def _qa_task(store_url, storage_options, ref_id, noisy_id, ref_meta, meta, thres
     from .qa import check_pair
 
     store = FrameStore(store_url, storage_options)
-    return check_pair(store.read_frame(ref_id), store.read_frame(noisy_id), ref_meta=ref_meta, meta=meta,
-                      thresholds=thresholds)  # fmt: skip
+    # A central crop is plenty for alignment and gain; saturation and level are whole-frame, from ingest.
+    return check_pair(
+        store.read_crop(ref_id, QA_CROP),
+        store.read_crop(noisy_id, QA_CROP),
+        ref_meta=ref_meta,
+        meta=meta,
+        thresholds=thresholds,
+        ref_stats={k: ref_meta[k] for k in ("saturated_frac", "mean_level")},
+        stats={k: meta[k] for k in ("saturated_frac", "mean_level")},
+    )
 
 
 def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -227,7 +240,9 @@ def build_catalog(
         raise RawlabError(f"cannot write the store {out!r}: {e}; choose a writable --out") from None
     previous = _previous_rows(store)
     complete_frames, incomplete = store.frames_state()
-    store.remove_frames(incomplete)  # leftovers of a killed build: rewritten below if their file is still there
+    store.remove_frames(
+        incomplete
+    )  # leftovers of a killed build: rewritten below if their file is still there
     complete = set(complete_frames)
     srcs = [dataclasses.asdict(f) for f in scan.files]
     reused = [{**previous[s["path"]], **s} for s in srcs if _unchanged(previous.get(s["path"]), s, complete)]

@@ -497,6 +497,8 @@ def check_pair(
     ref_meta: Mapping,
     meta: Mapping,
     thresholds: QAThresholds | Mapping = QAThresholds(),
+    ref_stats: Mapping | None = None,
+    stats: Mapping | None = None,
 ) -> dict[str, Any]:
     """Quality checks of a noisy frame against its clean reference: the noisy frame's catalog QA columns.
 
@@ -509,6 +511,9 @@ def check_pair(
         ``exposure_time`` (s). ISO and exposure may be missing or None: the gain is then measured, not checked.
     thresholds
         :class:`QAThresholds`, or a dict for :meth:`QAThresholds.from_dict`.
+    ref_stats, stats
+        Whole-frame :func:`frame_stats` when ``ref_dn``/``moving_dn`` are crops (the catalog build passes a
+        central crop and the statistics it measured at ingest, so QA reads a fraction of each frame).
 
     Returns
     -------
@@ -529,8 +534,8 @@ def check_pair(
     t = QAThresholds.from_dict(thresholds) if isinstance(thresholds, Mapping) else thresholds
     ref_dn, moving_dn = _check_planes(ref_dn, "ref_dn"), _check_planes(moving_dn, "moving_dn")
     (rblack, rspan), (mblack, mspan) = _meta_levels(ref_meta, "reference"), _meta_levels(meta, "noisy frame")
-    ref_stats = frame_stats(ref_dn, rblack, ref_meta["white_level"])
-    stats = frame_stats(moving_dn, mblack, meta["white_level"])
+    ref_stats = ref_stats if ref_stats is not None else frame_stats(ref_dn, rblack, ref_meta["white_level"])
+    stats = stats if stats is not None else frame_stats(moving_dn, mblack, meta["white_level"])
     exp = expected_gain(
         ref_meta.get("iso"), ref_meta.get("exposure_time"), meta.get("iso"), meta.get("exposure_time")
     )

@@ -146,6 +146,15 @@ class FrameStore:
 
         return zarr.open_array(self.zstore, path=f"{self.frame_path(fid)}/raw", mode="r")[...]
 
+    def read_crop(self, fid: str, size: int) -> np.ndarray:
+        """The central ``size x size`` packed pixels of a frame (reads only the chunks it needs)."""
+        import zarr
+
+        arr = zarr.open_array(self.zstore, path=f"{self.frame_path(fid)}/raw", mode="r")
+        h, w = arr.shape[1:]
+        y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        return arr[:, y0 : y0 + size, x0 : x0 + size]
+
     def frame_array(self, fid: str):
         """The frame as a lazy dask array ``(4, h, w)`` backed by its Zarr chunks."""
         import dask.array as da
