@@ -74,30 +74,41 @@ def _unchanged(prev: dict[str, Any] | None, src: dict[str, Any], complete: set[s
 
 
 def _run_ingest(client, todo, store_url, storage_options, progress) -> list[dict[str, Any]]:
+    """One task per file. Files whose worker died are retried one at a time, so that a file is recorded as
+    crashing only when it kills a worker on its own (a dying worker also takes its queued neighbours down)."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    futures = {
-        client.submit(
-            ingest_file, src, store_url, storage_options, key=f"ingest-{i}-{src['path'][-40:]}", pure=False
-        ): src
-        for i, src in enumerate(todo)
-    }
-    rows = []
-    for fut in as_completed(futures):
-        src = futures[fut]
+    def submit(i, src):
+        key = f"ingest-{i}-{src['path'][-40:]}"
+        return client.submit(ingest_file, src, store_url, storage_options, key=key, pure=False)
+
+    def outcome(fut, src) -> dict[str, Any] | None:
         try:
-            rows.append(fut.result())
+            return fut.result()
         except KilledWorker:
-            rows.append(
-                {**src, "status": "failed", "error_kind": "crash",
-                 "error": "the worker process died while reading this file (twice): LibRaw crashed on it"}
-            )  # fmt: skip
+            return None
         except Exception as e:  # a bug in rawlab for this file: record it, keep going
-            rows.append(
-                {**src, "status": "failed", "error_kind": "internal", "error": f"{type(e).__name__}: {e}"}
-            )
-        fut.release()
+            return {**src, "status": "failed", "error_kind": "internal", "error": f"{type(e).__name__}: {e}"}
+        finally:
+            fut.release()
+
+    futures = {submit(i, src): src for i, src in enumerate(todo)}
+    rows, suspects = [], []
+    for fut in as_completed(futures):
+        row = outcome(fut, futures[fut])
+        if row is None:
+            suspects.append(futures[fut])
+            continue
+        rows.append(row)
+        if progress:
+            progress(1)
+    for i, src in enumerate(suspects):  # alone now: a second death convicts the file
+        row = outcome(submit(f"retry-{i}", src), src)
+        rows.append(row if row is not None else {
+            **src, "status": "failed", "error_kind": "crash",
+            "error": "the worker process died while reading this file, also when retried alone (LibRaw crash)",
+        })  # fmt: skip
         if progress:
             progress(1)
     return rows
