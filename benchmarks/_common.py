@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 
-def synth_dataset(out: Path, *, size: tuple[int, int], n_scenes: int, n_sensors: int = 1, seed: int = 0) -> list[Path]:
+def synth_dataset(
+    out: Path, *, size: tuple[int, int], n_scenes: int, n_sensors: int = 1, seed: int = 0
+) -> list[Path]:
     """Write (or reuse) a synthetic dataset and return its DNG files."""
     from rawlab.synth import write_dataset
 

@@ -42,18 +42,22 @@ def main():
         "blosc-zstd5-shuffle": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
         "zstd3": ZstdCodec(level=3),
     }
-    print(f"{len(frames)} frames {w}x{h} ({raw_bytes / 1e6:.0f} MB raw), chunks (4, 256, 256), median of {args.repeats}")
+    print(
+        f"{len(frames)} frames {w}x{h} ({raw_bytes / 1e6:.0f} MB raw), chunks (4, 256, 256), median of {args.repeats}"
+    )
     print(f"{'codec':<24} {'ratio':>6} {'encode s/frame':>15} {'decode s/frame':>15}")
     for name, codec in codecs.items():
         path = tmp / f"{name}.zarr"
 
-        def write():
+        def write(path=path, codec=codec):
             g = zarr.open_group(path, mode="w", zarr_format=3)
             for i, f in enumerate(frames):
-                a = g.create_array(f"f{i}", shape=f.shape, dtype=f.dtype, chunks=(4, 256, 256), compressors=[codec])
+                a = g.create_array(
+                    f"f{i}", shape=f.shape, dtype=f.dtype, chunks=(4, 256, 256), compressors=[codec]
+                )
                 a[...] = f
 
-        def read():
+        def read(path=path):
             g = zarr.open_group(path, mode="r")
             for i in range(len(frames)):
                 g[f"f{i}"][...]
@@ -61,7 +65,9 @@ def main():
         t_enc, _ = median_time(write, args.repeats)
         t_dec, _ = median_time(read, args.repeats)
         stored = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
-        print(f"{name:<24} {raw_bytes / stored:>6.2f} {t_enc / len(frames):>15.3f} {t_dec / len(frames):>15.3f}")
+        print(
+            f"{name:<24} {raw_bytes / stored:>6.2f} {t_enc / len(frames):>15.3f} {t_dec / len(frames):>15.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def main():
     files = synth_dataset(tmp / "data", size=(w, h), n_scenes=n_scenes)
     print(f"{len(files)} DNG files of {w}x{h}; {args.workers} workers; {args.repeats} alternating runs")
     loop_rates, build_rates = [], []
-    with dask_client(workers=args.workers) as (client, info):
+    with dask_client(workers=args.workers) as (client, _info):
         for r in range(args.repeats):
             out = tmp / f"loop-{r}.zarr"
             t = time.perf_counter()
@@ -66,7 +66,9 @@ def main():
             assert summary.n_ingested == len(files), summary
             shutil.rmtree(out)
             phases = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
-            print(f"  run {r + 1}: loop {loop_rates[-1]:.2f} files/s, rawlab {build_rates[-1]:.2f} files/s ({phases})")
+            print(
+                f"  run {r + 1}: loop {loop_rates[-1]:.2f} files/s, rawlab {build_rates[-1]:.2f} files/s ({phases})"
+            )
     loop, build = statistics.median(loop_rates), statistics.median(build_rates)
     print(f"plain loop (1 process):          {loop:.2f} files/s (median)")
     print(f"rawlab catalog build ({args.workers} workers): {build:.2f} files/s (median)")

@@ -8,7 +8,16 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import RawlabError, RawReadError
 
-__all__ = ["RawReadError", "RawlabError", "__version__", "read_info", "read_raw", "write_dng"]
+__all__ = [
+    "RawReadError",
+    "RawlabError",
+    "__version__",
+    "open_catalog",
+    "open_store",
+    "read_info",
+    "read_raw",
+    "write_dng",
+]
 
 
 def __getattr__(name: str):
@@ -16,6 +25,10 @@ def __getattr__(name: str):
         from . import rawio
 
         return getattr(rawio, name)
+    if name in ("open_catalog", "open_store"):
+        from . import catalog
+
+        return getattr(catalog, name)
     if name == "write_dng":
         from .dng import write_dng
 

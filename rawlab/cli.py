@@ -17,7 +17,6 @@ from .errors import RawlabError
 
 # Commands that are part of the contract but not built yet, and the issue that builds them.
 _PLANNED = {
-    "noise-fit": ("Fit Poisson-Gaussian noise per sensor, ISO and channel, and its law over ISO.", 4),
     "stats": ("Cross-device statistics and an HTML report.", 5),
     "train": ("Train the JAX/Flax U-Net denoiser on a store.", 6),
     "eval": ("PSNR/SSIM per sensor and ISO, model vs classical baselines.", 6),
@@ -144,7 +143,9 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean):
 @main.command()
 @click.argument("out", default="rawlab-demo", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic dataset.")
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local Dask workers (default: one per core).")
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=None, help="Local Dask workers (default: one per core)."
+)
 def demo(out, seed, workers):
     """Run the whole pipeline on the built-in synthetic dataset, into OUT (default ./rawlab-demo)."""
     from pathlib import Path
@@ -287,6 +288,72 @@ def catalog_show(store, as_json):
         click.echo(
             f"catalog show: {summary['files']} files, {n} sensors, {len(summary['problems'])} problems"
         )
+
+
+@main.command("noise-fit")
+@click.argument("store")
+@click.option("--sensor", required=True, help="Sensor name as in `rawlab catalog show`, or 'all'.")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "paired", "single"]),
+    default="auto",
+    show_default=True,
+    help="paired: noisy frames against clean references; single: each frame alone (Foi et al. 2008); "
+    "auto: pairs where the sensor has them.",
+)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Profile file to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rawlab", "darktable", "dng"]),
+    default="rawlab",
+    show_default=True,
+    help="rawlab JSON; a darktable noiseprofiles.json; or DNG NoiseProfile values.",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(0, 10000),
+    default=200,
+    show_default=True,
+    help="Bootstrap resamples over frames for the standard errors.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="RAWLAB_SCHEDULER",
+    show_envvar=True,
+    help="Address of a running Dask scheduler.",
+)
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
+    """Fit Poisson-Gaussian noise, Var[x] = a*x + b (normalised units), per sensor, ISO and channel.
+
+    Then fits the law over ISO (a proportional to ISO; b = b0 + b1*ISO^2, with gain steps detected), validates
+    the fit on held-out tiles, and writes the profile with plots beside it (<out>_<sensor>_variance.png,
+    <out>_<sensor>_isolaw.png).
+    """
+    from .noise.pipeline import fit_store
+    from .noise.report import write_outputs
+
+    bar = _progress(0, "noise moments")
+    try:
+        result = fit_store(
+            store,
+            sensor=sensor,
+            method=method,
+            scheduler=scheduler,
+            workers=workers,
+            bootstrap=bootstrap,
+            progress=bar.update,
+            set_total=lambda n: bar.reset(total=n),
+            echo=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        bar.close()
+    written = write_outputs(result, out, fmt)
+    for line in written.lines:
+        click.echo(line)
+    click.echo(written.summary)
 
 
 for _name, (_help, _issue) in _PLANNED.items():

@@ -149,7 +149,12 @@ def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
     common = dict(cfa=frame.info.cfa, black_level=frame.info.black_level, white_level=frame.info.white_level,
                   make="SynthCam", model="PG-1", exposure_time=tags["exposure_time"])  # fmt: skip
     shifted = np.roll(frame.mosaic, (6, 0), axis=(0, 1))
-    write_dng(scene / "shifted_iso800_0.dng", shifted, iso=800, **{**common, "exposure_time": tags["exposure_time"] / 2})
+    write_dng(
+        scene / "shifted_iso800_0.dng",
+        shifted,
+        iso=800,
+        **{**common, "exposure_time": tags["exposure_time"] / 2},
+    )
     bright = np.clip(frame.packed().astype(float) * 1.6, 0, frame.info.white_level).astype(np.uint16)
     write_dng(scene / "bright_iso400_9.dng", unpack(bright, frame.info.cfa), iso=400, **common)
     cat, summary = build_catalog([str(data)], str(tmp_path / "s.zarr"), client=client)
@@ -179,7 +184,9 @@ def test_every_real_sample_is_accounted_for(samples_dir, tmp_path, client):
     manifest = pd.read_csv(samples_dir / "MANIFEST.csv")
     cat, summary = build_catalog([str(samples_dir)], str(tmp_path / "s.zarr"), client=client)
     assert summary.n_files == len(manifest)
-    by_name = {p.split("raw-samples/", 1)[1]: r for p, r in zip(cat["path"], cat.to_dict("records"), strict=True)}
+    by_name = {
+        p.split("raw-samples/", 1)[1]: r for p, r in zip(cat["path"], cat.to_dict("records"), strict=True)
+    }
     assert set(by_name) == set(manifest["file"])
     for m in manifest.itertuples():
         row = by_name[m.file]
@@ -228,7 +235,11 @@ def test_bad_files_fail_alone_and_strict_exits_1(tmp_path):
     [
         ("none", ["catalog", "build", "/no/such/folder", "--out", "{tmp}/s.zarr"], "does not exist"),
         ("file", ["catalog", "build", "{tmp}/data", "--out", "{tmp}/occupied"], "not a rawlab store"),
-        ("foreign", ["catalog", "build", "{tmp}/data", "--out", "{tmp}/foreign.zarr"], "not a rawlab.store/1"),
+        (
+            "foreign",
+            ["catalog", "build", "{tmp}/data", "--out", "{tmp}/foreign.zarr"],
+            "not a rawlab.store/1",
+        ),
         ("none", ["catalog", "show", "{tmp}/nothing.zarr"], "not a rawlab store"),
         ("none", ["catalog", "build", "{tmp}/data", "--out", "{tmp}/s.zarr", "--recipe", "nope"], "nope"),
         ("readonly", ["catalog", "build", "{tmp}/data", "--out", "{tmp}/ro/s.zarr"], "cannot write"),

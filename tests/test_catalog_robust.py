@@ -154,7 +154,9 @@ def test_s3_sources_and_store_on_a_local_s3_server(tmp_path):
         write_dataset(data, seed=12, size=(128, 96), n_sensors=1, n_scenes=1)
         files = sorted(data.rglob("*.dng"))
         fs.put(str(data) + "/", "raws/set1/", recursive=True)
-        res = _cli("catalog", "build", "s3://raws/set1", "--out", "s3://raws/store.zarr", "--workers", "2", env=env)
+        res = _cli(
+            "catalog", "build", "s3://raws/set1", "--out", "s3://raws/store.zarr", "--workers", "2", env=env
+        )
         assert res.returncode == 0, res.stderr
         assert f"{len(files)} ingested" in res.stdout
         os.environ.update({k: v for k, v in env.items() if k not in os.environ})
@@ -165,8 +167,12 @@ def test_s3_sources_and_store_on_a_local_s3_server(tmp_path):
         from rawlab.rawio import read_raw
 
         for row in cat.itertuples():
-            np.testing.assert_array_equal(store.read_frame(row.frame_id), read_raw(local[row.path.rsplit("/", 1)[1]]).packed())
-        res = _cli("catalog", "build", "s3://raws/set1", "--out", "s3://raws/store.zarr", "--workers", "1", env=env)
+            np.testing.assert_array_equal(
+                store.read_frame(row.frame_id), read_raw(local[row.path.rsplit("/", 1)[1]]).packed()
+            )
+        res = _cli(
+            "catalog", "build", "s3://raws/set1", "--out", "s3://raws/store.zarr", "--workers", "1", env=env
+        )
         assert res.returncode == 0 and " 0 ingested" in res.stdout
     finally:
         server.stop()

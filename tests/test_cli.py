@@ -61,7 +61,9 @@ def test_usage_errors_exit_2_without_traceback(args, needle):
 
 
 def test_synth_cli_end_to_end(tmp_path):
-    res = run("synth", str(tmp_path / "d"), "--size", "64x48", "--sensors", "1", "--scenes", "2", "--seed", "5")
+    res = run(
+        "synth", str(tmp_path / "d"), "--size", "64x48", "--sensors", "1", "--scenes", "2", "--seed", "5"
+    )
     assert res.returncode == 0, res.stderr
     summary = res.stdout.strip().splitlines()[-1]
     assert summary.startswith("synth: wrote 14 DNG files")  # 2 scenes x (2 clean + 5 ISOs)

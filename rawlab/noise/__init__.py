@@ -7,8 +7,17 @@ __all__ = [
     "ISOProfile",
     "NoiseProfileSet",
     "SensorProfile",
+    "fit_store",
     "load_profiles",
     "sample_poisson_gaussian",
     "save_profiles",
     "variance",
 ]
+
+
+def __getattr__(name: str):
+    if name == "fit_store":  # imports dask: keep `import rawlab.noise` light
+        from .pipeline import fit_store
+
+        return fit_store
+    raise AttributeError(name)
