@@ -128,3 +128,34 @@ def test_cli_unknown_sensor_exit_2(synth_store, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 2 and "sensors present" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.samples
+def test_single_image_estimates_agree_across_the_eight_s40_frames(samples_dir):
+    """One real camera at one ISO, eight scenes: the single-image shot term should agree across them.
+
+    The issue's target is a coefficient of variation of 10 %; we measure about 9 % (R) to 15 % (G, B), with
+    one textured frame (CRW_0119) high. This test guards the current level; the gap is in the issue note.
+    """
+    from rawlab.noise.moments import clip_bounds
+    from rawlab.noise.single import fit_single, single_moments
+    from rawlab.rawio import read_raw
+
+    estimates = []
+    for path in sorted(samples_dir.glob("bayer/canon_powershot-s40_*.CRW")):
+        frame = read_raw(path)
+        lower, upper, step = clip_bounds(frame.info.black_level, frame.info.white_level)
+        x = frame.normalized()
+        parts = [
+            single_moments(x[:, y : y + 256, z : z + 256], lower=lower, upper=upper)
+            for y in range(0, x.shape[1], 256)
+            for z in range(0, x.shape[2], 256)
+        ]
+        fit = fit_single(parts, lower=lower, upper=upper, iso=50, dn_step=step, bootstrap=0)
+        estimates.append(fit.a)
+    a = np.array(estimates)
+    assert a.shape == (8, 4) and np.all(np.isfinite(a))
+    # 10-bit CRW at ISO 50: a few 1e-4 in normalised units (about 0.1 DN per electron).
+    assert np.all((a > 5e-5) & (a < 5e-4))
+    cv = a.std(axis=0, ddof=1) / a.mean(axis=0)
+    assert np.all(cv < 0.2), cv
