@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,train,notebooks
 
-.PHONY: demo test test-all lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(BIN)/.rawlab-installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "rawlab needs Python 3.11 or newer, found " + sys.version' 
@@ -20,10 +20,10 @@ demo: install
 	$(BIN)/rawlab demo rawlab-demo
 
 test: install
-	$(BIN)/python -m pytest -m 'not slow' -q
-
-test-all: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -m 'not slow' -q
 
 lint: install
 	$(BIN)/ruff check rawlab tests benchmarks

@@ -26,3 +26,12 @@ def small_synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     summary = write_dataset(out, seed=7, size=(128, 96), n_sensors=2, n_scenes=2)
     return summary
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One real two-process Dask LocalCluster, with rawlab's own worker settings, for the whole session."""
+    from rawlab.cluster import dask_client
+
+    with dask_client(workers=2) as (c, _info):
+        yield c

@@ -27,15 +27,6 @@ def rawlab_cli(*args, env=None, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def client():
-    """One real two-process LocalCluster for the module (rawlab's own settings)."""
-    from rawlab.cluster import dask_client
-
-    with dask_client(workers=2) as (c, _info):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def built(tmp_path_factory, client):
     """A synthetic dataset (two sensors) and the store built from it."""
     root = tmp_path_factory.mktemp("built")

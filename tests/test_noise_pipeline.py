@@ -17,14 +17,6 @@ from rawlab.synth import write_dataset
 
 
 @pytest.fixture(scope="module")
-def client():
-    from rawlab.cluster import dask_client
-
-    with dask_client(workers=2) as (c, _info):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def synth_store(tmp_path_factory, client):
     """Two sensors (one clips black in-camera), 3 scenes each incl. the chart, noisy clean references."""
     root = tmp_path_factory.mktemp("noise")
