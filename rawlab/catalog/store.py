@@ -245,13 +245,13 @@ def open_store(store: str | os.PathLike[str], storage_options: dict | None = Non
     cat = fstore.read_catalog()
     if cat is None or cat.empty:
         return xr.DataTree(name="rawlab")
+    id_of_path = dict(zip(cat["path"], cat["frame_id"], strict=True))
     cat = cat[cat["frame_id"].notna() & (cat["frame_id"] != "")].drop_duplicates("frame_id")
     children = {}
     for (sensor, h, w), rows in cat.groupby(["sensor", "height", "width"], sort=True):
         rows = rows.sort_values("path")
         ids = rows["frame_id"].tolist()
         raw = da.stack([fstore.frame_array(fid) for fid in ids])
-        id_of_path = dict(zip(cat["path"], cat["frame_id"], strict=True))
         ds = xr.Dataset(
             {"raw": (("frame", "channel", "y", "x"), raw)},
             coords={

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..catalog.qa import normalise
 from ..errors import RawlabError
 from .moments import N_STATS, clip_bounds
 
@@ -57,12 +58,6 @@ def select_sensors(cat: pd.DataFrame, sensor: str, store: str) -> list[str]:
     )
 
 
-def _normalise(planes: np.ndarray, black_level, white_level) -> np.ndarray:
-    black = np.asarray(black_level, dtype=np.float32)[:, None, None]
-    span = np.float32(white_level) - black
-    return (planes.astype(np.float32) - black) / span
-
-
 def _holdout(fid: str, i: int, j: int) -> bool:
     """Whether chunk (i, j) of frame ``fid`` is held out: deterministic, spread over every frame."""
     return zlib.crc32(f"{fid}:{i}:{j}".encode()) % HOLDOUT_EVERY == 0
@@ -91,8 +86,8 @@ def _pair_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, Any
     total = None
     tiles = []
     for i, j, ys, xs in _tiles(*noisy.shape[1:]):
-        y = _normalise(noisy[:, ys, xs], job["black_level"], job["white_level"])
-        c = _normalise(ref[:, ys, xs], job["ref_black_level"], job["ref_white_level"])
+        y = normalise(noisy[:, ys, xs], job["black_level"], job["white_level"])
+        c = normalise(ref[:, ys, xs], job["ref_black_level"], job["ref_white_level"])
         m = pair_moments(y, c, gain=gain, lower=lower, upper=upper)
         if job["holdout"] and _holdout(job["frame_id"], i, j):
             tiles.append(m.sum(axis=1))  # per channel: n, sum gc, sum gc^2, sum r, sum r^2 over the tile
@@ -110,7 +105,7 @@ def _single_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, A
     total = None
     for _i, _j, ys, xs in _tiles(*planes.shape[1:]):
         m = single_moments(
-            _normalise(planes[:, ys, xs], job["black_level"], job["white_level"]), lower=lower, upper=upper
+            normalise(planes[:, ys, xs], job["black_level"], job["white_level"]), lower=lower, upper=upper
         )
         total = m if total is None else total + m
     return {"moments": total, **job}
