@@ -151,3 +151,15 @@ def test_single_image_estimates_agree_across_the_eight_s40_frames(samples_dir):
     assert np.all((a > 5e-5) & (a < 5e-4))
     cv = a.std(axis=0, ddof=1) / a.mean(axis=0)
     assert np.all(cv < 0.2), cv
+
+
+@pytest.mark.samples
+def test_auto_falls_back_to_single_frames_on_real_samples(samples_dir, tmp_path, client):
+    """Real CRWs whose same-folder 'pairs' QA excluded (different scenes) are still fitted frame by frame."""
+    build_catalog([str(samples_dir / "bayer")], str(tmp_path / "s.zarr"), client=client)
+    fit = fit_store(str(tmp_path / "s.zarr"), sensor="Canon PowerShot S40", client=client, bootstrap=20)
+    sp = fit.profiles.sensor("Canon PowerShot S40")
+    assert sp.method == "single" and len(sp.profiles) == 1
+    prof = sp.profiles[0]
+    assert prof.iso == 50 and prof.n_frames == 8
+    assert all(1e-5 < a < 1e-3 for a in prof.a)

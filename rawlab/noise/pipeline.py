@@ -146,7 +146,11 @@ def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list
                 "holdout": True,
             })  # fmt: skip
     if method == "single" or (method == "auto" and not pairs):
-        for r in rows.to_dict("records"):
+        # Every readable frame stands alone here, including noisy frames whose pair QA excluded.
+        readable = cat[
+            (cat["sensor"] == sensor) & cat["status"].isin(["ok", "excluded"]) & cat["frame_id"].notna()
+        ]
+        for r in readable.drop_duplicates("frame_id").to_dict("records"):
             if r["iso"] is None or not np.isfinite(r["iso"]):
                 continue
             singles.append({"frame_id": r["frame_id"], "iso": float(r["iso"]), "black_level": list(r["black_level"]),

@@ -48,6 +48,8 @@ def write_outputs(result, out: str | Path, fmt: str = "rawlab") -> Written:
             files.append(plot_iso_law(law, sp, f"{base}_isolaw.png", title=f"{sp.sensor}: noise vs ISO"))
         lines.append(f"{sp.sensor} ({sp.method}):")
         lines.append(f"  {'ISO':>6}  {'a (G1)':>10} {'± se':>9}  {'b (G1)':>10} {'± se':>9}  frames  flags")
+        if not sp.profiles:
+            lines.append("  no fit: no frame of this sensor has an ISO in its metadata (fits are per ISO)")
         for p in sp.profiles:
             flags = "; ".join(p.extra.get("flags", []))
             lines.append(
