@@ -134,13 +134,11 @@ def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list
     if method in ("paired", "auto"):
         for r in rows[(rows["role"] == "noisy") & rows["clean_path"].notna()].to_dict("records"):
             ref = by_path.loc[r["clean_path"]]
-            if ref["status"] != "ok":
-                continue
-            scene_refs = rows[(rows["scene"] == r["scene"]) & (rows["role"] == "clean")]
+            if ref["status"] != "ok" or not (np.isfinite(r["iso"]) and np.isfinite(ref["iso"])):
+                continue  # fits are per ISO: a pair without one cannot be placed
             pairs.append({
                 "frame_id": r["frame_id"], "ref_id": ref["frame_id"], "iso": float(r["iso"]),
                 "ref_iso": float(ref["iso"]), "gain": _gain(r), "shift": _shift(r), "n_ref": 1,
-                "n_clean_in_scene": len(scene_refs),
                 "black_level": list(r["black_level"]), "white_level": float(r["white_level"]),
                 "ref_black_level": list(ref["black_level"]), "ref_white_level": float(ref["white_level"]),
                 "holdout": True,
