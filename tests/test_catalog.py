@@ -128,7 +128,7 @@ def test_duplicate_content_is_stored_once(tmp_path, client):
 
 def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
     """Pairs made wrong on purpose (shifted by 6 px; brightness 1.6x against the metadata) are excluded."""
-    from rawlab.bayer import pack, unpack
+    from rawlab.bayer import unpack
     from rawlab.dng import read_dng_tags, write_dng
     from rawlab.rawio import read_raw
 
@@ -161,7 +161,6 @@ def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
     cat2, _ = build_catalog([str(data)], str(tmp_path / "s.zarr"), client=client,
                             thresholds=_thresholds(max_shift=10, gain_tolerance=1.0))  # fmt: skip
     assert (cat2["status"] == "ok").all()
-    del pack
 
 
 def _thresholds(**kw):
