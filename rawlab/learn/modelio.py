@@ -1,0 +1,191 @@
+"""A trained model on disk and in memory: the contract between training, evaluation, export and denoising.
+
+A model directory (the training ``--workdir``) holds::
+
+    DIR/config.json     schema "rawlab.model/1": architecture, normalisation, noise law, tile, training info
+    DIR/model.msgpack   the parameters to use for inference (flax.serialization), rewritten at each checkpoint
+    DIR/checkpoints/    orbax checkpoints of the full training state (resume only; not needed for inference)
+
+``config.json``::
+
+    {"schema": "rawlab.model/1",
+     "model": {"arch": "tiny", "spec": {...UNetSpec...}},
+     "normalisation": {"kind": "noisemap", "a_ref": 0.001},
+     "noise": {...rawlab.noise/1 profile set of the training data...},
+     "tile": {"size": 256, "overlap": 32},          # packed pixels; the export and denoise defaults
+     "step": 1200, "training": {...the training config...}}
+
+The noise law travels with the model, so ``noise_params(sensor, iso)`` gives ``(a, b)`` for any ISO of a
+sensor it was trained on; for other sensors the caller estimates them (``rawlab.noise.single``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RawlabError
+from .normalize import Normalisation
+
+__all__ = ["SCHEMA", "TrainedModel", "init_model", "load_model", "save_model"]
+
+SCHEMA = "rawlab.model/1"
+CONFIG = "config.json"
+PARAMS = "model.msgpack"
+DEFAULT_TILE = {"size": 256, "overlap": 32}
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A U-Net with its parameters and everything needed to use it on raw data."""
+
+    config: dict[str, Any]
+    params: Any
+
+    @cached_property
+    def module(self):
+        from .models import UNetSpec, build_model
+
+        return build_model(UNetSpec.from_dict(self.config["model"]["spec"]))
+
+    @property
+    def spec(self):
+        return self.module.spec
+
+    @cached_property
+    def normalisation(self) -> Normalisation:
+        return Normalisation.from_dict(self.config.get("normalisation", {}))
+
+    @property
+    def tile(self) -> dict[str, int]:
+        return {**DEFAULT_TILE, **self.config.get("tile", {})}
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.config["model"].get("arch", "unet")
+
+    def network_fn(self):
+        """``f(x) -> y``: the network alone on its input domain, parameters closed over (for jax2tf)."""
+        module, params = self.module, self.params
+        return lambda x: module.apply(params, x)
+
+    @cached_property
+    def _jitted(self):
+        import jax
+
+        return jax.jit(self.module.apply)
+
+    def denoise(self, x: np.ndarray, a, b) -> np.ndarray:
+        """Denoise packed normalised planes ``(N, h, w, 4)`` or ``(h, w, 4)`` float32 with noise ``(a, b)``.
+
+        ``a`` and ``b`` are per channel ``(4,)`` or per image ``(N, 1, 1, 4)``. ``h`` and ``w`` are padded
+        (reflect) to a multiple of ``spec.multiple`` and cropped back, so any size works. Returns the clean
+        estimate in the same layout and units.
+        """
+        x = np.asarray(x, np.float32)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        a = np.asarray(a, np.float32)
+        b = np.asarray(b, np.float32)
+        m = self.spec.multiple
+        h, w = x.shape[1:3]
+        ph, pw = -h % m, -w % m
+        xp = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else x
+        norm = self.normalisation
+        y = np.asarray(self._jitted(self.params, norm.to_network(xp, a, b)))
+        out = norm.from_network(y, a, b)[:, :h, :w]
+        return out[0] if single else out
+
+    def noise_params(self, sensor: str, iso: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise law, or None if unknown."""
+        from ..noise.isolaw import ISOLaw
+        from ..noise.profile import NoiseProfileSet
+
+        noise = self.config.get("noise")
+        if not noise:
+            return None
+        for s in NoiseProfileSet.from_dict(noise).sensors:
+            if s.sensor != sensor:
+                continue
+            if s.iso_model.get("segments"):
+                a, b = ISOLaw.from_dict(s.iso_model).predict(iso)
+                return np.asarray(a, float), np.asarray(b, float)
+            near = min(s.profiles, key=lambda p: abs(np.log(p.iso / iso)))  # no law: the nearest ISO
+            return np.asarray(near.a, float), np.asarray(near.b, float)
+        return None
+
+
+def init_model(config: dict[str, Any], seed: int = 0) -> TrainedModel:
+    """A freshly initialised model for ``config`` (``model.arch`` or ``model.spec`` and ``normalisation``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from .models import build_model
+
+    config = json.loads(json.dumps(config))  # a private, JSON-clean copy
+    norm = Normalisation.from_dict(config.setdefault("normalisation", {}))
+    config["normalisation"] = norm.to_dict()
+    model = config.setdefault("model", {})
+    module = build_model(model.get("spec") or model.get("arch", "tiny"), noise_map=norm.kind == "noisemap")
+    model["spec"] = module.spec.to_dict()
+    config.setdefault("schema", SCHEMA)
+    config.setdefault("tile", dict(DEFAULT_TILE))
+    m = module.spec.multiple
+    params = module.init(jax.random.key(seed), jnp.zeros((1, m, m, module.spec.in_channels), jnp.float32))
+    return TrainedModel(config, params)
+
+
+def save_model(workdir: str | os.PathLike[str], model: TrainedModel) -> Path:
+    """Write ``config.json`` and ``model.msgpack`` into ``workdir`` (atomically: temp file, then rename)."""
+    from flax import serialization
+
+    d = Path(workdir)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in (
+        (PARAMS, serialization.to_bytes(model.params)),
+        (CONFIG, (json.dumps(model.config, indent=2) + "\n").encode()),
+    ):
+        tmp = d / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(d / name)
+    return d
+
+
+def load_model(path: str | os.PathLike[str]) -> TrainedModel:
+    """Load a model directory written by ``rawlab train`` (or :func:`save_model`).
+
+    Raises
+    ------
+    RawlabError
+        If ``path`` is not a model directory, or its files are missing or unreadable.
+    """
+    from flax import serialization
+
+    d = Path(path)
+    cfg_path = d / CONFIG
+    if not d.is_dir() or not cfg_path.exists():
+        raise RawlabError(
+            f"{os.fspath(path)!r} is not a rawlab model directory (no {CONFIG}); pass the --workdir of "
+            f"`rawlab train`, or a .tflite file where the command accepts one"
+        )
+    try:
+        config = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise RawlabError(f"{cfg_path} is not valid JSON: {e}") from None
+    if config.get("schema") != SCHEMA:
+        raise RawlabError(f"{cfg_path} has schema {config.get('schema')!r}, expected {SCHEMA!r}")
+    if not (d / PARAMS).exists():
+        raise RawlabError(f"{d} has no {PARAMS} yet: training has not saved a checkpoint; train longer")
+    template = init_model(config).params
+    try:
+        params = serialization.from_bytes(template, (d / PARAMS).read_bytes())
+    except Exception as e:  # msgpack/shape errors: a file from another architecture or a damaged file
+        raise RawlabError(f"{d / PARAMS} does not match the architecture in {CONFIG}: {e}") from None
+    return TrainedModel(config, params)
