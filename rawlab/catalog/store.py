@@ -116,7 +116,8 @@ class FrameStore:
                 attrs = json.load(f).get("attributes", {})
         except (FileNotFoundError, OSError, ValueError):
             return None
-        return attrs if attrs.get("complete") else None
+        # Both marks are written in one atomic metadata write; a group with only one of them is not ours to trust.
+        return attrs if attrs.get("complete") and isinstance(attrs.get("row"), dict) else None
 
     def write_frame(self, fid: str, planes: np.ndarray, row: dict[str, Any]) -> None:
         """Write packed DN planes ``(4, h, w)`` uint16, then mark the frame complete with its catalog row.
