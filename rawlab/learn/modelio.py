@@ -122,8 +122,11 @@ class TrainedModel:
         return None
 
 
-def init_model(config: dict[str, Any], seed: int = 0) -> TrainedModel:
-    """A freshly initialised model for ``config`` (``model.arch`` or ``model.spec`` and ``normalisation``)."""
+def init_model(config: dict[str, Any], seed: int = 0, *, abstract: bool = False) -> TrainedModel:
+    """A freshly initialised model for ``config`` (``model.arch`` or ``model.spec`` and ``normalisation``).
+
+    ``abstract=True`` gives the parameter tree's shapes only (a template for deserialising), at no cost.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -138,7 +141,11 @@ def init_model(config: dict[str, Any], seed: int = 0) -> TrainedModel:
     config.setdefault("schema", SCHEMA)
     config.setdefault("tile", dict(DEFAULT_TILE))
     m = module.spec.multiple
-    params = module.init(jax.random.key(seed), jnp.zeros((1, m, m, module.spec.in_channels), jnp.float32))
+    x = jnp.zeros((1, m, m, module.spec.in_channels), jnp.float32)
+    if abstract:  # shapes and dtypes only (jax.ShapeDtypeStruct leaves): no compilation, no random numbers
+        return TrainedModel(config, jax.eval_shape(module.init, jax.random.key(seed), x))
+    # The "rbg" generator: threefry initialisers take XLA ~1 s each to compile on a CPU (15-20 s per model).
+    params = module.init(jax.random.key(seed, impl="rbg"), x)
     return TrainedModel(config, params)
 
 
@@ -183,9 +190,16 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
         raise RawlabError(f"{cfg_path} has schema {config.get('schema')!r}, expected {SCHEMA!r}")
     if not (d / PARAMS).exists():
         raise RawlabError(f"{d} has no {PARAMS} yet: training has not saved a checkpoint; train longer")
-    template = init_model(config).params
+    template = init_model(config, abstract=True).params
     try:
         params = serialization.from_bytes(template, (d / PARAMS).read_bytes())
     except Exception as e:  # msgpack/shape errors: a file from another architecture or a damaged file
         raise RawlabError(f"{d / PARAMS} does not match the architecture in {CONFIG}: {e}") from None
+    import jax
+
+    got, want = jax.tree.leaves(params), jax.tree.leaves(template)
+    if len(got) != len(want) or any(np.shape(p) != tuple(t.shape) for p, t in zip(got, want, strict=False)):
+        raise RawlabError(
+            f"{d / PARAMS} does not match the architecture in {CONFIG}: parameter shapes differ"
+        )
     return TrainedModel(config, params)

@@ -1,0 +1,130 @@
+"""Training configs: Python files with ``get_config()`` returning a plain dict (big_vision / Flax style).
+
+``load_config("tiny")`` loads a named config from this package; ``load_config("path/to/my.py")`` loads a
+user's file. A user's dict may be partial: it is merged over :mod:`.default`, and unknown keys are rejected so
+that a typo does not silently train with a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ...errors import RawlabError
+
+__all__ = ["NAMES", "load_config", "merge", "validate"]
+
+NAMES = ("tiny", "mobile", "large")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``, section by section; unknown keys raise."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if k not in base:
+            allowed = ", ".join(sorted(base))
+            raise RawlabError(f"unknown config key {where + k!r}; keys at this level: {allowed}")
+        if isinstance(base[k], dict) and isinstance(v, dict):
+            out[k] = merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location(f"rawlab_user_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise RawlabError(f"cannot load {path} as a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's file: report its error, not ours
+        raise RawlabError(f"config file {path} failed to load: {type(e).__name__}: {e}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise RawlabError(f"config file {path} has no get_config() function returning a dict")
+    return module.get_config()
+
+
+def load_config(name_or_path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
+    """The full, validated config named ``name_or_path`` (``tiny``, ``mobile``, ``large``) or in that file.
+
+    ``overrides`` are dotted keys with ``__`` for the dot (``steps=10``, ``data__batch_size=4``); ``None``
+    values are ignored.
+
+    Raises
+    ------
+    RawlabError
+        Unknown name, missing or broken file, unknown keys, or invalid values.
+    """
+    from .default import get_config as default
+
+    s = os.fspath(name_or_path)
+    if s in NAMES:
+        cfg = importlib.import_module(f"{__name__}.{s}").get_config()
+    elif s.endswith(".py") or os.sep in s or "/" in s:
+        path = Path(s)
+        if not path.is_file():
+            raise RawlabError(
+                f"config file {s!r} does not exist; pass a name ({', '.join(NAMES)}) or a .py file"
+            )
+        cfg = _from_file(path)
+    else:
+        raise RawlabError(
+            f"unknown config {s!r}; choose one of {', '.join(NAMES)}, or pass a Python file with get_config()"
+        )
+    if not isinstance(cfg, dict):
+        raise RawlabError(f"get_config() of {s!r} must return a dict, got {type(cfg).__name__}")
+    cfg = merge(default(), cfg)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *path, last = key.split("__")
+        node = cfg
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return validate(cfg)
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check value ranges and JSON-serialisability; returns ``cfg``."""
+    from ..models import ARCHS, build_model
+    from ..normalize import KINDS
+
+    def need(cond: bool, msg: str):
+        if not cond:
+            raise RawlabError(f"invalid config: {msg}")
+
+    try:
+        json.dumps(cfg)
+    except TypeError as e:
+        raise RawlabError(
+            f"invalid config: not JSON-serialisable ({e}); use plain numbers, strings, lists"
+        ) from None
+    m = cfg["model"]
+    need(m.get("spec") is not None or m.get("arch") in ARCHS, f"model.arch must be one of {', '.join(ARCHS)}")
+    need(cfg["normalisation"]["kind"] in KINDS, f"normalisation.kind must be one of {', '.join(KINDS)}")
+    need(
+        isinstance(cfg["steps"], int) and cfg["steps"] >= 1,
+        f"steps must be an integer >= 1, got {cfg['steps']!r}",
+    )
+    d = cfg["data"]
+    need(isinstance(d["batch_size"], int) and d["batch_size"] >= 1, "data.batch_size must be an integer >= 1")
+    need(0.0 <= d["synthetic_fraction"] <= 1.0, "data.synthetic_fraction must be between 0 and 1")
+    multiple = build_model(m.get("spec") or m["arch"]).spec.multiple
+    need(
+        isinstance(d["crop"], int) and d["crop"] >= max(16, multiple) and d["crop"] % multiple == 0,
+        f"data.crop must be a multiple of {multiple} (the model's downsampling) and at least "
+        f"{max(16, multiple)} packed px, got {d['crop']!r}",
+    )
+    o = cfg["optim"]
+    need(o["learning_rate"] > 0, "optim.learning_rate must be positive")
+    need(0.0 <= cfg["loss"]["ssim_weight"] <= 1.0, "loss.ssim_weight must be between 0 and 1")
+    for k in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        need(isinstance(cfg[k], int) and cfg[k] >= 1, f"{k} must be an integer >= 1")
+    return cfg

@@ -1,0 +1,52 @@
+"""The base training configuration: every key a config may set, with its default.
+
+A config is a plain, JSON-serialisable dict (it is written into the model's ``config.json`` under
+``"training"``). Named configs (``tiny``, ``mobile``, ``large``) and user files start from this one and
+override what they need; :func:`rawlab.learn.configs.load_config` rejects keys that are not here.
+"""
+
+from __future__ import annotations
+
+
+def get_config() -> dict:
+    return {
+        "name": "default",
+        # Architecture: a name in rawlab.learn.models.ARCHS, or an explicit "spec" (UNetSpec fields).
+        "model": {"arch": "tiny", "spec": None},
+        # Network input: "noisemap" (x plus a noise-level map; int8-friendly) or "ksigma" (Wang et al. 2020).
+        "normalisation": {"kind": "noisemap"},
+        "steps": 2000,
+        "seed": 0,
+        "data": {
+            "crop": 64,  # packed px (2x in mosaic px); a multiple of the model's spec.multiple
+            "batch_size": 8,  # global: split over the devices
+            "synthetic_fraction": 0.5,  # share of examples with synthetic noise drawn from the noise law
+            "augment": True,  # Bayer-preserving flips and transposes
+            "workers": 2,  # prefetch threads
+            "prefetch": 4,  # batches prepared ahead
+            "cache_mb": 1024,  # decoded-chunk cache
+            "eval_batches": 4,  # fixed batches of the held-out scenes, scored every eval_every steps
+        },
+        # Noise profile (rawlab.noise/1 JSON) giving (a, b) per sensor and ISO; None: fit it from the store
+        # (cached in WORKDIR/noise.json) with this many bootstrap resamples.
+        "noise": {"profile": None, "fit_bootstrap": 20},
+        "optim": {
+            "learning_rate": 1e-3,  # peak of the warmup + cosine schedule (AdamW)
+            "warmup_steps": 100,
+            "end_lr_fraction": 0.01,  # final learning rate over the peak
+            "weight_decay": 1e-4,  # on convolution kernels only
+            "clip_norm": 1.0,  # global gradient-norm clipping
+            "b1": 0.9,
+            "b2": 0.999,
+        },
+        # (1 - w) * L1 + w * (1 - SSIM), on the normalised signal (data range 1). noise_weighted: each image's
+        # L1 divided by its noise sigma (normalised over the batch), so every ISO counts alike. Measured on the
+        # demo data (tiny, 300 steps): w = 0.2 and no weighting lose 1-2 dB of held-out PSNR against this.
+        "loss": {"ssim_weight": 0.05, "noise_weighted": True},
+        "log_every": 50,
+        "eval_every": 500,
+        "checkpoint_every": 500,
+        "keep_checkpoints": 3,
+        # Tile for export and denoising (packed px), recorded in the model's config.json.
+        "tile": {"size": 256, "overlap": 32},
+    }

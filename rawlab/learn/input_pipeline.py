@@ -1,0 +1,356 @@
+"""Training batches from a rawlab store: random aligned crops of noisy/clean pairs, real or synthetic noise.
+
+The pipeline yields numpy batches and knows nothing about models or optimisers (the Flax ``input_pipeline.py``
+shape)::
+
+    {"noisy": (B, c, c, 4) float32, "clean": (B, c, c, 4) float32,   # packed R, G1, G2, B; normalised
+     "a": (B, 1, 1, 4) float32, "b": (B, 1, 1, 4) float32,           # Var[noisy] = a * clean + b
+     "iso": (B,) float32, "sensor_idx": (B,) int32, "synthetic": (B,) bool}
+
+- **Pairs** are the noisy frames of a split (:func:`rawlab.learn.split.split_pairs`) with their clean
+  references, normalised (``(DN - black_c) / (white - black_c)``, :func:`rawlab.catalog.qa.normalise`) and
+  exposure-matched as the noise fit does it: the reference is scaled by the catalog's per-channel QA ``gain``
+  and an alignment shift of a mosaic pixel or more is undone in whole packed pixels
+  (``rawlab.noise.pipeline._gain`` and ``_shift``).
+- **Synthetic** examples (a share ``synthetic_fraction``) draw Poisson-Gaussian noise on a clean reference crop
+  at an ISO drawn over the sensor's range (:mod:`rawlab.learn.synthnoise`).
+- **Augmentation**: the 8 flips and transposes, Bayer-preserving (:mod:`rawlab.learn.augment`); every crop is
+  read one packed pixel larger for it.
+- **Determinism**: example ``i`` of batch ``k`` is a pure function of ``(seed, stream, k, i)``, so the same
+  seed gives the same batches whatever the number of prefetch threads and their timing, and resuming at step
+  ``k`` is exact.
+- **Reads**: only the Zarr chunks under a crop window are read (one request per window), and decoded chunks
+  are kept in an LRU cache of ``cache_mb`` (a dataset that fits is decoded once). Background threads prefetch
+  whole batches; Zarr decoding and most numpy work release the GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..catalog.qa import normalise
+from ..errors import RawlabError
+from .augment import N_OPS, augment_packed
+from .synthnoise import SensorNoise, synthesize
+
+__all__ = ["ChunkReader", "Pair", "Pipeline", "pairs_from_catalog"]
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A noisy frame and its clean reference, as the pipeline reads them (shapes in packed pixels)."""
+
+    frame_id: str
+    ref_id: str
+    sensor: str
+    scene: str
+    iso: float
+    cfa: str
+    shape: tuple[int, int]
+    shift: tuple[int, int]  # packed px: noisy(y, x) = ref(y - sy, x - sx)
+    gain: tuple[float, float, float, float]  # brightness of the noisy frame over the reference, per channel
+    black_level: tuple[float, ...]
+    white_level: float
+    ref_black_level: tuple[float, ...]
+    ref_white_level: float
+
+    def window(self, n: int) -> tuple[int, int, int, int] | None:
+        """Inclusive ranges ``(y_lo, y_hi, x_lo, x_hi)`` of a noisy-frame ``n x n`` window's corner such that
+        the shifted reference window is inside the reference too; ``None`` if no window fits."""
+        (h, w), (sy, sx) = self.shape, self.shift
+        y_lo, y_hi = max(sy, 0), h + min(sy, 0) - n
+        x_lo, x_hi = max(sx, 0), w + min(sx, 0) - n
+        return (y_lo, y_hi, x_lo, x_hi) if y_hi >= y_lo and x_hi >= x_lo else None
+
+
+def pairs_from_catalog(catalog: pd.DataFrame, noisy_rows: pd.DataFrame) -> tuple[list[Pair], list[str]]:
+    """The usable pairs among ``noisy_rows`` (rows of ``catalog``), and a note per pair left out."""
+    from ..noise.pipeline import _gain, _shift
+
+    by_path = catalog.drop_duplicates("path").set_index("path")
+    pairs, notes = [], []
+    for r in noisy_rows.to_dict("records"):
+        ref = by_path.loc[r["clean_path"]] if r.get("clean_path") in by_path.index else None
+        if ref is None or ref["status"] != "ok" or not isinstance(ref["frame_id"], str):
+            notes.append(f"{r['path']}: its clean reference is missing or unreadable")
+            continue
+        if not (np.isfinite(r["iso"]) and r["iso"] > 0):
+            notes.append(f"{r['path']}: no ISO, so no noise parameters for it")
+            continue
+        if (r["height"], r["width"]) != (ref["height"], ref["width"]):
+            notes.append(f"{r['path']}: size differs from its reference's")
+            continue
+        pairs.append(
+            Pair(
+                frame_id=r["frame_id"],
+                ref_id=ref["frame_id"],
+                sensor=r["sensor"],
+                scene=str(r["scene"]),
+                iso=float(r["iso"]),
+                cfa=str(r["cfa"]).upper(),
+                shape=(int(r["height"]) // 2, int(r["width"]) // 2),
+                shift=_shift(r),
+                gain=tuple(_gain(r)),
+                black_level=tuple(float(v) for v in r["black_level"]),
+                white_level=float(r["white_level"]),
+                ref_black_level=tuple(float(v) for v in ref["black_level"]),
+                ref_white_level=float(ref["white_level"]),
+            )
+        )
+    pairs.sort(key=lambda p: (p.sensor, p.scene, p.iso, p.frame_id))  # independent of catalog row order
+    return pairs, notes
+
+
+class ChunkReader:
+    """Reads windows of packed frames ``(4, n, n)`` uint16 through an LRU cache of decoded Zarr chunks.
+
+    A window costs one store request for the chunks under it that are not cached (never the whole frame).
+    ``stats`` counts chunk hits and misses. Thread-safe.
+    """
+
+    def __init__(self, fstore, cache_mb: float = 1024):
+        self.fstore = fstore
+        self.budget = int(cache_mb * 2**20)
+        self._arrays: dict[str, Any] = {}
+        self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+        self.stats = {"hits": 0, "misses": 0}
+
+    def array(self, fid: str):
+        arr = self._arrays.get(fid)
+        if arr is None:
+            import zarr
+
+            arr = zarr.open_array(self.fstore.zstore, path=f"{self.fstore.frame_path(fid)}/raw", mode="r")
+            with self._lock:
+                self._arrays[fid] = arr
+        return arr
+
+    def read(self, fid: str, y: int, x: int, n: int) -> np.ndarray:
+        """Packed DN ``(4, n, n)`` at corner ``(y, x)`` of frame ``fid``."""
+        arr = self.array(fid)
+        ch, cw = arr.chunks[1:]
+        cys = range(y // ch, (y + n - 1) // ch + 1)
+        cxs = range(x // cw, (x + n - 1) // cw + 1)
+        keys = [(fid, cy, cx) for cy in cys for cx in cxs]
+        with self._lock:
+            got = {k: self._chunks.get(k) for k in keys}
+            for k, v in got.items():
+                if v is not None:
+                    self._chunks.move_to_end(k)
+        missing = [k for k, v in got.items() if v is None]
+        if missing:  # one request for the chunk-aligned box around the missing chunks
+            y0, y1 = min(k[1] for k in missing) * ch, (max(k[1] for k in missing) + 1) * ch
+            x0, x1 = min(k[2] for k in missing) * cw, (max(k[2] for k in missing) + 1) * cw
+            box = np.asarray(arr[:, y0:y1, x0:x1])
+            for k in missing:
+                got[k] = box[:, k[1] * ch - y0 : (k[1] + 1) * ch - y0, k[2] * cw - x0 : (k[2] + 1) * cw - x0]
+            self._remember({k: got[k] for k in missing})
+        with self._lock:
+            self.stats["hits"] += len(keys) - len(missing)
+            self.stats["misses"] += len(missing)
+        if len(keys) == 1:  # a view into the cached chunk; the caller's normalisation copies it
+            c = got[keys[0]]
+            return c[:, y - cys[0] * ch : y - cys[0] * ch + n, x - cxs[0] * cw : x - cxs[0] * cw + n]
+        out = np.empty((arr.shape[0], n, n), arr.dtype)
+        for _, cy, cx in keys:  # copy only the part of each chunk under the window
+            c = got[(fid, cy, cx)]
+            y0, x0 = max(y, cy * ch), max(x, cx * cw)
+            y1, x1 = min(y + n, cy * ch + c.shape[1]), min(x + n, cx * cw + c.shape[2])
+            out[:, y0 - y : y1 - y, x0 - x : x1 - x] = c[
+                :, y0 - cy * ch : y1 - cy * ch, x0 - cx * cw : x1 - cx * cw
+            ]
+        return out
+
+    def _remember(self, chunks: dict[tuple, np.ndarray]) -> None:
+        if self.budget <= 0:
+            return
+        with self._lock:
+            for k, v in chunks.items():
+                v = np.ascontiguousarray(v)  # not a view of the box: the box is freed
+                if k in self._chunks:
+                    continue
+                self._chunks[k] = v
+                self._nbytes += v.nbytes
+            while self._nbytes > self.budget and self._chunks:
+                _, old = self._chunks.popitem(last=False)
+                self._nbytes -= old.nbytes
+
+
+class Pipeline:
+    """Deterministic, prefetching batches of aligned noisy/clean crops.
+
+    Parameters
+    ----------
+    fstore
+        The :class:`rawlab.catalog.store.FrameStore` holding the frames.
+    pairs
+        The pairs to draw from (:func:`pairs_from_catalog`).
+    noise
+        ``{sensor: SensorNoise}`` for every sensor of ``pairs``.
+    crop
+        Crop side in packed pixels (a crop covers ``2 * crop`` mosaic pixels).
+    batch_size
+        Examples per batch.
+    seed, stream
+        Batch ``k`` is a pure function of ``(seed, stream, k)``; training and evaluation use different streams.
+    synthetic_fraction
+        Share (0..1) of examples whose noise is synthetic, drawn on a clean reference crop.
+    augment
+        Random Bayer-preserving flips and transposes.
+    workers
+        Background threads that prepare batches (0: prepare them in the consumer's thread).
+    prefetch
+        Batches prepared ahead of the consumer.
+    cache_mb
+        Budget of the decoded-chunk cache, MiB (0: no cache).
+    """
+
+    def __init__(
+        self,
+        fstore,
+        pairs: Sequence[Pair],
+        noise: dict[str, SensorNoise],
+        *,
+        crop: int,
+        batch_size: int,
+        seed: int = 0,
+        stream: int = TRAIN_STREAM,
+        synthetic_fraction: float = 0.0,
+        augment: bool = True,
+        workers: int = 2,
+        prefetch: int = 4,
+        cache_mb: float = 1024,
+        reader: ChunkReader | None = None,
+    ):
+        if not 0.0 <= synthetic_fraction <= 1.0:
+            raise RawlabError(f"data.synthetic_fraction must be between 0 and 1, got {synthetic_fraction}")
+        self.crop, self.batch_size = int(crop), int(batch_size)
+        self.window = self.crop + 1  # one packed pixel more for the Bayer-preserving augmentation
+        self.pairs = [p for p in pairs if p.window(self.window) is not None]
+        if not self.pairs:
+            sizes = sorted({f"{p.shape[1]}x{p.shape[0]}" for p in pairs})
+            raise RawlabError(
+                f"no frame is large enough for a crop of {self.crop} packed px (+1 for augmentation, plus the "
+                f"alignment shift); frames are {', '.join(sizes) or 'none'} packed px (WxH): lower data.crop"
+            )
+        self.refs = list({p.ref_id: p for p in self.pairs}.values())  # clean references for synthetic noise
+        self.noise = noise
+        self.sensors = sorted({p.sensor for p in self.pairs})
+        self.seed, self.stream = int(seed), int(stream)
+        self.synthetic_fraction = float(synthetic_fraction)
+        self.augment = bool(augment)
+        self.workers, self.prefetch = int(workers), max(1, int(prefetch))
+        self.reader = reader or ChunkReader(fstore, cache_mb)
+
+    # -- one example, one batch: pure functions of (seed, stream, k, i) -----------------------------------
+    def example(self, k: int, i: int) -> dict[str, Any]:
+        """Example ``i`` of batch ``k``, with where it came from (``frame_id``, ``ref_id``, ``y``, ``x``, ``op``)."""
+        rng = np.random.default_rng([self.seed, self.stream, k, i])
+        synthetic = bool(rng.random() < self.synthetic_fraction)
+        pool = self.refs if synthetic else self.pairs
+        p = pool[int(rng.integers(len(pool)))]
+        n = self.window
+        if synthetic:  # the reference alone: no shift, no gain
+            y = int(rng.integers(0, p.shape[0] - n + 1))
+            x = int(rng.integers(0, p.shape[1] - n + 1))
+        else:
+            y_lo, y_hi, x_lo, x_hi = p.window(n)
+            y, x = int(rng.integers(y_lo, y_hi + 1)), int(rng.integers(x_lo, x_hi + 1))
+        op = int(rng.integers(N_OPS)) if self.augment else 0
+        sy, sx = (0, 0) if synthetic else p.shift
+        # Flip the DN (uint16, half the bytes), then normalise channels-last: the same arithmetic as
+        # rawlab.catalog.qa.normalise, with the per-frame constants computed once.
+        ref = augment_packed(np.moveaxis(self.reader.read(p.ref_id, y - sy, x - sx, n), 0, -1), p.cfa, op)
+        black, scale = _levels(p.ref_black_level, p.ref_white_level)
+        clean = (ref.astype(np.float32) - black) * scale
+        if not synthetic:
+            clean *= np.asarray(p.gain, np.float32)
+        noise = self.noise[p.sensor]
+        if synthetic:
+            iso = noise.sample_iso(rng)
+            a, b = noise.params(iso)
+            noisy = synthesize(clean, a, b, rng, black_level=p.ref_black_level, white_level=p.ref_white_level)
+        else:
+            iso = p.iso
+            a, b = _real_params(noise, iso)
+            dn = augment_packed(np.moveaxis(self.reader.read(p.frame_id, y, x, n), 0, -1), p.cfa, op)
+            black, scale = _levels(p.black_level, p.white_level)
+            noisy = (dn.astype(np.float32) - black) * scale
+        return {
+            "noisy": noisy, "clean": clean, "a": a, "b": b, "iso": iso, "sensor": p.sensor,
+            "synthetic": synthetic, "frame_id": None if synthetic else p.frame_id, "ref_id": p.ref_id,
+            "y": y, "x": x, "op": op,
+        }  # fmt: skip
+
+    def batch(self, k: int) -> dict[str, np.ndarray]:
+        """Batch ``k`` (numpy arrays, see the module docstring)."""
+        ex = [self.example(k, i) for i in range(self.batch_size)]
+        return {
+            "noisy": np.stack([e["noisy"] for e in ex]),
+            "clean": np.stack([e["clean"] for e in ex]),
+            "a": np.stack([e["a"] for e in ex]).astype(np.float32).reshape(-1, 1, 1, 4),
+            "b": np.stack([e["b"] for e in ex]).astype(np.float32).reshape(-1, 1, 1, 4),
+            "iso": np.array([e["iso"] for e in ex], np.float32),
+            "sensor_idx": np.array([self.sensors.index(e["sensor"]) for e in ex], np.int32),
+            "synthetic": np.array([e["synthetic"] for e in ex], bool),
+        }
+
+    # -- prefetching iteration -----------------------------------------------------------------------------
+    def batches(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """``(k, batch k)`` for ``k = start, start + 1, ...`` (up to ``stop``), prepared ahead in threads."""
+        ks = iter(range(start, stop) if stop is not None else _count(start))
+        if self.workers <= 0:
+            for k in ks:
+                yield k, self.batch(k)
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rawlab-data")
+        pending: deque = deque()
+        try:
+            for k in ks:
+                pending.append((k, pool.submit(self.batch, k)))
+                if len(pending) >= self.prefetch:
+                    break
+            while pending:
+                k, fut = pending.popleft()
+                nxt = next(ks, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self.batch, nxt)))
+                yield k, fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@lru_cache(maxsize=1024)
+def _levels(black_level: tuple[float, ...], white_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Black level and ``1 / (white - black)`` per channel, float32, as :func:`rawlab.catalog.qa.normalise`
+    computes them (the check there runs once per frame here)."""
+    normalise(np.zeros((4, 1, 1), np.uint16), black_level, white_level)  # raises for unusable levels
+    black = np.asarray(black_level, np.float64).reshape(-1)
+    black = np.repeat(black, 4) if black.size == 1 else black
+    return black.astype(np.float32), (1.0 / (float(white_level) - black)).astype(np.float32)
+
+
+@lru_cache(maxsize=4096)
+def _real_params(noise: SensorNoise, iso: float) -> tuple[np.ndarray, np.ndarray]:
+    """``noise.params(iso)`` for the catalog's (discrete) ISOs, computed once each."""
+    return noise.params(iso)
+
+
+def _count(start: int) -> Iterator[int]:
+    k = start
+    while True:
+        yield k
+        k += 1

@@ -1,0 +1,94 @@
+"""Training losses and image metrics in JAX, on packed normalised planes ``(N, h, w, 4)``, data range 1.
+
+SSIM follows Wang et al. (IEEE TIP 2004): an 11-tap Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 =
+0.03``, population (not sample) covariances, and the mean of the SSIM map over the pixels where the window
+fits ("valid"), each channel on its own. That is exactly ``skimage.metrics.structural_similarity(x, y,
+data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["gaussian_window", "l1", "loss_and_metrics", "noise_weights", "psnr", "ssim"]
+
+K1, K2 = 0.01, 0.03
+
+
+def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
+    """The normalised 1-D Gaussian taps scikit-image (``scipy.ndimage.gaussian_filter``) uses."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return (w / w.sum()).astype(np.float32)
+
+
+def _filter_valid(z: jax.Array, taps: np.ndarray) -> jax.Array:
+    """Separable depthwise filtering of ``(N, h, w, c)`` with ``taps`` along both axes, valid region only."""
+    c = z.shape[-1]
+    k = len(taps)
+    dn = ("NHWC", "HWIO", "NHWC")
+    kv = jnp.broadcast_to(jnp.asarray(taps).reshape(k, 1, 1, 1), (k, 1, 1, c))
+    kh = jnp.broadcast_to(jnp.asarray(taps).reshape(1, k, 1, 1), (1, k, 1, c))
+    z = jax.lax.conv_general_dilated(z, kv, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+    return jax.lax.conv_general_dilated(z, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+
+
+def ssim(x: jax.Array, y: jax.Array, *, data_range: float = 1.0, sigma: float = 1.5) -> jax.Array:
+    """Mean SSIM of each image, ``(N,)``, over its channels and the valid pixels of the window.
+
+    ``x`` and ``y`` are ``(N, h, w, c)`` with ``h, w >= 11`` (the window).
+    """
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.float32)
+    c = x.shape[-1]
+    taps = gaussian_window(sigma)
+    stats = _filter_valid(jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1), taps)
+    ux, uy, uxx, uyy, uxy = (stats[..., i * c : (i + 1) * c] for i in range(5))
+    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return jnp.mean(s, axis=(1, 2, 3))
+
+
+def l1(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean absolute error of each image, ``(N,)``."""
+    return jnp.mean(jnp.abs(x - y), axis=(1, 2, 3))
+
+
+def psnr(x: jax.Array, y: jax.Array, *, data_range: float = 1.0) -> jax.Array:
+    """PSNR (dB) of each image, ``(N,)``, for signals of range ``data_range``."""
+    mse = jnp.mean((x - y) ** 2, axis=(1, 2, 3))
+    return 10.0 * (2 * math.log10(data_range) - jnp.log10(jnp.maximum(mse, 1e-20)))
+
+
+def noise_weights(clean: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Per-image weights ``1 / sigma``, normalised to mean 1 over the batch, ``(N,)``.
+
+    ``sigma = sqrt(a * mean(max(clean, 0)) + b)`` is the image's typical noise standard deviation. Weighting the
+    L1 term by it balances the ISOs: an error of one noise sigma costs the same at ISO 100 as at ISO 6400, as
+    PSNR averaged over images (what ``rawlab eval`` reports) counts it, where plain L1 is dominated by the high
+    ISOs and lets a short run trade low-ISO quality away.
+    """
+    var = jnp.mean(a * jnp.maximum(clean, 0.0) + b, axis=(1, 2, 3))
+    w = 1.0 / jnp.sqrt(jnp.maximum(var, 1e-12))
+    return jax.lax.stop_gradient(w / jnp.mean(w))
+
+
+def loss_and_metrics(
+    estimate: jax.Array, clean: jax.Array, ssim_weight: float, weights: jax.Array | None = None
+) -> tuple[jax.Array, dict]:
+    """``(1 - w) * L1 + w * (1 - SSIM)`` over the batch, in the clean signal's units, and its parts.
+
+    ``weights`` (per image, ``(N,)``) weight the L1 term (:func:`noise_weights`); the reported ``l1`` is not.
+    """
+    per_l1 = l1(estimate, clean)
+    e_l1 = jnp.mean(per_l1)
+    w_l1 = e_l1 if weights is None else jnp.mean(weights * per_l1)
+    e_ssim = jnp.mean(ssim(estimate, clean))
+    loss = (1.0 - ssim_weight) * w_l1 + ssim_weight * (1.0 - e_ssim)
+    return loss, {"loss": loss, "l1": e_l1, "ssim": e_ssim, "psnr": jnp.mean(psnr(estimate, clean))}
