@@ -1,0 +1,181 @@
+"""Denoiser inference: TFLite float32 / fp16 / dynamic-range / int8 against JAX, on the same tiles.
+
+    python benchmarks/inference.py [--model DIR] [--arch mobile] [--tile 256] [--threads 2] [--repeats 10]
+
+Exports the model four ways (``rawlab export``), then, on one fixed tile shape ``(1, T, T, C)``:
+
+- speed: the median time of one network call (TFLite ``invoke`` with ``--threads`` threads, XNNPACK; JAX:
+  the jitted network on the CPU backend), over ``--repeats`` rounds that visit every runtime in turn, in
+  milliseconds per mosaic megapixel (a packed tile of ``T x T`` covers ``4 T^2`` mosaic pixels); the tile's
+  input is already set, so int8's (de)quantisation in numpy is not counted;
+- accuracy: the mean PSNR (data range 1, packed normalised planes) of each runtime's clean estimate on
+  synthetic noisy crops with known clean truth (built-in scenes, four noise levels from low to high ISO,
+  :func:`rawlab.deploy.crops.synthetic_crops`), and its cost against JAX.
+
+Goals for the ``mobile`` model: int8 at least 2.5x faster than float32, at most 0.3 dB PSNR below JAX.
+Without ``--model`` an initialised ``--arch`` model with perturbed weights is used: its speed is
+representative, its PSNR cost is not (only a trained model's is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GOAL_SPEEDUP, GOAL_COST_DB = 2.5, 0.3
+
+
+def _psnr(x, ref) -> float:
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+
+
+def _perturbed(arch: str, out: Path, scale: float, tile: int) -> Path:
+    import jax
+
+    from rawlab.learn.modelio import init_model, save_model
+
+    model = init_model({"model": {"arch": arch}, "tile": {"size": tile, "overlap": 32}})
+    rng = np.random.default_rng(0)
+    model.params = jax.tree.map(
+        lambda p: (np.asarray(p) + scale * rng.standard_normal(p.shape) * (np.std(p) or 0.02)).astype(
+            p.dtype
+        ),
+        model.params,
+    )
+    save_model(out, model)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="A trained model directory (rawlab train --workdir).")
+    ap.add_argument("--arch", default="mobile", help="Architecture when no --model is given.")
+    ap.add_argument("--tile", type=int, default=256, help="Tile side in packed pixels.")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--crops", type=int, default=24, help="Synthetic crops for the PSNR comparison.")
+    ap.add_argument(
+        "--calibration",
+        default=None,
+        help="Store or raws for int8 calibration (default: the "
+        "model's training store, else synthetic crops).",
+    )
+    ap.add_argument("--json", default=None, help="Also write the results to this JSON file.")
+    args = ap.parse_args()
+
+    import jax
+
+    from rawlab.deploy.crops import synthetic_crops
+    from rawlab.deploy.export import export_tflite
+    from rawlab.deploy.runtime import TFLiteDenoiser, read_metadata
+    from rawlab.learn.modelio import load_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="rawlab-inference-"))
+    if args.model:
+        model_dir, trained = Path(args.model), True
+    else:
+        model_dir, trained = _perturbed(args.arch, tmp / "model", 0.3, args.tile), False
+    model = load_model(model_dir)
+    from rawlab.learn.models import describe
+
+    info = describe(model.spec)
+    t, c = args.tile, model.normalisation.channels
+    mp = 4 * t * t / 1e6
+    print(
+        f"model: {model_dir} ({model.name}, {info['params'] / 1e6:.2f} M parameters, "
+        f"{info['gmac_per_mp']:.1f} GMAC/MP, {'trained, step ' + str(model.config.get('step')) if trained else 'initialised + perturbed weights: PSNR cost NOT meaningful'})"
+    )
+    print(
+        f"tile {t}x{t}x{c} ({mp:.3f} mosaic MP), {args.threads} threads, median of {2 * args.repeats} calls; jax "
+        f"{jax.__version__} on {jax.devices()[0].platform}"
+    )
+
+    crops = synthetic_crops(t, args.crops, seed=1234)
+    norm = model.normalisation
+    inputs = [np.asarray(norm.to_network(k.noisy[None], k.a, k.b), np.float32) for k in crops]
+
+    # Every runtime, with one call that runs the network on the first tile (its input already set).
+    apply = jax.jit(model.network_fn())
+    runtimes = {
+        "jax (float32)": (lambda x: np.asarray(apply(x)), lambda: apply(inputs[0]).block_until_ready())
+    }
+    sizes, calibrated = {}, {}
+    warned = set()
+    for q, name in (("none", "float32"), ("fp16", "fp16"), ("dynamic", "dynamic"), ("int8", "int8")):
+        path = tmp / f"{q}.tflite"
+
+        def warn(m):
+            if m.startswith("warning") and m not in warned:
+                warned.add(m)
+                print("   ", m)
+
+        res = export_tflite(model_dir, path, quantize=q, tile=t, calibration=args.calibration, echo=warn)
+        runner = TFLiteDenoiser(path, read_metadata(path), num_threads=args.threads)
+        runner._run(inputs[0])  # sets the input tensor (quantised for int8)
+        runtimes[f"tflite {name}"] = (runner._run, runner.interpreter.invoke)
+        sizes[f"tflite {name}"], calibrated[f"tflite {name}"] = res.nbytes / 1e6, res.calibration["source"]
+    if calibrated["tflite int8"]:
+        print(f"int8 calibrated on {calibrated['tflite int8']}")
+
+    # Timing in rounds: per round each runtime makes one untimed call (its threads wake up, the previous
+    # runtime's stop spinning) and two timed ones, so load changes on a shared machine hit all runtimes alike.
+    times = {name: [] for name in runtimes}
+    for _ in range(args.repeats):
+        for name, (_, call) in runtimes.items():
+            call()
+            for _ in range(2):
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+
+    rows = []
+    for name, (run, _) in runtimes.items():
+        outs = [norm.from_network(run(x), k.a, k.b)[0] for x, k in zip(inputs, crops, strict=True)]
+        psnr = float(np.mean([_psnr(y, k.clean) for y, k in zip(outs, crops, strict=True)]))
+        ms = 1e3 * statistics.median(times[name])
+        rows.append({"runtime": name, "ms_per_mp": ms / mp, "psnr": psnr, "mb": sizes.get(name)})
+    psnr_jax = rows[0]["psnr"]
+
+    noisy = float(np.mean([_psnr(k.noisy, k.clean) for k in crops]))
+    fp32 = next(r for r in rows if r["runtime"] == "tflite float32")["ms_per_mp"]
+    print(f"\nsynthetic crops: {len(crops)} of {t}x{t}, noisy input PSNR {noisy:.2f} dB\n")
+    print(f"{'runtime':<16} {'ms/MP':>8} {'vs fp32':>8} {'PSNR dB':>8} {'cost dB':>8} {'size MB':>8}")
+    for r in rows:
+        r["speedup_vs_fp32"] = fp32 / r["ms_per_mp"]
+        r["psnr_cost_db"] = psnr_jax - r["psnr"]
+        mb = f"{r['mb']:.2f}" if r["mb"] else "-"
+        print(
+            f"{r['runtime']:<16} {r['ms_per_mp']:>8.1f} {r['speedup_vs_fp32']:>7.2f}x {r['psnr']:>8.2f} "
+            f"{r['psnr_cost_db']:>+8.3f} {mb:>8}"
+        )
+    int8 = next(r for r in rows if r["runtime"] == "tflite int8")
+    ok_speed, ok_cost = int8["speedup_vs_fp32"] >= GOAL_SPEEDUP, int8["psnr_cost_db"] <= GOAL_COST_DB
+    print(
+        f"\nint8: {int8['speedup_vs_fp32']:.2f}x faster than float32 (goal >= {GOAL_SPEEDUP}x: "
+        f"{'met' if ok_speed else 'MISSED'}), PSNR cost {int8['psnr_cost_db']:+.3f} dB (goal <= {GOAL_COST_DB} dB: "
+        f"{'met' if ok_cost else 'MISSED'}{'' if trained else '; not meaningful for an untrained model'})"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": str(model_dir),
+                    "trained": trained,
+                    "tile": t,
+                    "threads": args.threads,
+                    "noisy_psnr": noisy,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Run a denoiser: a ``.tflite`` file (LiteRT interpreter) or a model directory (JAX), tile by tile.
+
+:func:`load_denoiser` is the one entry point. Both kinds give the same interface as
+:class:`rawlab.learn.TrainedModel`: ``denoise(x, a, b)`` on packed normalised planes, ``noise_params(sensor,
+iso)``, ``tile``, ``normalisation``, ``config``. Both run the network on fixed-size tiles with overlap
+(:mod:`rawlab.deploy.tiling`), the only way a TFLite model exported at a fixed shape can see a whole image.
+
+A ``.tflite`` written by ``rawlab export`` is self-describing: its flatbuffer carries a metadata entry named
+``rawlab`` holding the JSON below, and the same JSON is written beside it as ``FILE.json`` for people to read.
+The embedded copy wins; the sidecar is read only for a ``.tflite`` without one. Schema ``rawlab.tflite/1``::
+
+    {"schema": "rawlab.tflite/1",
+     "config": {...the source model's config.json (rawlab.model/1): model, normalisation, noise, split...,
+                "tile": {"size": 256, "overlap": 32}},        # the exported (fixed) tile, packed pixels
+     "export": {"quantize": "int8", "source": {"path": ..., "name": ..., "step": ...},
+                "input":  {"shape": [1, 256, 256, 8], "dtype": "int8", "scale": 0.0039, "zero_point": -128},
+                "output": {"shape": [1, 256, 256, 4], "dtype": "int8", "scale": 0.0049, "zero_point": -103},
+                "ops": ["ADD", "CONV_2D", ...], "calibration": {...}, "parity": {...},
+                "rawlab_version": "0.1.0", "tensorflow_version": "2.21.0"}}
+
+This module never imports TensorFlow: running a ``.tflite`` needs only ``ai-edge-litert``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RawlabError
+from .tiling import run_tiled
+
+__all__ = [
+    "METADATA_NAME",
+    "SCHEMA",
+    "JaxDenoiser",
+    "TFLiteDenoiser",
+    "builtin_op_names",
+    "describe_model",
+    "embed_metadata",
+    "load_denoiser",
+    "read_metadata",
+]
+
+SCHEMA = "rawlab.tflite/1"
+METADATA_NAME = "rawlab"
+_TFL_IDENTIFIER = b"TFL3"
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise RawlabError(
+            "running a .tflite model needs the LiteRT runtime: pip install 'rawlab[litert]' "
+            "(or pip install ai-edge-litert)"
+        ) from None
+    return schema
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------------------ flatbuffer
+
+
+def embed_metadata(tflite: bytes, meta: dict[str, Any]) -> bytes:
+    """Return ``tflite`` with ``meta`` (JSON) added as the flatbuffer metadata entry ``rawlab``."""
+    import flatbuffers
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    model.metadata = [
+        m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())
+    ]
+    data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    model.buffers.append(schema.BufferT(data=data))
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(tflite) + len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=_TFL_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _model(tflite: bytes):
+    if tflite[4:8] != _TFL_IDENTIFIER:
+        raise ValueError("not a TFLite flatbuffer")
+    return _schema().Model.GetRootAs(tflite, 0)
+
+
+def _embedded(tflite: bytes) -> dict[str, Any] | None:
+    model = _model(tflite)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_NAME.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return None
+
+
+def builtin_op_names(tflite: bytes) -> list[str]:
+    """Names of the operators a TFLite flatbuffer uses (``CUSTOM`` for custom ops, e.g. Flex/Select TF)."""
+    schema = _schema()
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = _model(tflite)
+    out = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        op = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # schema v3a: the larger one is the code
+        name = names.get(op, str(op))
+        if name == "CUSTOM":
+            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
+        out.append(name)
+    return sorted(set(out))
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``rawlab.tflite/1`` description of a ``.tflite``: embedded in it, else its ``FILE.json`` sidecar.
+
+    Raises
+    ------
+    RawlabError
+        If the file is missing, is not a TFLite model, or carries no rawlab description.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise RawlabError(f"cannot read the model {os.fspath(path)!r}: {e.strerror or e}") from None
+    try:
+        meta = _embedded(data)
+    except ValueError:
+        raise RawlabError(
+            f"{p} is not a TFLite model (no TFL3 flatbuffer); pass a .tflite written by `rawlab export` or "
+            "a model directory"
+        ) from None
+    sidecar = p.with_name(p.name + ".json")
+    if meta is None and sidecar.exists():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except ValueError as e:
+            raise RawlabError(f"{sidecar} is not valid JSON: {e}") from None
+    if meta is None:
+        raise RawlabError(
+            f"{p} has no rawlab description (no embedded metadata and no {sidecar.name} beside it), so its tile "
+            "size, normalisation and noise law are unknown; export it with `rawlab export`"
+        )
+    if meta.get("schema") != SCHEMA:
+        raise RawlabError(f"{p}: description has schema {meta.get('schema')!r}, expected {SCHEMA!r}")
+    return meta
+
+
+# ------------------------------------------------------------------------------------------- denoisers
+
+
+class _TiledDenoiser:
+    """What both kinds share: the model config, its normalisation and noise law, tiled ``denoise``."""
+
+    kind = "?"
+    batch = 1
+    config: dict[str, Any]
+
+    @property
+    def tile(self) -> dict[str, int]:
+        from ..learn.modelio import DEFAULT_TILE
+
+        return {**DEFAULT_TILE, **self.config.get("tile", {})}
+
+    @cached_property
+    def normalisation(self):
+        from ..learn.normalize import Normalisation
+
+        return Normalisation.from_dict(self.config.get("normalisation", {}))
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.config.get("model", {}).get("arch", "unet")
+
+    def noise_params(self, sensor: str, iso: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise law, or None if unknown."""
+        from ..learn.modelio import TrainedModel
+
+        return TrainedModel(self.config, None).noise_params(sensor, iso)  # only reads the config
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def denoise(self, x: np.ndarray, a, b) -> np.ndarray:
+        """Denoise packed normalised planes ``(N, h, w, 4)`` or ``(h, w, 4)`` float32 with noise ``(a, b)``.
+
+        ``a`` and ``b`` are per channel ``(4,)`` or per image ``(N, 1, 1, 4)`` (normalised units, ``Var[x] =
+        a x + b``). Any ``h`` and ``w`` work: the image is processed in overlapping tiles of the model's
+        size and blended without seams. Returns the clean estimate in the same layout and units.
+        """
+        x = np.asarray(x, np.float32)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        a = np.broadcast_to(np.asarray(a, np.float32).reshape(-1, 4), (len(x), 4))
+        b = np.broadcast_to(np.asarray(b, np.float32).reshape(-1, 4), (len(x), 4))
+        norm, t = self.normalisation, self.tile
+        out = np.empty_like(x)
+        for n in range(len(x)):
+            an, bn = a[n], b[n]
+
+            def fn(tiles, an=an, bn=bn):
+                return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
+
+            out[n] = run_tiled(fn, x[n], t["size"], t["overlap"], batch=self.batch)
+        return out[0] if single else out
+
+
+class TFLiteDenoiser(_TiledDenoiser):
+    """A ``.tflite`` written by ``rawlab export``, run with the LiteRT interpreter (XNNPACK on CPU)."""
+
+    kind = "tflite"
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any], num_threads: int | None = None):
+        self.path = os.fspath(path)
+        self.meta = meta
+        self.config = meta["config"]
+        self.export = meta.get("export", {})
+        self.num_threads = num_threads or _cores()
+
+    @property
+    def quantize(self) -> str:
+        return self.export.get("quantize", "none")
+
+    @cached_property
+    def interpreter(self):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            _schema()  # raises the install hint
+            raise
+        it = Interpreter(model_path=self.path, num_threads=self.num_threads)
+        it.allocate_tensors()
+        return it
+
+    @cached_property
+    def _io(self):
+        it = self.interpreter
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        t = self.tile["size"]
+        if tuple(inp["shape"][1:3]) != (t, t):
+            raise RawlabError(
+                f"{self.path}: the network input is {tuple(inp['shape'])} but its description says tiles of {t}; "
+                "re-export the model"
+            )
+        return inp, out
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        inp, out = self._io
+        it = self.interpreter
+        results = []
+        for tile in batch:
+            v = tile[None]
+            if inp["dtype"] != np.float32:
+                scale, zero = inp["quantization"]
+                info = np.iinfo(inp["dtype"])
+                v = np.clip(np.round(v / scale + zero), info.min, info.max).astype(inp["dtype"])
+            it.set_tensor(inp["index"], v)
+            it.invoke()
+            y = it.get_tensor(out["index"])
+            if out["dtype"] != np.float32:
+                scale, zero = out["quantization"]
+                y = (y.astype(np.float32) - zero) * np.float32(scale)
+            results.append(y[0])
+        return np.stack(results)
+
+    def __getstate__(self):  # an interpreter does not pickle: ship the path and description
+        return {"path": self.path, "meta": self.meta, "num_threads": self.num_threads}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["meta"], state["num_threads"])
+
+
+class JaxDenoiser(_TiledDenoiser):
+    """A model directory (``rawlab train --workdir``), run with JAX on the same tiles as its TFLite export."""
+
+    kind = "jax"
+    batch = 4
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+        self.path = None
+
+    @cached_property
+    def _apply(self):
+        import jax
+
+        return jax.jit(self.model.module.apply)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._apply(self.model.params, batch))
+
+
+def describe_model(path: str | os.PathLike[str]) -> str:
+    """A short label for a model (``"tiny.tflite (tflite int8)"``), checking it without loading the network.
+
+    Raises
+    ------
+    RawlabError
+        As :func:`load_denoiser` would for a missing or malformed model.
+    """
+    from ..learn.modelio import CONFIG, PARAMS
+    from ..learn.modelio import SCHEMA as MODEL_SCHEMA
+
+    p = Path(path)
+    if p.is_dir():
+        cfg = p / CONFIG
+        try:
+            schema = json.loads(cfg.read_text()).get("schema")
+        except (OSError, ValueError):
+            schema = None
+        if schema != MODEL_SCHEMA or not (p / PARAMS).exists():
+            from ..learn.modelio import load_model
+
+            load_model(p)  # raises the precise reason
+        return f"{p.name} (jax)"
+    if not p.exists():
+        load_denoiser(p)  # raises
+    meta = read_metadata(p)
+    return f"{p.name} (tflite {meta.get('export', {}).get('quantize', 'none')})"
+
+
+def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = None):
+    """Load a denoiser from a model directory (JAX) or a ``.tflite`` file written by ``rawlab export``.
+
+    Parameters
+    ----------
+    path
+        A ``rawlab train`` workdir, or a ``.tflite`` (with its metadata embedded, or a ``FILE.json`` sidecar).
+    num_threads
+        TFLite interpreter threads (default: the cores available to this process).
+
+    Returns
+    -------
+    TFLiteDenoiser or JaxDenoiser
+        ``denoise(x, a, b)``, ``noise_params(sensor, iso)``, ``tile``, ``normalisation``, ``config``, ``kind``.
+
+    Raises
+    ------
+    RawlabError
+        If ``path`` is neither, or the runtime it needs is not installed.
+    """
+    p = Path(path)
+    if p.is_dir():
+        from ..learn.modelio import load_model
+
+        return JaxDenoiser(load_model(p))
+    if not p.exists():
+        raise RawlabError(
+            f"model {os.fspath(path)!r} does not exist; pass a model directory (`rawlab train --workdir`) or "
+            "a .tflite from `rawlab export`"
+        )
+    return TFLiteDenoiser(p, read_metadata(p), num_threads)

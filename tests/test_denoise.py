@@ -1,0 +1,316 @@
+"""`rawlab denoise`: tiles without seams, denoised DNGs that LibRaw reads back exactly, real camera files,
+bad files reported while the rest go on, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+
+import itertools
+
+from click.testing import CliRunner
+
+from rawlab.cli import main
+from rawlab.errors import RawlabError
+
+TILE = {"size": 64, "overlap": 16}
+
+
+def _psnr(x, ref) -> float:
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, small_synth):
+    """A tiny U-Net with every parameter perturbed (non-trivial), knowing the noise law of small_synth."""
+    import jax
+
+    from rawlab.learn.modelio import init_model, save_model
+    from rawlab.noise.profile import load_profiles
+
+    noise = load_profiles(small_synth.truth_path).to_dict()
+    noise["sensors"] = noise["sensors"][:1]  # knows SynthCam PG-1 only
+    m = init_model({"model": {"arch": "tiny"}, "tile": TILE, "noise": noise})
+    rng = np.random.default_rng(1)  # numpy: eager jax.random compiles a kernel per leaf shape
+    m.params = jax.tree.map(
+        lambda p: (np.asarray(p) + 0.05 * rng.standard_normal(p.shape)).astype(p.dtype), m.params
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(path, m)
+    return path, m
+
+
+@pytest.fixture(scope="module")
+def tflite(model, tmp_path_factory):
+    """The model exported to float32 TFLite (with TensorFlow when installed, else skip)."""
+    pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
+    from rawlab.deploy.export import export_tflite
+
+    out = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
+    export_tflite(model[0], out, n_eval=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Clean packed planes several tiles wide (200 x 260: 4 x 5 tiles of 64) and a noisy copy, (h, w, 4)."""
+    from rawlab.synth import get_sensors
+    from rawlab.synth.scenes import render_scene
+
+    clean = np.clip(render_scene("astronaut", get_sensors(1)[0], 400, 520), 0, 1)
+    clean = np.moveaxis(clean, 0, -1).astype(np.float32)
+    a, b = np.full(4, 2e-3, np.float32), np.full(4, 1e-5, np.float32)
+    rng = np.random.default_rng(0)
+    noisy = (clean + np.sqrt(a * clean + b) * rng.standard_normal(clean.shape)).astype(np.float32)
+    return clean, noisy, a, b
+
+
+def test_tiles_blend_to_a_partition_of_unity():
+    from rawlab.deploy.tiling import blend_weights, run_tiled, tile_origins
+
+    for length in (64, 65, 100, 111, 200, 257, 1000):
+        origins = tile_origins(length, 64, 16)
+        assert origins[0] == 0 and origins[-1] == length - 64
+        assert all(b - a <= 64 - 16 for a, b in itertools.pairwise(origins))
+        total = np.zeros(length)
+        for o, w in zip(origins, blend_weights(origins, 64, 16), strict=True):
+            total[o : o + 64] += w
+        np.testing.assert_allclose(total, 1.0, atol=1e-12)
+    x = np.random.default_rng(0).random((150, 97, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        run_tiled(lambda t: t * 2, x, 64, 16, batch=3, out_channels=3), 2 * x, rtol=1e-6
+    )
+    small = run_tiled(lambda t: t, x[:40, :30], 64, 16, out_channels=3)  # smaller than a tile: padded
+    np.testing.assert_allclose(small, x[:40, :30])
+
+
+def test_tiled_jax_has_no_seams(model, scene):
+    from rawlab.deploy.runtime import JaxDenoiser
+
+    _, m = model
+    clean, noisy, a, b = scene
+    whole = m.denoise(noisy, a, b)  # the network on the whole image at once
+    tiled = JaxDenoiser(m).denoise(noisy, a, b)
+    assert _psnr(whole, clean) < _psnr(noisy, clean) - 3  # the perturbed network really changes the image
+    assert abs(_psnr(tiled, clean) - _psnr(whole, clean)) <= 0.01
+
+
+def test_tiled_tflite_matches_the_whole_image_jax(model, tflite, scene):
+    from rawlab.deploy import load_denoiser
+
+    _, m = model
+    clean, noisy, a, b = scene
+    d = load_denoiser(tflite)
+    assert d.kind == "tflite" and d.tile == TILE
+    batch = np.stack(
+        [noisy, noisy[::-1]]
+    )  # (N, h, w, 4) with per-image noise (N, 1, 1, 4), like TrainedModel
+    out = d.denoise(batch, np.broadcast_to(a, (2, 1, 1, 4)), np.broadcast_to(b, (2, 1, 1, 4)))
+    assert out.shape == batch.shape
+    assert abs(_psnr(out[0], clean) - _psnr(m.denoise(noisy, a, b), clean)) <= 0.01
+
+
+def test_denoised_dng_round_trips_through_rawpy(model, small_synth, tmp_path):
+    import rawpy
+
+    from rawlab.bayer import channel_offsets
+    from rawlab.deploy.denoise import denoise_frame, write_denoised_dng
+    from rawlab.deploy.runtime import JaxDenoiser
+    from rawlab.dng import read_dng_tags
+    from rawlab.rawio import read_raw
+
+    # SynthCam MP-2: BGGR, 10 bits, a different black level per channel; the model does not know its law.
+    src = sorted((small_synth.out / "SynthCam_MP-2").rglob("*iso800*.dng"))[0]
+    frame = read_raw(src)
+    result = denoise_frame(frame, JaxDenoiser(model[1]))
+    assert result.noise.source == "DNG NoiseProfile"
+    out = tmp_path / "out.dng"
+    write_denoised_dng(out, frame, result)
+
+    with rawpy.imread(str(out)) as raw:
+        assert raw.raw_image_visible.shape == frame.mosaic.shape
+        np.testing.assert_array_equal(raw.raw_image_visible, result.mosaic)
+        letters = raw.color_desc.decode()
+        assert "".join(letters[i] for i in raw.raw_pattern.ravel()) == frame.info.cfa == "BGGR"
+        black = [raw.black_level_per_channel[raw.raw_pattern[dy][dx]] for dy, dx in channel_offsets("BGGR")]
+        assert black == [64, 65, 63, 64] and raw.white_level == 1023
+    back = read_raw(out)
+    info, orig = back.info, frame.info
+    assert (info.cfa, info.black_level, info.white_level) == (orig.cfa, orig.black_level, orig.white_level)
+    assert (info.sensor, info.iso, info.exposure_time) == (orig.sensor, orig.iso, orig.exposure_time)
+    np.testing.assert_allclose(info.wb, orig.wb, rtol=1e-5)
+    cm = read_dng_tags(src)["color_matrix1"]  # LibRaw reports no matrix for these DNGs: the tag itself
+    np.testing.assert_allclose(read_dng_tags(out)["color_matrix1"], cm, atol=1e-4)
+    # NoiseProfile: the input's law scaled down by the measured residual factor.
+    tags = read_dng_tags(out)
+    np.testing.assert_allclose(tags["noise_profile"], result.noise_profile, rtol=1e-9)
+    s_in = read_dng_tags(src)["noise_profile"][1][0]
+    assert tags["noise_profile"][1][0] == pytest.approx(result.residual_factor * s_in, rel=1e-6)
+
+
+def test_noise_comes_from_the_law_then_the_dng_then_the_image(model, small_synth, tmp_path):
+    from rawlab.deploy.noiseparams import noise_for_frame
+    from rawlab.dng import read_dng_tags, write_dng
+    from rawlab.rawio import read_raw
+
+    _, m = model
+    known = read_raw(sorted((small_synth.out / "SynthCam_PG-1").rglob("*iso1600*.dng"))[0])
+    est = noise_for_frame(m, known.info, known.normalized())
+    assert est.source == "model law"
+    np.testing.assert_allclose(est.a, m.noise_params("SynthCam PG-1", 1600)[0], rtol=1e-6)
+
+    unknown = read_raw(sorted((small_synth.out / "SynthCam_MP-2").rglob("*iso1600*.dng"))[0])
+    assert noise_for_frame(m, unknown.info, unknown.normalized()).source == "DNG NoiseProfile"
+
+    # A larger frame (the single-image fit needs smooth areas) written without a NoiseProfile tag.
+    from rawlab.synth import write_dataset
+
+    chart = write_dataset(tmp_path / "big", seed=2, size=(512, 384), n_sensors=2, n_scenes=1).out
+    src = sorted((chart / "SynthCam_MP-2").rglob("*iso1600*.dng"))[0]
+    info = read_raw(src).info
+    bare = tmp_path / "bare.dng"
+    levels = {"black_level": list(info.black_level), "white_level": info.white_level}
+    write_dng(
+        bare, read_raw(src).mosaic, cfa=info.cfa, **levels, make=info.make, model=info.model, iso=info.iso
+    )
+    frame = read_raw(bare)
+    est = noise_for_frame(m, frame.info, frame.normalized())
+    assert est.source == "single-image" and "does not know" in est.detail
+    s_true = read_dng_tags(src)["noise_profile"][1][0]  # the truth synth wrote
+    assert 0.5 < est.a[1] / s_true < 2  # a single-image estimate is rough: the scale is what matters
+
+
+def test_previews_png_and_tiff(tflite, small_synth, tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from rawlab.deploy.denoise import denoise_files
+
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*iso400*.dng"))[0]
+    for fmt, dtype in (("png", np.uint8), ("tiff", np.uint16)):
+        summary = denoise_files([str(src)], tflite, tmp_path, fmt=fmt)
+        assert summary.n_ok == 1 and summary.where == "in-process"
+        out = summary.results[0].out
+        img = np.asarray(Image.open(out)) if fmt == "png" else tifffile.imread(out)
+        assert img.shape == (96, 128, 3) and img.dtype == dtype and img.std() > 0
+
+
+def test_bad_files_are_reported_and_the_rest_go_on(tflite, small_synth, tmp_path, client):
+    from rawlab.deploy.denoise import denoise_files
+    from rawlab.rawio import read_raw
+
+    src = tmp_path / "in"
+    src.mkdir()
+    good = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[:2]
+    for i, g in enumerate(good):
+        (src / f"good{i}.dng").write_bytes(g.read_bytes())
+    (src / "notes.CR2").write_text("not a raw file")
+    (src / "empty.NEF").write_bytes(b"")
+    (src / "readme.txt").write_text("skipped: not a raw by content or extension")
+    seen = []
+    summary = denoise_files([str(src)], tflite, tmp_path / "out", client=client, on_result=seen.append)
+    assert (summary.n_ok, summary.n_failed) == (2, 2) and len(seen) == 4
+    reasons = dict(summary.failures)
+    assert "is empty" in reasons[str(src / "empty.NEF")]
+    assert "not a raw file" in reasons[str(src / "notes.CR2")]
+    for i, g in enumerate(good):
+        out = read_raw(tmp_path / "out" / f"good{i}.dng")
+        assert out.mosaic.shape == read_raw(g).mosaic.shape
+    assert "2 of 4 files denoised" in summary.line() and "2 failed" in summary.line()
+    assert "2 model law" in summary.line()
+
+
+def test_cli_exit_codes(tflite, small_synth, tmp_path, client):
+    good = str(sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0])
+    bad = tmp_path / "bad.dng"
+    bad.write_text("not a raw")
+    runner = CliRunner()
+    base = ["denoise", "--model", str(tflite), "--out", str(tmp_path / "out")]
+    sched = ["--scheduler", client.scheduler.address]
+
+    res = runner.invoke(main, [*base, good])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("denoise: 1 of 1 files denoised")
+    assert "noise from model law" in res.stdout
+
+    res = runner.invoke(main, [*base, *sched, good, str(bad)])
+    assert res.exit_code == 0 and "1 failed" in res.stdout
+    assert f"failed: {bad}:" in res.stderr and "Traceback" not in res.output
+    res = runner.invoke(main, [*base, *sched, "--strict", good, str(bad)])
+    assert res.exit_code == 1 and "1 failed" in res.stdout
+
+    for args, needle in [
+        (
+            ["denoise", good, "--model", str(tmp_path / "nope.tflite"), "--out", str(tmp_path / "o")],
+            "does not exist",
+        ),
+        (["denoise", good, "--model", str(tmp_path), "--out", str(tmp_path / "o")], "not a rawlab model"),
+        ([*base, str(tmp_path / "missing.dng")], "does not exist"),
+        ([*base, "--format", "jpeg", good], "jpeg"),
+    ]:
+        res = runner.invoke(main, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert needle in res.stderr and "Traceback" not in res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(main, [*base, str(empty)])
+    assert res.exit_code == 2 and "no raw files found" in res.stderr
+
+
+def test_running_a_tflite_never_imports_tensorflow(tflite, small_synth, tmp_path):
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
+    code = (
+        "import sys\n"
+        "from rawlab.cli import main\n"
+        f"main(['denoise', {str(src)!r}, '--model', {str(tflite)!r}, '--out', {str(tmp_path)!r}],"
+        " standalone_mode=False)\n"
+        "print('LOADED', [m for m in ('tensorflow', 'jax', 'keras') if m in sys.modules])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED []" in res.stdout and "1 of 1 files denoised" in res.stdout
+
+
+@pytest.mark.samples
+def test_every_real_bayer_sample_denoises_to_a_dng_of_the_same_shape(samples_dir, tflite, tmp_path, client):
+    from rawlab.deploy.denoise import denoise_files
+    from rawlab.rawio import read_raw
+
+    files = sorted((samples_dir / "bayer").iterdir())
+    summary = denoise_files([str(samples_dir / "bayer")], tflite, tmp_path, client=client)
+    assert summary.n_failed == 0, summary.failures
+    assert summary.n_ok == len(files)
+    for res in summary.results:
+        src, out = read_raw(res.path), read_raw(res.out)
+        assert out.mosaic.shape == src.mosaic.shape
+        levels = [(f.info.cfa, f.info.black_level, f.info.white_level) for f in (src, out)]
+        assert levels[0] == levels[1]
+
+
+@pytest.mark.samples
+def test_samples_that_are_not_bayer_raws_fail_clearly(samples_dir, tflite, tmp_path, client):
+    from rawlab.deploy.denoise import denoise_files
+
+    bad = [samples_dir / d for d in ("non-bayer", "stubs", "undecodable")]
+    summary = denoise_files([str(p) for p in bad], tflite, tmp_path, client=client)
+    n = sum(len(list(p.iterdir())) for p in bad)
+    assert summary.n_ok == 0 and summary.n_failed == n
+    kinds = {r.error_kind for r in summary.results}
+    assert kinds <= {"non-bayer", "no-pixels", "undecodable", "truncated"} and "non-bayer" in kinds
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    json.dumps([r.__dict__ for r in summary.results])  # results are plain data (they cross Dask workers)
+
+
+def test_load_denoiser_errors(tmp_path):
+    from rawlab.deploy import load_denoiser
+
+    with pytest.raises(RawlabError, match="does not exist"):
+        load_denoiser(tmp_path / "missing.tflite")
+    with pytest.raises(RawlabError, match="not a rawlab model directory"):
+        load_denoiser(tmp_path)

@@ -1,0 +1,228 @@
+"""`rawlab export`: jax2tf -> TFLite at a fixed tile, builtin ops only, parity with JAX, self-describing file.
+
+One tiny U-Net with perturbed weights (an untrained one is the identity, which would hide any conversion error),
+trained-on store recorded in its config as the trainer does, exported once per format for the module.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+
+from click.testing import CliRunner
+
+from rawlab.cli import main
+from rawlab.errors import RawlabError
+
+TILE = {"size": 64, "overlap": 16}
+# What the U-Net family may lower to (DESIGN.md, "Known facts"), plus int8's (de)quantisation at the edges.
+BUILTIN = {
+    "CONV_2D",
+    "TRANSPOSE_CONV",
+    "CONCATENATION",
+    "ADD",
+    "LEAKY_RELU",
+    "SLICE",
+    "QUANTIZE",
+    "DEQUANTIZE",
+}
+
+
+def make_model(path, *, noise=None, store=None, seed=1, scale=0.05):
+    """A tiny noise-map U-Net with every parameter perturbed, saved as a model directory."""
+    import jax
+
+    from rawlab.learn.modelio import init_model, save_model
+
+    config = {"model": {"arch": "tiny"}, "tile": TILE}
+    if noise is not None:
+        config["noise"] = noise
+    if store is not None:
+        config["training"] = {"store": str(store)}
+    model = init_model(config)
+    rng = np.random.default_rng(seed)  # numpy, not jax.random: eager jax compiles a kernel per leaf shape
+    model.params = jax.tree.map(
+        lambda p: (np.asarray(p) + scale * rng.standard_normal(p.shape)).astype(p.dtype), model.params
+    )
+    save_model(path, model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_on_store(tmp_path_factory, learn_store):
+    """A model 'trained' on the shared paired store (conftest: 2 sensors x 2 scenes, one held out each)."""
+    from rawlab.noise.profile import load_profiles
+
+    store, truth_path = learn_store
+    model_dir = tmp_path_factory.mktemp("export") / "model"
+    model = make_model(model_dir, noise=load_profiles(truth_path).to_dict(), store=store)
+    return model_dir, model, store
+
+
+@pytest.fixture(scope="module")
+def exported(trained_on_store, tmp_path_factory):
+    """``{quantize: (path, ExportResult)}``, each format exported once (lazily)."""
+    from rawlab.deploy.export import export_tflite
+
+    model_dir, _, _ = trained_on_store
+    out = tmp_path_factory.mktemp("tflite")
+    cache = {}
+
+    def get(quantize):
+        if quantize not in cache:
+            lines = []
+            path = out / f"tiny-{quantize}.tflite"
+            result = export_tflite(model_dir, path, quantize=quantize, echo=lines.append)
+            result.lines = lines
+            cache[quantize] = (path, result)
+        return cache[quantize]
+
+    return get
+
+
+def test_fp32_export_matches_jax_on_held_out_store_crops(exported, trained_on_store):
+    path, result = exported("none")
+    _, _, store = trained_on_store
+    assert result.parity["max_abs"] <= 1e-4
+    assert f"store {store}" in result.parity["crops"] and "eval scenes" in result.parity["crops"]
+    # Clean references exist in a paired store, so the PSNR cost is measured (and ~0 for float32).
+    assert abs(result.parity["psnr_cost_db"]) < 1e-3
+    assert not any("synthetic" in line for line in result.lines)  # the training store was found and used
+    assert path.stat().st_size == result.nbytes and result.sidecar.exists()
+    assert "max |TFLite - JAX|" in result.summary()
+
+
+def test_only_builtin_ops_in_the_flatbuffer_and_the_interpreter(exported):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from rawlab.deploy.runtime import builtin_op_names
+
+    for q in ("none", "int8"):
+        path, result = exported(q)
+        ops = builtin_op_names(path.read_bytes())
+        assert set(ops) <= BUILTIN, ops
+        assert {"CONV_2D", "TRANSPOSE_CONV"} <= set(ops)
+        assert result.ops == ops
+        # Without XNNPACK every op runs as its own builtin kernel: none is Flex / custom.
+        it = Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        it.allocate_tensors()
+        names = {op["op_name"] for op in it._get_ops_details()}
+        assert names <= BUILTIN and not any("Flex" in n for n in names)
+        it.invoke()
+
+
+def test_int8_export_is_full_integer_and_reports_its_psnr_cost(exported):
+    _path, result = exported("int8")
+    meta = json.loads(result.sidecar.read_text())
+    io = meta["export"]["input"], meta["export"]["output"]
+    assert [d["dtype"] for d in io] == ["int8", "int8"]
+    assert all(d["scale"] > 0 and -128 <= d["zero_point"] <= 127 for d in io)
+    assert io[0]["shape"] == [1, 64, 64, 8] and io[1]["shape"] == [1, 64, 64, 4]
+    assert meta["export"]["calibration"]["n_crops"] == 16
+    assert "train scenes" in meta["export"]["calibration"]["source"]
+    p = result.parity
+    assert np.isfinite(p["psnr_cost_db"]) and np.isfinite(p["psnr_vs_jax"])
+    assert p["psnr_vs_jax"] > 30  # quantised, but the same network
+    assert any("cost" in line for line in result.lines) and "PSNR cost" in result.summary()
+
+
+@pytest.mark.parametrize("quantize", ["fp16", "dynamic"])
+def test_fp16_and_dynamic_range_exports(exported, quantize):
+    path, result = exported(quantize)
+    assert result.parity["max_abs"] < 0.05 and result.parity["psnr_cost_db"] is not None
+    assert path.stat().st_size < exported("none")[0].stat().st_size
+
+
+def test_int8_calibration_from_a_folder_of_raw_files(trained_on_store, small_synth, tmp_path):
+    from rawlab.deploy.export import export_tflite
+
+    model_dir, _, _ = trained_on_store
+    res = export_tflite(model_dir, tmp_path / "m.tflite", quantize="int8", calibration=str(small_synth.out))
+    assert res.calibration["source"] == f"raw files in {small_synth.out}"
+    assert res.parity["psnr_cost_db"] is None  # raws have no clean reference: only the PSNR against JAX
+    assert res.parity["psnr_vs_jax"] > 30
+
+
+def test_the_tflite_describes_itself(exported, trained_on_store, tmp_path):
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from rawlab.deploy import load_denoiser
+    from rawlab.deploy.runtime import read_metadata
+
+    path, result = exported("int8")
+    _, model, _ = trained_on_store
+    meta = read_metadata(path)
+    assert meta == json.loads(result.sidecar.read_text())
+    assert meta["schema"] == "rawlab.tflite/1" and meta["export"]["quantize"] == "int8"
+    assert meta["config"]["normalisation"] == model.config["normalisation"]
+    assert meta["config"]["noise"] == model.config["noise"]
+
+    # The file alone is enough (embedded metadata) ...
+    alone = tmp_path / "alone.tflite"
+    alone.write_bytes(path.read_bytes())
+    d = load_denoiser(alone)
+    assert d.kind == "tflite" and d.quantize == "int8"
+    assert d.tile == TILE and d.normalisation.kind == "noisemap"
+    sensor = model.config["noise"]["sensors"][0]["sensor"]
+    np.testing.assert_allclose(d.noise_params(sensor, 800)[0], model.noise_params(sensor, 800)[0])
+    assert d.noise_params("Unknown Camera", 800) is None
+    assert d.config["training"]["store"] == model.config["training"]["store"]
+
+    # ... and a .tflite without embedded metadata is described by its FILE.json sidecar.
+    m = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    m.metadata = [e for e in m.metadata if e.name != b"rawlab"]
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(bytes(b.Output()))
+    with pytest.raises(RawlabError, match="no rawlab description"):
+        load_denoiser(bare)
+    (tmp_path / "bare.tflite.json").write_text(result.sidecar.read_text())
+    assert load_denoiser(bare).tile == TILE
+
+    not_tflite = tmp_path / "x.tflite"
+    not_tflite.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(RawlabError, match="not a TFLite model"):
+        load_denoiser(not_tflite)
+
+
+def test_a_failed_parity_check_writes_nothing(trained_on_store, tmp_path, monkeypatch):
+    from rawlab.deploy import export
+
+    model_dir, _, _ = trained_on_store
+    monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)
+    with pytest.raises(RawlabError, match="parity check failed"):
+        export.export_tflite(model_dir, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_cli(tmp_path):
+    make_model(tmp_path / "m")  # no training store recorded: synthetic crops, with a warning
+    runner = CliRunner()
+    m, out = str(tmp_path / "m"), str(tmp_path / "m.tflite")
+    res = runner.invoke(main, ["export", m, "--out", out, "--quantize", "dynamic"])
+    assert res.exit_code == 0, res.output
+    assert "warning: no training store" in res.stderr and "synthetic crops" in res.stderr
+    assert res.stdout.strip().splitlines()[-1].startswith(f"export: {out} (dynamic")
+
+    x = ["--out", str(tmp_path / "x.tflite")]
+    for args, needle in [
+        ([m, *x, "--tile", "62"], "multiple of 4"),
+        ([m, *x, "--tile", "32"], "twice the tile"),
+        ([str(tmp_path / "nope"), *x], "not a rawlab model directory"),
+        ([m, *x, "--quantize", "int4"], "int4"),
+        ([m, *x, "--calibration", str(tmp_path / "none")], "does not exist"),
+    ]:
+        res = runner.invoke(main, ["export", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert needle in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "x.tflite").exists()
