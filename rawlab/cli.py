@@ -15,15 +15,6 @@ import click
 from ._version import __version__
 from .errors import RawlabError
 
-# Commands that are part of the contract but not built yet, and the issue that builds them.
-_PLANNED = {
-    "stats": ("Cross-device statistics and an HTML report.", 5),
-    "train": ("Train the JAX/Flax U-Net denoiser on a store.", 6),
-    "eval": ("PSNR/SSIM per sensor and ISO, model vs classical baselines.", 6),
-    "export": ("Export a trained model to TFLite (jax2tf) with a parity check.", 7),
-    "denoise": ("Denoise real raw files tile by tile; DNG or rendered image out.", 7),
-}
-
 
 class _Group(click.Group):
     """A group that turns :class:`RawlabError` into a one-line message and exit code 2."""
@@ -153,24 +144,6 @@ def demo(out, seed, workers):
     from .demo import run_demo
 
     run_demo(Path(out), seed=seed, workers=workers, echo=click.echo)
-
-
-def _planned_command(name: str, help_text: str, issue: int) -> click.Command:
-    @click.command(
-        name=name,
-        help=f"{help_text}\n\nNot built yet (issue #{issue}).",
-        short_help=f"[not built yet] {help_text}",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=True,
-    )
-    @click.pass_context
-    def command(ctx):
-        click.secho(
-            f"error: `rawlab {name}` is not built yet (planned in issue #{issue}).", fg="red", err=True
-        )
-        ctx.exit(2)
-
-    return command
 
 
 @main.group(cls=_Group)
@@ -356,8 +329,298 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     click.echo(written.summary)
 
 
-for _name, (_help, _issue) in _PLANNED.items():
-    main.add_command(_planned_command(_name, _help, _issue))
+@main.command("stats")
+@click.argument("store")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the tables and report."
+)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Noise profile to use (rawlab JSON from `rawlab noise-fit`); sensors it lacks are fitted here.",
+)
+@click.option(
+    "--anchors",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="External profiles to compare with: a darktable noiseprofiles.json or a rawlab JSON.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="RAWLAB_SCHEDULER",
+    show_envvar=True,
+    help="Address of a running Dask scheduler.",
+)
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+def stats(store, out, profile, anchors, scheduler, workers):
+    """Cross-device statistics of STORE: sensors.csv, report.html and plots in OUT.
+
+    One row per sensor and ISO: noise a and b (from --profile, else fitted), SNR at 18% grey
+    (20*log10(x/sigma), dB), read-noise-limited dynamic range (log2(1/sqrt(b)), stops), gain and read noise in
+    electrons, frame counts, exposure, saturation and QA. Sensors are ranked at the same ISO and signal level;
+    --anchors adds published profiles to compare the shape of the ISO laws with.
+    """
+    from .stats import compute_stats, write_outputs
+
+    bar = _progress(0, "stats")
+    try:
+        result = compute_stats(
+            store,
+            profile=profile,
+            anchors=anchors,
+            scheduler=scheduler,
+            workers=workers,
+            progress=bar.update,
+            set_total=lambda n: bar.reset(total=n),
+            echo=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        bar.close()
+    written = write_outputs(result, out)
+    for line in [*result.notes, *written.lines]:
+        click.echo(line)
+    click.echo(written.summary)
+
+
+@main.command("train")
+@click.argument("store")
+@click.option(
+    "--config",
+    "config_name",
+    required=True,
+    help="Training config: tiny (seconds on a CPU), mobile, large, or a Python file with get_config().",
+)
+@click.option(
+    "--workdir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory (model, checkpoints, metrics); training resumes from its last checkpoint.",
+)
+@click.option(
+    "--steps", type=click.IntRange(1, None), default=None, help="Total steps (overrides the config)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Global batch size (overrides the config).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the initialisation and of the batches.")
+@click.option(
+    "--noise",
+    "noise_profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Noise profile (rawlab JSON from `rawlab noise-fit`); default: fitted from STORE, cached in "
+    "WORKDIR/noise.json.",
+)
+def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
+    """Train the U-Net denoiser on the noisy/clean pairs of STORE (its training split of scenes).
+
+    Random aligned, exposure-matched crops of real pairs, mixed with synthetic Poisson-Gaussian noise drawn
+    from the noise profile over each sensor's ISO range; Bayer-preserving flips and transposes; L1 + SSIM
+    loss; AdamW with warmup and cosine decay. Writes WORKDIR/config.json and model.msgpack (the model for
+    `rawlab eval`, `export` and `denoise`), orbax checkpoints, metrics.csv and TensorBoard logs (WORKDIR/tb).
+    Run it again to resume (with a larger --steps to train on).
+    """
+    from .learn.configs import load_config
+    from .learn.train import train_and_evaluate
+
+    cfg = load_config(
+        config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
+    )
+    result = train_and_evaluate(cfg, workdir, store, echo=lambda m: click.echo(m, err=True))
+    click.echo(result.line())
+
+
+@main.command("eval")
+@click.argument("store")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="Model directory (`rawlab train --workdir`) or .tflite file; omit to score the baselines only.",
+)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="Comma-separated: model, identity, vst-wavelet, vst-nlm, vst-bm3d (needs the optional bm3d "
+    "package); 'all' is every available one. NL-means costs about 0.5 s per megapixel, BM3D about 30.",
+)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Noise profile (rawlab JSON) for (a, b); default: the model's noise law, else a fit of STORE.",
+)
+@click.option(
+    "--scenes",
+    type=click.Choice(["heldout", "all"]),
+    default="heldout",
+    show_default=True,
+    help="heldout: the evaluation split (scenes never trained on); all: every pair (for another store).",
+)
+@click.option(
+    "--max-frames", type=click.IntRange(1, None), default=None, help="At most N frames per sensor and ISO."
+)
+@click.option(
+    "--crop", type=click.IntRange(16, None), default=None, help="Score the central NxN packed pixels."
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="RAWLAB_SCHEDULER",
+    show_envvar=True,
+    help="Address of a running Dask scheduler.",
+)
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers):
+    """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
+
+    Scores packed, normalised Bayer planes against the exposure-matched clean reference (data range 1):
+    the model, the noisy input (identity), and variance-stabilised (generalised Anscombe, exact unbiased
+    inverse) wavelet, NL-means and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
+    beside it (<out>.png).
+    """
+    from .learn.eval_report import write_outputs
+    from .learn.evaluate import evaluate_store
+
+    bar = _progress(0, "eval")
+    try:
+        result = evaluate_store(
+            store,
+            model,
+            methods=methods,
+            profile=profile,
+            scenes=scenes,
+            max_frames=max_frames,
+            crop=crop,
+            scheduler=scheduler,
+            workers=workers,
+            progress=bar.update,
+            set_total=lambda n: bar.reset(total=n),
+            echo=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        bar.close()
+    written = write_outputs(result, out)
+    for line in written.lines:
+        click.echo(line)
+    click.echo(written.summary)
+
+
+@main.command("export")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tflite"]),
+    default="tflite",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="The .tflite file to write."
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "fp16", "dynamic", "int8"]),
+    default="none",
+    show_default=True,
+    help="none: float32; fp16: float16 weights; dynamic: int8 weights; int8: full integer, calibrated.",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(8, 8192),
+    default=None,
+    help="Fixed input tile in packed pixels (default: the model's tile size, usually 256).",
+)
+@click.option(
+    "--calibration",
+    default=None,
+    help="A store or raw files for int8 calibration and the parity check (default: the training store).",
+)
+def export(model_dir, fmt, out, quantize, tile, calibration):
+    """Export the model in MODEL_DIR (`rawlab train --workdir`) to a TFLite file, with a parity check.
+
+    jax2tf at a fixed tile shape, builtin TFLite ops only. The float32 export must match JAX within 1e-4 on
+    real crops (held-out scenes of the training store) or nothing is written; quantised exports print their
+    PSNR cost. Tile size, overlap, normalisation and noise law are embedded in the file (and written beside
+    it as OUT.json), so `rawlab denoise --model OUT` needs nothing else.
+    """
+    from .deploy.export import export_tflite
+
+    result = export_tflite(
+        model_dir,
+        out,
+        quantize=quantize,
+        tile=tile,
+        calibration=calibration,
+        echo=lambda m: click.echo(m, err=True),
+    )
+    click.echo(f"description: {result.sidecar}")
+    click.echo(result.summary())
+
+
+@main.command("denoise")
+@click.argument("raws", nargs=-1, required=True)
+@click.option(
+    "--model",
+    required=True,
+    help="A model directory (`rawlab train --workdir`) or a .tflite from `rawlab export`.",
+)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dng", "png", "tiff"]),
+    default="dng",
+    show_default=True,
+    help="dng: denoised raw, metadata kept; png (8-bit) / tiff (16-bit): a rendered sRGB preview.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="RAWLAB_SCHEDULER",
+    show_envvar=True,
+    help="Address of a running Dask scheduler (its workers must see the model and the files).",
+)
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
+def denoise(raws, model, out, fmt, scheduler, workers, strict):
+    """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
+
+    Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
+    ISO (else the DNG NoiseProfile, else an estimate from the image alone), denoised in overlapping tiles,
+    and written as a DNG of the same size, CFA and levels, or as a rendered preview. Files that cannot be
+    read are reported with the reason and the rest go on.
+    """
+    from .deploy.denoise import denoise_files
+
+    bar = _progress(0, "denoise")
+    try:
+        summary = denoise_files(
+            list(raws),
+            model,
+            out,
+            fmt=fmt,
+            scheduler=scheduler,
+            workers=workers,
+            progress=bar.update,
+            set_total=lambda n: bar.reset(total=n),
+            echo=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        bar.close()
+    for r in summary.results:
+        click.echo(r.line(), err=not r.ok)
+    click.echo(summary.line())
+    if strict and summary.n_failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
