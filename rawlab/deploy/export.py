@@ -79,6 +79,9 @@ def training_store(config: dict[str, Any]) -> str | None:
 
 def _tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING chatter
+    # TF 2.21 prints a oneDNN notice at import whatever the log level; oneDNN only speeds up TF's own CPU
+    # kernels, which export uses for tracing, not for the TFLite model it writes.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
         from jax.experimental import jax2tf
