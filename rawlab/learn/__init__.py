@@ -1,16 +1,34 @@
-"""Learning: the U-Net family, its input normalisation, and the on-disk model format.
+"""Learning: the U-Net family, its input normalisation, training, evaluation, and the on-disk model format.
 
-Heavy imports (jax, flax) happen inside the submodules; ``import rawlab.learn`` is cheap.
+Heavy imports (jax, flax, optax) happen inside the submodules; ``import rawlab.learn`` is cheap.
 """
 
 from __future__ import annotations
 
-__all__ = ["TrainedModel", "init_model", "load_model", "save_model"]
+__all__ = [
+    "TrainedModel",
+    "evaluate_store",
+    "init_model",
+    "load_config",
+    "load_model",
+    "save_model",
+    "train_and_evaluate",
+]
+
+_WHERE = {
+    "TrainedModel": "modelio",
+    "init_model": "modelio",
+    "load_model": "modelio",
+    "save_model": "modelio",
+    "load_config": "configs",
+    "train_and_evaluate": "train",
+    "evaluate_store": "evaluate",
+}
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from . import modelio
+    if name in _WHERE:
+        import importlib
 
-        return getattr(modelio, name)
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'rawlab.learn' has no attribute {name!r}")
