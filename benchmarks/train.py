@@ -8,7 +8,9 @@ Per config, one run, side by side, medians over repeats of ``--steps`` consecuti
 - store, warm: the prefetching pipeline (threads) reading the store through its decoded-chunk cache, already
   holding these batches' chunks (the steady state when the dataset fits the cache, ``data.cache_mb``);
 - store, cold: the same pipeline with no cache (every crop decodes its Zarr chunks: a dataset far larger than
-  RAM).
+  RAM);
+- train store, cold: no cache either, reading a training store derived with 64-pixel chunks
+  (``data.store_chunk``, :mod:`rawlab.learn.trainstore`), as ``tiny`` does.
 
 Every variant runs the same jitted step on the same batches, on a CPU (or whatever JAX finds). Goal: the
 store-fed step within 10% of the memory-fed one.
@@ -58,7 +60,12 @@ def bench_config(name: str, fstore, pairs, noise, steps: int, repeats: int) -> d
     step = jax.jit(train_fn, donate_argnums=0)
     keys = ("noisy", "clean", "a", "b")
 
-    def pipeline(cache_mb):
+    from rawlab.learn.trainstore import derive_training_store
+
+    needed = {fid for p in pairs for fid in (p.frame_id, p.ref_id)}
+    small = derive_training_store(fstore, needed, Path(fstore.url).with_name("train-64.zarr"), 64)
+
+    def pipeline(cache_mb, fstore=fstore):
         return Pipeline(fstore, pairs, noise, crop=d["crop"], batch_size=d["batch_size"],
                         synthetic_fraction=d["synthetic_fraction"], augment=d["augment"], workers=d["workers"],
                         prefetch=d["prefetch"], cache_mb=cache_mb)  # fmt: skip
@@ -83,11 +90,12 @@ def bench_config(name: str, fstore, pairs, noise, steps: int, repeats: int) -> d
         jax.block_until_ready(m)
         return (time.perf_counter() - t) / steps
 
-    times: dict[str, list[float]] = {"memory": [], "store, warm": [], "store, cold": []}
+    times: dict[str, list[float]] = {"memory": [], "store, warm": [], "store, cold": [], "train store, cold": []}
     for r in range(repeats):
         times["memory"].append(run(memory))
         times["store, warm"].append(run(b for _, b in warm.batches(0, steps + 1)))
         times["store, cold"].append(run(b for _, b in pipeline(0).batches(0, steps + 1)))
+        times["train store, cold"].append(run(b for _, b in pipeline(0, small).batches(0, steps + 1)))
         print(f"  {name} run {r + 1}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()))
     return {
         "batch": d["batch_size"], "crop": d["crop"], "make_ms": make_s * 1e3, "workers": d["workers"],
@@ -125,10 +133,11 @@ def main():
         line = f"  {name:<7} batch {r['batch']} x {r['crop']}x{r['crop']} packed px, {r['workers']} data threads: "
         line += "; ".join(
             f"{k} {r[k] * 1e3:.0f} ms ({r['batch'] / r[k]:.0f} img/s)"
-            for k in ("memory", "store, warm", "store, cold")
+            for k in ("memory", "store, warm", "store, cold", "train store, cold")
         )
         print(line)
-        print(f"          store/memory: warm {r['store, warm'] / r['memory']:.2f}x, cold {r['store, cold'] / r['memory']:.2f}x "
+        print(f"          store/memory: warm {r['store, warm'] / r['memory']:.2f}x, cold {r['store, cold'] / r['memory']:.2f}x, "
+              f"train store cold {r['train store, cold'] / r['memory']:.2f}x "
               f"(goal <= 1.10); making one batch alone: {r['make_ms']:.0f} ms")  # fmt: skip
 
 

@@ -255,3 +255,35 @@ def test_configs_load_by_name_and_file_and_reject_typos(tmp_path):
         load_config(str(f))
     with pytest.raises(RawlabError, match="unknown config 'huge'"):
         load_config("huge")
+
+
+def test_a_derived_training_store_has_small_chunks_and_gives_the_same_batches(learn, tmp_path):
+    import zarr
+
+    from rawlab.learn.trainstore import derive_training_store
+
+    source = FrameStore(learn["store"])
+    needed = {fid for p in learn["pairs"] for fid in (p.frame_id, p.ref_id)}
+    small = derive_training_store(source, needed, tmp_path / "train.zarr", 32)
+    assert set(small.list_frames()) == needed
+    for fid in sorted(needed)[:3]:  # pixels bit-identical, rechunked
+        np.testing.assert_array_equal(small.read_frame(fid), source.read_frame(fid))
+        arr = zarr.open_array(small.zstore, path=f"frames/{fid}/raw", mode="r")
+        assert arr.chunks == (4, 32, 32)
+
+    def batches(fstore):
+        pipe = Pipeline(fstore, learn["pairs"], learn["noise"], crop=32, batch_size=4, synthetic_fraction=0.5,
+                        workers=0, cache_mb=0)  # fmt: skip
+        return [b for _, b in pipe.batches(0, 3)]
+
+    for a, b in zip(batches(source), batches(small), strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+    # Incremental: a second derivation copies nothing; a frame with other chunks is rewritten.
+    before = {fid: attrs["row"] for fid, attrs in small.list_frames().items()}
+    again = derive_training_store(source, needed, tmp_path / "train.zarr", 32, echo=pytest.fail)
+    assert {fid: attrs["row"] for fid, attrs in again.list_frames().items()} == before
+    notes = []
+    derive_training_store(source, needed, tmp_path / "train.zarr", 64, echo=notes.append)
+    assert notes and f"copying {len(needed)} frames" in notes[0]

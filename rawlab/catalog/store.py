@@ -119,8 +119,11 @@ class FrameStore:
         # Both marks are written in one atomic metadata write; a group with only one of them is not ours to trust.
         return attrs if attrs.get("complete") and isinstance(attrs.get("row"), dict) else None
 
-    def write_frame(self, fid: str, planes: np.ndarray, row: dict[str, Any]) -> None:
+    def write_frame(self, fid: str, planes: np.ndarray, row: dict[str, Any], chunk: int = CHUNK) -> None:
         """Write packed DN planes ``(4, h, w)`` uint16, then mark the frame complete with its catalog row.
+
+        ``chunk`` is the chunk edge in packed pixels (the analysis layout's :data:`CHUNK` unless a derived
+        store, such as a training store, asks for another).
 
         Written with zarr directly (xarray adds ~15 ms a frame here and nothing the reader needs): the array
         carries zarr v3 ``dimension_names`` so ``xarray.open_zarr`` reads it with its dimensions.
@@ -135,7 +138,7 @@ class FrameStore:
             "raw",
             shape=planes.shape,
             dtype=planes.dtype,
-            chunks=(4, min(CHUNK, h), min(CHUNK, w)),
+            chunks=(4, min(chunk, h), min(chunk, w)),
             compressors=[default_codec()],
             dimension_names=("channel", "y", "x"),
         )

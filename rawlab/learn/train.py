@@ -311,6 +311,11 @@ def train_and_evaluate(
 
     d = cfg["data"]
     fstore = FrameStore(store)
+    if d["store_chunk"]:  # small crops: read them from a copy with small chunks (rawlab.learn.trainstore)
+        from .trainstore import derive_training_store
+
+        needed = {fid for p in train_pairs + eval_pairs for fid in (p.frame_id, p.ref_id)}
+        fstore = derive_training_store(fstore, needed, workdir / "train.zarr", d["store_chunk"], echo=echo)
     common = {"crop": d["crop"], "batch_size": bs, "seed": cfg["seed"], "cache_mb": d["cache_mb"]}
     pipeline = Pipeline(
         fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],

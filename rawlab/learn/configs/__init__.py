@@ -116,6 +116,10 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     d = cfg["data"]
     need(isinstance(d["batch_size"], int) and d["batch_size"] >= 1, "data.batch_size must be an integer >= 1")
     need(0.0 <= d["synthetic_fraction"] <= 1.0, "data.synthetic_fraction must be between 0 and 1")
+    need(
+        isinstance(d["store_chunk"], int) and (d["store_chunk"] == 0 or d["store_chunk"] >= 16),
+        "data.store_chunk must be 0 (read the store as it is) or a chunk edge of at least 16 packed pixels",
+    )
     multiple = build_model(m.get("spec") or m["arch"]).spec.multiple
     need(
         isinstance(d["crop"], int) and d["crop"] >= max(16, multiple) and d["crop"] % multiple == 0,

@@ -25,6 +25,10 @@ def get_config() -> dict:
             "workers": 2,  # prefetch threads
             "prefetch": 4,  # batches prepared ahead
             "cache_mb": 1024,  # decoded-chunk cache
+            # Chunk edge (packed px) of a training store derived from the analysis store in WORKDIR/train.zarr
+            # (the frames the run reads, rechunked), or 0 to read the analysis store's 256-px chunks directly.
+            # Small crops from 256-px chunks decode 64x the pixels they use: see benchmarks/train.py.
+            "store_chunk": 0,
             "eval_batches": 4,  # fixed batches of the held-out scenes, scored every eval_every steps
         },
         # Noise profile (rawlab.noise/1 JSON) giving (a, b) per sensor and ISO; None: fit it from the store
