@@ -23,6 +23,7 @@ This module never imports TensorFlow: running a ``.tflite`` needs only ``ai-edge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from functools import cached_property
@@ -242,8 +243,9 @@ class TFLiteDenoiser(_TiledDenoiser):
         except ImportError:
             _schema()  # raises the install hint
             raise
-        it = Interpreter(model_path=self.path, num_threads=self.num_threads)
-        it.allocate_tensors()
+        with _quiet_stderr():  # LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
+            it = Interpreter(model_path=self.path, num_threads=self.num_threads)
+            it.allocate_tensors()
         return it
 
     @cached_property
@@ -365,3 +367,20 @@ def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = Non
             "a .tflite from `rawlab export`"
         )
     return TFLiteDenoiser(p, read_metadata(p), num_threads)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ logging that Python cannot filter) for the duration; errors still raise."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
