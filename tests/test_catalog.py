@@ -311,3 +311,25 @@ def test_recipes_pair_miniature_dataset_trees(tmp_path, client, scene_frames, re
         assert rows.loc[noisy, "clean_path"] == str(root / clean)
         assert rows.loc[clean, "role"] == "clean"
         assert rows.loc[noisy, "status"] == "ok"  # same scene, exposure-matched: QA passes
+
+
+def test_a_frame_is_marked_complete_in_one_metadata_write(tmp_path, monkeypatch):
+    """A kill between two attribute writes once left a frame "complete" without its catalog row (CI, SIGKILL
+    test). Every version of the frame group's metadata that reaches the disk has both marks or neither."""
+    from zarr.storage import LocalStore
+
+    writes = []
+    original = LocalStore.set
+
+    async def spy(self, key, value):
+        if key.startswith("frames/f1/") and key.endswith("zarr.json") and "raw" not in key:
+            writes.append(json.loads(value.to_bytes()).get("attributes", {}))
+        return await original(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", spy)
+    store = FrameStore(tmp_path / "s.zarr")
+    store.initialise({})
+    store.write_frame("f1", np.zeros((4, 8, 8), np.uint16), {"path": "x.dng", "iso": 100.0})
+    assert writes and writes[-1] == {"complete": True, "row": {"path": "x.dng", "iso": 100.0}}
+    assert all(("complete" in w) == ("row" in w) for w in writes), writes
+    assert store.frame_attrs("f1")["row"]["iso"] == 100.0

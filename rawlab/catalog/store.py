@@ -99,10 +99,12 @@ class FrameStore:
                     f"{self.url} exists and is not a rawlab store; choose a new --out path or an existing store"
                 )
             group = self._root_group("a")
-            group.attrs.update({"format": STORE_FORMAT, "created_by": f"rawlab {__version__}", "builds": []})
+            group = group.update_attributes(
+                {"format": STORE_FORMAT, "created_by": f"rawlab {__version__}", "builds": []}
+            )
         builds = list(group.attrs.get("builds", []))
         builds.append({"rawlab_version": __version__, **build_params})
-        group.attrs.update({"rawlab_version": __version__, "builds": builds[-50:]})
+        group.update_attributes({"rawlab_version": __version__, "builds": builds[-50:]})
 
     # -- frames --------------------------------------------------------------------------------------------
     def frame_path(self, fid: str) -> str:
@@ -116,7 +118,7 @@ class FrameStore:
                 attrs = json.load(f).get("attributes", {})
         except (FileNotFoundError, OSError, ValueError):
             return None
-        # Both marks are written in one atomic metadata write; a group with only one of them is not ours to trust.
+        # Both marks come in one atomic metadata write; a group with only one (from an older rawlab) is redone.
         return attrs if attrs.get("complete") and isinstance(attrs.get("row"), dict) else None
 
     def write_frame(self, fid: str, planes: np.ndarray, row: dict[str, Any], chunk: int = CHUNK) -> None:
@@ -143,7 +145,9 @@ class FrameStore:
             dimension_names=("channel", "y", "x"),
         )
         arr[...] = planes
-        group.attrs.update({"complete": True, "row": _jsonable(row)})
+        # One metadata write for both marks. (``group.attrs.update`` would be two: zarr's Attributes is a plain
+        # MutableMapping, so it sets key by key, and a kill between them left a frame "complete" without its row.)
+        group.update_attributes({"complete": True, "row": _jsonable(row)})
 
     def read_frame(self, fid: str) -> np.ndarray:
         import zarr
