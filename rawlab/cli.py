@@ -7,6 +7,7 @@ errors a user can fix are printed as one message, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -43,10 +44,20 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
     return w, h
 
 
-def _progress(total: int, desc: str):
+@contextlib.contextmanager
+def _reporting(desc: str, total: int = 0):
+    """Keyword arguments that report a library call's progress (a bar on stderr) and notes (stderr lines)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+    try:
+        yield {
+            "progress": bar.update,
+            "set_total": lambda n: bar.reset(total=n),
+            "echo": lambda m: click.echo(m, err=True),
+        }
+    finally:
+        bar.close()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -114,7 +125,7 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean):
 
     t0 = time.perf_counter()
     total = len(plan_dataset(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes, n_clean=n_clean))
-    with _progress(total, "synth") as bar:
+    with _reporting("synth", total) as report:
         summary = write_dataset(
             out,
             seed=seed,
@@ -122,7 +133,7 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean):
             n_sensors=n_sensors,
             n_scenes=n_scenes,
             n_clean=n_clean,
-            progress=bar.update,
+            progress=report["progress"],
         )
     click.echo(
         f"synth: wrote {summary.n_files} DNG files ({summary.nbytes / 1e6:.1f} MB) for {summary.n_sensors} "
@@ -217,8 +228,7 @@ def catalog_build(
         if v is not None
     }
     thresholds = QAThresholds.from_dict({**QAThresholds().to_dict(), **overrides})
-    bar = _progress(0, "ingest")
-    try:
+    with _reporting("ingest") as report:
         _, summary = build_catalog(
             list(sources),
             out,
@@ -226,12 +236,8 @@ def catalog_build(
             scheduler=scheduler,
             workers=workers,
             thresholds=thresholds,
-            progress=bar.update,
-            set_total=lambda n: bar.reset(total=n),
-            echo=lambda m: click.echo(m, err=True),
+            **report,
         )
-    finally:
-        bar.close()
     for path, reason in summary.failures:
         click.echo(f"failed: {path}: {reason}", err=True)
     if as_json:
@@ -308,8 +314,7 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     from .noise.pipeline import fit_store
     from .noise.report import write_outputs
 
-    bar = _progress(0, "noise moments")
-    try:
+    with _reporting("noise moments") as report:
         result = fit_store(
             store,
             sensor=sensor,
@@ -317,12 +322,8 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
             scheduler=scheduler,
             workers=workers,
             bootstrap=bootstrap,
-            progress=bar.update,
-            set_total=lambda n: bar.reset(total=n),
-            echo=lambda m: click.echo(m, err=True),
+            **report,
         )
-    finally:
-        bar.close()
     written = write_outputs(result, out, fmt)
     for line in written.lines:
         click.echo(line)
@@ -364,20 +365,15 @@ def stats(store, out, profile, anchors, scheduler, workers):
     """
     from .stats import compute_stats, write_outputs
 
-    bar = _progress(0, "stats")
-    try:
+    with _reporting("stats") as report:
         result = compute_stats(
             store,
             profile=profile,
             anchors=anchors,
             scheduler=scheduler,
             workers=workers,
-            progress=bar.update,
-            set_total=lambda n: bar.reset(total=n),
-            echo=lambda m: click.echo(m, err=True),
+            **report,
         )
-    finally:
-        bar.close()
     written = write_outputs(result, out)
     for line in [*result.notes, *written.lines]:
         click.echo(line)
@@ -489,8 +485,7 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
     from .learn.eval_report import write_outputs
     from .learn.evaluate import evaluate_store
 
-    bar = _progress(0, "eval")
-    try:
+    with _reporting("eval") as report:
         result = evaluate_store(
             store,
             model,
@@ -501,12 +496,8 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
             crop=crop,
             scheduler=scheduler,
             workers=workers,
-            progress=bar.update,
-            set_total=lambda n: bar.reset(total=n),
-            echo=lambda m: click.echo(m, err=True),
+            **report,
         )
-    finally:
-        bar.close()
     written = write_outputs(result, out)
     for line in written.lines:
         click.echo(line)
@@ -601,8 +592,7 @@ def denoise(raws, model, out, fmt, scheduler, workers, strict):
     """
     from .deploy.denoise import denoise_files
 
-    bar = _progress(0, "denoise")
-    try:
+    with _reporting("denoise") as report:
         summary = denoise_files(
             list(raws),
             model,
@@ -610,12 +600,8 @@ def denoise(raws, model, out, fmt, scheduler, workers, strict):
             fmt=fmt,
             scheduler=scheduler,
             workers=workers,
-            progress=bar.update,
-            set_total=lambda n: bar.reset(total=n),
-            echo=lambda m: click.echo(m, err=True),
+            **report,
         )
-    finally:
-        bar.close()
     for r in summary.results:
         click.echo(r.line(), err=not r.ok)
     click.echo(summary.line())
