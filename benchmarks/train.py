@@ -90,7 +90,12 @@ def bench_config(name: str, fstore, pairs, noise, steps: int, repeats: int) -> d
         jax.block_until_ready(m)
         return (time.perf_counter() - t) / steps
 
-    times: dict[str, list[float]] = {"memory": [], "store, warm": [], "store, cold": [], "train store, cold": []}
+    times: dict[str, list[float]] = {
+        "memory": [],
+        "store, warm": [],
+        "store, cold": [],
+        "train store, cold": [],
+    }
     for r in range(repeats):
         times["memory"].append(run(memory))
         times["store, warm"].append(run(b for _, b in warm.batches(0, steps + 1)))

@@ -362,7 +362,7 @@ def _aligned_blocks(ref: np.ndarray, moving: np.ndarray, shift) -> tuple[tuple, 
 
 
 def _noise_floor(planes: np.ndarray, tile: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel pixel noise std near the dark end and black-clipping level, from a central crop.
+    """Per-channel pixel noise std near the dark end and black-clipping level, from a central 256x256 crop.
 
     The std is taken per 16x16 tile from the MAD of horizontal second differences (blind to gradients) and
     the 20th percentile over tiles is kept: the flattest, darker tiles, where texture does not pass for
@@ -370,7 +370,7 @@ def _noise_floor(planes: np.ndarray, tile: int = 16) -> tuple[np.ndarray, np.nda
     (black clipped in-camera; saturation); samples there are left out. Returns ``(sigma, black clip level
     or -inf)``.
     """
-    c = np.asarray(planes[(slice(None), *_central(planes, 512))], dtype=np.float32)
+    c = np.asarray(planes[(slice(None), *_central(planes, 256))], dtype=np.float32)
     sigma, clip = np.zeros(4), np.full(4, -np.inf)
     ty, tx = c.shape[1] // tile, (c.shape[2] - 2) // tile
     if ty == 0 or tx == 0:
@@ -386,11 +386,26 @@ def _noise_floor(planes: np.ndarray, tile: int = 16) -> tuple[np.ndarray, np.nda
         d = x[:, 2:] - 2 * x[:, 1:-1] + x[:, :-2]
         d = np.where(bad[:, 2:] | bad[:, 1:-1] | bad[:, :-2], np.nan, d)
         d = d.reshape(ty, tile, tx, tile).transpose(0, 2, 1, 3).reshape(ty * tx, tile * tile)
-        d = d[np.count_nonzero(np.isnan(d), axis=1) < tile * tile // 2]
-        if len(d):
-            mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=1, keepdims=True)), axis=1)
+        nans = np.count_nonzero(np.isnan(d), axis=1)
+        keep = nans < tile * tile // 2
+        if keep.any():
+            mad = _row_mad(d[keep], nans[keep])
             sigma[k] = 1.4826 * float(np.percentile(mad, 20)) / math.sqrt(6.0)
     return sigma, clip
+
+
+def _row_mad(d: np.ndarray, nans: np.ndarray) -> np.ndarray:
+    """Median absolute deviation of each row of ``d``, ignoring NaN. Rows without NaN (nearly all) take the
+    plain median, which is ~10x faster than ``nanmedian``'s masked-array path."""
+    mad = np.empty(len(d))
+    full = nans == 0
+    if full.any():
+        x = d[full]
+        mad[full] = np.median(np.abs(x - np.median(x, axis=1, keepdims=True)), axis=1)
+    if not full.all():
+        x = d[~full]
+        mad[~full] = np.nanmedian(np.abs(x - np.nanmedian(x, axis=1, keepdims=True)), axis=1)
+    return mad
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
