@@ -420,3 +420,23 @@ def test_expected_gain():
         (100, 0.1, 800, ""),
     ]:
         assert expected_gain(*missing) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 12),
+    nan_rows=st.lists(st.integers(0, 11), max_size=6),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_row_mad_matches_nanmedian_with_and_without_nan(rows, nan_rows, seed):
+    """The fast MAD used for the noise floor equals the NaN-aware one, row by row, whatever rows hold NaN."""
+    from rawlab.catalog.qa import _row_mad
+
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(rows, 64))
+    for r in nan_rows:
+        if r < rows:
+            d[r, rng.choice(64, size=rng.integers(1, 20), replace=False)] = np.nan
+    nans = np.count_nonzero(np.isnan(d), axis=1)
+    expected = np.nanmedian(np.abs(d - np.nanmedian(d, axis=1, keepdims=True)), axis=1)
+    np.testing.assert_allclose(_row_mad(d, nans), expected, rtol=0, atol=1e-12)
