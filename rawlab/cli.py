@@ -14,6 +14,7 @@ import time
 import click
 
 from ._version import __version__
+from .cluster import SCHEDULER_ENV
 from .errors import RawlabError
 
 
@@ -142,6 +143,23 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean):
     )
 
 
+def _cluster_options(scheduler_help: str = "Address of a running Dask scheduler."):
+    """``--scheduler ADDR`` (or ``$RAWLAB_SCHEDULER``) and ``--workers N``, shared by every Dask command."""
+
+    def decorate(f):
+        f = click.option(
+            "--workers",
+            type=click.IntRange(1, 512),
+            default=None,
+            help="Local cluster size (default: one per core).",
+        )(f)
+        return click.option(
+            "--scheduler", default=None, envvar=SCHEDULER_ENV, show_envvar=True, help=scheduler_help
+        )(f)
+
+    return decorate
+
+
 @main.command()
 @click.argument("out", default="rawlab-demo", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic dataset.")
@@ -170,16 +188,7 @@ def catalog():
 @click.option(
     "--recipe", default=None, help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind) or a YAML file."
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="RAWLAB_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler to use instead of a local cluster.",
-)
-@click.option(
-    "--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size (default: one per core)."
-)
+@_cluster_options("Address of a running Dask scheduler to use instead of a local cluster.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option(
     "--qa-max-shift", type=float, default=None, help="Exclude pairs misaligned by more (mosaic px)."
@@ -296,14 +305,7 @@ def catalog_show(store, as_json):
     show_default=True,
     help="Bootstrap resamples over frames for the standard errors.",
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="RAWLAB_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler.",
-)
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+@_cluster_options()
 def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     """Fit Poisson-Gaussian noise, Var[x] = a*x + b (normalised units), per sensor, ISO and channel.
 
@@ -347,14 +349,7 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     default=None,
     help="External profiles to compare with: a darktable noiseprofiles.json or a rawlab JSON.",
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="RAWLAB_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler.",
-)
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+@_cluster_options()
 def stats(store, out, profile, anchors, scheduler, workers):
     """Cross-device statistics of STORE: sensors.csv, report.html and plots in OUT.
 
@@ -466,14 +461,7 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
 @click.option(
     "--crop", type=click.IntRange(16, None), default=None, help="Score the central NxN packed pixels."
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="RAWLAB_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler.",
-)
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+@_cluster_options()
 def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers):
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
@@ -573,14 +561,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     show_default=True,
     help="dng: denoised raw, metadata kept; png (8-bit) / tiff (16-bit): a rendered sRGB preview.",
 )
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="RAWLAB_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler (its workers must see the model and the files).",
-)
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Local cluster size.")
+@_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 def denoise(raws, model, out, fmt, scheduler, workers, strict):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
