@@ -11,11 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import RawlabError
+
 __all__ = [
     "CFA_PATTERNS",
     "CHANNELS",
     "cfa_from_colors",
     "channel_offsets",
+    "levels",
+    "normalise",
     "pack",
     "per_site",
     "unpack",
@@ -94,3 +98,77 @@ def cfa_from_colors(tile_colors: np.ndarray | Sequence[Sequence[str]]) -> str:
     if letters not in _OFFSETS:
         raise ValueError(f"2x2 colour tile {letters!r} is not a Bayer pattern")
     return letters
+
+
+# -- normalisation (docs/architecture.md, "Units") ------------------------------------------------------------
+
+
+def levels(black_level, white_level) -> tuple[np.ndarray, np.ndarray]:
+    """Black level and usable range ``white - black`` in DN, float64, validated, each ``(..., 4)``.
+
+    Parameters
+    ----------
+    black_level
+        Black level per channel R, G1, G2, B in DN: 4 values (or one for all four), or ``(n, 4)`` for ``n``
+        frames.
+    white_level
+        White (saturation) level in DN: one value, or ``(n,)`` for ``n`` frames.
+
+    Raises
+    ------
+    RawlabError
+        If there are not 4 (or 1) black levels, or white does not exceed every black level.
+    """
+    black = np.asarray(black_level, dtype=np.float64)
+    if black.ndim <= 1:
+        black = black.reshape(-1)
+        black = np.repeat(black, 4) if black.size == 1 else black
+    if black.shape[-1:] != (4,):
+        raise RawlabError(f"black_level needs 4 values (R, G1, G2, B) in DN, got {black_level!r}")
+    span = np.asarray(white_level, dtype=np.float64)[..., None] - black
+    if not np.all(span > 0):
+        raise RawlabError(
+            f"white_level {np.asarray(white_level).tolist()!r} DN must exceed every black level "
+            f"{black.tolist()} DN"
+        )
+    return black, span
+
+
+def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3):
+    """The normalised signal ``x = (DN - black_c) / (white - black_c)``, float32, 0 = black, 1 = white.
+
+    This is rawlab's only implementation of the normalisation; every package calls it.
+
+    Parameters
+    ----------
+    planes_dn
+        Packed planes in DN with the four channels R, G1, G2, B on ``channel_axis`` (default ``-3``: the
+        store's ``(..., 4, h, w)``; pass ``-1`` for the model's channels-last ``(..., h, w, 4)``). NumPy and
+        Dask arrays both work (Dask stays lazy).
+    black_level
+        Black level per channel in DN: 4 values (or one for all four), or ``(n, 4)`` when ``planes_dn`` is a
+        stack of ``n`` frames ``(n, 4, h, w)``.
+    white_level
+        White level in DN: one value, or ``(n,)`` for a stack of frames.
+
+    Raises
+    ------
+    RawlabError
+        If the levels are unusable (see :func:`levels`).
+    ValueError
+        If ``planes_dn`` does not have 4 channels on ``channel_axis``.
+    """
+    black, span = levels(black_level, white_level)
+    ndim = np.ndim(planes_dn)
+    axis = channel_axis % ndim if ndim else 0
+    if not ndim or planes_dn.shape[axis] != 4:
+        raise ValueError(
+            f"expected packed planes with 4 channels (R, G1, G2, B) on axis {channel_axis}, "
+            f"got shape {np.shape(planes_dn)}"
+        )
+    # per-frame levels (n, 4) line up with the leading axes; the channel axis takes the 4, the rest broadcast
+    trailing = ndim - axis - 1
+    shape = black.shape + (1,) * trailing
+    b = black.astype(np.float32).reshape(shape)
+    scale = (1.0 / span).astype(np.float32).reshape(shape)
+    return (planes_dn.astype(np.float32) - b) * scale

@@ -16,13 +16,14 @@ Worker settings follow what we measured (DESIGN.md, "Known facts about the stack
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import RawlabError
 
-__all__ = ["SCHEDULER_ENV", "ClusterInfo", "dask_client"]
+__all__ = ["SCHEDULER_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks"]
 
 SCHEDULER_ENV = "RAWLAB_SCHEDULER"
 
@@ -122,3 +123,137 @@ def dask_client(
                 client.close()
         finally:
             cluster.close()
+
+
+# -- one way to run per-item work -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a Dask job runs, where its data lives, and how it reports: the options every long command takes.
+
+    Parameters
+    ----------
+    client
+        An existing ``distributed.Client`` (a notebook's); else :meth:`session` makes one.
+    scheduler
+        Address of a running scheduler (else ``$RAWLAB_SCHEDULER``, else a local cluster).
+    workers
+        Local cluster only: number of worker processes (default: one per core).
+    storage_options
+        fsspec options for stores given as URLs (``s3://...``).
+    progress
+        Called with the number of items just finished (a progress bar's ``update``).
+    set_total
+        Called with the number of items a pass will do (a progress bar's ``reset(total=...)``).
+    echo
+        Called with notes for the user (one line each).
+    """
+
+    client: Any = None
+    scheduler: str | None = None
+    workers: int | None = None
+    storage_options: dict = field(default_factory=dict)
+    progress: Callable[[int], None] | None = None
+    set_total: Callable[[int], None] | None = None
+    echo: Callable[[str], None] | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[tuple[Any, ClusterInfo]]:
+        """Yield ``(client, info)``: the given client as it is, else a new one (:func:`dask_client`)."""
+        if self.client is not None:
+            c = self.client
+            try:
+                n = len(c.scheduler_info().get("workers", {}))
+            except Exception:  # an info call must not stop the job
+                n = 0
+            yield c, ClusterInfo(str(getattr(c.scheduler, "address", "")), c.dashboard_link, n, local=False)
+            return
+        with dask_client(self.scheduler, workers=self.workers, echo=self.echo) as got:
+            yield got
+
+    def note(self, message: str) -> None:
+        if self.echo:
+            self.echo(message)
+
+    def total(self, n: int) -> None:
+        if self.set_total:
+            self.set_total(int(n))
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress:
+            self.progress(int(n))
+
+
+@dataclass
+class TaskOutcome:
+    """What one task gave: its ``value``, or the ``error`` it raised; ``killed`` if its worker died."""
+
+    index: int
+    value: Any = None
+    error: BaseException | None = None
+    killed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.killed
+
+
+def run_tasks(
+    client,
+    fn: Callable[..., Any],
+    args: Sequence[tuple],
+    *,
+    name: str = "task",
+    progress: Callable[[int], None] | None = None,
+    on_result: Callable[[TaskOutcome], None] | None = None,
+    retry_killed: bool = False,
+) -> list[TaskOutcome]:
+    """Run ``fn(*a)`` for each ``a`` in ``args`` on ``client``; outcomes in the order of ``args``.
+
+    Every task's exception is caught and returned in its outcome (one bad item never stops the rest), the
+    futures are released as they finish (results are not kept on the workers), ``progress(1)`` and
+    ``on_result(outcome)`` are called in completion order, and the returned list is in input order, so what a
+    caller computes from it does not depend on which task finished first.
+
+    With ``retry_killed``, a task whose worker died (``KilledWorker``: C code such as LibRaw can crash a
+    process, taking its queued neighbours with it) is run again alone, one at a time; ``killed`` stays set
+    only if it kills a worker on its own too.
+    """
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    def submit(i: int, tag: str = ""):
+        return client.submit(fn, *args[i], key=f"{name}{tag}-{i}-{os.urandom(4).hex()}", pure=False)
+
+    def collect(fut, i: int) -> TaskOutcome:
+        try:
+            return TaskOutcome(i, value=fut.result())
+        except KilledWorker as e:
+            return TaskOutcome(i, error=e, killed=True)
+        except Exception as e:  # the caller decides what a failed item means
+            return TaskOutcome(i, error=e)
+        finally:
+            fut.release()
+
+    outcomes: list[TaskOutcome | None] = [None] * len(args)
+    futures = {submit(i): i for i in range(len(args))}
+    suspects = []
+    for fut in as_completed(futures):
+        out = collect(fut, futures[fut])
+        if out.killed and retry_killed:
+            suspects.append(out.index)
+            continue
+        outcomes[out.index] = out
+        if progress:
+            progress(1)
+        if on_result:
+            on_result(out)
+    for i in suspects:  # alone now: a second death convicts the item
+        out = collect(submit(i, "-retry"), i)
+        outcomes[i] = out
+        if progress:
+            progress(1)
+        if on_result:
+            on_result(out)
+    return outcomes  # type: ignore[return-value]

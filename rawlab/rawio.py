@@ -117,9 +117,7 @@ class RawFrame:
 
     def normalized(self) -> np.ndarray:
         """``float32`` planes ``(4, H/2, W/2)``: ``(DN - black_c) / (white - black_c)`` per channel."""
-        black = np.asarray(self.info.black_level, dtype=np.float32)[:, None, None]
-        scale = np.float32(self.info.white_level) - black
-        return (self.packed().astype(np.float32) - black) / scale
+        return bayer.normalise(self.packed(), self.info.black_level, self.info.white_level)
 
 
 def read_raw(source: Source, *, name: str | None = None) -> RawFrame:

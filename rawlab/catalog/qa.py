@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from ..bayer import levels
+from ..bayer import normalise as bayer_normalise
 from ..errors import RawlabError
 
 __all__ = ["QA_COLUMNS", "QAThresholds", "check_pair", "estimate_gain", "estimate_shift", "expected_gain"]
@@ -125,34 +127,9 @@ def _check_planes(planes, name: str = "planes") -> np.ndarray:
     return planes
 
 
-def _levels(black_level, white_level) -> tuple[np.ndarray, np.ndarray]:
-    """Black level (4,) and usable range ``white - black`` (4,) in DN, validated."""
-    black = np.asarray(black_level, dtype=np.float64).reshape(-1)
-    black = np.repeat(black, 4) if black.size == 1 else black
-    if black.size != 4:
-        raise RawlabError(f"black_level needs 4 values (R, G1, G2, B) in DN, got {black_level!r}")
-    span = float(white_level) - black
-    if not np.all(span > 0):
-        raise RawlabError(f"white_level {white_level!r} DN must exceed every black level {black.tolist()} DN")
-    return black, span
-
-
 def normalise(planes_dn, black_level, white_level) -> np.ndarray:
-    """Normalised signal ``(DN - black_c) / (white - black_c)`` as float32 planes ``(4, h, w)``.
-
-    Parameters
-    ----------
-    planes_dn
-        Packed planes (4, h, w) in DN.
-    black_level
-        Black level per channel R, G1, G2, B in DN (or one value for all four).
-    white_level
-        White (saturation) level in DN.
-    """
-    planes = _check_planes(planes_dn)
-    black, span = _levels(black_level, white_level)
-    scale = (1.0 / span).astype(np.float32)[:, None, None]
-    return (planes.astype(np.float32) - black.astype(np.float32)[:, None, None]) * scale
+    """:func:`rawlab.bayer.normalise` of packed planes ``(4, h, w)``, checked for that shape."""
+    return bayer_normalise(_check_planes(planes_dn), black_level, white_level)
 
 
 def saturation_fraction(planes_dn, white_level: float, margin: float = 0) -> float:
@@ -172,7 +149,7 @@ def frame_stats(planes_dn, black_level, white_level) -> dict[str, float]:
     Every frame gets these columns: clean references and unpaired single frames too.
     """
     planes = _check_planes(planes_dn)
-    black, span = _levels(black_level, white_level)
+    black, span = levels(black_level, white_level)
     n = planes[0].size
     sums = planes.reshape(4, -1).sum(axis=1, dtype=np.float64)
     mean_level = float(np.mean((sums / n - black) / span)) if n else float("nan")
@@ -502,7 +479,7 @@ def _meta_levels(meta: Mapping, which: str) -> tuple[np.ndarray, np.ndarray]:
         raise RawlabError(
             f"{which} metadata lacks {' and '.join(missing)}: QA needs black and white levels (DN)"
         )
-    return _levels(meta["black_level"], meta["white_level"])
+    return levels(meta["black_level"], meta["white_level"])
 
 
 def check_pair(

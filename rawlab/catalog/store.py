@@ -292,6 +292,8 @@ def open_store(store: str | os.PathLike[str], storage_options: dict | None = Non
 
 def normalized(ds):
     """Normalised signal ``(raw - black_c) / (white - black_c)`` of a store node, lazily, float32."""
-    black = ds["black_level"].astype("float32")
-    white = ds["white_level"].astype("float32")
-    return ((ds["raw"].astype("float32") - black) / (white - black)).rename("normalized")
+    from ..bayer import normalise
+
+    raw = ds["raw"]
+    x = normalise(raw.data, ds["black_level"].values, ds["white_level"].values, channel_axis=1)
+    return raw.copy(data=x).rename("normalized")

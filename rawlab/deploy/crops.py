@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..bayer import normalise
 from ..errors import RawlabError
 
 __all__ = ["NOISE_LEVELS", "Crop", "find_crops", "is_store", "raw_crops", "store_crops", "synthetic_crops"]
@@ -50,11 +51,6 @@ def _square(planes: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
 
     crop = np.moveaxis(np.asarray(planes[:, y : y + size, x : x + size], np.float32), 0, -1)
     return pad_to(crop, size, size)
-
-
-def _normalise(dn: np.ndarray, black, white) -> np.ndarray:
-    black = np.asarray(black, np.float32).reshape(4, 1, 1)
-    return (np.asarray(dn, np.float32) - black) / (np.float32(white) - black)
 
 
 def store_crops(store: str, size: int, n: int, model, *, split: str = "eval", seed: int = 0) -> list[Crop]:
@@ -91,18 +87,18 @@ def store_crops(store: str, size: int, n: int, model, *, split: str = "eval", se
         arr = fstore.frame_array(fid)
         y, x = _positions(rng, arr.shape[1], arr.shape[2], size)
         black, white = list(row["black_level"]), row["white_level"]
-        noisy = _square(_normalise(arr[:, y : y + size, x : x + size].compute(), black, white), 0, 0, size)
+        noisy = _square(normalise(arr[:, y : y + size, x : x + size].compute(), black, white), 0, 0, size)
         clean = None
         cid = id_of_path.get(row.get("clean_path")) if isinstance(row.get("clean_path"), str) else None
         if cid:
             c = fstore.frame_array(cid)[:, y : y + size, x : x + size].compute()
             ref = cat[cat["frame_id"] == cid].iloc[0]
-            clean = _square(_normalise(c, list(ref["black_level"]), ref["white_level"]), 0, 0, size)
+            clean = _square(normalise(c, list(ref["black_level"]), ref["white_level"]), 0, 0, size)
         iso = row.get("iso")
         law = model.noise_params(row["sensor"], iso) if iso and np.isfinite(iso) else None
         if law is None:
             if fid not in cache:
-                cache[fid] = single_image_noise(_normalise(arr.compute(), black, white), black, white, iso)
+                cache[fid] = single_image_noise(normalise(arr.compute(), black, white), black, white, iso)
             law = cache[fid]
         a, b = (np.maximum(np.asarray(v, np.float32), lo) for v, lo in zip(law, (1e-12, 0.0), strict=True))
         where = f"ISO {iso:g}" if iso and np.isfinite(iso) else "ISO ?"

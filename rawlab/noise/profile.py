@@ -11,10 +11,21 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..bayer import CHANNELS
 from ..errors import RawlabError
 
-__all__ = ["SCHEMA", "ISOProfile", "NoiseProfileSet", "SensorProfile", "load_profiles", "save_profiles"]
+__all__ = [
+    "OUTSIDE_RULES",
+    "SCHEMA",
+    "ISOProfile",
+    "NoiseParams",
+    "NoiseProfileSet",
+    "SensorProfile",
+    "load_profiles",
+    "save_profiles",
+]
 
 SCHEMA = "rawlab.noise/1"
 
@@ -59,6 +70,33 @@ class ISOProfile:
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known})
 
 
+OUTSIDE_RULES = ("law", "nearest", "none")
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """``(a, b)`` of a sensor at one ISO (normalised units, each ``(4,)`` float64 in R, G1, G2, B) and how
+    they were decided: ``basis`` is ``"measured"``, ``"law"``, ``"extrapolated"`` or ``"nearest"``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    basis: str
+    iso: float
+
+    def __iter__(self):  # ``a, b = params`` keeps working where only the values matter
+        return iter((self.a, self.b))
+
+
+def usable(a, b) -> bool:
+    """Whether ``(a, b)`` can drive a noise model: 4 finite values each and every ``a`` positive."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return (
+        a.shape == (4,)
+        and b.shape == (4,)
+        and bool(np.isfinite(a).all() and (a > 0).all() and np.isfinite(b).all())
+    )
+
+
 @dataclass
 class SensorProfile:
     """All ISO profiles of one sensor, plus the fitted law over ISO."""
@@ -76,6 +114,52 @@ class SensorProfile:
                 return p
         isos = ", ".join(f"{p.iso:g}" for p in self.profiles)
         raise RawlabError(f"sensor {self.sensor!r} has no profile at ISO {iso:g}; available ISOs: {isos}")
+
+    def noise_at(self, iso: float, *, law=None, outside: str = "law") -> NoiseParams | None:
+        """``(a, b)`` at ``iso``: rawlab's one rule for the noise of a sensor at an ISO.
+
+        Precedence (docs/architecture.md, "Noise parameters"):
+
+        1. **measured**: a profile at exactly ``iso`` with usable values (a fit can leave an ISO undetermined);
+        2. **law**: inside the profiled ISO range, the law over ISO (``law``, else the profile's ``iso_model``);
+        3. outside that range, by ``outside``: ``"law"`` extrapolates the law (``basis="extrapolated"``; the
+           laws are physical, ``a`` grows with gain), ``"nearest"`` uses the nearest end of the range, ``"none"``
+           returns ``None``;
+        4. **nearest**: with no law (or one that gives unusable values), the nearest usable profiled ISO in
+           log ISO, inside the range or outside it (unless ``outside="none"``).
+
+        ``b`` is floored at 0 (a fit or a law may dip below; a variance cannot). ``None`` when no profile has
+        usable values.
+        """
+        if outside not in OUTSIDE_RULES:
+            raise ValueError(f"outside must be one of {OUTSIDE_RULES}, not {outside!r}")
+        iso = float(iso)
+        good = sorted((p for p in self.profiles if usable(p.a, p.b)), key=lambda p: p.iso)
+        if not good or not iso > 0:
+            return None
+
+        def result(a, b, basis):
+            a, b = np.asarray(a, np.float64), np.maximum(np.asarray(b, np.float64), 0.0)
+            return NoiseParams(a, b, basis, iso) if usable(a, b) else None
+
+        for p in good:
+            if math.isclose(p.iso, iso):
+                return result(p.a, p.b, "measured")
+        lo, hi = good[0].iso, good[-1].iso
+        inside = lo <= iso <= hi
+        if not inside and outside == "none":
+            return None
+        if law is None and self.iso_model.get("segments"):
+            from .isolaw import ISOLaw
+
+            law = ISOLaw.from_dict(self.iso_model)
+        if law is not None and (inside or outside == "law"):
+            got = result(*law.predict(iso), "law" if inside else "extrapolated")
+            if got is not None:
+                return got
+        target = iso if inside or outside == "law" else min(max(iso, lo), hi)
+        near = min(good, key=lambda p: abs(math.log(p.iso / target)))
+        return result(near.a, near.b, "nearest")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +197,14 @@ class NoiseProfileSet:
                 return s
         names = ", ".join(repr(s.sensor) for s in self.sensors) or "none"
         raise RawlabError(f"no noise profile for sensor {name!r}; sensors in this file: {names}")
+
+    def noise_at(self, sensor: str, iso: float, *, outside: str = "law") -> NoiseParams | None:
+        """:meth:`SensorProfile.noise_at` of ``sensor``; ``None`` for a sensor this set does not know (the
+        caller decides: evaluation fits the store, ``denoise`` estimates from the image, training refuses)."""
+        for s in self.sensors:
+            if s.sensor == sensor:
+                return s.noise_at(iso, outside=outside)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
