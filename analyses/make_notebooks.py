@@ -33,7 +33,7 @@ import rawlab.noise.plots
 import rawlab.stats
 import rawlab.stats.findings
 import rawlab.stats.plots
-from rawlab.cluster import dask_client
+from rawlab.cluster import RunOptions, dask_client
 
 # The store: $RAWLAB_STORE, else the quick start's demo store (`make demo` writes rawlab-demo/store.zarr).
 STORE = os.environ.get("RAWLAB_STORE") or next(
@@ -94,7 +94,7 @@ def qa_notebook():
         ),
         new_markdown_cell("## Exposure and saturation, from a Dask pass over every pixel"),
         new_code_cell(
-            "frames, hists = rawlab.stats.frame_stats(STORE, cat, client=client)\n"
+            "frames, hists = rawlab.stats.frame_stats(STORE, cat, options=RunOptions(client=client))\n"
             "table = rawlab.stats.sensor_table(cat, frames, None)  # no noise profile needed here\n"
             "for line in rawlab.stats.findings.qa_findings(table, frames):\n"
             "    print(line)\n"
@@ -125,7 +125,7 @@ def noise_notebook():
         new_code_cell(
             "cat = rawlab.open_catalog(STORE)\n"
             'SENSOR = os.environ.get("RAWLAB_SENSOR") or sorted(cat.loc[cat.status == "ok", "sensor"].unique())[0]\n'
-            "fit = rawlab.noise.fit_store(STORE, sensor=SENSOR, client=client, bootstrap=50)\n"
+            "fit = rawlab.noise.fit_store(STORE, sensor=SENSOR, bootstrap=50, options=RunOptions(client=client))\n"
             "profile, law = fit.profiles.sensor(SENSOR), fit.laws.get(SENSOR)\n"
             'print(f"{SENSOR}: {profile.method} fit at {len(profile.profiles)} ISOs")'
         ),
@@ -191,7 +191,7 @@ def compare_notebook():
             "# Published profiles to compare the laws' shapes with: $RAWLAB_ANCHORS, else ../shared if present.\n"
             'candidates = [Path(d, "noise-anchors", "darktable-noiseprofiles.json") for d in ("../shared", "../../shared")]\n'
             'ANCHORS = os.environ.get("RAWLAB_ANCHORS") or next((str(p) for p in candidates if p.is_file()), None)\n'
-            "res = rawlab.stats.compute_stats(STORE, client=client, anchors=ANCHORS, bootstrap=50)\n"
+            "res = rawlab.stats.compute_stats(STORE, anchors=ANCHORS, bootstrap=50, options=RunOptions(client=client))\n"
             "print(f\"anchors: {ANCHORS or 'none'}; noise: {res.noise_source}\")\n"
             "res.overall"
         ),

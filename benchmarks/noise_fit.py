@@ -30,7 +30,7 @@ def read_pass(store: str, client) -> float:
 
 def main():
     from rawlab.catalog.build import build_catalog
-    from rawlab.cluster import dask_client
+    from rawlab.cluster import RunOptions, dask_client
     from rawlab.noise.pipeline import fit_store
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +52,9 @@ def main():
             read_pass(store, client)
             reads.append(time.perf_counter() - t)
             t = time.perf_counter()
-            result = fit_store(store, sensor="all", method="paired", client=client, bootstrap=200)
+            result = fit_store(
+                store, sensor="all", method="paired", bootstrap=200, options=RunOptions(client=client)
+            )
             fits.append(time.perf_counter() - t)
             print(f"  run {r + 1}: read pass {reads[-1]:.2f} s, noise-fit {fits[-1]:.2f} s "
                   f"(moments {result.timings['moments']:.2f} s, fit {result.timings['fit']:.2f} s)")  # fmt: skip

@@ -62,7 +62,7 @@ def _warm():
 
 def child(store: str, out: str, workers: int) -> dict:
     """One measurement (runs in its own process): `rawlab stats` on ``store`` with a fresh local cluster."""
-    from rawlab.cluster import dask_client
+    from rawlab.cluster import RunOptions, dask_client
     from rawlab.stats import compute_stats, write_outputs
 
     with dask_client(workers=workers) as (client, _info):
@@ -71,7 +71,7 @@ def child(store: str, out: str, workers: int) -> dict:
         me = _Sampler()
         base_client = me.peak
         t = time.perf_counter()
-        res = compute_stats(store, client=client, bootstrap=50)
+        res = compute_stats(store, bootstrap=50, options=RunOptions(client=client))
         write_outputs(res, out)
         wall = time.perf_counter() - t
         peaks = client.run(_worker_stop)

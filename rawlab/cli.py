@@ -313,18 +313,18 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     the fit on held-out tiles, and writes the profile with plots beside it (<out>_<sensor>_variance.png,
     <out>_<sensor>_isolaw.png).
     """
+    from .cluster import RunOptions
     from .noise.pipeline import fit_store
-    from .noise.report import write_outputs
+    from .noise.report import check_writable, write_outputs
 
+    check_writable(out)  # before the fit, not after it
     with _reporting("noise moments") as report:
         result = fit_store(
             store,
             sensor=sensor,
             method=method,
-            scheduler=scheduler,
-            workers=workers,
             bootstrap=bootstrap,
-            **report,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
         )
     written = write_outputs(result, out, fmt)
     for line in written.lines:
@@ -358,16 +358,17 @@ def stats(store, out, profile, anchors, scheduler, workers):
     electrons, frame counts, exposure, saturation and QA. Sensors are ranked at the same ISO and signal level;
     --anchors adds published profiles to compare the shape of the ISO laws with.
     """
+    from .cluster import RunOptions
+    from .noise.report import check_writable
     from .stats import compute_stats, write_outputs
 
+    check_writable(out, folder=True)  # before the passes over the store, not after them
     with _reporting("stats") as report:
         result = compute_stats(
             store,
             profile=profile,
             anchors=anchors,
-            scheduler=scheduler,
-            workers=workers,
-            **report,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
         )
     written = write_outputs(result, out)
     for line in [*result.notes, *written.lines]:

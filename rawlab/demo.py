@@ -56,10 +56,13 @@ def run_demo(
         f"gain {noisy['gain'].min():.3f}-{noisy['gain'].max():.3f} (expected 1 from ISO x exposure)"
     )
 
+    from .cluster import RunOptions
     from .noise.pipeline import fit_store
     from .noise.report import write_outputs
 
-    fit = fit_store(str(store), sensor="all", method="auto", workers=workers, bootstrap=100)
+    fit = fit_store(
+        str(store), sensor="all", method="auto", bootstrap=100, options=RunOptions(workers=workers)
+    )
     written = write_outputs(fit, out / "noise.json")
     results["noise"] = fit
     echo(f"[3/{n_stages}] noise-fit      {written.summary.split(': ', 1)[1]}")
@@ -77,7 +80,7 @@ def run_demo(
     from .stats import compute_stats
     from .stats import write_outputs as write_stats
 
-    stats = compute_stats(str(store), profile=fit, workers=workers)  # reuses the fit: binned data and laws
+    stats = compute_stats(str(store), profile=fit, options=RunOptions(workers=workers))  # reuses the fit
     report = write_stats(stats, out / "report")
     results["stats"] = stats
     echo(f"[4/{n_stages}] stats          {report.summary.split(': ', 1)[1]}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rawlab.catalog.build import build_catalog
+from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
 from rawlab.noise.pipeline import fit_store
 from rawlab.noise.profile import load_profiles
@@ -29,7 +30,9 @@ def synth_store(tmp_path_factory, client):
 @pytest.fixture(scope="module")
 def paired(synth_store, client):
     store, _ = synth_store
-    return fit_store(str(store), sensor="all", method="paired", client=client, bootstrap=50)
+    return fit_store(
+        str(store), sensor="all", method="paired", bootstrap=50, options=RunOptions(client=client)
+    )
 
 
 def _errors(fit, truth):
@@ -75,7 +78,9 @@ def test_paired_fit_reports_uncertainty_law_and_validation(paired, synth_store):
 
 def test_single_image_method_on_the_same_data(synth_store, client):
     store, truth = synth_store
-    fit = fit_store(str(store), sensor="SynthCam PG-1", method="single", client=client, bootstrap=20)
+    fit = fit_store(
+        str(store), sensor="SynthCam PG-1", method="single", bootstrap=20, options=RunOptions(client=client)
+    )
     sp = fit.profiles.sensor("SynthCam PG-1")
     assert sp.method == "single"
     da, _ = _errors(fit.profiles, type(truth)([truth.sensor("SynthCam PG-1")]))
@@ -85,7 +90,7 @@ def test_single_image_method_on_the_same_data(synth_store, client):
 def test_unknown_sensor_lists_the_sensors_present(synth_store, client):
     store, _ = synth_store
     with pytest.raises(RawlabError, match=r"sensors present: 'SynthCam MP-2', 'SynthCam PG-1'"):
-        fit_store(str(store), sensor="IMX455", client=client)
+        fit_store(str(store), sensor="IMX455", options=RunOptions(client=client))
 
 
 @pytest.mark.parametrize("fmt", ["rawlab", "darktable", "dng"])
@@ -157,7 +162,12 @@ def test_single_image_estimates_agree_across_the_eight_s40_frames(samples_dir):
 def test_auto_falls_back_to_single_frames_on_real_samples(samples_dir, tmp_path, client):
     """Real CRWs whose same-folder 'pairs' QA excluded (different scenes) are still fitted frame by frame."""
     build_catalog([str(samples_dir / "bayer")], str(tmp_path / "s.zarr"), client=client)
-    fit = fit_store(str(tmp_path / "s.zarr"), sensor="Canon PowerShot S40", client=client, bootstrap=20)
+    fit = fit_store(
+        str(tmp_path / "s.zarr"),
+        sensor="Canon PowerShot S40",
+        bootstrap=20,
+        options=RunOptions(client=client),
+    )
     sp = fit.profiles.sensor("Canon PowerShot S40")
     assert sp.method == "single" and len(sp.profiles) == 1
     prof = sp.profiles[0]

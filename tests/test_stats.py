@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from rawlab.catalog.build import build_catalog
+from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
 from rawlab.noise.profile import NoiseProfileSet, load_profiles, save_profiles
 from rawlab.stats import (
@@ -80,14 +81,14 @@ def synth_store(tmp_path_factory, client):
 def fitted(synth_store, client):
     """Statistics with the noise fitted here (no profile given)."""
     store, _ = synth_store
-    return compute_stats(str(store), client=client, bootstrap=30)
+    return compute_stats(str(store), bootstrap=30, options=RunOptions(client=client))
 
 
 @pytest.fixture(scope="module")
 def from_truth(synth_store, client):
     """Statistics with synth's truth.json as the profile."""
     store, truth = synth_store
-    return compute_stats(str(store), profile=truth, client=client)
+    return compute_stats(str(store), profile=truth, options=RunOptions(client=client))
 
 
 def test_metrics_are_the_documented_formulas():
@@ -231,7 +232,7 @@ def test_profile_for_some_sensors_fits_the_rest(synth_store, client, tmp_path):
     truth = load_profiles(truth_path)
     only_pg1 = tmp_path / "pg1.json"
     save_profiles(NoiseProfileSet([truth.sensor("SynthCam PG-1")]), only_pg1)
-    res = compute_stats(str(store), profile=only_pg1, client=client, bootstrap=10)
+    res = compute_stats(str(store), profile=only_pg1, bootstrap=10, options=RunOptions(client=client))
     assert res.noise_source == {"SynthCam PG-1": "profile pg1.json", "SynthCam MP-2": "fit (paired)"}
     assert set(res.binned) == {"SynthCam MP-2"}  # a profile file has no variance-mean points
     other = tmp_path / "other.json"
@@ -239,7 +240,7 @@ def test_profile_for_some_sensors_fits_the_rest(synth_store, client, tmp_path):
     profile.sensor = "Nikon D850"
     save_profiles(NoiseProfileSet([profile]), other)
     with pytest.raises(RawlabError, match=r"has no sensor of .*it has 'Nikon D850'.*drop --profile"):
-        compute_stats(str(store), profile=other, client=client)
+        compute_stats(str(store), profile=other, options=RunOptions(client=client))
 
 
 def test_rawlab_profiles_as_anchors_join_the_ranking(fitted, synth_store):

@@ -12,6 +12,7 @@ import pytest
 
 from rawlab.catalog.build import build_catalog
 from rawlab.catalog.store import FrameStore
+from rawlab.cluster import RunOptions
 from rawlab.stats import compute_stats, frame_stats
 from rawlab.stats.pixels import _NF, HIST_EDGES, frame_stats_graph, level_quantile
 from rawlab.stats.table import UNKNOWN_SENSOR
@@ -51,7 +52,7 @@ def big_frame(tmp_path_factory):
 @pytest.fixture(scope="module")
 def many_stats(many, client):
     store, _, truth = many
-    return compute_stats(str(store), profile=truth, client=client)
+    return compute_stats(str(store), profile=truth, options=RunOptions(client=client))
 
 
 def test_graph_is_lazy_and_reads_each_chunk_in_its_own_task(big_frame):
@@ -70,7 +71,7 @@ def test_graph_is_lazy_and_reads_each_chunk_in_its_own_task(big_frame):
 
 def test_pixel_pass_is_exact_on_a_multi_chunk_frame(big_frame, client):
     store, cat, planes, black = big_frame
-    frames, hists = frame_stats(str(store), cat, client=client)
+    frames, hists = frame_stats(str(store), cat, options=RunOptions(client=client))
     row = frames.iloc[0]
     x = (planes.astype(np.float64) - black[:, None, None]) / (4095.0 - black[:, None, None])
     assert row["saturated_frac"] == np.mean(planes >= 4095)

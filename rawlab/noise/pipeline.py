@@ -5,25 +5,29 @@ partial sums (:mod:`rawlab.noise.moments`, :mod:`rawlab.noise.single`) — a few
 of held-out tiles for validation. Memory stays bounded by one frame per worker, whatever the store size. The
 fits (:mod:`rawlab.noise.fit`, :mod:`rawlab.noise.isolaw`) then run on the reduced sums in this process.
 
-Pairs use the catalog's QA: excluded pairs are left out, the measured per-channel gain exposure-matches the
-reference, and an alignment shift of a mosaic pixel or more is undone (to the nearest even mosaic pixel,
-i.e. whole packed pixels) by cropping both frames to their overlap.
+Pairs are :mod:`rawlab.catalog.pairs`' records: excluded pairs are left out, the measured per-channel gain
+exposure-matches the reference, and an alignment shift of a mosaic pixel or more is undone in whole packed
+pixels by cropping both frames to their overlap (:func:`rawlab.catalog.pairs.align`). Results come back in
+input order and are reduced in a fixed order, so a fit does not depend on which task finished first.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..catalog.qa import normalise
+from ..bayer import normalise
+from ..catalog.pairs import align
 from ..errors import RawlabError
 from .moments import N_STATS, clip_bounds
+
+if TYPE_CHECKING:
+    from ..cluster import RunOptions
 
 __all__ = ["NoiseFitResult", "fit_store", "select_sensors"]
 
@@ -75,21 +79,17 @@ def _pair_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, Any
     from .moments import pair_moments
 
     store = FrameStore(store_url, storage_options)
-    noisy = store.read_frame(job["frame_id"])
-    ref = store.read_frame(job["ref_id"])
-    sy, sx = job["shift"]  # packed px: noisy(y, x) = ref(y - sy, x - sx)
-    h, w = noisy.shape[1:]
-    noisy = noisy[:, max(sy, 0) : h + min(sy, 0), max(sx, 0) : w + min(sx, 0)]
-    ref = ref[:, max(-sy, 0) : h + min(-sy, 0), max(-sx, 0) : w + min(-sx, 0)]
-    lower, upper, _ = clip_bounds(job["black_level"], job["white_level"])
-    gain = np.asarray(job["gain"], dtype=np.float64)
+    pair = job["pair"]
+    noisy, ref = align(store.read_frame(pair.frame_id), store.read_frame(pair.ref_id), pair.shift)
+    lower, upper, _ = clip_bounds(pair.black_level, pair.white_level)
+    gain = np.asarray(pair.gain, dtype=np.float64)
     total = None
     tiles = []
     for i, j, ys, xs in _tiles(*noisy.shape[1:]):
-        y = normalise(noisy[:, ys, xs], job["black_level"], job["white_level"])
-        c = normalise(ref[:, ys, xs], job["ref_black_level"], job["ref_white_level"])
+        y = normalise(noisy[:, ys, xs], pair.black_level, pair.white_level)
+        c = normalise(ref[:, ys, xs], pair.ref_black_level, pair.ref_white_level)
         m = pair_moments(y, c, gain=gain, lower=lower, upper=upper)
-        if job["holdout"] and _holdout(job["frame_id"], i, j):
+        if job["holdout"] and _holdout(pair.frame_id, i, j):
             tiles.append(m.sum(axis=1))  # per channel: n, sum gc, sum gc^2, sum r, sum r^2 over the tile
         else:
             total = m if total is None else total + m
@@ -111,49 +111,44 @@ def _single_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, A
     return {"moments": total, **job}
 
 
-def _gain(row) -> list[float]:
-    g = [row.get("gain_r"), row.get("gain_g1"), row.get("gain_g2"), row.get("gain_b")]
-    if any(v is None or not np.isfinite(v) for v in g):
-        overall = row.get("gain")
-        overall = overall if overall is not None and np.isfinite(overall) else 1.0
-        return [float(overall)] * 4
-    return [float(v) for v in g]
+def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list[dict], list[str]]:
+    """The sensor's pair jobs and single-frame jobs, each in a fixed order, and notes on pairs left out.
 
+    Pairs come from :func:`rawlab.catalog.pairs.pairs_from_catalog` (sorted by scene, ISO and frame; gain and
+    shift from QA); single frames are sorted by frame id, so nothing depends on the catalog's row order.
+    """
+    from ..catalog.pairs import pairs_from_catalog
 
-def _shift(row) -> tuple[int, int]:
-    def packed(d):
-        return 0 if d is None or not np.isfinite(d) or abs(d) < 1.0 else round(d / 2.0)
-
-    return packed(row.get("align_dy")), packed(row.get("align_dx"))
-
-
-def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list[dict]]:
-    rows = cat[(cat["sensor"] == sensor) & (cat["status"] == "ok") & cat["frame_id"].notna()]
-    by_path = cat.set_index("path")
-    pairs, singles = [], []
+    pairs, singles, notes = [], [], []
     if method in ("paired", "auto"):
-        for r in rows[(rows["role"] == "noisy") & rows["clean_path"].notna()].to_dict("records"):
-            ref = by_path.loc[r["clean_path"]]
-            if ref["status"] != "ok" or not (np.isfinite(r["iso"]) and np.isfinite(ref["iso"])):
-                continue  # fits are per ISO: a pair without one cannot be placed
-            pairs.append({
-                "frame_id": r["frame_id"], "ref_id": ref["frame_id"], "iso": float(r["iso"]),
-                "ref_iso": float(ref["iso"]), "gain": _gain(r), "shift": _shift(r), "n_ref": 1,
-                "black_level": list(r["black_level"]), "white_level": float(r["white_level"]),
-                "ref_black_level": list(ref["black_level"]), "ref_white_level": float(ref["white_level"]),
-                "holdout": True,
-            })  # fmt: skip
+        noisy = cat[
+            (cat["sensor"] == sensor)
+            & (cat["status"] == "ok")
+            & (cat["role"] == "noisy")
+            & cat["clean_path"].notna()
+        ]
+        found, notes = pairs_from_catalog(cat, noisy)
+        ref_iso = cat.drop_duplicates("path").set_index("path")["iso"]
+        for p in found:
+            r_iso = float(ref_iso.get(p.ref_path, np.nan))
+            if not np.isfinite(r_iso):
+                notes.append(f"{p.path}: its clean reference has no ISO; fits are per ISO, so it is left out")
+                continue
+            pairs.append({"pair": p, "frame_id": p.frame_id, "iso": p.iso, "ref_iso": r_iso, "n_ref": 1,
+                          "gain": list(p.gain), "black_level": list(p.black_level),
+                          "white_level": p.white_level, "holdout": True})  # fmt: skip
     if method == "single" or (method == "auto" and not pairs):
+        notes = []  # the pairs are not used: what was left out of them does not matter
         # Every readable frame stands alone here, including noisy frames whose pair QA excluded.
         readable = cat[
             (cat["sensor"] == sensor) & cat["status"].isin(["ok", "excluded"]) & cat["frame_id"].notna()
         ]
-        for r in readable.drop_duplicates("frame_id").to_dict("records"):
+        for r in readable.drop_duplicates("frame_id").sort_values("frame_id").to_dict("records"):
             if r["iso"] is None or not np.isfinite(r["iso"]):
                 continue
             singles.append({"frame_id": r["frame_id"], "iso": float(r["iso"]), "black_level": list(r["black_level"]),
                             "white_level": float(r["white_level"])})  # fmt: skip
-    return pairs, singles
+    return pairs, singles, [f"{sensor}: {n}" for n in notes]
 
 
 def fit_store(
@@ -161,17 +156,15 @@ def fit_store(
     *,
     sensor: str = "all",
     method: str = "auto",
-    client=None,
-    scheduler: str | None = None,
-    workers: int | None = None,
     bootstrap: int = 200,
     seed: int = 0,
-    storage_options: dict | None = None,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
-    echo: Callable[[str], None] | None = None,
+    options: RunOptions | None = None,
 ) -> NoiseFitResult:
     """Fit the noise of ``sensor`` (or every sensor) in ``store``.
+
+    The result depends only on the store and the arguments, never on which task finished first: tasks come
+    back in input order (:func:`rawlab.cluster.run_tasks`), pairs and frames are in a fixed order, and the
+    bootstrap is seeded with ``seed``.
 
     Parameters
     ----------
@@ -180,67 +173,68 @@ def fit_store(
         2008) or ``"auto"`` (pairs where the sensor has them, single frames otherwise).
     bootstrap
         Bootstrap resamples over frames for the standard errors.
+    options
+        Where the Dask work runs and how it reports (:class:`rawlab.cluster.RunOptions`; default: a local
+        cluster, silent).
 
     Raises
     ------
     RawlabError
-        Unknown sensor (the message lists those present), or no usable frames for the method.
+        Unknown sensor (the message lists those present), no usable frames for the method, or a frame that
+        cannot be read from the store.
     """
     from ..catalog import open_catalog
-    from ..cluster import dask_client
+    from ..cluster import RunOptions, run_tasks
 
     if method not in ("paired", "single", "auto"):
         raise RawlabError(f"--method must be paired, single or auto, not {method!r}")
+    opts = options or RunOptions()
     t0 = time.perf_counter()
-    cat = open_catalog(store, storage_options)
+    cat = open_catalog(store, opts.storage_options)
     sensors = select_sensors(cat, sensor, store)
     jobs = {s: _jobs(cat, s, method) for s in sensors}
-    empty = [s for s, (p, q) in jobs.items() if not p and not q]
+    empty = [s for s, (p, q, _n) in jobs.items() if not p and not q]
     if empty and len(empty) == len(sensors):
         hint = " (it has no noisy/clean pairs: try --method single)" if method == "paired" else ""
         raise RawlabError(f"no usable frames for {', '.join(map(repr, empty))} in {store}{hint}")
-    if set_total:
-        set_total(sum(len(p) + len(q) for p, q in jobs.values()))
-    fstore_url = store
+    tasks = [(s, kind, job) for s, (pairs, singles, _n) in jobs.items()
+             for kind, js in (("pair", pairs), ("single", singles)) for job in js]  # fmt: skip
+    opts.total(len(tasks))
+    storage = opts.storage_options or {}
     timings: dict[str, float] = {}
-
-    def run(c):
-        futures = {}
-        for s, (pairs, singles) in jobs.items():
-            for job in pairs:
-                futures[c.submit(_pair_task, fstore_url, storage_options or {}, job, pure=False)] = (
-                    s,
-                    "pair",
-                )
-            for job in singles:
-                futures[c.submit(_single_task, fstore_url, storage_options or {}, job, pure=False)] = (
-                    s,
-                    "single",
-                )
-        from distributed import as_completed
-
-        out: dict[str, dict[str, list]] = {s: {"pair": [], "single": []} for s in jobs}
-        for fut in as_completed(futures):
-            s, kind = futures[fut]
-            out[s][kind].append(fut.result())
-            fut.release()
-            if progress:
-                progress(1)
-        return out
-
     t = time.perf_counter()
-    if client is not None:
-        results = run(client)
-    else:
-        with dask_client(scheduler, workers=workers, echo=echo) as (c, _info):
-            results = run(c)
+    with opts.session() as (client, _info):
+        outcomes = run_tasks(
+            client,
+            _run_job,
+            [(kind, store, storage, job) for _s, kind, job in tasks],
+            name="noise-moments",
+            progress=opts.progress,
+        )
+    failed = [(tasks[o.index][2]["frame_id"], o) for o in outcomes if not o.ok]
+    if failed:
+        fid, o = failed[0]
+        why = "its worker died" if o.killed else f"{type(o.error).__name__}: {o.error}"
+        raise RawlabError(
+            f"{len(failed)} of {len(tasks)} frames of {store} could not be read for the noise fit, first "
+            f"{fid!r} ({why}); check the store with `rawlab catalog show` or rebuild it"
+        )
+    results: dict[str, dict[str, list]] = {s: {"pair": [], "single": []} for s in jobs}
+    for (s, kind, _job), o in zip(tasks, outcomes, strict=True):  # input order: fixed, not completion order
+        results[s][kind].append(o.value)
     timings["moments"] = time.perf_counter() - t
     t = time.perf_counter()
     fitted = _fit_all(results, cat, bootstrap=bootstrap, seed=seed)
+    fitted.notes = [n for _p, _q, notes in jobs.values() for n in notes] + fitted.notes
     timings["fit"] = time.perf_counter() - t
     fitted.timings = timings
     fitted.timings["total"] = time.perf_counter() - t0
     return fitted
+
+
+def _run_job(kind: str, store_url: str, storage_options: dict, job: dict[str, Any]) -> dict[str, Any]:
+    """One task: the moments of a pair (``kind="pair"``) or of a single frame."""
+    return (_pair_task if kind == "pair" else _single_task)(store_url, storage_options, job)
 
 
 def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:

@@ -112,20 +112,12 @@ def law_of(sensor_profile, laws: dict | None = None):
         return None
 
 
-def noise_at(sensor_profile, iso: float, law=None) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """``(a, b, basis)`` per channel at ``iso``: measured there (``"measured"``), else from ``law`` between
-    the lowest and highest profiled ISO (``"law"``); ``None`` outside that range or without a law."""
-    fitted = [p for p in sensor_profile.profiles if np.isfinite(green(p.a)) and np.isfinite(green(p.b))]
-    for p in fitted:
-        if math.isclose(float(p.iso), iso):
-            return np.asarray(p.a, float), np.asarray(p.b, float), "measured"
-    if law is None or len(fitted) < 2:
-        return None
-    lo, hi = min(p.iso for p in fitted), max(p.iso for p in fitted)
-    if not lo <= iso <= hi:
-        return None
-    a, b = law.predict(iso)
-    return np.asarray(a, float), np.asarray(b, float), "law"
+def noise_at(sensor_profile, iso: float, law=None):
+    """``(a, b)`` per channel at ``iso`` as a :class:`~rawlab.noise.profile.NoiseParams`: rawlab's one rule
+    (:meth:`SensorProfile.noise_at`) with ``outside="none"``, so ``law`` is used only between the lowest and
+    highest profiled ISO (``basis="law"``; ``"nearest"`` where it gives no usable values) and ``None`` comes
+    back outside that range: a comparison is never extrapolated."""
+    return sensor_profile.noise_at(float(iso), law=law, outside="none")
 
 
 def rank_sensors(
@@ -183,8 +175,7 @@ def rank_sensors(
             got = noise_at(sp, float(iso), device_law[(sp.sensor, src)])
             if got is None:
                 continue
-            a, b, basis = got
-            ag, bg = green(a), green(b)
+            ag, bg, basis = green(got.a), green(got.b), got.basis
             v = spans.get(sp.sensor) if src == "store" else _anchor_span(sp)
             v = green(np.broadcast_to(np.asarray(v, float), (4,))) if v is not None else math.nan
             pt = photon_transfer(ag, bg, v)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -37,6 +36,9 @@ from .table import (
     sensor_table,
     white_minus_black,
 )
+
+if TYPE_CHECKING:
+    from ..cluster import RunOptions
 
 __all__ = ["StatsResult", "compute_stats"]
 
@@ -98,14 +100,8 @@ def compute_stats(
     *,
     profile=None,
     anchors=None,
-    client=None,
-    scheduler: str | None = None,
-    workers: int | None = None,
     bootstrap: int = 100,
-    storage_options: dict | None = None,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
-    echo: Callable[[str], None] | None = None,
+    options: RunOptions | None = None,
 ) -> StatsResult:
     """Cross-device statistics of ``store``.
 
@@ -120,27 +116,27 @@ def compute_stats(
     anchors
         External profiles to compare with: a path (darktable ``noiseprofiles.json`` or rawlab JSON) or
         :class:`~rawlab.stats.compare.Anchors`.
-    client, scheduler, workers
-        A ``distributed.Client`` to use; else one attached to ``scheduler`` (or ``$RAWLAB_SCHEDULER``); else a
-        local cluster of ``workers`` processes (:func:`rawlab.cluster.dask_client`).
     bootstrap
         Bootstrap resamples for the standard errors of sensors fitted here.
-    progress, set_total
-        Progress callbacks: ``set_total(n)`` at the start of each pass (pixels, then noise moments),
-        ``progress(k)`` as ``k`` more frames (or pairs) are done.
+    options
+        Where the Dask work runs and how it reports (:class:`rawlab.cluster.RunOptions`; default: a new local
+        cluster): ``set_total(n)`` at the start of each pass (pixels, then noise moments), ``progress(k)`` as
+        ``k`` more frames (or pairs) are done.
 
     Raises
     ------
     RawlabError
-        If ``store`` is not a rawlab store, a profile or anchor file is unreadable, or the profile has no
-        sensor of the store.
+        If ``store`` is not a rawlab store or holds no readable frame, a profile or anchor file is unreadable,
+        or the profile has no sensor of the store.
     """
     from ..catalog import open_catalog
-    from ..cluster import dask_client
+    from ..cluster import RunOptions
 
+    opts = options or RunOptions()
     t0 = time.perf_counter()
     store = os.fspath(store)
-    cat = open_catalog(store, storage_options)
+    cat = open_catalog(store, opts.storage_options)
+    _check_not_empty(cat, store)
     given, laws, binned, label = _given_profile(profile)
     if isinstance(anchors, str | os.PathLike):
         anchors = load_anchors(anchors)
@@ -168,14 +164,14 @@ def compute_stats(
     timings: dict[str, float] = {}
     fitted = None
 
-    def run(c):
-        nonlocal fitted
-        from .pixels import frame_stats, pixel_rows
+    from .pixels import frame_stats, pixel_rows
 
+    with opts.session() as (client, info):
+        dashboard = None if opts.client is not None else info.dashboard
+        here = replace(opts, client=client)  # both passes on this one cluster
         t = time.perf_counter()
-        if set_total:
-            set_total(len(pixel_rows(cat)))
-        frames, hists = frame_stats(store, cat, client=c, storage_options=storage_options, progress=progress)
+        opts.total(len(pixel_rows(cat)))
+        frames, hists = frame_stats(store, cat, options=here)
         timings["pixels"] = time.perf_counter() - t
         if to_fit:
             from ..noise.pipeline import fit_store
@@ -183,22 +179,12 @@ def compute_stats(
             t = time.perf_counter()
             for sensor in ["all"] if len(to_fit) == len(in_store) else to_fit:
                 try:
-                    res = fit_store(store, sensor=sensor, method="auto", client=c, bootstrap=bootstrap,
-                                    storage_options=storage_options, progress=progress, set_total=set_total)  # fmt: skip
+                    res = fit_store(store, sensor=sensor, method="auto", bootstrap=bootstrap, options=here)
                 except RawlabError as e:
                     notes.append(f"noise not fitted for {sensor!r}: {e}")
                     continue
                 fitted = res if fitted is None else _merge_fits(fitted, res)
             timings["noise_fit"] = time.perf_counter() - t
-        return frames, hists
-
-    dashboard = None
-    if client is not None:
-        frames, hists = run(client)
-    else:
-        with dask_client(scheduler, workers=workers, echo=echo) as (c, info):
-            dashboard = info.dashboard
-            frames, hists = run(c)
 
     if fitted is not None:
         for sp in fitted.profiles.sensors:
@@ -238,6 +224,21 @@ def compute_stats(
         laws=laws, binned=binned, noise_source=noise_source, anchors=anchors, fitted=fitted, notes=notes,
         timings=timings, dashboard=dashboard,
     )  # fmt: skip
+
+
+def _check_not_empty(cat: pd.DataFrame, store: str) -> None:
+    """Refuse a store with no readable frame: statistics of nothing are no statistics."""
+    n = len(cat)
+    if n and "sensor" in cat and "status" in cat and (cat["status"] != "failed").any():
+        return
+    if not n:
+        why = "its catalog lists no files (was it built from an empty folder?)"
+    else:
+        why = f"all {n} files in its catalog failed to read (`rawlab catalog show {store}` lists why)"
+    raise RawlabError(
+        f"{store} holds no readable frames: {why}; build it from a folder of raw files with "
+        "`rawlab catalog build SOURCE --out STORE`"
+    )
 
 
 def _merge_fits(first, second):

@@ -2,10 +2,11 @@
 
 Each frame is read through :meth:`FrameStore.frame_array` (a dask array over its Zarr chunks). A function
 mapped over every chunk reduces it to a small vector per channel (:data:`FIELDS` then the histogram), and
-``sum`` over the chunk axes reduces those in a tree: one pass over the pixels, one chunk in memory per task,
-whatever the size of the store. Per frame, a final task turns the sums into a dozen numbers; per sensor and
-ISO, the histograms are summed in the graph too. What comes back to this process is a few numbers per frame
-and one histogram per sensor and ISO.
+``sum`` over the chunk axes reduces those in a tree. :func:`frame_stats` runs one cluster task per frame
+(:func:`rawlab.cluster.run_tasks`), which computes that tree chunk by chunk: one pass over the pixels, one
+chunk in memory at a time, whatever the size of the store. What comes back to this process is one small
+vector per frame; the per-frame numbers and the histogram per sensor and ISO are reduced here, in catalog
+order, so the result does not depend on which task finished first.
 
 The histogram is of the normalised signal ``x`` (DESIGN.md) in stops below white, ``log2(x)``, in quarter
 stops from -14 to 0 (:data:`HIST_EDGES`); samples at or below ``2**-14`` (including negative noise around
@@ -15,14 +16,16 @@ black) are counted apart as ``n_under``, and white (x >= 1) falls in the top bin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ..bayer import CHANNELS
+
+if TYPE_CHECKING:
+    from ..cluster import RunOptions
 
 __all__ = [
     "FIELDS",
@@ -121,36 +124,54 @@ class PixelGroup:
     hist: Any
 
 
+def _frame_sums(fstore, row: dict[str, Any]):
+    """Lazy per-channel sums ``(4, FIELDS + bins)`` of one frame: one task per chunk, added in a tree."""
+    black = np.asarray(row["black_level"], dtype=np.float64)
+    white = float(row["white_level"])
+    return (
+        fstore.frame_array(row["frame_id"])
+        .map_blocks(
+            _block_stats, black=black, white=white, new_axis=3, chunks=(4, 1, 1, _WIDTH), dtype=np.float64
+        )
+        .sum(axis=(1, 2))
+    )
+
+
+def _groups(cat: pd.DataFrame) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """The rows of :func:`pixel_rows` per sensor and ISO (ISO NaN: frames without one), in catalog order."""
+    members: dict[tuple[str, float], list] = {}
+    for r in pixel_rows(cat).to_dict("records"):
+        iso = float(r["iso"]) if r["iso"] is not None and np.isfinite(r["iso"]) else math.nan
+        members.setdefault((r["sensor"], iso), []).append(r)
+    return members
+
+
 def frame_stats_graph(store, cat: pd.DataFrame, storage_options: dict | None = None) -> list[PixelGroup]:
     """The lazy Dask graph of the pixel pass, one :class:`PixelGroup` per sensor and ISO.
 
     Frames are the catalog's rows with pixels (status ``ok`` or ``excluded``), each content hash once. Per
     chunk one task reads it and reduces it (``_block_stats``); per frame the chunk sums are added in a tree;
     per group the frames' sums are stacked, summarised (one task per frame) and added into the histogram.
+    :func:`frame_stats` runs the same per-frame graphs, one cluster task per frame.
     """
     import dask.array as da
 
     from ..catalog.store import FrameStore
 
     fstore = FrameStore(store, storage_options)
-    members: dict[tuple[str, float], list] = {}
-    for r in pixel_rows(cat).to_dict("records"):
-        black = np.asarray(r["black_level"], dtype=np.float64)
-        white = float(r["white_level"])
-        sums = (
-            fstore.frame_array(r["frame_id"])
-            .map_blocks(_block_stats, black=black, white=white, new_axis=3, chunks=(4, 1, 1, _WIDTH),
-                        dtype=np.float64)
-            .sum(axis=(1, 2))
-        )  # fmt: skip
-        iso = float(r["iso"]) if r["iso"] is not None and np.isfinite(r["iso"]) else math.nan
-        members.setdefault((r["sensor"], iso), []).append((r["frame_id"], sums))
     groups = []
-    for (sensor, iso), m in members.items():
-        stacked = da.stack([s for _, s in m])  # (n, 4, width), one chunk per frame
+    for (sensor, iso), rows in _groups(cat).items():
+        stacked = da.stack([_frame_sums(fstore, r) for r in rows])  # (n, 4, width), one chunk per frame
         summaries = stacked.map_blocks(_summarise, drop_axis=2, chunks=(1, len(SUMMARY)), dtype=np.float64)
-        groups.append(PixelGroup(sensor, iso, [f for f, _ in m], summaries, stacked.sum(axis=0)))
+        groups.append(PixelGroup(sensor, iso, [r["frame_id"] for r in rows], summaries, stacked.sum(axis=0)))
     return groups
+
+
+def _frame_task(store, storage_options: dict, row: dict[str, Any]) -> np.ndarray:
+    """One frame's sums ``(4, FIELDS + bins)``, computed chunk by chunk on this worker (one task per frame)."""
+    from ..catalog.store import FrameStore
+
+    return np.asarray(_frame_sums(FrameStore(store, storage_options), row).compute(scheduler="sync"))
 
 
 def pixel_rows(cat: pd.DataFrame) -> pd.DataFrame:
@@ -163,11 +184,9 @@ def frame_stats(
     store,
     cat: pd.DataFrame | None = None,
     *,
-    client=None,
-    storage_options: dict | None = None,
-    progress: Callable[[int], None] | None = None,
+    options: RunOptions | None = None,
 ) -> tuple[pd.DataFrame, dict[tuple[str, float], np.ndarray]]:
-    """Run the pixel pass on ``client`` (a ``distributed.Client``; default: the current one).
+    """Run the pixel pass: one task per frame (:func:`rawlab.cluster.run_tasks`), reduced here in a fixed order.
 
     Parameters
     ----------
@@ -175,8 +194,9 @@ def frame_stats(
         Store path or URL.
     cat
         Its catalog (read from the store when not given).
-    progress
-        Called with the number of frames whose summaries just arrived (one call per sensor and ISO).
+    options
+        Where the work runs and how it reports (:class:`rawlab.cluster.RunOptions`): ``progress(1)`` as each
+        frame is done. Default: a new local cluster.
 
     Returns
     -------
@@ -189,38 +209,51 @@ def frame_stats(
     hists
         ``{(sensor, iso): (4, FIELDS + bins) array}``: per-channel sums and the stops histogram
         (:data:`HIST_EDGES`) over the group's frames. ISO is NaN for frames without one.
+
+    Raises
+    ------
+    RawlabError
+        If a frame the catalog lists cannot be read from the store.
     """
+    from ..cluster import RunOptions, run_tasks
+    from ..errors import RawlabError
+
+    opts = options or RunOptions()
     if cat is None:
         from ..catalog import open_catalog
 
-        cat = open_catalog(store, storage_options)
-    if client is None:
-        from distributed import get_client
-
-        client = get_client()
-    groups = frame_stats_graph(store, cat, storage_options)
+        cat = open_catalog(store, opts.storage_options)
+    groups = _groups(cat)
     if not groups:
         return _empty_frames(), {}
-    from distributed import as_completed
-
-    # One submission, so both outputs share the chunk tasks (the graph is optimised once).
-    futures = client.compute([g.summaries for g in groups] + [g.hist for g in groups])
-    index = {f.key: i for i, f in enumerate(futures)}
-    parts, hists = [], {}
-    for fut in as_completed(futures):
-        i = index[fut.key]
-        g = groups[i % len(groups)]
-        if i < len(groups):
-            parts.append(pd.DataFrame(fut.result(), columns=list(SUMMARY)).assign(frame_id=g.frame_ids))
-            if progress:
-                progress(len(g.frame_ids))
-        else:
-            hists[(g.sensor, g.iso)] = np.asarray(fut.result())
-        fut.release()
+    rows = [r for members in groups.values() for r in members]
+    with opts.session() as (client, _info):
+        outcomes = run_tasks(
+            client,
+            _frame_task,
+            [(store, opts.storage_options or {}, r) for r in rows],
+            name="pixel-stats",
+            progress=opts.progress,
+        )
+    failed = [(rows[o.index], o) for o in outcomes if not o.ok]
+    if failed:
+        r, o = failed[0]
+        why = "its worker died" if o.killed else f"{type(o.error).__name__}: {o.error}"
+        raise RawlabError(
+            f"{len(failed)} of {len(rows)} frames of {store} could not be read for the statistics, first "
+            f"{r['path']} ({why}); check the store with `rawlab catalog show` or rebuild it"
+        )
+    parts, hists, k = [], {}, 0
+    for (sensor, iso), members in groups.items():  # catalog order, whatever finished first
+        sums = np.stack([outcomes[k + i].value for i in range(len(members))])
+        k += len(members)
+        ids = [r["frame_id"] for r in members]
+        parts.append(pd.DataFrame(_summarise(sums), columns=list(SUMMARY)).assign(frame_id=ids))
+        hists[(sensor, iso)] = sums.sum(axis=0)
     per_id = pd.concat(parts, ignore_index=True)
     per_id["n_samples"] = per_id["n_samples"].astype(np.int64)
-    rows = cat.loc[cat["frame_id"].isin(per_id["frame_id"]), ["path", "frame_id", "sensor", "iso"]]
-    return rows.merge(per_id, on="frame_id", how="left"), hists
+    rows_out = cat.loc[cat["frame_id"].isin(per_id["frame_id"]), ["path", "frame_id", "sensor", "iso"]]
+    return rows_out.merge(per_id, on="frame_id", how="left"), hists
 
 
 def _empty_frames() -> pd.DataFrame:

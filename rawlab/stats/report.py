@@ -188,11 +188,29 @@ def _figures(res, out: Path) -> dict[str, bytes]:
 
 
 def write_outputs(res, out_dir: str | Path) -> Written:
-    """Write the tables, figures, profile and ``report.html`` of ``res`` into ``out_dir`` (created)."""
+    """Write the tables, figures, profile and ``report.html`` of ``res`` into ``out_dir`` (created).
+
+    Raises
+    ------
+    RawlabError
+        If ``out_dir`` cannot be written (:func:`rawlab.noise.report.check_writable`; ``rawlab stats`` checks
+        it before the long work too), or writing fails for the machine's reasons (disk full).
+    """
+    from ..errors import RawlabError
+    from ..noise.report import check_writable
+
+    out = check_writable(out_dir, folder=True)
+    try:
+        return _write(res, out)
+    except OSError as e:
+        raise RawlabError(
+            f"cannot write {e.filename or out}: {e.strerror or e}; free space or choose another --out"
+        ) from None
+
+
+def _write(res, out: Path) -> Written:
     from ..noise.profile import save_profiles
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = []
     tables = {
         "sensors.csv": res.sensors, "composition.csv": res.composition, "balance.csv": res.balance,
