@@ -25,11 +25,11 @@ from _common import synth_dataset
 
 def main():
     from rawlab.catalog.build import build_catalog
-    from rawlab.cluster import dask_client
-    from rawlab.learn.baselines import available_baselines
+    from rawlab.cluster import RunOptions, dask_client
+    from rawlab.evaluation.baselines import available_baselines
+    from rawlab.evaluation.report import format_table, margins, write_outputs
+    from rawlab.evaluation.scoring import evaluate_store
     from rawlab.learn.configs import load_config
-    from rawlab.learn.eval_report import format_table, margins, write_outputs
-    from rawlab.learn.evaluate import evaluate_store
     from rawlab.learn.train import train_and_evaluate
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,11 +83,13 @@ def main():
         timings["catalog"] = time.perf_counter() - t
         print(f"{len(files)} DNG files; {build.line()}", flush=True)
         t = time.perf_counter()
-        trained = train_and_evaluate(cfg, workdir, store, client=client, echo=print)
+        trained = train_and_evaluate(cfg, workdir, store, options=RunOptions(client=client, echo=print))
         timings["train"] = time.perf_counter() - t
         print(trained.line(), flush=True)
         t = time.perf_counter()
-        result = evaluate_store(store, workdir, methods=args.methods, crop=args.eval_crop, client=client)
+        result = evaluate_store(
+            store, workdir, methods=args.methods, crop=args.eval_crop, options=RunOptions(client=client)
+        )
         timings["eval"] = time.perf_counter() - t
     out = write_outputs(result, root / "quality.json")
     print()

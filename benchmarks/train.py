@@ -29,8 +29,8 @@ from _common import synth_dataset
 
 def _setup(store: str, truth: Path):
     from rawlab.catalog import open_catalog
+    from rawlab.catalog.pairs import pairs_from_catalog
     from rawlab.catalog.store import FrameStore
-    from rawlab.learn.input_pipeline import pairs_from_catalog
     from rawlab.learn.split import split_pairs
     from rawlab.learn.synthnoise import sensor_noise
     from rawlab.noise.profile import load_profiles

@@ -12,6 +12,7 @@ __all__ = [
     "RawReadError",
     "RawlabError",
     "__version__",
+    "evaluate_store",
     "open_catalog",
     "open_store",
     "read_info",
@@ -29,6 +30,10 @@ def __getattr__(name: str):
         from . import catalog
 
         return getattr(catalog, name)
+    if name == "evaluate_store":
+        from .evaluation import evaluate_store
+
+        return evaluate_store
     if name == "write_dng":
         from .dng import write_dng
 

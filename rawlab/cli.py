@@ -417,13 +417,15 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
     `rawlab eval`, `export` and `denoise`), orbax checkpoints, metrics.csv and TensorBoard logs (WORKDIR/tb).
     Run it again to resume (with a larger --steps to train on).
     """
+    from .cluster import RunOptions
     from .learn.configs import load_config
     from .learn.train import train_and_evaluate
 
     cfg = load_config(
         config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
     )
-    result = train_and_evaluate(cfg, workdir, store, echo=lambda m: click.echo(m, err=True))
+    options = RunOptions(echo=lambda m: click.echo(m, err=True))
+    result = train_and_evaluate(cfg, workdir, store, options=options)
     click.echo(result.line())
 
 
@@ -471,8 +473,8 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
     inverse) wavelet, NL-means and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
     beside it (<out>.png).
     """
-    from .learn.eval_report import write_outputs
-    from .learn.evaluate import evaluate_store
+    from .cluster import RunOptions
+    from .evaluation import evaluate_store, write_outputs
 
     with _reporting("eval") as report:
         result = evaluate_store(
@@ -483,9 +485,7 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
             scenes=scenes,
             max_frames=max_frames,
             crop=crop,
-            scheduler=scheduler,
-            workers=workers,
-            **report,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
         )
     written = write_outputs(result, out)
     for line in written.lines:

@@ -103,13 +103,16 @@ def _train_stage(out: Path, store: Path, echo: Callable[[str], None], tag: str):
     """A short ``tiny`` training run (``rawlab train STORE --config tiny``) into ``out/model``, from scratch."""
     import shutil
 
+    from .cluster import RunOptions
     from .learn.configs import load_config
     from .learn.train import train_and_evaluate
 
     workdir = out / "model"
     shutil.rmtree(workdir, ignore_errors=True)  # the demo shows a run from step 0, not a resume
     cfg = load_config("tiny", noise__profile=str(out / "noise.json"))
-    result = train_and_evaluate(cfg, workdir, str(store), echo=lambda m: echo("      " + m), progress=False)
+    result = train_and_evaluate(
+        cfg, workdir, str(store), options=RunOptions(echo=lambda m: echo("      " + m)), progress=False
+    )
     echo(f"{tag} train          {result.line().split(': ', 1)[1]}")
     echo(f"      metrics in {workdir / 'metrics.csv'} (TensorBoard: tensorboard --logdir {workdir / 'tb'})")
     return result
@@ -117,10 +120,10 @@ def _train_stage(out: Path, store: Path, echo: Callable[[str], None], tag: str):
 
 def _eval_stage(out: Path, store: Path, model_dir: Path, workers, echo: Callable[[str], None], tag: str):
     """``rawlab eval STORE --model DIR --out out/eval.json``: the demo model against the baselines."""
-    from .learn.eval_report import write_outputs
-    from .learn.evaluate import evaluate_store
+    from .cluster import RunOptions
+    from .evaluation import evaluate_store, write_outputs
 
-    result = evaluate_store(str(store), model_dir, workers=workers)
+    result = evaluate_store(str(store), model_dir, options=RunOptions(workers=workers))
     written = write_outputs(result, out / "eval.json")
     echo(f"{tag} eval           {written.summary.split(': ', 1)[1]}")
     for line in written.lines:
@@ -160,7 +163,7 @@ def _deploy_stage(out: Path, model_dir: Path, data: Path, echo: Callable[[str], 
     noisy = max(photos, key=iso)
     clean = min((p for p in photos if p.parent == noisy.parent), key=lambda p: (iso(p), p.name))
     target = out / "denoised"
-    runs = [denoise_files([str(noisy)], model, target, fmt=fmt) for fmt in ("dng", "png")]
+    runs = [denoise_files([str(noisy)], model, target, fmt=fmt, overwrite=True) for fmt in ("dng", "png")]
     res = runs[0].results[0]
     if not res.ok:
         echo(f"      {res.line()}")

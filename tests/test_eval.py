@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from rawlab.catalog import open_catalog
 from rawlab.catalog.build import build_catalog
 from rawlab.cli import main
+from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
-from rawlab.learn.eval_report import write_outputs
-from rawlab.learn.evaluate import evaluate_store, select_pairs
+from rawlab.evaluation import evaluate_store, select_pairs, write_outputs
 from rawlab.learn.modelio import init_model, save_model
 from rawlab.learn.split import split_pairs
 from rawlab.noise.profile import load_profiles
@@ -42,7 +42,7 @@ def identity_model(tmp_path_factory, truth):
 
 def test_eval_json_rows_and_identity_model(store, identity_model, small_synth, tmp_path, client):
     result = evaluate_store(
-        store, identity_model, methods=None, profile=small_synth.truth_path, client=client
+        store, identity_model, methods=None, profile=small_synth.truth_path, options=RunOptions(client=client)
     )
     assert result.methods[:4] == ["model", "identity", "vst-wavelet", "vst-nlm"]
     out = write_outputs(result, tmp_path / "eval.json")
@@ -104,8 +104,8 @@ def test_no_held_out_pairs_says_what_to_do(store):
     cat = open_catalog(store).assign(scene="only")  # one scene per sensor: nothing can be held out
     with pytest.raises(RawlabError, match=r"no held-out pairs.*--scenes all"):
         select_pairs(cat, store)
-    jobs, notes = select_pairs(cat, store, scenes="all", trained=None)
-    assert len(jobs) == int(((cat["role"] == "noisy") & (cat["status"] == "ok")).sum())
+    pairs, notes = select_pairs(cat, store, scenes="all", trained=None)
+    assert len(pairs) == int(((cat["role"] == "noisy") & (cat["status"] == "ok")).sum())
     assert any("does not record its training scenes" in n for n in notes)
 
 
@@ -141,11 +141,11 @@ def test_cli_end_to_end_and_exit_codes(store, identity_model, small_synth, tmp_p
 
 def test_frames_are_exposure_matched_and_aligned(store):
     """The scored pair is the noisy frame against gain x reference: the residual has (about) zero mean."""
-    from rawlab.learn.evaluate import load_pair
+    from rawlab.evaluation.scoring import load_pair
 
-    jobs, _ = select_pairs(open_catalog(store), store)
-    for j in jobs[:3]:
-        noisy, clean = load_pair(store, None, j, None)
+    pairs, _ = select_pairs(open_catalog(store), store)
+    for p in pairs[:3]:
+        noisy, clean = load_pair(store, None, p, None)
         assert noisy.shape == clean.shape and noisy.dtype == np.float32
         assert abs(float(np.mean(noisy - clean))) < 0.01
 

@@ -8,11 +8,12 @@ import pytest
 
 from rawlab.bayer import CFA_PATTERNS, pack, unpack
 from rawlab.catalog import open_catalog
+from rawlab.catalog.pairs import pairs_from_catalog
 from rawlab.catalog.qa import normalise
 from rawlab.catalog.store import FrameStore
 from rawlab.errors import RawlabError
 from rawlab.learn.augment import N_OPS, augment_packed, op_bits
-from rawlab.learn.input_pipeline import ChunkReader, Pipeline, pairs_from_catalog
+from rawlab.learn.input_pipeline import ChunkReader, Pipeline
 from rawlab.learn.split import split_pairs
 from rawlab.learn.synthnoise import SensorNoise, sensor_noise, synthesize
 from rawlab.noise.profile import ISOProfile, SensorProfile, load_profiles

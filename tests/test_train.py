@@ -15,10 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from rawlab.catalog import open_catalog
+from rawlab.catalog.pairs import pairs_from_catalog
 from rawlab.catalog.store import FrameStore
 from rawlab.cli import main
+from rawlab.cluster import RunOptions
 from rawlab.learn.configs import load_config
-from rawlab.learn.input_pipeline import Pipeline, pairs_from_catalog
+from rawlab.learn.input_pipeline import Pipeline
 from rawlab.learn.losses import ssim
 from rawlab.learn.modelio import load_model
 from rawlab.learn.split import split_pairs
@@ -69,9 +71,8 @@ def full_run(learn_store, tmp_path_factory, client):
     store, _ = learn_store
     workdir = tmp_path_factory.mktemp("train") / "full"
     notes = []
-    result = train_and_evaluate(
-        _tiny(), workdir, str(store), client=client, echo=notes.append, progress=False
-    )
+    options = RunOptions(client=client, echo=notes.append)
+    result = train_and_evaluate(_tiny(), workdir, str(store), options=options, progress=False)
     return workdir, result, notes
 
 
@@ -110,7 +111,9 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(full_run, lear
     assert first.step == 5 and (tmp_path / "checkpoints" / "5").is_dir()
     assert json.loads((tmp_path / "config.json").read_text())["step"] == 5
     notes = []
-    second = train_and_evaluate(cfg, tmp_path, str(store), echo=notes.append, progress=False)
+    second = train_and_evaluate(
+        cfg, tmp_path, str(store), options=RunOptions(echo=notes.append), progress=False
+    )
     assert second.start_step == 5 and second.step == 12
     # Same settings in the same process: the compiled steps are reused, not traced again.
     assert first.compilations == second.compilations == {"train_step": 0, "eval_step": 0}

@@ -1,13 +1,13 @@
-"""Learning: the U-Net family, its input normalisation, training, evaluation, and the on-disk model format.
+"""Learning: the U-Net family, its input normalisation, training, and the on-disk model format.
 
-Heavy imports (jax, flax, optax) happen inside the submodules; ``import rawlab.learn`` is cheap.
+Scoring models lives in :mod:`rawlab.evaluation` (a layer above). Heavy imports (jax, flax, optax) happen
+inside the submodules; ``import rawlab.learn`` is cheap.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "TrainedModel",
-    "evaluate_store",
     "init_model",
     "load_config",
     "load_model",
@@ -22,7 +22,6 @@ _WHERE = {
     "save_model": "modelio",
     "load_config": "configs",
     "train_and_evaluate": "train",
-    "evaluate_store": "evaluate",
 }
 
 

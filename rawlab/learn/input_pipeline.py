@@ -7,11 +7,10 @@ shape)::
      "a": (B, 1, 1, 4) float32, "b": (B, 1, 1, 4) float32,           # Var[noisy] = a * clean + b
      "iso": (B,) float32, "sensor_idx": (B,) int32, "synthetic": (B,) bool}
 
-- **Pairs** are the noisy frames of a split (:func:`rawlab.learn.split.split_pairs`) with their clean
-  references, normalised (``(DN - black_c) / (white - black_c)``, :func:`rawlab.catalog.qa.normalise`) and
-  exposure-matched as the noise fit does it: the reference is scaled by the catalog's per-channel QA ``gain``
-  and an alignment shift of a mosaic pixel or more is undone in whole packed pixels
-  (``rawlab.noise.pipeline._gain`` and ``_shift``).
+- **Pairs** (:class:`rawlab.catalog.pairs.Pair`, from :func:`rawlab.catalog.pairs.pairs_from_catalog` on the
+  rows of a split, :func:`rawlab.learn.split.split_pairs`) are read as every consumer reads them: normalised
+  (:func:`rawlab.bayer.normalise`), aligned by the pair's ``shift`` in whole packed pixels and the reference
+  scaled by its per-channel ``gain`` (:mod:`rawlab.catalog.pairs`); here on a random window, channels-last.
 - **Synthetic** examples (a share ``synthetic_fraction``) draw Poisson-Gaussian noise on a clean reference crop
   at an ISO drawn over the sensor's range (:mod:`rawlab.learn.synthnoise`).
 - **Augmentation**: the 8 flips and transposes, Bayer-preserving (:mod:`rawlab.learn.augment`); every crop is
@@ -30,86 +29,20 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from ..catalog.qa import normalise
+from ..bayer import normalise
+from ..catalog.pairs import Pair
 from ..errors import RawlabError
 from .augment import N_OPS, augment_packed
 from .synthnoise import SensorNoise, synthesize
 
-__all__ = ["ChunkReader", "Pair", "Pipeline", "pairs_from_catalog"]
+__all__ = ["ChunkReader", "Pipeline"]
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A noisy frame and its clean reference, as the pipeline reads them (shapes in packed pixels)."""
-
-    frame_id: str
-    ref_id: str
-    sensor: str
-    scene: str
-    iso: float
-    cfa: str
-    shape: tuple[int, int]
-    shift: tuple[int, int]  # packed px: noisy(y, x) = ref(y - sy, x - sx)
-    gain: tuple[float, float, float, float]  # brightness of the noisy frame over the reference, per channel
-    black_level: tuple[float, ...]
-    white_level: float
-    ref_black_level: tuple[float, ...]
-    ref_white_level: float
-
-    def window(self, n: int) -> tuple[int, int, int, int] | None:
-        """Inclusive ranges ``(y_lo, y_hi, x_lo, x_hi)`` of a noisy-frame ``n x n`` window's corner such that
-        the shifted reference window is inside the reference too; ``None`` if no window fits."""
-        (h, w), (sy, sx) = self.shape, self.shift
-        y_lo, y_hi = max(sy, 0), h + min(sy, 0) - n
-        x_lo, x_hi = max(sx, 0), w + min(sx, 0) - n
-        return (y_lo, y_hi, x_lo, x_hi) if y_hi >= y_lo and x_hi >= x_lo else None
-
-
-def pairs_from_catalog(catalog: pd.DataFrame, noisy_rows: pd.DataFrame) -> tuple[list[Pair], list[str]]:
-    """The usable pairs among ``noisy_rows`` (rows of ``catalog``), and a note per pair left out."""
-    from ..noise.pipeline import _gain, _shift
-
-    by_path = catalog.drop_duplicates("path").set_index("path")
-    pairs, notes = [], []
-    for r in noisy_rows.to_dict("records"):
-        ref = by_path.loc[r["clean_path"]] if r.get("clean_path") in by_path.index else None
-        if ref is None or ref["status"] != "ok" or not isinstance(ref["frame_id"], str):
-            notes.append(f"{r['path']}: its clean reference is missing or unreadable")
-            continue
-        if not (np.isfinite(r["iso"]) and r["iso"] > 0):
-            notes.append(f"{r['path']}: no ISO, so no noise parameters for it")
-            continue
-        if (r["height"], r["width"]) != (ref["height"], ref["width"]):
-            notes.append(f"{r['path']}: size differs from its reference's")
-            continue
-        pairs.append(
-            Pair(
-                frame_id=r["frame_id"],
-                ref_id=ref["frame_id"],
-                sensor=r["sensor"],
-                scene=str(r["scene"]),
-                iso=float(r["iso"]),
-                cfa=str(r["cfa"]).upper(),
-                shape=(int(r["height"]) // 2, int(r["width"]) // 2),
-                shift=_shift(r),
-                gain=tuple(_gain(r)),
-                black_level=tuple(float(v) for v in r["black_level"]),
-                white_level=float(r["white_level"]),
-                ref_black_level=tuple(float(v) for v in ref["black_level"]),
-                ref_white_level=float(ref["white_level"]),
-            )
-        )
-    pairs.sort(key=lambda p: (p.sensor, p.scene, p.iso, p.frame_id))  # independent of catalog row order
-    return pairs, notes
 
 
 class ChunkReader:
@@ -197,7 +130,7 @@ class Pipeline:
     fstore
         The :class:`rawlab.catalog.store.FrameStore` holding the frames.
     pairs
-        The pairs to draw from (:func:`pairs_from_catalog`).
+        The pairs to draw from (:func:`rawlab.catalog.pairs.pairs_from_catalog`).
     noise
         ``{sensor: SensorNoise}`` for every sensor of ``pairs``.
     crop
@@ -271,11 +204,9 @@ class Pipeline:
             y, x = int(rng.integers(y_lo, y_hi + 1)), int(rng.integers(x_lo, x_hi + 1))
         op = int(rng.integers(N_OPS)) if self.augment else 0
         sy, sx = (0, 0) if synthetic else p.shift
-        # Flip the DN (uint16, half the bytes), then normalise channels-last: the same arithmetic as
-        # rawlab.catalog.qa.normalise, with the per-frame constants computed once.
+        # Flip the DN (uint16, half the bytes), then normalise channels-last (rawlab.bayer.normalise).
         ref = augment_packed(np.moveaxis(self.reader.read(p.ref_id, y - sy, x - sx, n), 0, -1), p.cfa, op)
-        black, scale = _levels(p.ref_black_level, p.ref_white_level)
-        clean = (ref.astype(np.float32) - black) * scale
+        clean = normalise(ref, p.ref_black_level, p.ref_white_level, channel_axis=-1)
         if not synthetic:
             clean *= np.asarray(p.gain, np.float32)
         noise = self.noise[p.sensor]
@@ -287,8 +218,7 @@ class Pipeline:
             iso = p.iso
             a, b = _real_params(noise, iso)
             dn = augment_packed(np.moveaxis(self.reader.read(p.frame_id, y, x, n), 0, -1), p.cfa, op)
-            black, scale = _levels(p.black_level, p.white_level)
-            noisy = (dn.astype(np.float32) - black) * scale
+            noisy = normalise(dn, p.black_level, p.white_level, channel_axis=-1)
         return {
             "noisy": noisy, "clean": clean, "a": a, "b": b, "iso": iso, "sensor": p.sensor,
             "synthetic": synthetic, "frame_id": None if synthetic else p.frame_id, "ref_id": p.ref_id,
@@ -331,16 +261,6 @@ class Pipeline:
                 yield k, fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-@lru_cache(maxsize=1024)
-def _levels(black_level: tuple[float, ...], white_level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Black level and ``1 / (white - black)`` per channel, float32, as :func:`rawlab.catalog.qa.normalise`
-    computes them (the check there runs once per frame here)."""
-    normalise(np.zeros((4, 1, 1), np.uint16), black_level, white_level)  # raises for unusable levels
-    black = np.asarray(black_level, np.float64).reshape(-1)
-    black = np.repeat(black, 4) if black.size == 1 else black
-    return black.astype(np.float32), (1.0 / (float(white_level) - black)).astype(np.float32)
 
 
 @lru_cache(maxsize=4096)

@@ -104,22 +104,16 @@ class TrainedModel:
         return out[0] if single else out
 
     def noise_params(self, sensor: str, iso: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise law, or None if unknown."""
-        from ..noise.isolaw import ISOLaw
+        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise profile, or None if unknown.
+
+        rawlab's one rule (:meth:`rawlab.noise.profile.NoiseProfileSet.noise_at`): the measured ISO, else the
+        law (extrapolated outside the profiled range), else the nearest profiled ISO.
+        """
         from ..noise.profile import NoiseProfileSet
 
         noise = self.config.get("noise")
-        if not noise:
-            return None
-        for s in NoiseProfileSet.from_dict(noise).sensors:
-            if s.sensor != sensor:
-                continue
-            if s.iso_model.get("segments"):
-                a, b = ISOLaw.from_dict(s.iso_model).predict(iso)
-                return np.asarray(a, float), np.asarray(b, float)
-            near = min(s.profiles, key=lambda p: abs(np.log(p.iso / iso)))  # no law: the nearest ISO
-            return np.asarray(near.a, float), np.asarray(near.b, float)
-        return None
+        got = NoiseProfileSet.from_dict(noise).noise_at(sensor, iso, outside="law") if noise else None
+        return None if got is None else (got.a, got.b)
 
 
 def init_model(config: dict[str, Any], seed: int = 0, *, abstract: bool = False) -> TrainedModel:

@@ -19,46 +19,39 @@ import numpy as np
 
 from ..errors import RawlabError
 from ..noise.model import sample_poisson_gaussian
-from ..noise.profile import NoiseProfileSet, SensorProfile
+from ..noise.profile import NoiseProfileSet, SensorProfile, usable
 
 __all__ = ["SensorNoise", "sensor_noise", "synthesize"]
 
 
 class SensorNoise:
-    """``(a, b)`` of one sensor at any ISO (normalised units, per channel R, G1, G2, B).
+    """``(a, b)`` of one sensor at any ISO (normalised units, per channel R, G1, G2, B), and synthetic ISOs.
 
-    With an ISO law (``iso_model`` with segments) the law gives ``(a, b)`` at any ISO and synthetic ISOs are
-    drawn log-uniformly over the profiled range; without one, the nearest profiled ISO (in log ISO) is used
-    and synthetic ISOs are drawn among the profiled ones. This is the rule ``TrainedModel.noise_params`` uses.
+    ``(a, b)`` follow rawlab's one rule (:meth:`rawlab.noise.profile.SensorProfile.noise_at`, extrapolating the
+    law outside the profiled range). With an ISO law (``iso_model`` with segments) synthetic ISOs are drawn
+    log-uniformly over the profiled range; without one, among the profiled ISOs.
     """
 
     def __init__(self, profile: SensorProfile):
         from ..noise.isolaw import ISOLaw
 
         self.sensor = profile.sensor
-        self.profiles = sorted(
-            (p for p in profile.profiles if np.all(np.isfinite(p.a)) and np.all(np.isfinite(p.b))),
-            key=lambda p: p.iso,
-        )
+        self.profile = profile
+        self.profiles = sorted((p for p in profile.profiles if usable(p.a, p.b)), key=lambda p: p.iso)
         if not self.profiles:
-            raise RawlabError(f"the noise profile of {self.sensor!r} has no ISO with finite a and b")
+            raise RawlabError(f"the noise profile of {self.sensor!r} has no ISO with usable a and b")
         self.law = ISOLaw.from_dict(profile.iso_model) if profile.iso_model.get("segments") else None
         self.iso_range = (float(self.profiles[0].iso), float(self.profiles[-1].iso))
 
     def params(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
         """``(a, b)``, each ``(4,)`` float64, at ``iso``; ``b`` floored at 0 (a fit may dip below)."""
-        if self.law is not None:
-            a, b = self.law.predict(float(iso))
-        else:
-            near = min(self.profiles, key=lambda p: abs(math.log(p.iso / iso)))
-            a, b = near.a, near.b
-        a, b = np.asarray(a, np.float64), np.maximum(np.asarray(b, np.float64), 0.0)
-        if not (np.all(np.isfinite(a)) and np.all(a > 0) and np.all(np.isfinite(b))):
+        got = self.profile.noise_at(iso, law=self.law, outside="law")
+        if got is None:
             raise RawlabError(
-                f"the noise profile of {self.sensor!r} gives a = {a.tolist()}, b = {b.tolist()} at ISO {iso:g}; "
-                f"a must be positive and finite: refit it with `rawlab noise-fit`"
+                f"the noise profile of {self.sensor!r} gives no usable a, b at ISO {iso:g} (a must be positive "
+                f"and finite): refit it with `rawlab noise-fit`"
             )
-        return a, b
+        return got.a, got.b
 
     def sample_iso(self, rng: np.random.Generator) -> float:
         """A synthetic ISO: log-uniform over the profiled range (law), or one of the profiled ISOs."""

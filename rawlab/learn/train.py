@@ -7,6 +7,10 @@
     noise.json                   the noise profile the run used (given, or fitted from the store)
     metrics.csv, tb/             metrics (rawlab.learn.trainlog)
 
+- **Shape**: :func:`train_and_evaluate` only orchestrates: the noise profile is loaded or fitted first
+  (:func:`noise_profiles`), then the data (:func:`input_data`), the state (:func:`create_train_state`,
+  :func:`restore_checkpoint`), and the loop (:func:`train_steps`), which calls :func:`train_step`,
+  :func:`eval_step` and :func:`save_checkpoint`.
 - **Steps**: ``train_step(state, batch)`` and ``eval_step(params, batch)`` are jitted once (``TRACES`` counts
   their traces) and the state is donated. The loss is ``(1 - w) L1 + w (1 - SSIM)`` on the clean-signal
   estimate (:mod:`rawlab.learn.losses`), whatever the network's input normalisation, with each image's L1 term
@@ -31,7 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..cluster import RunOptions
 from ..errors import RawlabError
 from .configs import merge, validate
 from .configs.default import get_config as default_config
@@ -48,7 +53,20 @@ from .losses import loss_and_metrics, noise_weights
 from .modelio import CONFIG, TrainedModel, init_model, save_model
 from .normalize import Normalisation
 
-__all__ = ["TRACES", "TrainResult", "TrainState", "TrainingDiverged", "make_optimizer", "train_and_evaluate"]
+__all__ = [
+    "TRACES",
+    "TrainResult",
+    "TrainState",
+    "TrainingDiverged",
+    "create_train_state",
+    "eval_step",
+    "make_optimizer",
+    "noise_profiles",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "train_and_evaluate",
+    "train_step",
+]
 
 TRACES: collections.Counter = collections.Counter()  # how often each step function was traced (compiled)
 _DEVICE_KEYS = ("noisy", "clean", "a", "b")
@@ -122,30 +140,47 @@ def make_optimizer(cfg: dict[str, Any]) -> tuple[optax.GradientTransformation, o
     return tx, schedule
 
 
+# -- the steps: pure functions, jitted once per mesh ----------------------------------------------------------
+
+
+def create_train_state(params, tx: optax.GradientTransformation, sharding=None) -> TrainState:
+    """Step 0: ``params`` and a fresh optimiser state, placed with ``sharding`` (replicated) when given."""
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    return jax.device_put(state, sharding) if sharding is not None else state
+
+
+def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any]):
+    a, b = batch["a"], batch["b"]
+    estimate = norm.from_network(module.apply(params, norm.to_network(batch["noisy"], a, b)), a, b)
+    weights = noise_weights(batch["clean"], a, b) if loss_cfg["noise_weighted"] else None
+    return loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights)
+
+
+def train_step(state: TrainState, batch, *, module, norm, tx, schedule, loss_cfg) -> tuple[TrainState, dict]:
+    """One optimiser step on ``batch``: the new state and the batch's metrics (loss, gradient norm, lr...)."""
+    TRACES["train_step"] += 1
+    loss_fn = functools.partial(_loss, module=module, norm=norm, loss_cfg=loss_cfg)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    metrics = {**metrics, "grad_norm": grad_norm, "lr": schedule(state.step)}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def eval_step(params, batch, *, module, norm, loss_cfg) -> dict:
+    """The metrics of ``params`` on ``batch`` (no update)."""
+    TRACES["eval_step"] += 1
+    return _loss(params, batch, module=module, norm=norm, loss_cfg=loss_cfg)[1]
+
+
 def make_steps(module, norm: Normalisation, tx, schedule, loss_cfg: dict[str, Any]):
-    """The pure ``train_step(state, batch)`` and ``eval_step(params, batch)`` (not yet jitted)."""
-    ssim_weight, weighted = float(loss_cfg["ssim_weight"]), bool(loss_cfg["noise_weighted"])
-
-    def loss_fn(params, batch):
-        a, b = batch["a"], batch["b"]
-        estimate = norm.from_network(module.apply(params, norm.to_network(batch["noisy"], a, b)), a, b)
-        weights = noise_weights(batch["clean"], a, b) if weighted else None
-        return loss_and_metrics(estimate, batch["clean"], ssim_weight, weights)
-
-    def train_step(state: TrainState, batch):
-        TRACES["train_step"] += 1
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-        metrics = {**metrics, "grad_norm": grad_norm, "lr": schedule(state.step)}
-        return TrainState(state.step + 1, params, opt_state), metrics
-
-    def eval_step(params, batch):
-        TRACES["eval_step"] += 1
-        return loss_fn(params, batch)[1]
-
-    return train_step, eval_step
+    """:func:`train_step` and :func:`eval_step` with the model, optimiser and loss bound (not yet jitted)."""
+    common = {"module": module, "norm": norm, "loss_cfg": loss_cfg}
+    return (
+        functools.partial(train_step, tx=tx, schedule=schedule, **common),
+        functools.partial(eval_step, **common),
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,13 +202,57 @@ def _compiled_steps(key: str, devices: tuple):
     tx, schedule = make_optimizer({"optim": optim, "steps": steps})
     norm = Normalisation.from_dict(norm_dict)
     train_fn, eval_fn = make_steps(build_model(spec), norm, tx, schedule, loss)
-    train_step = jax.jit(train_fn, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
-    eval_step = jax.jit(eval_fn, in_shardings=(repl, data), out_shardings=repl)
-    return tx, repl, train_step, eval_step
+    train = jax.jit(train_fn, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    evaluate = jax.jit(eval_fn, in_shardings=(repl, data), out_shardings=repl)
+    return tx, repl, train, evaluate
 
 
-def _noise_profiles(cfg, workdir: Path, store: str, client, echo):
-    """The profile set to train with, and where it came from; always left in ``WORKDIR/noise.json``."""
+# -- checkpoints ----------------------------------------------------------------------------------------------
+
+
+def checkpoint_manager(workdir: Path, keep: int):
+    """The orbax manager of ``workdir/checkpoints`` (the last ``keep`` steps)."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+
+
+def restore_checkpoint(mngr, state: TrainState) -> tuple[TrainState, int]:
+    """The state of the latest checkpoint (bit for bit) and its step; ``(state, 0)`` when there is none."""
+    import orbax.checkpoint as ocp
+
+    start = mngr.latest_step() or 0
+    if not start:
+        return state, 0
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+        return mngr.restore(start, args=ocp.args.StandardRestore(abstract)), start
+    except Exception as e:  # a checkpoint of another model or optimiser layout
+        raise RawlabError(
+            f"cannot resume from {mngr.directory / str(start)}: {type(e).__name__}: {e}; train into a new --workdir"
+        ) from None
+
+
+def save_checkpoint(mngr, workdir: Path, state: TrainState, step: int, model_config: dict[str, Any]) -> None:
+    """An orbax checkpoint of ``state`` at ``step`` and the inference model files (``config.json``,
+    ``model.msgpack``); refuses non-finite parameters so that the last good checkpoint is kept."""
+    import orbax.checkpoint as ocp
+
+    params = jax.device_get(state.params)
+    if not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params)):
+        raise TrainingDiverged(f"training diverged before step {step}: the parameters are not finite")
+    mngr.save(step, args=ocp.args.StandardSave(state))
+    save_model(workdir, TrainedModel({**model_config, "step": step}, params))
+
+
+# -- what training needs before the first step ----------------------------------------------------------------
+
+
+def noise_profiles(cfg: dict[str, Any], workdir: Path, store: str, options: RunOptions):
+    """The profile set to train with and where it came from, settled before training starts: the config's
+    file, else ``WORKDIR/noise.json`` from an earlier run, else a fit of ``store`` (:func:`rawlab.noise.fit_store`
+    on ``options``' cluster). Always left in ``WORKDIR/noise.json``."""
     from ..noise.profile import load_profiles, save_profiles
 
     cached = workdir / "noise.json"
@@ -183,16 +262,73 @@ def _noise_profiles(cfg, workdir: Path, store: str, client, echo):
         save_profiles(profiles, cached)
         return profiles, given
     if cached.exists():
-        echo(f"noise profile: {cached} (fitted by an earlier run)")
+        options.note(f"noise profile: {cached} (fitted by an earlier run)")
         return load_profiles(cached), cached
-    from ..noise.pipeline import fit_store
+    from ..noise import fit_store
 
-    echo(f"noise profile: none given; fitting it from {store} (cached in {cached})")
+    options.note(f"noise profile: none given; fitting it from {store} (cached in {cached})")
+    quiet = replace(options, progress=None, set_total=None)
     fit = fit_store(
-        str(store), sensor="all", method="auto", client=client, bootstrap=cfg["noise"]["fit_bootstrap"]
+        str(store), sensor="all", method="auto", bootstrap=cfg["noise"]["fit_bootstrap"], options=quiet
     )
     save_profiles(fit.profiles, cached)
     return fit.profiles, cached
+
+
+def training_pairs(cat, store: str):
+    """``(train pairs, eval pairs, notes on pairs left out)`` of the store's split (:mod:`rawlab.learn.split`)."""
+    from ..catalog.pairs import pairs_from_catalog
+    from .split import split_pairs
+
+    train_rows, eval_rows = split_pairs(cat)
+    train_pairs, left_out = pairs_from_catalog(cat, train_rows)
+    eval_pairs, _ = pairs_from_catalog(cat, eval_rows)
+    if not train_pairs:
+        n_noisy = int((cat["role"] == "noisy").sum())
+        raise RawlabError(
+            f"{store} has no usable noisy/clean pairs to train on ({n_noisy} noisy frames, "
+            f"{len(eval_rows)} of them in held-out scenes); training needs paired frames: see `rawlab catalog "
+            f"show {store}` for excluded pairs"
+        )
+    return train_pairs, eval_pairs, left_out
+
+
+def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, echo):
+    """The training :class:`~rawlab.learn.input_pipeline.Pipeline` and the fixed held-out batches."""
+    from ..catalog.store import FrameStore
+    from .input_pipeline import EVAL_STREAM, Pipeline
+
+    d = cfg["data"]
+    fstore = FrameStore(store)
+    if d["store_chunk"]:  # small crops: read them from a copy with small chunks (rawlab.learn.trainstore)
+        from .trainstore import derive_training_store
+
+        needed = {fid for p in train_pairs + eval_pairs for fid in (p.frame_id, p.ref_id)}
+        fstore = derive_training_store(fstore, needed, workdir / "train.zarr", d["store_chunk"], echo=echo)
+    common = {
+        "crop": d["crop"],
+        "batch_size": d["batch_size"],
+        "seed": cfg["seed"],
+        "cache_mb": d["cache_mb"],
+    }
+    pipeline = Pipeline(
+        fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
+        augment=d["augment"], workers=d["workers"], prefetch=d["prefetch"],
+    )  # fmt: skip
+    if not eval_pairs:
+        echo("no held-out scenes (every sensor has a single scene): no eval loss")
+        return pipeline, []
+    ev = Pipeline(fstore, eval_pairs, noise, **common, stream=EVAL_STREAM, augment=False, workers=0,
+                  reader=pipeline.reader)  # fmt: skip
+    return pipeline, [{k: b[k] for k in _DEVICE_KEYS} for b in map(ev.batch, range(d["eval_batches"]))]
+
+
+def _check_devices(devices: list, batch_size: int) -> None:
+    if batch_size % len(devices):
+        raise RawlabError(
+            f"data.batch_size {batch_size} must be a multiple of the {len(devices)} devices it is split over; "
+            f"use --batch-size {len(devices) * max(1, round(batch_size / len(devices)))}"
+        )
 
 
 def _check_workdir(workdir: Path, model_config: dict[str, Any]) -> None:
@@ -218,15 +354,160 @@ def _split_scenes(pairs) -> list[list[str]]:
     return sorted([list(t) for t in {(p.sensor, p.scene) for p in pairs}])
 
 
+# -- the loop -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Meter:
+    """Metrics of the current log interval, the last logged loss and eval, and the throughput (counted from
+    the end of the first step, whose time includes compilation)."""
+
+    t0: float
+    batch_size: int
+    interval: list[dict[str, float]] = field(default_factory=list)
+    loss: float | None = None
+    eval: dict[str, float] | None = None
+    t_first: float | None = None
+    n_first: int = 0
+    t_log: float = 0.0
+    n_log: int = 0
+    t_last: float = 0.0
+    n_last: int = 0
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        self.interval.append(metrics)
+        now = time.perf_counter()
+        if self.t_first is None:
+            self.t_first, self.n_first, self.t_log, self.n_log = now, step, now, 0
+        else:
+            self.n_log += 1
+        self.t_last, self.n_last = now, step
+
+    def flush(self) -> dict[str, Any] | None:
+        """The interval's mean metrics with ``images_per_s`` and ``wall_s``; None if the interval is empty."""
+        if not self.interval:
+            return None
+        now = time.perf_counter()
+        mean: dict[str, Any] = {k: float(np.mean([m[k] for m in self.interval])) for k in self.interval[0]}
+        dt = now - self.t_log
+        mean["images_per_s"] = self.n_log * self.batch_size / dt if self.n_log and dt > 0 else None
+        mean["wall_s"] = now - self.t0
+        self.loss, self.t_log, self.n_log = mean["loss"], now, 0
+        self.interval.clear()
+        return mean
+
+    def images_per_s(self) -> float | None:
+        if self.t_first is None or self.n_last <= self.n_first:
+            return None
+        return (self.n_last - self.n_first) * self.batch_size / (self.t_last - self.t_first)
+
+
+def _finite_metrics(
+    pending, sensors: list[str], kept: int | None, ckpt_dir: Path, lr: float
+) -> dict[str, float]:
+    """The step's metrics as floats; :class:`TrainingDiverged` (naming the step, ISOs and sensors) if the loss
+    or the gradient norm is not finite."""
+    step, metrics, isos, sensor_idx = pending
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]):
+        return m
+    where = ", ".join(f"{iso:g}" for iso in sorted(set(isos.tolist())))
+    who = ", ".join(sorted({sensors[i] for i in sensor_idx.tolist()}))
+    raise TrainingDiverged(
+        f"training diverged at step {step}: loss {m['loss']}, gradient norm {m['grad_norm']} on a batch "
+        f"at ISO {where} ({who}); "
+        + (f"the last good checkpoint (step {kept}) is kept in {ckpt_dir}. " if kept else "")
+        + f"Lower optim.learning_rate (now {lr:g}) or check the noise profile at those ISOs"
+    )
+
+
+def _evaluate(step_fn, params, batches) -> dict[str, float] | None:
+    if not batches:
+        return None
+    out = jax.device_get([step_fn(params, b) for b in batches])
+    return {k: float(np.mean([m[k] for m in out])) for k in out[0]}
+
+
+@dataclass
+class _Loop:
+    """What the loop works with besides the state: the compiled steps, the data, where results go."""
+
+    cfg: dict[str, Any]
+    workdir: Path
+    model_config: dict[str, Any]
+    train_step: Callable
+    eval_step: Callable
+    pipeline: Any
+    eval_batches: list
+    mngr: Any
+    log: Any
+    meter: _Meter
+    echo: Callable[[str], None]
+
+
+def train_steps(
+    loop: _Loop, state: TrainState, start: int, stop: int, progress: bool
+) -> tuple[TrainState, int]:
+    """Steps ``start`` to ``stop``: log, evaluate and checkpoint on schedule; the NaN guard checks every step
+    one step behind (so the device never waits). Returns the final state and step."""
+    from tqdm.auto import tqdm
+
+    cfg, meter, ckpt_dir = loop.cfg, loop.meter, loop.workdir / "checkpoints"
+    bar = tqdm(total=stop, initial=start, desc=f"train {cfg['name']}", unit="step", file=sys.stderr,
+               disable=None if progress else True, leave=False, dynamic_ncols=True)  # fmt: skip
+
+    def check(pending) -> None:
+        lr = cfg["optim"]["learning_rate"]
+        meter.record(
+            pending[0], _finite_metrics(pending, loop.pipeline.sensors, loop.mngr.latest_step(), ckpt_dir, lr)
+        )
+        bar.update(1)
+
+    batches = loop.pipeline.batches(start, stop)
+    pending, step = None, start
+    try:
+        for k, batch in batches:
+            state, metrics = loop.train_step(state, {key: batch[key] for key in _DEVICE_KEYS})
+            if pending is not None:
+                check(pending)
+            pending, step = (k + 1, metrics, batch["iso"], batch["sensor_idx"]), k + 1
+            due = [step % cfg[f"{what}_every"] == 0 or step == stop for what in ("log", "eval", "checkpoint")]
+            if not any(due):
+                continue
+            check(pending)
+            pending = None
+            if due[0] and (mean := meter.flush()) is not None:
+                loop.log.write(step, "train", mean)
+                bar.set_postfix(loss=f"{mean['loss']:.4g}", refresh=False)
+            if due[1] and (ev := _evaluate(loop.eval_step, state.params, loop.eval_batches)) is not None:
+                meter.eval = ev
+                loop.log.write(step, "eval", ev)
+            if due[2]:
+                save_checkpoint(loop.mngr, loop.workdir, state, step, loop.model_config)
+    except KeyboardInterrupt:
+        if not any(x.is_deleted() for x in jax.tree.leaves(state)) and int(state.step) > start:
+            try:
+                save_checkpoint(loop.mngr, loop.workdir, state, int(state.step), loop.model_config)
+                loop.echo(
+                    f"interrupted: checkpoint at step {int(state.step)} saved in {ckpt_dir}; run again to resume"
+                )
+            except TrainingDiverged:
+                pass
+        raise
+    finally:
+        batches.close()
+        bar.close()
+    return state, step
+
+
 def train_and_evaluate(
     config: dict[str, Any],
     workdir: str | Path,
     store: str,
     *,
-    client=None,
+    options: RunOptions | None = None,
     devices=None,
     stop_after: int | None = None,
-    echo: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``config`` on the train split of ``store`` into ``workdir``, resuming from its last checkpoint.
@@ -239,15 +520,16 @@ def train_and_evaluate(
         Model and run directory (created). If it holds a checkpoint, training resumes from it.
     store
         A rawlab store (path or URL) with noisy/clean pairs.
-    client
-        Dask client for fitting the noise profile when the config gives none (default: a local cluster).
+    options
+        Where the noise-profile fit runs when the config gives no profile (:class:`rawlab.cluster.RunOptions`;
+        default: a local cluster), and ``echo`` for progress notes (resuming, profile fitting, pairs left out).
     devices
         The JAX devices to train on, data parallel (default: all of them).
     stop_after
         Stop (with a checkpoint) once the model reaches this step, as if interrupted; the schedule still
         spans ``config["steps"]``.
-    echo
-        Receives progress notes (resuming, profile fitting, pairs left out).
+    progress
+        Show a progress bar on stderr.
 
     Raises
     ------
@@ -255,214 +537,70 @@ def train_and_evaluate(
         No usable pairs, a missing noise profile, an incompatible workdir, or a diverged run
         (:class:`TrainingDiverged`).
     """
-    import orbax.checkpoint as ocp
-
     from ..catalog import open_catalog
-    from ..catalog.store import FrameStore
-    from .input_pipeline import EVAL_STREAM, Pipeline, pairs_from_catalog
-    from .split import split_pairs
+    from ..noise.profile import load_profiles
     from .synthnoise import sensor_noise
     from .trainlog import MetricsLog
 
     t0 = time.perf_counter()
-    echo = echo or (lambda _m: None)
+    opts = options or RunOptions()
+    echo = opts.echo or (lambda _m: None)
     cfg = validate(merge(default_config(), config))
-    workdir = Path(workdir).absolute()
-    store = str(store)
-
+    workdir, store = Path(workdir).absolute(), str(store)
     cat = open_catalog(store)
     if cfg["noise"]["profile"]:  # a bad path or file fails now, not after the model is built
-        from ..noise.profile import load_profiles
-
         load_profiles(cfg["noise"]["profile"])
-    train_rows, eval_rows = split_pairs(cat)
-    train_pairs, left_out = pairs_from_catalog(cat, train_rows)
-    eval_pairs, _ = pairs_from_catalog(cat, eval_rows)
-    if not train_pairs:
-        n_noisy = int((cat["role"] == "noisy").sum())
-        raise RawlabError(
-            f"{store} has no usable noisy/clean pairs to train on ({n_noisy} noisy frames, "
-            f"{len(eval_rows)} of them in held-out scenes); training needs paired frames: see `rawlab catalog "
-            f"show {store}` for excluded pairs"
-        )
+    train_pairs, eval_pairs, left_out = training_pairs(cat, store)
     if left_out:
         echo(f"left out {len(left_out)} pairs, e.g. {left_out[0]}")
-
     devices = list(devices or jax.devices())
-    bs = cfg["data"]["batch_size"]
-    if bs % len(devices):
-        raise RawlabError(
-            f"data.batch_size {bs} must be a multiple of the {len(devices)} devices it is split over; "
-            f"use --batch-size {len(devices) * max(1, round(bs / len(devices)))}"
-        )
+    _check_devices(devices, cfg["data"]["batch_size"])
     base = {"name": cfg["name"], "model": {k: v for k, v in cfg["model"].items() if v is not None}}
     base = {**base, "normalisation": cfg["normalisation"], "tile": cfg["tile"]}
     _check_workdir(workdir, init_model(base, abstract=True).config)  # before any work or any write
-    tm = init_model(base, seed=cfg["seed"])
     workdir.mkdir(parents=True, exist_ok=True)
-    profiles, source = _noise_profiles(cfg, workdir, store, client, echo)
+
+    # 1. The noise law, before anything trains.
+    profiles, source = noise_profiles(cfg, workdir, store, opts)
     noise = sensor_noise(profiles, {p.sensor for p in train_pairs + eval_pairs}, source)
+    # 2. The data, the model, the compiled steps and the (restored) state.
+    pipeline, eval_batches = input_data(cfg, store, workdir, train_pairs, eval_pairs, noise, echo)
+    tm = init_model(base, seed=cfg["seed"])
     model_config = {
         **tm.config,
         "noise": profiles.to_dict(),
         "training": {**cfg, "store": store, "devices": len(devices)},
         "split": {"train_scenes": _split_scenes(train_pairs), "eval_scenes": _split_scenes(eval_pairs)},
     }
-
-    d = cfg["data"]
-    fstore = FrameStore(store)
-    if d["store_chunk"]:  # small crops: read them from a copy with small chunks (rawlab.learn.trainstore)
-        from .trainstore import derive_training_store
-
-        needed = {fid for p in train_pairs + eval_pairs for fid in (p.frame_id, p.ref_id)}
-        fstore = derive_training_store(fstore, needed, workdir / "train.zarr", d["store_chunk"], echo=echo)
-    common = {"crop": d["crop"], "batch_size": bs, "seed": cfg["seed"], "cache_mb": d["cache_mb"]}
-    pipeline = Pipeline(
-        fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
-        augment=d["augment"], workers=d["workers"], prefetch=d["prefetch"],
-    )  # fmt: skip
-    eval_batches = []
-    if eval_pairs:
-        ev = Pipeline(fstore, eval_pairs, noise, **common, stream=EVAL_STREAM, augment=False, workers=0,
-                      reader=pipeline.reader)  # fmt: skip
-        eval_batches = [{k: b[k] for k in _DEVICE_KEYS} for b in map(ev.batch, range(d["eval_batches"]))]
-    else:
-        echo("no held-out scenes (every sensor has a single scene): no eval loss")
-
-    key = json.dumps(
-        [tm.config["model"]["spec"], tm.config["normalisation"], cfg["optim"], cfg["steps"], cfg["loss"]],
-        sort_keys=True,
-    )
-    tx, repl, train_step, eval_step = _compiled_steps(key, tuple(devices))
-    state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), tm.params, tx.init(tm.params)), repl)
-
-    ckpt_dir = workdir / "checkpoints"
-    mngr = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg["keep_checkpoints"], create=True)
-    )
-    start = mngr.latest_step() or 0
+    key = [tm.config["model"]["spec"], tm.config["normalisation"], cfg["optim"], cfg["steps"], cfg["loss"]]
+    tx, repl, train_fn, eval_fn = _compiled_steps(json.dumps(key, sort_keys=True), tuple(devices))
+    mngr = checkpoint_manager(workdir, cfg["keep_checkpoints"])
+    state, start = restore_checkpoint(mngr, create_train_state(tm.params, tx, repl))
     if start:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        try:
-            state = mngr.restore(start, args=ocp.args.StandardRestore(abstract))
-        except Exception as e:  # a checkpoint of another model or optimiser layout
-            raise RawlabError(
-                f"cannot resume from {ckpt_dir / str(start)}: {type(e).__name__}: {e}; train into a new --workdir"
-            ) from None
-        echo(f"resuming from the checkpoint at step {start} in {ckpt_dir}")
+        echo(f"resuming from the checkpoint at step {start} in {workdir / 'checkpoints'}")
     stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
-    traces = dict(TRACES)
-    log = MetricsLog(workdir, start)
+    traces, log = dict(TRACES), MetricsLog(workdir, start)
     if log.note:
         echo(log.note)
-
-    def save(step: int) -> None:
-        params = jax.device_get(state.params)
-        if not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params)):
-            raise TrainingDiverged(f"training diverged before step {step}: the parameters are not finite")
-        mngr.save(step, args=ocp.args.StandardSave(state))
-        save_model(workdir, TrainedModel({**model_config, "step": step}, params))
-
-    def evaluate() -> dict[str, float] | None:
-        if not eval_batches:
-            return None
-        out = jax.device_get([eval_step(state.params, b) for b in eval_batches])
-        return {k: float(np.mean([m[k] for m in out])) for k in out[0]}
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=stop, initial=start, desc=f"train {cfg['name']}", unit="step", file=sys.stderr,
-               disable=None if progress else True, leave=False, dynamic_ncols=True)  # fmt: skip
-    interval: list[dict[str, float]] = []
-    last: dict[str, Any] = {"loss": None, "eval": None, "t_first": None}
-    sensors = pipeline.sensors
-
-    def check(pending) -> None:
-        step, metrics, isos, sensor_idx = pending
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            where = ", ".join(f"{iso:g}" for iso in sorted(set(isos.tolist())))
-            who = ", ".join(sorted({sensors[i] for i in sensor_idx.tolist()}))
-            kept = mngr.latest_step()
-            raise TrainingDiverged(
-                f"training diverged at step {step}: loss {m['loss']}, gradient norm {m['grad_norm']} on a batch "
-                f"at ISO {where} ({who}); "
-                + (f"the last good checkpoint (step {kept}) is kept in {ckpt_dir}. " if kept else "")
-                + f"Lower optim.learning_rate (now {cfg['optim']['learning_rate']:g}) or check the noise "
-                f"profile at those ISOs"
-            )
-        interval.append(m)
-        bar.update(1)
-        now = time.perf_counter()
-        if last["t_first"] is None:  # the first step's time includes compilation: count from its end
-            last.update(t_first=now, n_first=step, t_log=now, n_log=0)
-        else:
-            last["n_log"] += 1
-        last.update(t_last=now, n_last=step)
-
-    def write_log(step: int) -> None:
-        if not interval:
-            return
-        now = time.perf_counter()
-        mean = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]}
-        dt = now - last["t_log"]
-        mean["images_per_s"] = last["n_log"] * bs / dt if last["n_log"] and dt > 0 else None
-        mean["wall_s"] = now - t0
-        log.write(step, "train", mean)
-        bar.set_postfix(loss=f"{mean['loss']:.4g}", refresh=False)
-        last.update(loss=mean["loss"], t_log=now, n_log=0)
-        interval.clear()
-
-    eval_start = evaluate() if start == 0 and stop > 0 else None
-    if eval_start is not None:
-        log.write(0, "eval", eval_start)
-    batches = pipeline.batches(start, stop)
-    pending = None
-    step = start
+    # 3. The loop.
+    meter = _Meter(t0, cfg["data"]["batch_size"])
+    loop = _Loop(
+        cfg, workdir, model_config, train_fn, eval_fn, pipeline, eval_batches, mngr, log, meter, echo
+    )
     try:
-        for k, batch in batches:
-            state, metrics = train_step(state, {key: batch[key] for key in _DEVICE_KEYS})
-            if pending is not None:
-                check(pending)
-            pending = (k + 1, metrics, batch["iso"], batch["sensor_idx"])
-            step = k + 1
-            due_log = step % cfg["log_every"] == 0 or step == stop
-            due_eval = step % cfg["eval_every"] == 0 or step == stop
-            due_ckpt = step % cfg["checkpoint_every"] == 0 or step == stop
-            if due_log or due_eval or due_ckpt:
-                check(pending)
-                pending = None
-                if due_log:
-                    write_log(step)
-                if due_eval and (ev_m := evaluate()) is not None:
-                    last["eval"] = ev_m
-                    log.write(step, "eval", ev_m)
-                if due_ckpt:
-                    save(step)
-    except KeyboardInterrupt:
-        leaves = jax.tree.leaves(state)
-        if not any(x.is_deleted() for x in leaves) and int(state.step) > start:
-            try:
-                save(int(state.step))
-                echo(
-                    f"interrupted: checkpoint at step {int(state.step)} saved in {ckpt_dir}; run again to resume"
-                )
-            except TrainingDiverged:
-                pass
-        raise
+        eval_start = _evaluate(eval_fn, state.params, eval_batches) if start == 0 and stop > 0 else None
+        if eval_start is not None:
+            log.write(0, "eval", eval_start)
+        state, step = train_steps(loop, state, start, stop, progress)
     finally:
-        batches.close()
-        bar.close()
         log.close()
         mngr.wait_until_finished()
         mngr.close()
     if stop <= start:  # nothing to train; make sure the model files are there
         save_model(workdir, TrainedModel({**model_config, "step": start}, jax.device_get(state.params)))
-    ips = None
-    if last["t_first"] is not None and last["n_last"] > last["n_first"]:
-        ips = (last["n_last"] - last["n_first"]) * bs / (last["t_last"] - last["t_first"])
     return TrainResult(
         workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
-        loss=last["loss"], eval=last["eval"], eval_start=eval_start, images_per_s=ips, wall_s=time.perf_counter() - t0,
-        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")}, notes=left_out,
+        loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
+        wall_s=time.perf_counter() - t0, notes=left_out,
+        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Image quality against the clean reference: PSNR and SSIM on packed, normalised Bayer planes (DESIGN.md).
+"""Image quality against the clean reference: PSNR and SSIM on packed, normalised Bayer planes (docs/architecture.md).
 
 Both use data range 1 (the white level of the normalised signal), so the numbers are comparable across
 sensors, bit depths and ISOs. SSIM is computed per Bayer plane (R, G1, G2, B) with scikit-image's Gaussian-

@@ -2,16 +2,18 @@
 
 What is scored: the noisy frames of the evaluation split (:func:`rawlab.learn.split.split_pairs`, whole scenes
 held out of training) against their clean references, exposure-matched by the catalog's QA gain and aligned
-by its measured shift exactly as noise fitting does (:mod:`rawlab.noise.pipeline`). Scenes the model records
+by its measured shift as every consumer of pairs does (:mod:`rawlab.catalog.pairs`). Scenes the model records
 as trained on (``config["split"]["train_scenes"]``) are never scored. Metrics are PSNR and SSIM on packed,
-normalised planes with data range 1 (:mod:`rawlab.learn.metrics`), averaged over the frames of each sensor
+normalised planes with data range 1 (:mod:`rawlab.evaluation.metrics`), averaged over the frames of each sensor
 and ISO.
 
 Every method gets the same noise parameters ``(a, b)`` per sensor and ISO, from the first source that has
-them: a ``--profile`` file, the model's own noise law, or a fit of the store (:func:`rawlab.noise.fit_store`).
+them: a ``--profile`` file, the model's own noise law, or a fit of the store (:func:`rawlab.noise.fit_store`),
+each read by the one rule for noise parameters (:meth:`rawlab.noise.profile.NoiseProfileSet.noise_at`).
 
 Work split: the classical baselines (CPU-heavy NumPy/scikit-image) run as one Dask task per frame; the model
-runs in this process (JAX uses its own threads), at the same time.
+runs in this process (JAX uses its own threads), at the same time (:func:`rawlab.cluster.run_tasks` waits in a
+thread).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..catalog.pairs import Pair
+from ..cluster import RunOptions
 from ..errors import RawlabError
 from .baselines import BASELINES, available_baselines, bm3d_available, denoise_baseline
 
-__all__ = ["METHODS", "EvalResult", "evaluate_store", "load_denoiser", "resolve_methods"]
+__all__ = [
+    "METHODS",
+    "EvalResult",
+    "evaluate_store",
+    "load_denoiser",
+    "load_pair",
+    "noise_parameters",
+    "resolve_methods",
+    "select_pairs",
+]
 
 METHODS = ("model", *BASELINES)
 _CLASSICAL = tuple(m for m in BASELINES if m != "identity")
@@ -52,7 +66,7 @@ class EvalResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``rawlab.eval/1`` document (DESIGN.md, "Evaluation JSON")."""
+        """The ``rawlab.eval/1`` document (docs/architecture.md, "File formats")."""
         from .._version import __version__
 
         return {
@@ -119,7 +133,7 @@ def load_denoiser(path: str | os.PathLike[str]):
                     f"pass the model directory it was exported from instead of {os.fspath(path)!r}"
                 ) from None
         return load_tflite(p)
-    from .modelio import load_model
+    from ..learn.modelio import load_model
 
     return load_model(p)
 
@@ -139,16 +153,16 @@ def select_pairs(
     scenes: str = "heldout",
     trained: set[tuple[str, str]] | None = None,
     max_frames: int | None = None,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """The frames to score as jobs (noisy frame, reference, gain, shift, levels) and notes for the user.
+) -> tuple[list[Pair], list[str]]:
+    """The pairs to score (:class:`rawlab.catalog.pairs.Pair`, in sensor, ISO, scene, path order) and notes.
 
     Raises
     ------
     RawlabError
         If nothing is left to score; the message says why and what to do.
     """
-    from ..noise.pipeline import _gain, _shift
-    from .split import split_pairs
+    from ..catalog.pairs import pairs_from_catalog
+    from ..learn.split import split_pairs
 
     notes: list[str] = []
     usable = cat[(cat["role"] == "noisy") & (cat["status"] == "ok") & cat["frame_id"].notna()]
@@ -158,9 +172,9 @@ def select_pairs(
             f"{store}` lists what it holds and why pairs were excluded"
         )
     if scenes == "heldout":
-        _, pairs = split_pairs(cat)
-        pairs = pairs[pairs["frame_id"].notna()]
-        if pairs.empty:
+        _, rows = split_pairs(cat)
+        rows = rows[rows["frame_id"].notna()]
+        if rows.empty:
             one = sorted(s for s, g in usable.groupby("sensor") if g["scene"].nunique() < 2)
             raise RawlabError(
                 f"{store} has no held-out pairs: the evaluation split holds out a quarter of the scenes of each "
@@ -169,17 +183,17 @@ def select_pairs(
                 f"or pass --scenes all to score every pair (only for a model not trained on this store)"
             )
     elif scenes == "all":
-        pairs = usable
+        rows = usable
     else:
         raise RawlabError(f"--scenes must be 'heldout' or 'all', not {scenes!r}")
     if trained:
-        keys = list(zip(pairs["sensor"], pairs["scene"], strict=True))
+        keys = list(zip(rows["sensor"], rows["scene"], strict=True))
         seen = [k in trained for k in keys]
         if any(seen):
             names = sorted({f"{s}/{c}" for (s, c), v in zip(keys, seen, strict=True) if v})
             notes.append(f"left out {sum(seen)} frames of scenes the model trained on: {', '.join(names)}")
-            pairs = pairs[~np.array(seen)]
-        if pairs.empty:
+            rows = rows[~np.array(seen)]
+        if rows.empty:
             raise RawlabError(
                 f"every candidate scene in {store} was used to train the model; score it on scenes it has "
                 f"not seen (a held-out split of its training store, or another store)"
@@ -188,65 +202,22 @@ def select_pairs(
         notes.append(
             "the model does not record its training scenes: scores on scenes it trained on are optimistic"
         )
-    by_path = cat.set_index("path")
-    jobs = []
-    for r in pairs.sort_values(["sensor", "iso", "scene", "path"]).to_dict("records"):
-        if r.get("clean_path") not in by_path.index or not np.isfinite(r["iso"]):
-            continue
-        ref = by_path.loc[r["clean_path"]]
-        if ref["status"] != "ok" or not isinstance(ref["frame_id"], str):
-            continue
-        jobs.append({
-            "frame_id": r["frame_id"], "ref_id": ref["frame_id"], "path": r["path"], "sensor": r["sensor"],
-            "scene": r["scene"], "iso": float(r["iso"]), "gain": _gain(r), "shift": _shift(r),
-            "black_level": list(r["black_level"]), "white_level": float(r["white_level"]),
-            "ref_black_level": list(ref["black_level"]), "ref_white_level": float(ref["white_level"]),
-        })  # fmt: skip
+    pairs, _ = pairs_from_catalog(cat, rows)  # frames without a usable reference or ISO are not scorable
+    pairs.sort(key=lambda p: (p.sensor, p.iso, p.scene, p.path))
     if max_frames is not None:
         count: dict[tuple[str, float], int] = {}
         kept = []
-        for j in jobs:
-            k = (j["sensor"], j["iso"])
+        for p in pairs:
+            k = (p.sensor, p.iso)
             if count.get(k, 0) < max_frames:
-                kept.append(j)
+                kept.append(p)
                 count[k] = count.get(k, 0) + 1
-        jobs = kept
-    if not jobs:
+        pairs = kept
+    if not pairs:
         raise RawlabError(
             f"no scorable pairs in {store}: every candidate's clean reference is missing or failed"
         )
-    return jobs, notes
-
-
-def _valid(a, b) -> bool:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return (
-        a.shape == (4,)
-        and b.shape == (4,)
-        and bool(np.all(np.isfinite(a)) and np.all(a > 0) and np.all(np.isfinite(b)))
-    )
-
-
-def _noise_from_profile(profiles, sensor: str, iso: float):
-    """``(a, b)`` at ``iso`` from a profile set: the measured ISO, else the ISO law, else the nearest ISO."""
-    from ..noise.isolaw import ISOLaw
-
-    try:
-        sp = profiles.sensor(sensor)
-    except RawlabError:
-        return None
-    good = [p for p in sp.profiles if _valid(p.a, p.b)]  # a fit can leave an ISO undetermined (NaN)
-    for p in good:
-        if np.isclose(p.iso, iso):
-            return np.asarray(p.a, float), np.asarray(p.b, float)
-    if sp.iso_model.get("segments"):
-        a, b = ISOLaw.from_dict(sp.iso_model).predict(iso)
-        if _valid(a, b):
-            return np.asarray(a, float), np.asarray(b, float)
-    if not good:
-        return None
-    near = min(good, key=lambda p: abs(np.log(p.iso / iso)))
-    return np.asarray(near.a, float), np.asarray(near.b, float)
+    return pairs, notes
 
 
 def noise_parameters(
@@ -256,30 +227,37 @@ def noise_parameters(
     model=None,
     fit: Callable[[list[str]], Any] | None = None,
 ) -> dict[tuple[str, float], dict[str, Any]]:
-    """``(a, b)`` per ``(sensor, iso)`` and where they came from: ``profile``, ``model`` or ``fit``."""
+    """``(a, b)`` per ``(sensor, iso)`` and where they came from: ``profile``, ``model`` or ``fit``.
+
+    Each source gives them by rawlab's one rule (:meth:`rawlab.noise.profile.SensorProfile.noise_at`: the
+    measured ISO, else the law, extrapolated outside the profiled range); the first source that knows the
+    sensor wins.
+    """
+    from ..noise.profile import usable
+
+    def from_profile(profiles):
+        return lambda s, i: profiles.noise_at(s, i, outside="law")
+
     out: dict[tuple[str, float], dict[str, Any]] = {}
     for sensor, iso in keys:
         for source, get in (
-            ("profile", (lambda s, i: _noise_from_profile(profile, s, i)) if profile is not None else None),
+            ("profile", from_profile(profile) if profile is not None else None),
             ("model", getattr(model, "noise_params", None)),
         ):
             ab = get(sensor, iso) if get is not None else None
-            if ab is not None and _valid(*ab):
-                out[(sensor, iso)] = {
-                    "a": np.asarray(ab[0], float),
-                    "b": np.asarray(ab[1], float),
-                    "source": source,
-                }
+            if ab is not None and usable(*ab):
+                a, b = ab
+                out[(sensor, iso)] = {"a": np.asarray(a, float), "b": np.asarray(b, float), "source": source}
                 break
     missing = sorted({s for s, i in keys if (s, i) not in out})
     if missing and fit is not None:
-        fitted = fit(missing)
+        fitted = from_profile(fit(missing))
         for sensor, iso in keys:
             if (sensor, iso) in out:
                 continue
-            ab = _noise_from_profile(fitted, sensor, iso)
+            ab = fitted(sensor, iso)
             if ab is not None:
-                out[(sensor, iso)] = {"a": ab[0], "b": ab[1], "source": "fit"}
+                out[(sensor, iso)] = {"a": ab.a, "b": ab.b, "source": "fit"}
     lost = [f"{s} ISO {i:g}" for s, i in keys if (s, i) not in out]
     if lost:
         raise RawlabError(
@@ -292,26 +270,13 @@ def noise_parameters(
 # -- per frame -----------------------------------------------------------------------------------------------
 
 
-def load_pair(store_url: str, storage_options: dict | None, job: dict[str, Any], crop: int | None):
-    """``(noisy, clean)`` packed normalised planes ``(h, w, 4)`` float32: aligned, exposure-matched, cropped."""
-    from ..catalog.qa import normalise
+def load_pair(store_url: str, storage_options: dict | None, pair: Pair, crop: int | None):
+    """``(noisy, clean)`` packed normalised planes ``(h, w, 4)`` float32: aligned, exposure-matched
+    (:func:`rawlab.catalog.pairs.read_matched`), the central ``crop x crop`` when ``crop`` is given."""
+    from ..catalog.pairs import read_matched
     from ..catalog.store import FrameStore
 
-    fs = FrameStore(store_url, storage_options)
-    noisy = fs.read_frame(job["frame_id"])
-    ref = fs.read_frame(job["ref_id"])
-    sy, sx = job["shift"]  # packed px: noisy(y, x) = ref(y - sy, x - sx)
-    h, w = min(noisy.shape[1], ref.shape[1]), min(noisy.shape[2], ref.shape[2])
-    noisy = noisy[:, max(sy, 0) : h + min(sy, 0), max(sx, 0) : w + min(sx, 0)]
-    ref = ref[:, max(-sy, 0) : h + min(-sy, 0), max(-sx, 0) : w + min(-sx, 0)]
-    if crop:
-        h, w = noisy.shape[1:]
-        y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-        noisy = noisy[:, y0 : y0 + crop, x0 : x0 + crop]
-        ref = ref[:, y0 : y0 + crop, x0 : x0 + crop]
-    y = normalise(noisy, job["black_level"], job["white_level"])
-    c = normalise(ref, job["ref_black_level"], job["ref_white_level"])
-    c = c * np.asarray(job["gain"], np.float32)[:, None, None]
+    y, c = read_matched(FrameStore(store_url, storage_options), pair, crop=crop)
     return np.ascontiguousarray(np.moveaxis(y, 0, -1)), np.ascontiguousarray(np.moveaxis(c, 0, -1))
 
 
@@ -321,16 +286,16 @@ def _score(estimate, clean, seconds: float, mp: float) -> dict[str, float]:
     return {"psnr": psnr(estimate, clean), "ssim": ssim(estimate, clean), "s_per_mp": seconds / mp}
 
 
-def baseline_task(store_url, storage_options, job: dict[str, Any], methods, crop) -> dict[str, Any]:
-    """Scores of the classical ``methods`` on one frame (runs on a Dask worker)."""
-    noisy, clean = load_pair(store_url, storage_options, job, crop)
+def baseline_task(store_url, storage_options, pair: Pair, a, b, lower, methods, crop) -> dict[str, Any]:
+    """Scores of the classical ``methods`` on one pair with noise ``(a, b)`` (runs on a Dask worker)."""
+    noisy, clean = load_pair(store_url, storage_options, pair, crop)
     mp = noisy.size / 1e6  # mosaic megapixels: 4 mosaic pixels per packed pixel
     out = {}
     for m in methods:
         t = time.perf_counter()
-        est = denoise_baseline(m, noisy, job["a"], job["b"], job["lower"])
+        est = denoise_baseline(m, noisy, a, b, lower)
         out[m] = _score(est, clean, time.perf_counter() - t, mp)
-    return {"key": job["key"], "scores": out}
+    return out
 
 
 def _denoise(model, x: np.ndarray, a, b, tile: int = 512, overlap: int = 32) -> np.ndarray:
@@ -362,13 +327,7 @@ def evaluate_store(
     scenes: str = "heldout",
     max_frames: int | None = None,
     crop: int | None = None,
-    client=None,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    storage_options: dict | None = None,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
-    echo: Callable[[str], None] | None = None,
+    options: RunOptions | None = None,
 ) -> EvalResult:
     """Score ``model`` and the baselines on the held-out pairs of ``store``, per sensor and ISO.
 
@@ -388,8 +347,9 @@ def evaluate_store(
         At most this many frames per sensor and ISO.
     crop
         Score the central ``crop x crop`` packed pixels of each frame (bounds the cost on large frames).
-    client, scheduler, workers
-        Where the baselines run: a Dask client, a scheduler address, or a local cluster of ``workers``.
+    options
+        Where the baselines (and a noise fit) run and how progress is reported
+        (:class:`rawlab.cluster.RunOptions`); a cluster is started only when one is needed.
 
     Raises
     ------
@@ -397,10 +357,10 @@ def evaluate_store(
         A missing or unreadable store, model or profile; nothing to score; unknown methods.
     """
     from ..catalog import open_catalog
-    from ..noise.moments import clip_bounds
     from ..noise.profile import NoiseProfileSet, load_profiles
 
     t0 = time.perf_counter()
+    opts = options or RunOptions()
     model_path = None
     if isinstance(model, (str, os.PathLike)):
         model_path, model = model, load_denoiser(model)
@@ -412,78 +372,49 @@ def evaluate_store(
         raise RawlabError(f"--max-frames must be at least 1, got {max_frames}")
     chosen = resolve_methods(methods, has_model=model is not None)
     classical = [m for m in chosen if m in _CLASSICAL]
-    cat = open_catalog(store, storage_options)
+    cat = open_catalog(store, opts.storage_options)
     config = getattr(model, "config", None) or {}
     train_scenes = (config.get("split") or {}).get("train_scenes")
     trained = {(s, c) for s, c in train_scenes} if train_scenes is not None else None
-    jobs, notes = select_pairs(cat, store, scenes=scenes, trained=trained, max_frames=max_frames)
-    keys = sorted({(j["sensor"], j["iso"]) for j in jobs})
-    so = storage_options or {}
+    pairs, notes = select_pairs(cat, store, scenes=scenes, trained=trained, max_frames=max_frames)
 
     with ExitStack() as stack:
-        cluster_client = client
+        clients: list = []
 
-        def get_client():
-            nonlocal cluster_client
-            if cluster_client is None:
-                from ..cluster import dask_client
-
-                cluster_client, _ = stack.enter_context(dask_client(scheduler, workers=workers, echo=echo))
-            return cluster_client
+        def get_client():  # a cluster only when the baselines or a noise fit need one
+            if not clients:
+                clients.append(stack.enter_context(opts.session())[0])
+            return clients[0]
 
         def fit(sensors: list[str]):
-            from ..noise.pipeline import fit_store
+            from ..noise import fit_store
 
-            if echo:
-                echo(f"eval: fitting noise for {', '.join(sensors)} (no --profile and no model law for them)")
-            profiles = []
-            for s in sensors:
-                profiles += fit_store(store, sensor=s, client=get_client(), bootstrap=0,
-                                      storage_options=storage_options).profiles.sensors  # fmt: skip
-            return NoiseProfileSet(profiles)
+            opts.note(
+                f"eval: fitting noise for {', '.join(sensors)} (no --profile and no model law for them)"
+            )
+            quiet = dataclasses.replace(opts, client=get_client(), progress=None, set_total=None, echo=None)
+            fitted = [
+                fit_store(store, sensor=s, bootstrap=0, options=quiet).profiles.sensors for s in sensors
+            ]
+            return NoiseProfileSet([sp for sps in fitted for sp in sps])
 
-        noise = noise_parameters(keys, profile=profile, model=model, fit=fit)
-        for i, j in enumerate(jobs):
-            p = noise[(j["sensor"], j["iso"])]
-            lower, _, _ = clip_bounds(j["black_level"], j["white_level"])
-            j.update(key=i, a=p["a"].tolist(), b=p["b"].tolist(), lower=lower.tolist())
-        if set_total:
-            set_total(len(jobs) * (1 + bool(classical)))
-        futures = {}
-        if classical:
-            c = get_client()
-            futures = {
-                c.submit(baseline_task, store, so, j, classical, crop, pure=False): j["key"] for j in jobs
-            }
-        scores: dict[int, dict[str, dict[str, float]]] = {j["key"]: {} for j in jobs}
-        for j in jobs:  # identity and the model here, while the workers run the baselines
-            noisy, clean = load_pair(store, so, j, crop)
-            mp = noisy.size / 1e6
-            if "identity" in chosen:
-                scores[j["key"]]["identity"] = _score(noisy, clean, 0.0, mp)
-            if model is not None:
-                t = time.perf_counter()
-                est = _denoise(model, noisy, np.asarray(j["a"], np.float32), np.asarray(j["b"], np.float32))
-                scores[j["key"]]["model"] = _score(est, clean, time.perf_counter() - t, mp)
-            j["shape"] = list(noisy.shape)
-            if progress:
-                progress(1)
-        if futures:
-            from distributed import as_completed
-
-            for fut in as_completed(futures):
-                r = fut.result()
-                scores[r["key"]].update(r["scores"])
-                fut.release()
-                if progress:
-                    progress(1)
+        noise = noise_parameters(
+            sorted({(p.sensor, p.iso) for p in pairs}), profile=profile, model=model, fit=fit
+        )
+        opts.total(len(pairs) * (1 + bool(classical)))
+        with ThreadPoolExecutor(1, thread_name_prefix="rawlab-eval") as pool:
+            baselines = pool.submit(_run_baselines, get_client(), store, opts, pairs, noise, classical, crop) \
+                if classical else None  # fmt: skip
+            scores, shapes = _score_here(store, opts, pairs, noise, model, "identity" in chosen, crop)
+            if baselines is not None:  # the workers ran the baselines meanwhile
+                for s, got in zip(scores, baselines.result(), strict=True):
+                    s.update(got)
 
     frames = []
-    for j in jobs:
-        s = scores[j["key"]]
+    for p, s, shape in zip(pairs, scores, shapes, strict=True):
         frames.append({
-            "path": j["path"], "frame_id": j["frame_id"], "sensor": j["sensor"], "iso": _iso(j["iso"]),
-            "scene": j["scene"], "shape": j["shape"],
+            "path": p.path, "frame_id": p.frame_id, "sensor": p.sensor, "iso": _iso(p.iso),
+            "scene": p.scene, "shape": shape,
             "psnr": {m: s[m]["psnr"] for m in chosen}, "ssim": {m: s[m]["ssim"] for m in chosen},
             "s_per_mp": {m: s[m]["s_per_mp"] for m in chosen},
         })  # fmt: skip
@@ -492,9 +423,52 @@ def evaluate_store(
         {"sensor": s, "iso": _iso(i), "a": p["a"].tolist(), "b": p["b"].tolist(), "source": p["source"]}
         for (s, i), p in sorted(noise.items())
     ]
-    options = {"scenes": scenes, "max_frames": max_frames, "crop": crop, "n_frames": len(jobs)}
+    options_out = {"scenes": scenes, "max_frames": max_frames, "crop": crop, "n_frames": len(pairs)}
     return EvalResult(rows, frames, chosen, _model_name(model, model_path), os.fspath(store), noise_out,
-                      options, notes, time.perf_counter() - t0)  # fmt: skip
+                      options_out, notes, time.perf_counter() - t0)  # fmt: skip
+
+
+def _run_baselines(client, store: str, opts: RunOptions, pairs, noise, methods, crop) -> list[dict]:
+    """The classical ``methods`` on every pair, one Dask task per pair; scores in the order of ``pairs``."""
+    from ..cluster import run_tasks
+    from ..noise.moments import clip_bounds
+
+    args = []
+    for p in pairs:
+        n = noise[(p.sensor, p.iso)]
+        lower, _, _ = clip_bounds(list(p.black_level), p.white_level)
+        args.append((store, opts.storage_options, p, n["a"].tolist(), n["b"].tolist(), lower.tolist(), methods,
+                     crop))  # fmt: skip
+    out = run_tasks(client, baseline_task, args, name="eval-baselines", progress=opts.progress)
+    for o in out:
+        if not o.ok:
+            raise (
+                o.error
+                if o.error is not None
+                else RawlabError(f"a worker died scoring {pairs[o.index].path}")
+            )
+    return [o.value for o in out]
+
+
+def _score_here(store: str, opts: RunOptions, pairs, noise, model, identity: bool, crop):
+    """Identity and the model on every pair, in this process: ``(scores per pair, shape per pair)``."""
+    scores: list[dict[str, dict[str, float]]] = []
+    shapes = []
+    for p in pairs:
+        noisy, clean = load_pair(store, opts.storage_options, p, crop)
+        mp = noisy.size / 1e6
+        s = {}
+        if identity:
+            s["identity"] = _score(noisy, clean, 0.0, mp)
+        if model is not None:
+            n = noise[(p.sensor, p.iso)]
+            t = time.perf_counter()
+            est = _denoise(model, noisy, n["a"].astype(np.float32), n["b"].astype(np.float32))
+            s["model"] = _score(est, clean, time.perf_counter() - t, mp)
+        scores.append(s)
+        shapes.append(list(noisy.shape))
+        opts.advance(1)
+    return scores, shapes
 
 
 def _iso(iso: float) -> float | int:

@@ -1,18 +1,18 @@
 """Classical raw denoisers to measure a model against: variance stabilisation, then a Gaussian denoiser.
 
 The generalised Anscombe transform (GAT) turns Poisson-Gaussian noise ``Var[z] = a * E[z] + b`` (normalised
-units, DESIGN.md) into noise of about unit variance at every signal level (Starck, Murtagh & Bijaoui 1998;
-Mäkitalo & Foi, IEEE TIP 2013)::
+units, docs/architecture.md) into noise of about unit variance at every signal level (Starck, Murtagh &
+Bijaoui 1998; Mäkitalo & Foi, IEEE TIP 2013)::
 
     f(z) = 2 * sqrt(max(z / a + 3/8 + s2, 0)),   s2 = b / a**2
 
 A Gaussian denoiser then runs with ``sigma = 1`` on each packed channel, and the result is taken back with the
 **exact unbiased inverse** of Mäkitalo & Foi: the map ``E[f(z) | x] -> x``. The algebraic inverse ``f^-1`` is
-biased where counts are low (``E[f(z)] != f(E[z])`` because ``f`` is concave) and costs up to 0.3 dB at high
-noise (DESIGN.md, "Known facts"). Here ``E[f(z) | x]`` is computed numerically: a sum over the Poisson pmf of
-a Gaussian-smoothed ``f`` (quadrature), optionally with the sensor's clipping at black, tabulated over the
-underlying mean and inverted by interpolation; above a few thousand expected counts the closed-form
-asymptote ``x = a * (D**2 / 4 - 1/8 - s2)`` is exact to far below a DN.
+biased where counts are low (``E[f(z)] != f(E[z])`` because ``f`` is concave), which costs PSNR at high noise
+(tests/test_baselines.py pins that the exact inverse wins). Here ``E[f(z) | x]`` is computed numerically: a
+sum over the Poisson pmf of a Gaussian-smoothed ``f`` (quadrature), optionally with the sensor's clipping at
+black, tabulated over the underlying mean and inverted by interpolation; above a few thousand expected counts
+the closed-form asymptote ``x = a * (D**2 / 4 - 1/8 - s2)`` is exact to far below a DN.
 
 Methods (names as in the evaluation JSON): ``identity`` (the noisy input), ``vst-wavelet``
 (:func:`skimage.restoration.denoise_wavelet`, BayesShrink), ``vst-nlm``

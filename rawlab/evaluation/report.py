@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluate import EvalResult
+from .scoring import EvalResult
 
 __all__ = ["EvalOutputs", "format_table", "margins", "summary_line", "write_outputs"]
 

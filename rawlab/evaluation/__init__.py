@@ -1,0 +1,45 @@
+"""Evaluation: a denoiser (a model directory, a ``.tflite`` file) and the classical baselines scored on
+held-out noisy/clean pairs of a store, and the ``rawlab.eval/1`` report.
+
+It sits above ``learn`` and ``deploy`` (it loads their models) and below the CLI (docs/architecture.md,
+"Layers"). Modules: :mod:`~rawlab.evaluation.metrics` (PSNR, SSIM), :mod:`~rawlab.evaluation.baselines`
+(variance stabilisation + classical denoisers), :mod:`~rawlab.evaluation.scoring` (which pairs, which noise
+parameters, the Dask run), :mod:`~rawlab.evaluation.report` (JSON, plot, table). Heavy imports happen inside
+the submodules; ``import rawlab.evaluation`` is cheap.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "EvalResult",
+    "denoise_baseline",
+    "evaluate_store",
+    "load_denoiser",
+    "psnr",
+    "select_pairs",
+    "ssim",
+    "write_outputs",
+]
+
+_WHERE = {
+    "BASELINES": "baselines",
+    "denoise_baseline": "baselines",
+    "METHODS": "scoring",
+    "EvalResult": "scoring",
+    "evaluate_store": "scoring",
+    "load_denoiser": "scoring",
+    "select_pairs": "scoring",
+    "psnr": "metrics",
+    "ssim": "metrics",
+    "write_outputs": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'rawlab.evaluation' has no attribute {name!r}")
