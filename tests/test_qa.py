@@ -332,11 +332,21 @@ def test_check_pair_saturated_frame_is_excluded_unless_threshold_loosened():
     assert loose["status"] == "ok", loose["reason"]
 
 
+def test_check_pair_excludes_a_pair_identical_to_its_reference():
+    """A copy of the reference (zero residual) would pass every other check (gain 1, shift 0) and tell the
+    noise fit the sensor has no noise: it is excluded, with the reason."""
+    ref, _ = _dn_pair(PG1, 0.0, 0.0, iso=400)
+    out = check_pair(ref, ref.copy(), ref_meta=_meta(PG1), meta=_meta(PG1))
+    assert out["status"] == "excluded" and out["reason"].startswith("identical to its reference")
+    assert out["gain"] == pytest.approx(1.0) and out["align_dy"] == 0 and out["align_dx"] == 0
+
+
 def test_check_pair_misaligned_pair_passes_looser_max_shift():
     ref, mov = _dn_pair(PG1, 3.0, -1.0, iso=400)
     out = check_pair(ref, mov, ref_meta=_meta(PG1), meta=_meta(PG1))
     assert out["status"] == "excluded"
-    assert out["reason"] == "misaligned: shift (3.0, -1.0) px exceeds max_shift 2 px"
+    # the limit applies to the shift's length, hypot(3, -1) = 3.16 px, and the message says so
+    assert out["reason"] == "misaligned: shift (3.0, -1.0) px, length 3.16 px, exceeds max_shift 2 px"
     assert (
         check_pair(ref, mov, ref_meta=_meta(PG1), meta=_meta(PG1), thresholds=QAThresholds(max_shift=4))[
             "status"

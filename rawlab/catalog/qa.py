@@ -538,6 +538,11 @@ def check_pair(
         reason = f"size mismatch: noisy frame {moving_dn.shape[1:]} vs reference {ref_dn.shape[1:]} packed px"
         return {**row, "status": "excluded", "reason": reason}
     reasons: list[str] = []
+    if np.array_equal(ref_dn, moving_dn):  # a copy of the reference (re-saved, or the same file twice)
+        reasons.append(
+            "identical to its reference: the residual noisy - clean is exactly zero, so the pair holds no noise "
+            "to learn or measure (a copy of the same capture?)"
+        )
     if stats["mean_level"] < t.min_mean_level:
         reasons.append(
             f"too dark to check: mean level {stats['mean_level']:.3g} is below min_mean_level {t.min_mean_level:.3g}"
@@ -564,7 +569,10 @@ def check_pair(
     if match < t.min_match and not flat:
         reasons.append(f"no reliable alignment: match {match:.2f} is below min_match {t.min_match:.3g}")
     elif math.hypot(dy, dx) > t.max_shift and not flat:
-        reasons.append(f"misaligned: shift ({dy:.1f}, {dx:.1f}) px exceeds max_shift {t.max_shift:.3g} px")
+        reasons.append(
+            f"misaligned: shift ({dy:.1f}, {dx:.1f}) px, length {math.hypot(dy, dx):.2f} px, exceeds max_shift "
+            f"{t.max_shift:.3g} px"
+        )
 
     # Gain over the whole overlap: block stats taken in DN (integer, exact), then normalised. Black clips at
     # 0 DN whatever the crop shows, or higher where the data sit on a floor.
