@@ -42,10 +42,11 @@ def learn_store(tmp_path_factory, client):
     """A small paired store for the learning tests: 2 sensors x 2 scenes (one held out each), 256x192 frames
     (128x96 packed), built by the real catalog build. Returns ``(store, truth_path)``."""
     from rawlab.catalog.build import build_catalog
+    from rawlab.cluster import RunOptions
     from rawlab.synth import write_dataset
 
     root = tmp_path_factory.mktemp("learn")
     summary = write_dataset(root / "data", seed=3, size=(256, 192), n_sensors=2, n_scenes=2)
     store = root / "store.zarr"
-    build_catalog([str(root / "data")], str(store), client=client)
+    build_catalog([str(root / "data")], str(store), options=RunOptions(client=client))
     return store, summary.truth_path

@@ -23,7 +23,7 @@ from rawlab.noise.profile import load_profiles
 def store(small_synth, tmp_path_factory, client):
     """The session's small synthetic dataset (2 sensors x 2 scenes, 128x96) as a real store."""
     path = tmp_path_factory.mktemp("eval") / "store.zarr"
-    build_catalog([str(small_synth.out)], str(path), client=client)
+    build_catalog([str(small_synth.out)], str(path), options=RunOptions(client=client))
     return str(path)
 
 

@@ -186,7 +186,7 @@ def test_cli_user_errors_exit_2_without_a_traceback(learn_store, tmp_path, clien
     (single / "a" / src.name).write_bytes(src.read_bytes())
     from rawlab.catalog.build import build_catalog
 
-    build_catalog([str(single)], str(tmp_path / "single.zarr"), client=client)
+    build_catalog([str(single)], str(tmp_path / "single.zarr"), options=RunOptions(client=client))
     cases = [
         (["train", str(tmp_path / "nope.zarr"), "--config", "tiny"], "not a rawlab store"),
         (["train", str(store), "--config", "huge"], "unknown config 'huge'"),

@@ -39,6 +39,8 @@ def split_pairs(catalog: pd.DataFrame, fraction: float = EVAL_FRACTION) -> tuple
     pairs = catalog[(catalog["role"] == "noisy") & (catalog["status"] == "ok")]
     held = eval_scenes(catalog, fraction)
     mask = pd.Series(
-        [(s, c) in held for s, c in zip(pairs["sensor"], pairs["scene"], strict=True)], index=pairs.index
+        [(s, c) in held for s, c in zip(pairs["sensor"], pairs["scene"], strict=True)],
+        index=pairs.index,
+        dtype=bool,  # an empty mask must still select rows, not (no) columns
     )
     return pairs[~mask], pairs[mask]
