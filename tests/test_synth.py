@@ -135,3 +135,51 @@ def test_synth_pack_matches_written_mosaic(small_synth):
     f = sorted(small_synth.out.rglob("*.dng"))[0]
     frame = read_raw(f)
     np.testing.assert_array_equal(frame.packed(), pack(frame.mosaic, frame.info.cfa))
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "rawlab", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_line_error(res) -> str:
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_synth_refuses_a_size_that_cannot_fit_in_memory(tmp_path):
+    """#17.8: 100000x100000 died in a MemoryError traceback; it is refused up front, before any allocation."""
+    import time
+
+    from rawlab.errors import RawlabError
+    from rawlab.synth.generate import BYTES_PER_PIXEL, available_memory, check_size
+
+    have = available_memory()
+    assert have is not None and have > 0  # /proc/meminfo (or psutil) is readable here
+    assert 100_000 * 100_000 * BYTES_PER_PIXEL > have  # 1.6 TB: no test machine has it
+    t = time.perf_counter()
+    line = _one_line_error(_cli("synth", tmp_path / "out", "--size", "100000x100000"))
+    assert time.perf_counter() - t < 60  # no attempt to allocate or to simulate
+    assert "--size 100000x100000 needs about" in line and "smaller --size" in line, line
+    assert not any((tmp_path / "out").rglob("*.dng"))
+    with pytest.raises(RawlabError, match="GB is available"):
+        check_size(100_000, 100_000)
+    check_size(4000, 3000)  # 12 MP needs about 1.9 GB: fine on any machine the suite runs on
+
+
+def test_synth_refuses_an_unwritable_out(tmp_path):
+    """#17.5: an OUT below a regular file gave a traceback (root ignores permission bits; a file does not)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    line = _one_line_error(
+        _cli("synth", blocker / "out", "--size", "64x48", "--sensors", "1", "--scenes", "1")
+    )
+    assert "afile" in line and "not a folder" in line, line
+    assert blocker.read_text() == "x"

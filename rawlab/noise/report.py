@@ -118,7 +118,11 @@ def _write(result, out: Path, fmt: str) -> Written:
                 lines.append(f"  flag: {flag.get('message', flag) if isinstance(flag, dict) else flag}")
         val = result.validation.get(sp.sensor, {})
         overall = val.get("overall")
-        if overall:
+        if overall and overall.get("share_within_rel") is None:
+            lines.append(
+                f"  validation: none of the {overall.get('n_tiles', 0)} held-out tiles could be checked"
+            )
+        elif overall:
             lines.append(
                 f"  validation: {overall['share_within_rel']:.0%} of {overall['n_tiles']} held-out tiles within "
                 f"10% of the predicted variance (sampling-aware: {overall['share_within_tol']:.0%}); median "

@@ -234,7 +234,8 @@ def _check_not_empty(cat: pd.DataFrame, store: str) -> None:
     if not n:
         why = "its catalog lists no files (was it built from an empty folder?)"
     else:
-        why = f"all {n} files in its catalog failed to read (`rawlab catalog show {store}` lists why)"
+        files = "its only file" if n == 1 else f"every one of the {n} files in its catalog"
+        why = f"{files} failed to read (`rawlab catalog show {store}` says why)"
     raise RawlabError(
         f"{store} holds no readable frames: {why}; build it from a folder of raw files with "
         "`rawlab catalog build SOURCE --out STORE`"
