@@ -529,8 +529,9 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 
     jax2tf at a fixed tile shape, builtin TFLite ops only. The float32 export must match JAX within 1e-4 on
     real crops (held-out scenes of the training store) or nothing is written; quantised exports print their
-    PSNR cost. Tile size, overlap, normalisation and noise law are embedded in the file (and written beside
-    it as OUT.json), so `rawlab denoise --model OUT` needs nothing else.
+    PSNR cost, and their PSNR against each pair's aligned, exposure-matched clean reference. Tile size,
+    overlap, normalisation and noise law are embedded in the file (and written beside it as OUT.json), so
+    `rawlab denoise --model OUT` needs nothing else. OUT's folder is checked (and created) first.
     """
     from .deploy.export import export_tflite
 
@@ -553,7 +554,13 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     required=True,
     help="A model directory (`rawlab train --workdir`) or a .tflite from `rawlab export`.",
 )
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write into (created); inputs' paths below their common folder are kept.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -562,16 +569,36 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     show_default=True,
     help="dng: denoised raw, metadata kept; png (8-bit) / tiff (16-bit): a rendered sRGB preview.",
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Replace outputs that exist (default: keep them and skip those inputs)."
+)
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
-def denoise(raws, model, out, fmt, scheduler, workers, strict):
+def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
     ISO (else the DNG NoiseProfile, else an estimate from the image alone), denoised in overlapping tiles,
-    and written as a DNG of the same size, CFA and levels, or as a rendered preview. Files that cannot be
+    and written as a DNG of the same size, CFA and levels, or as a rendered preview.
+
+    Each output goes in OUT at its input's path below the inputs' common folder, with the format's suffix,
+    and one line per input says where it went (or why not):
+
+    \b
+      rawlab denoise a/x.dng b/x.dng --out D      ->  D/a/x.dng, D/b/x.dng
+      rawlab denoise a/x.dng a/y.dng --out D      ->  D/x.dng, D/y.dng
+      rawlab denoise shoot/ --out D --format png  ->  D/<path below shoot/>.png
+
+    An existing output is kept and its input reported as skipped (not a failure), so re-running a batch
+    finishes only what is missing; --overwrite replaces existing outputs. An output never replaces one of the
+    inputs, and two inputs never share an output (x.dng and x.DNG, or x.nef and x.dng, both of which would
+    become x.dng): the first in input order gets it, the other fails with the reason. Files that cannot be
     read are reported with the reason and the rest go on.
+
+    Exit status: 0; 1 when every file failed (or any, with --strict); 2 for a usage error, such as a missing,
+    truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
     """
+    from .cluster import RunOptions
     from .deploy.denoise import denoise_files
 
     with _reporting("denoise") as report:
@@ -580,14 +607,13 @@ def denoise(raws, model, out, fmt, scheduler, workers, strict):
             model,
             out,
             fmt=fmt,
-            scheduler=scheduler,
-            workers=workers,
-            **report,
+            overwrite=overwrite,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
         )
     for r in summary.results:
-        click.echo(r.line(), err=not r.ok)
+        click.echo(r.line(), err=r.failed)
     click.echo(summary.line())
-    if strict and summary.n_failed:
+    if summary.all_failed or (strict and summary.n_failed):
         raise SystemExit(1)
 
 

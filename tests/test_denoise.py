@@ -1,9 +1,11 @@
 """`rawlab denoise`: tiles without seams, denoised DNGs that LibRaw reads back exactly, real camera files,
-bad files reported while the rest go on, and the exit codes."""
+bad files reported while the rest go on, where outputs go (mirrored, never clobbered), damaged models and
+unwritable outputs refused up front, and the exit codes."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +19,7 @@ import itertools
 from click.testing import CliRunner
 
 from rawlab.cli import main
+from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
 
 TILE = {"size": 64, "overlap": 16}
@@ -214,7 +217,8 @@ def test_bad_files_are_reported_and_the_rest_go_on(tflite, small_synth, tmp_path
     (src / "empty.NEF").write_bytes(b"")
     (src / "readme.txt").write_text("skipped: not a raw by content or extension")
     seen = []
-    summary = denoise_files([str(src)], tflite, tmp_path / "out", client=client, on_result=seen.append)
+    opts = RunOptions(client=client)
+    summary = denoise_files([str(src)], tflite, tmp_path / "out", on_result=seen.append, options=opts)
     assert (summary.n_ok, summary.n_failed) == (2, 2) and len(seen) == 4
     reasons = dict(summary.failures)
     assert "is empty" in reasons[str(src / "empty.NEF")]
@@ -239,11 +243,21 @@ def test_cli_exit_codes(tflite, small_synth, tmp_path, client):
     assert res.stdout.strip().splitlines()[-1].startswith("denoise: 1 of 1 files denoised")
     assert "noise from model law" in res.stdout
 
-    res = runner.invoke(main, [*base, *sched, good, str(bad)])
-    assert res.exit_code == 0 and "1 failed" in res.stdout
+    res = runner.invoke(main, [*base, *sched, "--overwrite", good, str(bad)])
+    assert res.exit_code == 0 and "1 of 2 files denoised" in res.stdout and "1 failed" in res.stdout
     assert f"failed: {bad}:" in res.stderr and "Traceback" not in res.output
-    res = runner.invoke(main, [*base, *sched, "--strict", good, str(bad)])
+    res = runner.invoke(main, [*base, *sched, "--overwrite", "--strict", good, str(bad)])
     assert res.exit_code == 1 and "1 failed" in res.stdout
+
+    # Every file failed: exit 1 without --strict, and the summary says so.
+    bad2 = tmp_path / "bad2.dng"
+    bad2.write_bytes(b"")
+    res = runner.invoke(main, [*base, *sched, str(bad), str(bad2)])
+    assert res.exit_code == 1, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("denoise: all 2 files failed, none denoised")
+    assert (
+        f"failed: {bad}:" in res.stderr and f"failed: {bad2}:" in res.stderr and "Traceback" not in res.output
+    )
 
     for args, needle in [
         (
@@ -283,7 +297,7 @@ def test_every_real_bayer_sample_denoises_to_a_dng_of_the_same_shape(samples_dir
     from rawlab.rawio import read_raw
 
     files = sorted((samples_dir / "bayer").iterdir())
-    summary = denoise_files([str(samples_dir / "bayer")], tflite, tmp_path, client=client)
+    summary = denoise_files([str(samples_dir / "bayer")], tflite, tmp_path, options=RunOptions(client=client))
     assert summary.n_failed == 0, summary.failures
     assert summary.n_ok == len(files)
     for res in summary.results:
@@ -298,7 +312,7 @@ def test_samples_that_are_not_bayer_raws_fail_clearly(samples_dir, tflite, tmp_p
     from rawlab.deploy.denoise import denoise_files
 
     bad = [samples_dir / d for d in ("non-bayer", "stubs", "undecodable")]
-    summary = denoise_files([str(p) for p in bad], tflite, tmp_path, client=client)
+    summary = denoise_files([str(p) for p in bad], tflite, tmp_path, options=RunOptions(client=client))
     n = sum(len(list(p.iterdir())) for p in bad)
     assert summary.n_ok == 0 and summary.n_failed == n
     kinds = {r.error_kind for r in summary.results}
@@ -314,3 +328,204 @@ def test_load_denoiser_errors(tmp_path):
         load_denoiser(tmp_path / "missing.tflite")
     with pytest.raises(RawlabError, match="not a rawlab model directory"):
         load_denoiser(tmp_path)
+
+
+# -- where outputs go ------------------------------------------------------------------------------------------
+
+
+def _files_below(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_outputs_mirror_the_inputs_below_their_common_folder(tflite, small_synth, tmp_path, client):
+    from rawlab.deploy.denoise import denoise_files
+    from rawlab.rawio import read_raw
+
+    g = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[:3]
+    src = tmp_path / "in"
+    for rel, copy in (("a/x.dng", g[0]), ("b/x.dng", g[1]), ("b/y.dng", g[2])):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(copy, src / rel)
+    a, b = src / "a" / "x.dng", src / "b" / "x.dng"
+
+    # Two files of one name in two folders: D/a/x.dng and D/b/x.dng, each line saying where its output went.
+    out = tmp_path / "D"
+    sched = ["--scheduler", client.scheduler.address]
+    res = CliRunner().invoke(
+        main, ["denoise", str(a), str(b), "--model", str(tflite), "--out", str(out), *sched]
+    )
+    assert res.exit_code == 0, res.output
+    assert _files_below(out) == ["a/x.dng", "b/x.dng"]
+    for name, given in (("a", a), ("b", b)):
+        assert f"denoised: {given} -> {out / name / 'x.dng'} (" in res.stdout
+        assert read_raw(out / name / "x.dng").mosaic.shape == read_raw(given).mosaic.shape
+    assert read_raw(out / "a" / "x.dng").info.iso == read_raw(a).info.iso  # not swapped
+    assert read_raw(out / "b" / "x.dng").info.iso == read_raw(b).info.iso
+
+    # Folders: the same mirror below their common folder; png and tiff change the suffix only.
+    for fmt in ("png", "tiff"):
+        summary = denoise_files(
+            [str(src / "a"), str(src / "b")],
+            tflite,
+            tmp_path / fmt,
+            fmt=fmt,
+            options=RunOptions(client=client),
+        )
+        assert summary.n_ok == 3
+        assert _files_below(tmp_path / fmt) == [f"a/x.{fmt}", f"b/x.{fmt}", f"b/y.{fmt}"]
+        assert [r.out for r in summary.results] == [
+            str(tmp_path / fmt / rel) for rel in (f"a/x.{fmt}", f"b/x.{fmt}", f"b/y.{fmt}")
+        ]
+
+    # One file, or files of one folder: directly in D.
+    summary = denoise_files([str(a)], tflite, tmp_path / "one")
+    assert _files_below(tmp_path / "one") == ["x.dng"] and summary.results[0].out == str(
+        tmp_path / "one/x.dng"
+    )
+    both = [str(src / "b" / "x.dng"), str(src / "b" / "y.dng")]
+    summary = denoise_files(both, tflite, tmp_path / "same", options=RunOptions(client=client))
+    assert summary.n_ok == 2 and _files_below(tmp_path / "same") == ["x.dng", "y.dng"]
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tflite, small_synth, tmp_path, client):
+    from rawlab.rawio import read_raw
+
+    g = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[:2]
+    src, out = tmp_path / "in", tmp_path / "D"
+    src.mkdir()
+    shutil.copy(g[0], src / "x.dng")
+    shutil.copy(g[1], src / "y.dng")
+    runner = CliRunner()
+    base = ["denoise", "--model", str(tflite), "--out", str(out), "--scheduler", client.scheduler.address]
+    res = runner.invoke(main, [*base, str(src / "x.dng")])
+    assert res.exit_code == 0, res.output
+    (out / "x.dng").write_bytes(b"the user's own file")  # e.g. an output edited since
+
+    res = runner.invoke(main, [*base, str(src)])  # x's output exists: kept and reported; y goes on
+    assert res.exit_code == 0, res.output
+    assert (
+        f"skipped: {src / 'x.dng'}: {out / 'x.dng'} exists; kept it (pass --overwrite to replace it)"
+        in res.stdout
+    )
+    assert f"denoised: {src / 'y.dng'} -> {out / 'y.dng'}" in res.stdout
+    assert "1 of 2 files denoised" in res.stdout and "1 skipped (output exists), 0 failed" in res.stdout
+    assert (out / "x.dng").read_bytes() == b"the user's own file"
+    assert read_raw(out / "y.dng").mosaic.shape == read_raw(g[1]).mosaic.shape
+
+    res = runner.invoke(main, [*base, str(src)])  # nothing left to do: not a failure
+    assert res.exit_code == 0 and "0 of 2 files denoised" in res.stdout and "2 skipped" in res.stdout
+
+    res = runner.invoke(main, [*base, "--overwrite", str(src)])
+    assert res.exit_code == 0 and "2 of 2 files denoised" in res.stdout, res.output
+    assert read_raw(out / "x.dng").mosaic.shape == read_raw(g[0]).mosaic.shape
+    assert _files_below(out) == ["x.dng", "y.dng"]  # no temporary files left behind
+
+
+def test_an_output_that_appears_meanwhile_is_not_clobbered(tflite, small_synth, tmp_path):
+    """The check before the work is repeated, atomically, when the output is published."""
+    from rawlab.deploy.denoise import denoise_file
+    from rawlab.deploy.runtime import load_denoiser
+
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
+    target = tmp_path / "x.dng"
+    target.write_bytes(b"written by someone else meanwhile")
+    res = denoise_file(str(src), load_denoiser(tflite), target)
+    assert res.skipped and not res.failed and str(target) in res.line()
+    assert target.read_bytes() == b"written by someone else meanwhile"
+    assert _files_below(tmp_path) == ["x.dng"]
+    res = denoise_file(str(src), load_denoiser(tflite), target, overwrite=True)
+    assert res.ok and target.read_bytes()[:2] in (b"II", b"MM")
+
+
+def test_inputs_that_would_share_an_output_never_collide(tflite, small_synth, tmp_path, client):
+    from rawlab.deploy.denoise import denoise_files
+    from rawlab.rawio import read_raw
+
+    pg1 = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
+    mp2 = sorted((small_synth.out / "SynthCam_MP-2").rglob("*.dng"))[0]
+    src, out = tmp_path / "in", tmp_path / "D"
+    src.mkdir()
+    shutil.copy(pg1, src / "x.dng")
+    shutil.copy(mp2, src / "x.DNG")  # same name but for the case: one output x.dng for both
+    # x.dng given twice (once through its folder): one input. x.DNG would write x.dng: refused, with the reason.
+    given = [str(src / "x.dng"), str(src), str(src / "x.dng")]
+    summary = denoise_files(given, tflite, out, options=RunOptions(client=client))
+    assert [r.path for r in summary.results] == [str(src / "x.dng"), str(src / "x.DNG")]
+    ok, refused = summary.results
+    assert ok.ok and ok.out == str(out / "x.dng")
+    assert refused.failed and refused.error_kind == "collision"
+    assert f"its output {out / 'x.dng'} is already the output of {src / 'x.dng'}" in refused.line()
+    assert read_raw(out / "x.dng").info.sensor == "SynthCam PG-1"  # the first input's, not overwritten
+    assert _files_below(out) == ["x.dng"]
+
+    # As png, x.dng and x.DNG collide the same way; with --overwrite too, and --strict makes it exit 1.
+    runner = CliRunner()
+    args = ["denoise", str(src), "--model", str(tflite), "--format", "png", "--out", str(tmp_path / "P")]
+    res = runner.invoke(main, [*args, "--overwrite", "--scheduler", client.scheduler.address])
+    assert res.exit_code == 0 and "1 of 2 files denoised" in res.stdout, res.output
+    assert f"failed: {src / 'x.dng'}: its output {tmp_path / 'P' / 'x.png'} is already the output of" in (
+        res.stderr
+    )  # folder order: x.DNG first
+    res = runner.invoke(main, [*args, "--overwrite", "--strict", "--scheduler", client.scheduler.address])
+    assert res.exit_code == 1
+
+    # An output never replaces an input, even with --overwrite.
+    before = (src / "x.dng").read_bytes()
+    summary = denoise_files([str(src / "x.dng")], tflite, src, overwrite=True)
+    assert summary.all_failed and "is the input file" in summary.results[0].error
+    assert (src / "x.dng").read_bytes() == before
+
+
+# -- a damaged model, an unwritable output: one line, exit 2, before the work ----------------------------------
+
+
+def test_a_truncated_or_corrupt_model_is_one_line_and_exit_2(tflite, model, small_synth, tmp_path):
+    good = str(sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0])
+    data = tflite.read_bytes()
+    out = tmp_path / "out"
+    runner = CliRunner()
+    broken_dir = tmp_path / "broken-model"
+    shutil.copytree(model[0], broken_dir)
+    params = broken_dir / "model.msgpack"
+    params.write_bytes(params.read_bytes()[:1000])
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(200))
+    cases = [
+        (100, "truncated or corrupt"),  # the flatbuffer's tables point past the end (struct.error before)
+        (len(data) // 2, "truncated or corrupt"),
+        (len(data) - 64, "truncated or corrupt"),  # the description reads; the interpreter refuses
+    ]
+    models = []
+    for n, needle in cases:
+        path = tmp_path / f"cut{n}.tflite"
+        path.write_bytes(data[:n])
+        models.append((path, needle, str(path)))
+    models += [(onnx, "not a TFLite model", str(onnx)), (broken_dir, "model.msgpack", str(params))]
+    for path, needle, named in models:
+        res = runner.invoke(main, ["denoise", good, "--model", str(path), "--out", str(out)])
+        assert res.exit_code == 2, (path, res.output)
+        assert res.exception is None or isinstance(res.exception, SystemExit)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
+        assert named in lines[0] and "Traceback" not in res.output
+        assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_an_unwritable_out_is_refused_before_the_model_is_loaded(model, small_synth, tmp_path):
+    good = str(sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0])
+    # A model that fails only when loaded: if it were loaded first, its error would be the one reported.
+    broken = tmp_path / "model"
+    shutil.copytree(model[0], broken)
+    (broken / "model.msgpack").write_bytes(b"\x81")
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text("a regular file")  # root can write anywhere chmod allows nothing; not below a file
+    runner = CliRunner()
+    for out, needle in [
+        (blocker / "out", f"{blocker} is a file, not a folder"),
+        (blocker, "is a file"),
+        ("/proc/rawlab-test-out", "cannot create the folder /proc/rawlab-test-out"),
+    ]:
+        res = runner.invoke(main, ["denoise", good, "--model", str(broken), "--out", str(out)])
+        assert res.exit_code == 2, (out, res.output)
+        assert needle in res.stderr and "msgpack" not in res.stderr and "Traceback" not in res.output
+    assert blocker.read_text() == "a regular file"

@@ -226,3 +226,134 @@ def test_export_cli(tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert needle in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "x.tflite").exists()
+
+
+# -- the PSNR against clean is measured against the pair's aligned, exposure-matched reference -----------------
+
+SHIFT = (4, -2)  # mosaic px: noisy(y, x) = reference(y - 4, x + 2); packed (2, -1)
+GAIN = 0.97  # the noisy frame's exposure over its reference's
+
+
+@pytest.fixture(scope="module")
+def shifted_pair(tmp_path_factory, client):
+    """A store holding one pair whose noisy frame is shifted by SHIFT and exposed at GAIN x its reference
+    (real DNGs: a synthetic scene's base-ISO frame, and its ISO 800 frame rolled and scaled)."""
+    import shutil
+
+    from rawlab.bayer import unpack
+    from rawlab.catalog.build import build_catalog
+    from rawlab.catalog.qa import QAThresholds
+    from rawlab.cluster import RunOptions
+    from rawlab.dng import read_dng_tags, write_dng
+    from rawlab.rawio import read_raw
+    from rawlab.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("shifted")
+    synth = write_dataset(root / "synth", seed=4, size=(256, 192), n_sensors=1, n_scenes=2)
+    scene = root / "data" / "SynthCam_PG-1" / "astronaut"
+    scene.mkdir(parents=True)
+    ref = scene / "astronaut_iso100_0.dng"
+    shutil.copy(root / "synth" / "SynthCam_PG-1" / "astronaut" / ref.name, ref)
+    src = root / "synth" / "SynthCam_PG-1" / "astronaut" / "astronaut_iso800_0.dng"
+    frame, tags = read_raw(src), read_dng_tags(src)
+    info = frame.info
+    black = np.asarray(info.black_level, float)[:, None, None]
+    dimmer = np.clip(np.round(black + GAIN * (frame.packed() - black)), 0, info.white_level).astype(np.uint16)
+    noisy = scene / "astronaut_iso800_0.dng"
+    write_dng(
+        noisy,
+        np.roll(unpack(dimmer, info.cfa), SHIFT, axis=(0, 1)),
+        cfa=info.cfa,
+        black_level=list(info.black_level),
+        white_level=info.white_level,
+        make="SynthCam",
+        model="PG-1",
+        iso=800,
+        exposure_time=tags["exposure_time"],
+    )
+    store = root / "store.zarr"
+    loose = QAThresholds(max_shift=6.0)  # the default 2 px would exclude this pair as misaligned
+    cat, _ = build_catalog(
+        [str(root / "data")], str(store), thresholds=loose, options=RunOptions(client=client)
+    )
+    return store, ref, noisy, synth.truth_path, cat
+
+
+def test_export_psnr_is_against_the_aligned_exposure_matched_reference(shifted_pair, tmp_path):
+    from rawlab.bayer import normalise
+    from rawlab.deploy.crops import store_crops
+    from rawlab.deploy.export import _psnr, export_tflite
+    from rawlab.learn.modelio import load_model
+    from rawlab.noise.profile import load_profiles
+    from rawlab.rawio import read_raw
+
+    store, ref_path, noisy_path, truth_path, cat = shifted_pair
+    row = cat.set_index("path").loc[str(noisy_path)]
+    assert row["status"] == "ok" and row["clean_path"] == str(ref_path)
+    assert (row["align_dy"], row["align_dx"]) == pytest.approx(SHIFT, abs=0.25)  # QA found the shift ...
+    assert row["gain"] == pytest.approx(GAIN, abs=0.005)  # ... and the exposure ratio
+
+    # An untrained U-Net is the identity, so the JAX output is the noisy crop and the printed "PSNR vs clean"
+    # is the noisy crop's PSNR against the reference the export chose.
+    model_dir = tmp_path / "identity"
+    make_model(model_dir, noise=load_profiles(truth_path).to_dict(), store=store, scale=0.0)
+    lines = []
+    result = export_tflite(model_dir, tmp_path / "m.tflite", n_eval=4, echo=lines.append)
+    crops = store_crops(str(store), TILE["size"], 4, load_model(model_dir), split="eval", seed=0)  # the same
+
+    # The truth, from the DNG files alone: noisy(y, x) = GAIN * reference(y - 2, x + 1) in packed pixels.
+    def planes(path):
+        f = read_raw(path)
+        return normalise(f.packed(), f.info.black_level, f.info.white_level)
+
+    noisy, ref = planes(noisy_path), planes(ref_path)
+    sy, sx = SHIFT[0] // 2, SHIFT[1] // 2
+    t = TILE["size"]
+    matched, unmatched, bound = [], [], []
+    for crop in crops:
+        y, x = crop.origin
+        want_noisy = np.moveaxis(noisy[:, y : y + t, x : x + t], 0, -1)
+        truth = GAIN * np.moveaxis(ref[:, y - sy : y - sy + t, x - sx : x - sx + t], 0, -1)
+        np.testing.assert_array_equal(crop.noisy, want_noisy)  # the crop lies inside the pair's overlap
+        matched.append(_psnr(want_noisy, truth))
+        unmatched.append(_psnr(want_noisy, np.moveaxis(ref[:, y : y + t, x : x + t], 0, -1)))
+        # The store's reference is scaled by the gain QA measured, not by GAIN: their relative difference d
+        # moves the mean squared error by at most 2|d| rms(truth) rms(err) + d^2 ms(truth) (Cauchy-Schwarz).
+        d = float(np.max(np.abs(crop.clean / np.maximum(truth, 1e-3) - 1)[truth > 0.05]))
+        ms_t, mse = float(np.mean(truth**2)), float(np.mean((want_noisy - truth) ** 2))
+        bound.append(10 * np.log10(1 + (2 * d * np.sqrt(ms_t * mse) + d * d * ms_t) / mse))
+        assert d < 0.01
+    reported = result.parity["psnr_jax"]
+    assert reported == pytest.approx(np.mean(matched), abs=max(bound) + 1e-4)
+    assert reported > np.mean(unmatched) + 3  # against the unmatched reference it would read far worse
+    assert any(f"vs clean: JAX {reported:.2f} dB" in line for line in lines)  # and that is what is printed
+
+
+def test_an_unwritable_out_is_refused_before_the_model_is_loaded(tmp_path):
+    import shutil
+
+    from rawlab.deploy.export import export_tflite
+
+    make_model(tmp_path / "m")
+    broken = tmp_path / "broken"  # fails only when loaded: had it been loaded first, that error would show
+    shutil.copytree(tmp_path / "m", broken)
+    (broken / "model.msgpack").write_bytes(b"\x81")
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text(
+        "a regular file"
+    )  # tests run as root, whom chmod does not stop; a file below a file is
+    runner = CliRunner()
+    for out, needle in [
+        (blocker / "out.tflite", f"{blocker} is a file, not a folder"),
+        (blocker / "sub" / "out.tflite", f"{blocker} is a file, not a folder"),
+        ("/proc/rawlab-test.tflite", "cannot write in /proc"),  # refused to root too
+    ]:
+        res = runner.invoke(main, ["export", str(broken), "--out", str(out)])
+        assert res.exit_code == 2, (out, res.output)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "msgpack" not in res.stderr, res.stderr
+        assert "Traceback" not in res.output
+    (tmp_path / "side.tflite.json").mkdir()  # the description written beside the model cannot be written
+    with pytest.raises(RawlabError, match=r"side\.tflite\.json is a folder"):
+        export_tflite(broken, tmp_path / "side.tflite")
+    assert blocker.read_text() == "a regular file"

@@ -5,7 +5,9 @@ there is one, the clean reference. Sources:
 
 - a rawlab store (:func:`store_crops`): noisy frames and their clean references, split by scene the way
   training and evaluation split them (:mod:`rawlab.learn.split`), so calibration uses training scenes and
-  the parity/PSNR check uses held-out scenes;
+  the parity/PSNR check uses held-out scenes. The reference is the pair's as every consumer reads it
+  (:mod:`rawlab.catalog.pairs`): aligned by the pair's QA shift and scaled by its exposure gain, so a PSNR
+  against it measures the denoiser, not the pair's misregistration or brightness difference;
 - raw files or folders (:func:`raw_crops`): any LibRaw-readable Bayer raw, no clean reference;
 - :func:`synthetic_crops`: the built-in scenes (:mod:`rawlab.synth`) with Poisson-Gaussian noise at four
   levels from low to high ISO, clean truth known.
@@ -13,6 +15,7 @@ there is one, the clean reference. Sources:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -34,6 +37,7 @@ class Crop:
     a: np.ndarray  # (4,)
     b: np.ndarray  # (4,)
     label: str  # where it came from, for messages
+    origin: tuple[int, int] | None = None  # packed px of the crop's corner in its (noisy) frame, if from one
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
@@ -57,13 +61,17 @@ def store_crops(store: str, size: int, n: int, model, *, split: str = "eval", se
     """``n`` crops of noisy frames (with their clean references) from the ``split`` scenes of a store.
 
     ``split`` is ``"train"`` or ``"eval"`` (:func:`rawlab.learn.split.split_pairs`); when that side is empty
-    the other is used. A store without pairs gives crops of its single frames, without references.
-    ``model.noise_params`` gives ``(a, b)``; for a sensor it does not know, a single-image estimate.
+    the other is used. A noisy frame with a usable pair (:func:`rawlab.catalog.pairs.pairs_from_catalog`) is
+    cropped inside the part both frames show, and its reference is the same scene window, exposure-matched
+    (:func:`rawlab.catalog.pairs.align`, :func:`~rawlab.catalog.pairs.matched_planes`). A store without pairs
+    gives crops of its single frames, without references. ``(a, b)`` come from the model's noise profiles
+    (:func:`rawlab.deploy.noiseparams.model_noise`); for a sensor it does not know, a single-image estimate.
     """
     from ..catalog import open_catalog
+    from ..catalog.pairs import align, matched_planes, pairs_from_catalog
     from ..catalog.store import FrameStore
     from ..learn.split import split_pairs
-    from .noiseparams import single_image_noise
+    from .noiseparams import model_noise, single_image_noise
 
     cat = open_catalog(store)
     ok = cat[(cat["status"] == "ok") & cat["frame_id"].fillna("").astype(bool)]
@@ -75,7 +83,7 @@ def store_crops(store: str, size: int, n: int, model, *, split: str = "eval", se
         rows = ok
     if not len(rows):
         raise RawlabError(f"store {store} has no usable frames to take crops from")
-    id_of_path = dict(zip(ok["path"], ok["frame_id"], strict=True))
+    pair_of = {p.path: p for p in pairs_from_catalog(cat, rows)[0]}
     fstore = FrameStore(store)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
@@ -85,24 +93,33 @@ def store_crops(store: str, size: int, n: int, model, *, split: str = "eval", se
         row = rows.iloc[int(order[k % len(order)])]
         fid = row["frame_id"]
         arr = fstore.frame_array(fid)
-        y, x = _positions(rng, arr.shape[1], arr.shape[2], size)
         black, white = list(row["black_level"]), row["white_level"]
-        noisy = _square(normalise(arr[:, y : y + size, x : x + size].compute(), black, white), 0, 0, size)
-        clean = None
-        cid = id_of_path.get(row.get("clean_path")) if isinstance(row.get("clean_path"), str) else None
-        if cid:
-            c = fstore.frame_array(cid)[:, y : y + size, x : x + size].compute()
-            ref = cat[cat["frame_id"] == cid].iloc[0]
-            clean = _square(normalise(c, list(ref["black_level"]), ref["white_level"]), 0, 0, size)
+        pair = pair_of.get(row["path"])
+        if pair is not None:
+            # Lazy views of the overlap, cropped there: only the crop's chunks are read. The windows are
+            # aligned already, so matched_planes is left the levels and the gain to apply.
+            noisy_a, ref_a = align(arr, fstore.frame_array(pair.ref_id), pair.shift)
+            y, x = _positions(rng, noisy_a.shape[1], noisy_a.shape[2], size)
+            window = (slice(None), slice(y, y + size), slice(x, x + size))
+            noisy, clean = matched_planes(
+                noisy_a[window].compute(), ref_a[window].compute(), dataclasses.replace(pair, shift=(0, 0))
+            )
+            noisy, clean = _square(noisy, 0, 0, size), _square(clean, 0, 0, size)
+            origin = (y + max(pair.shift[0], 0), x + max(pair.shift[1], 0))
+        else:
+            y, x = _positions(rng, arr.shape[1], arr.shape[2], size)
+            noisy = _square(normalise(arr[:, y : y + size, x : x + size].compute(), black, white), 0, 0, size)
+            clean, origin = None, (y, x)
         iso = row.get("iso")
-        law = model.noise_params(row["sensor"], iso) if iso and np.isfinite(iso) else None
+        law = model_noise(model.config, row["sensor"], iso)
         if law is None:
             if fid not in cache:
                 cache[fid] = single_image_noise(normalise(arr.compute(), black, white), black, white, iso)
             law = cache[fid]
         a, b = (np.maximum(np.asarray(v, np.float32), lo) for v, lo in zip(law, (1e-12, 0.0), strict=True))
         where = f"ISO {iso:g}" if iso and np.isfinite(iso) else "ISO ?"
-        crops.append(Crop(noisy, clean, a, b, f"{row['sensor']} {where} {os.path.basename(row['path'])}"))
+        label = f"{row['sensor']} {where} {os.path.basename(row['path'])}"
+        crops.append(Crop(noisy, clean, a, b, label, origin))
     return crops
 
 
@@ -131,7 +148,7 @@ def raw_crops(sources: list[str], size: int, n: int, model, *, seed: int = 0) ->
         y, x = _positions(rng, planes.shape[1], planes.shape[2], size)
         crops.append(
             Crop(_square(planes, y, x, size), None, est.a.astype(np.float32), est.b.astype(np.float32),
-                 f"{info.sensor} {os.path.basename(info.path)}")
+                 f"{info.sensor} {os.path.basename(info.path)}", (y, x))
         )  # fmt: skip
     return crops
 

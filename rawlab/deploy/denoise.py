@@ -12,25 +12,37 @@ single-image estimate; :mod:`rawlab.deploy.noiseparams`), denoise tile by tile
 - ``png`` / ``tiff``: a rendered preview (:mod:`rawlab.deploy.render`).
 
 Many files (:func:`denoise_files`): one Dask task per file on a local cluster or a given scheduler (each
-worker loads the model once and keeps it); a file that fails is reported with its path and reason and the
-others go on. A single file runs in this process, without starting a cluster.
+worker loads the model once and keeps it; :func:`rawlab.cluster.run_tasks`); a file that fails is reported
+with its path and reason and the others go on. A single file runs in this process, without starting a cluster.
+
+Where outputs go: each input's path is mirrored below the inputs' common folder (the folder given, or the
+folder of a file given): ``a/x.dng b/x.dng --out D`` writes ``D/a/x.dng`` and ``D/b/x.dng``; inputs in one
+folder go directly in ``D``. The suffix is the format's (``.dng``, ``.png``, ``.tiff``). An existing output is
+kept and the input reported as skipped unless ``overwrite`` is set; an output is never an input file, and two
+inputs never share an output (``x.dng`` and ``x.DNG``, or ``x.nef`` and ``x.dng``: the first in input order
+gets it, the other is reported as failed with the reason). Outputs are compared ignoring case, as they would
+collide on a case-insensitive filesystem (macOS, Windows, memory cards).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._version import __version__
 from ..errors import RawlabError
+
+if TYPE_CHECKING:
+    from ..cluster import RunOptions
 
 __all__ = [
     "FORMATS",
@@ -41,6 +53,7 @@ __all__ = [
     "denoise_file",
     "denoise_files",
     "denoise_frame",
+    "output_paths",
     "write_denoised_dng",
 ]
 
@@ -62,10 +75,13 @@ class Denoised:
 
 @dataclass
 class FileResult:
+    """What became of one input: denoised to ``out``, ``skipped`` (its output exists), or failed (``error``)."""
+
     path: str
     out: str | None = None
     error: str | None = None
     error_kind: str | None = None
+    skipped: str | None = None  # why nothing was written although nothing went wrong
     noise_source: str | None = None
     noise: str | None = None
     residual_factor: float | None = None
@@ -74,11 +90,18 @@ class FileResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Denoised and written."""
+        return self.error is None and self.skipped is None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def line(self) -> str:
-        if not self.ok:
+        if self.failed:
             return f"failed: {self.path}: {self.error}"
+        if self.skipped is not None:
+            return f"skipped: {self.path}: {self.skipped}"
         h, w = self.shape or (0, 0)
         return (
             f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}; residual noise x"
@@ -102,18 +125,33 @@ class DenoiseSummary:
 
     @property
     def n_failed(self) -> int:
-        return sum(not r.ok for r in self.results)
+        return sum(r.failed for r in self.results)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(r.skipped is not None and not r.failed for r in self.results)
+
+    @property
+    def all_failed(self) -> bool:
+        """Every input failed (``rawlab denoise`` exits 1)."""
+        return bool(self.results) and self.n_failed == len(self.results)
 
     @property
     def failures(self) -> list[tuple[str, str]]:
-        return [(r.path, r.error or "") for r in self.results if not r.ok]
+        return [(r.path, r.error or "") for r in self.results if r.failed]
 
     def line(self) -> str:
         sources = ", ".join(f"{n} {s}" for s, n in sorted(self.noise_sources.items())) or "none"
-        return (
-            f"denoise: {self.n_ok} of {len(self.results)} files denoised to {self.out} ({self.fmt}), "
-            f"{self.n_failed} failed; model {self.model}; noise from: {sources} ({self.seconds:.1f} s)"
-        )
+        n = len(self.results)
+        if self.all_failed:
+            head = f"denoise: all {n} files failed, none denoised; nothing written to {self.out}"
+        else:
+            skipped = f", {self.n_skipped} skipped (output exists)" if self.n_skipped else ""
+            head = (
+                f"denoise: {self.n_ok} of {n} files denoised to {self.out} ({self.fmt}){skipped}, "
+                f"{self.n_failed} failed"
+            )
+        return f"{head}; model {self.model}; noise from: {sources} ({self.seconds:.1f} s)"
 
 
 def denoise_frame(frame, denoiser) -> Denoised:
@@ -180,17 +218,52 @@ def write_denoised_dng(
         raise RawlabError(f"the denoised frame could not be written as a DNG ({e})") from None
 
 
-def denoise_file(path: str, denoiser, out: str | os.PathLike[str], fmt: str = "dng") -> FileResult:
-    """Read, denoise and write one file; a file rawlab cannot use is returned as a failed result."""
+def _exists_reason(out) -> str:
+    return f"{os.fspath(out)} exists; kept it (pass --overwrite to replace it)"
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> bool:
+    """Move the finished ``tmp`` to ``out``; without ``overwrite`` never replace a file that appeared there
+    meanwhile (a hard link is the atomic no-clobber rename). Returns False if ``out`` was kept."""
+    if overwrite:
+        tmp.replace(out)
+        return True
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(out):
+            return False
+        tmp.replace(out)
+        return True
+    tmp.unlink()
+    return True
+
+
+def denoise_file(
+    path: str, denoiser, out: str | os.PathLike[str], fmt: str = "dng", *, overwrite: bool = False
+) -> FileResult:
+    """Read, denoise and write one file; a file rawlab cannot use is returned as a failed result.
+
+    An existing ``out`` is kept (the result is ``skipped``) unless ``overwrite``; the output is written whole
+    to a hidden temporary file beside it and then renamed, so ``out`` is never half-written.
+    """
     from ..rawio import read_raw
 
     t0 = time.perf_counter()
-    res = FileResult(path)
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp{_SUFFIX[fmt]}")  # written whole, then renamed
+    res = FileResult(path, out=os.fspath(out))
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp{_SUFFIX[fmt]}")
     try:
         frame = read_raw(path)
         result = denoise_frame(frame, denoiser)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RawlabError(
+                f"cannot create the folder {out.parent} for {out.name}: {e.strerror or e}"
+            ) from None
         if fmt == "dng":
             software = f"rawlab {__version__} denoise ({denoiser.name}, {denoiser.kind})"
             write_denoised_dng(tmp, frame, result, software)
@@ -198,21 +271,26 @@ def denoise_file(path: str, denoiser, out: str | os.PathLike[str], fmt: str = "d
             from .render import render_preview, write_image
 
             write_image(tmp, render_preview(result.clean, frame.info, color_matrix(frame.info)), fmt)
-        tmp.replace(out)
+        written = _publish(tmp, out, overwrite)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(e, RawlabError):
+        if isinstance(e, OSError):  # the disk or the folder refused the output: this file fails, with why
+            e = RawlabError(f"cannot write {out}: {e.strerror or e}")
+        elif not isinstance(e, RawlabError):
             raise
         res.error = getattr(e, "reason", None) or str(e)
         res.error_kind = getattr(e, "kind", "error")
         res.seconds = time.perf_counter() - t0
         return res
-    res.out = os.fspath(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    res.seconds = time.perf_counter() - t0
+    if not written:
+        res.skipped = _exists_reason(out)
+        return res
     res.noise_source = result.noise.source
     res.noise = result.noise.describe()
     res.residual_factor = result.residual_factor
     res.shape = tuple(result.mosaic.shape)
-    res.seconds = time.perf_counter() - t0
     return res
 
 
@@ -224,27 +302,77 @@ def _worker_denoiser(model: str, num_threads: int | None):
     return load_denoiser(model, num_threads=num_threads)
 
 
-def _task(path: str, model: str, out: str, fmt: str, num_threads: int | None) -> FileResult:
-    return denoise_file(path, _worker_denoiser(model, num_threads), out, fmt)
+def _task(path: str, model: str, out: str, fmt: str, num_threads: int | None, overwrite: bool) -> FileResult:
+    return denoise_file(path, _worker_denoiser(model, num_threads), out, fmt, overwrite=overwrite)
 
 
-def _outputs(files, out: Path, fmt: str) -> list[Path]:
-    """``OUT/<path relative to its source>`` with the format's suffix; clashes get the source extension."""
-    suffix = _SUFFIX[fmt]
-    names = [Path(f.relpath).with_suffix(suffix) for f in files]
-    counts = Counter(names)
-    outs, used = [], set()
-    for f, name in zip(files, names, strict=True):
-        if counts[name] > 1:  # e.g. IMG_1.CR2 and IMG_1.DNG in one folder
-            ext = Path(f.relpath).suffix.lstrip(".").lower() or "raw"
-            name = name.with_name(f"{name.stem}_{ext}{suffix}")
-        base, i = name, 2
-        while name in used:
-            name = base.with_name(f"{base.stem}_{i}{suffix}")
-            i += 1
-        used.add(name)
-        outs.append(out / name)
+def output_paths(files, out: str | os.PathLike[str], fmt: str = "dng") -> list[Path]:
+    """Where each scanned file's output goes: its path below the sources' common folder, mirrored in ``out``,
+    with the format's suffix (:func:`rawlab.catalog.scan.scan_sources` files; the module docstring)."""
+
+    def root(f) -> str:  # the folder the file was found under: the folder given, or a file's own folder
+        full = f.path.split("://", 1)[-1]
+        base = (
+            full[: -len(f.relpath)]
+            if f.relpath and full.endswith("/" + f.relpath)
+            else posixpath.dirname(full)
+        )
+        return base.rstrip("/") or "/"
+
+    roots = [root(f) for f in files]
+    try:
+        common = posixpath.commonpath(roots) if roots else ""
+    except ValueError:  # local files and URLs together: each keeps its whole path below out
+        common = None
+    outs = []
+    for f, base in zip(files, roots, strict=True):
+        full = posixpath.join(base, f.relpath)
+        rel = posixpath.relpath(full, common) if common is not None else full.lstrip("/")
+        outs.append(Path(out, *rel.split("/")).with_suffix(_SUFFIX[fmt]))
     return outs
+
+
+def _plan(files, targets: list[Path], overwrite: bool) -> list[FileResult | None]:
+    """What is decided before any work: an output that is an input, shared with an earlier input, or (without
+    ``overwrite``) already there. ``None`` for the files to denoise."""
+    inputs = {}
+    for f in files:
+        try:
+            st = os.stat(f.path)
+            inputs[(st.st_dev, st.st_ino)] = f.path
+        except OSError:  # a URL, or a file that went away: reading it will say so
+            pass
+    claimed: dict[str, str] = {}
+    plan: list[FileResult | None] = []
+    for f, target in zip(files, targets, strict=True):
+        res = FileResult(f.path, out=os.fspath(target))
+        key = os.fspath(target).casefold()
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) in inputs:
+            res.error, res.error_kind = (
+                f"its output {target} is the input file {inputs[(st.st_dev, st.st_ino)]}; choose an --out "
+                "outside the inputs' folders", "collision",
+            )  # fmt: skip
+        elif key in claimed:
+            res.error, res.error_kind = (
+                f"its output {target} is already the output of {claimed[key]} (names that differ only in "
+                "extension or case); rename one of them or denoise it into another --out", "collision",
+            )  # fmt: skip
+        elif st is not None and os.path.isdir(target):
+            res.error, res.error_kind = (
+                f"its output {target} is a folder; move it or choose another --out",
+                "collision",
+            )
+        elif st is not None and not overwrite:
+            res.skipped = _exists_reason(target)
+        else:
+            res = None
+        claimed.setdefault(key, f.path)
+        plan.append(res)
+    return plan
 
 
 def denoise_files(
@@ -253,13 +381,9 @@ def denoise_files(
     out: str | os.PathLike[str],
     *,
     fmt: str = "dng",
-    client=None,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
+    overwrite: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
-    echo: Callable[[str], None] | None = None,
+    options: RunOptions | None = None,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -271,107 +395,93 @@ def denoise_files(
         A model directory (JAX) or a ``.tflite`` from ``rawlab export``. With a remote scheduler, workers
         must see the same path.
     out
-        Output folder (created); files keep their path relative to their source, with the new suffix.
+        Output folder (created). Each input's path below the inputs' common folder is mirrored in it, with
+        the format's suffix (:func:`output_paths`).
     fmt
         ``dng``, ``png`` or ``tiff``.
-    client, scheduler, workers
-        An existing ``distributed.Client``, a scheduler address, or the size of a new local cluster; with
-        none of them, one file runs in this process and several on a local cluster.
-    progress, set_total, on_result, echo
-        Called per finished file (``1``), with the number of files, with each :class:`FileResult`, and with
-        messages (the dashboard link).
+    overwrite
+        Replace existing outputs; without it an input whose output exists is skipped (and reported so).
+    on_result
+        Called with each :class:`FileResult` as it is decided (skips and refusals first, then in completion
+        order); :attr:`DenoiseSummary.results` is in input order.
+    options
+        Where the work runs and how it reports (:class:`rawlab.cluster.RunOptions`): a client, a scheduler
+        address or a local cluster's size; with none of them one file runs in this process and several on a
+        local cluster. ``progress``/``set_total`` count the files denoised; ``echo`` gets the dashboard link.
 
     Raises
     ------
     RawlabError
-        A source or the model does not exist, or no file was found.
+        A source does not exist, no file was found, ``out`` cannot be written, or the model is missing,
+        truncated or corrupt (all checked before any file is denoised).
     """
     from ..catalog.scan import scan_sources
-    from ..cluster import dask_client
+    from ..cluster import RunOptions, run_tasks
+    from .outputs import output_folder
     from .runtime import describe_model, load_denoiser
 
     t0 = time.perf_counter()
+    opts = options or RunOptions()
     if fmt not in FORMATS:
         raise RawlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    label = describe_model(model)  # fails early, in this process, on a bad model path
     files = scan_sources([os.fspath(s) for s in sources]).files
     if not files:
         raise RawlabError(f"no raw files found in {', '.join(map(str, sources))}; pass raw files or folders")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RawlabError(f"--out {out} is a file; give a folder to write the denoised files into")
-    targets = _outputs(files, out, fmt)
-    if set_total:
-        set_total(len(files))
+    label = describe_model(model)  # in this process, reading only its description: a bad path fails now
+    out = output_folder(out)  # before the model is loaded and any file read
+    targets = output_paths(files, out, fmt)
+    results: list[FileResult | None] = _plan(files, targets, overwrite)
+    todo = [i for i, r in enumerate(results) if r is None]
+    for r in results:
+        if r is not None and on_result:
+            on_result(r)
+    opts.total(len(todo))
     model_path = os.path.abspath(model)
-    results: list[FileResult] = []
 
-    def done(res: FileResult) -> None:
-        results.append(res)
+    def done(i: int, res: FileResult) -> None:
+        results[i] = res
         if on_result:
             on_result(res)
-        if progress:
-            progress(1)
 
     where = "in-process"
-    if client is None and scheduler is None and workers is None and len(files) == 1:
+    if todo:
         denoiser = load_denoiser(model_path)
-        for f, target in zip(files, targets, strict=True):
-            done(denoise_file(f.path, denoiser, target, fmt))
-    else:
-        cluster = dask_client(scheduler, workers=workers, echo=echo) if client is None else _given(client)
-        with cluster as (c, info):
-            where = f"{info.n_workers} Dask workers" if info else "Dask"
-            n = info.n_workers if info else 1
-            threads = max(1, _cores() // n) if (info is None or info.local) else None
-            _run_dask(c, files, targets, model_path, fmt, threads, done)
-    order = {f.path: i for i, f in enumerate(files)}
-    results.sort(key=lambda r: order.get(r.path, len(order)))
-    summary = DenoiseSummary(results, out, fmt, label, time.perf_counter() - t0, where)
-    summary.noise_sources.update(r.noise_source for r in results if r.ok)
+        denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
+        if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
+            (i,) = todo
+            done(i, denoise_file(files[i].path, denoiser, targets[i], fmt, overwrite=overwrite))
+            opts.advance(1)
+        else:
+            del denoiser
+            with opts.session() as (client, info):
+                n = max(info.n_workers, 1)
+                where = f"{n} Dask workers"
+                threads = max(1, _cores() // n) if (info.local or opts.client is not None) else None
+                args = [
+                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite) for i in todo
+                ]
+
+                def collected(outcome) -> None:
+                    done(todo[outcome.index], _file_result(files[todo[outcome.index]].path, outcome))
+
+                run_tasks(client, _task, args, name="denoise", progress=opts.progress, on_result=collected)
+    summary = DenoiseSummary(results, out, fmt, label, time.perf_counter() - t0, where)  # type: ignore[arg-type]
+    summary.noise_sources.update(r.noise_source for r in summary.results if r.ok)
     return summary
 
 
-class _given:
-    """Context manager yielding ``(client, None)`` for a caller's client (left open)."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def __enter__(self):
-        from ..cluster import ClusterInfo
-
-        n = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
-        return self.client, ClusterInfo(self.client.scheduler.address, None, max(n, 1), local=True)
-
-    def __exit__(self, *exc):
-        return False
+def _file_result(path: str, outcome) -> FileResult:
+    """A :class:`rawlab.cluster.TaskOutcome` of :func:`_task` as a :class:`FileResult`."""
+    if outcome.ok:
+        return outcome.value
+    if outcome.killed:
+        return FileResult(path, error="the worker process died while denoising this file (a crash in the raw "
+                          "decoder or the runtime)", error_kind="crash")  # fmt: skip
+    e = outcome.error  # a bug in rawlab for this file: report it, keep going
+    return FileResult(path, error=f"{type(e).__name__}: {e}", error_kind="internal")
 
 
 def _cores() -> int:
     from .runtime import _cores as cores
 
     return cores()
-
-
-def _run_dask(client, files, targets, model: str, fmt: str, threads, done) -> None:
-    from distributed import as_completed
-    from distributed.scheduler import KilledWorker
-
-    futures = {}
-    for i, (f, target) in enumerate(zip(files, targets, strict=True)):
-        key = f"denoise-{i}-{Path(f.path).name}"
-        fut = client.submit(_task, f.path, model, os.fspath(target), fmt, threads, key=key, pure=False)
-        futures[fut] = f
-    for fut in as_completed(futures):
-        f = futures[fut]
-        try:
-            res = fut.result()
-        except KilledWorker:
-            res = FileResult(f.path, error="the worker process died while denoising this file (a crash in the "
-                             "raw decoder or the runtime)", error_kind="crash")  # fmt: skip
-        except Exception as e:  # a bug in rawlab for this file: report it, keep going
-            res = FileResult(f.path, error=f"{type(e).__name__}: {e}", error_kind="internal")
-        finally:
-            fut.release()
-        done(res)

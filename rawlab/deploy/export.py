@@ -176,7 +176,8 @@ def export_tflite(
     model_dir
         A ``rawlab train`` workdir (``config.json`` + ``model.msgpack``).
     out
-        The ``.tflite`` file to write (overwritten).
+        The ``.tflite`` file to write (overwritten), and ``out + ".json"`` beside it; checked (its folder
+        created) before anything else is done.
     quantize
         ``none``, ``fp16``, ``dynamic`` or ``int8`` (module docstring).
     tile
@@ -184,6 +185,8 @@ def export_tflite(
         ``spec.multiple`` and more than twice the overlap.
     calibration
         A rawlab store or raw files/folder for calibration and parity crops (default: the training store).
+        From a store, the PSNR against clean is measured against each pair's aligned, exposure-matched
+        reference (:func:`rawlab.deploy.crops.store_crops`).
     n_calibration, n_eval
         Number of crops for int8 calibration and for the parity check.
     echo
@@ -192,15 +195,18 @@ def export_tflite(
     Raises
     ------
     RawlabError
-        Bad arguments, a model that does not convert to builtin ops, or a float32 parity failure.
+        Bad arguments, an ``out`` that cannot be written, a model that does not convert to builtin ops, or a
+        float32 parity failure.
     """
     from ..learn.modelio import load_model
     from .crops import find_crops
+    from .outputs import output_file
 
     t0 = time.perf_counter()
     say = echo or (lambda _m: None)
     if quantize not in QUANTIZE:
         raise RawlabError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    out = output_file(out, companions=(".json",))  # before the model is loaded and converted
     model = load_model(model_dir)
     overlap = int(model.tile["overlap"])
     size = int(tile or model.tile["size"])
@@ -210,11 +216,6 @@ def export_tflite(
             f"--tile {size} does not fit this network: it must be a multiple of {m} (its down-sampling) and "
             f"more than twice the tile overlap ({overlap}); e.g. --tile {max(m, (2 * overlap // m + 1) * m)}"
         )
-    out = Path(out)
-    if out.is_dir():
-        raise RawlabError(f"--out {out} is a directory; give the .tflite file to write")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
     # Crops: training scenes to calibrate, held-out scenes to check.
     source = calibration or training_store(model.config)
     why = "no training store in the model's config and no --calibration"

@@ -2,8 +2,10 @@
 
 Order of preference (:func:`noise_for_frame`), and the ``source`` each reports:
 
-1. ``"model law"``: the model's own noise law (the profile set it was trained with) for the file's sensor at
-   its ISO -- the calibrated answer, when the model knows the sensor;
+1. ``"model law"``: the model's own noise profiles (the profile set it was trained with) for the file's sensor
+   at its ISO, decided by rawlab's one rule (:meth:`rawlab.noise.profile.NoiseProfileSet.noise_at`: measured
+   at that ISO, else the law, extrapolated outside the profiled range) -- the calibrated answer, when the
+   model knows the sensor;
 2. ``"DNG NoiseProfile"``: the DNG ``NoiseProfile`` tag (``Var = S x + O`` per colour plane, the same
    convention as rawlab's), when the file is a DNG that carries one;
 3. ``"single-image"``: an estimate from the image alone (Foi et al. 2008, :mod:`rawlab.noise.single`).
@@ -23,7 +25,7 @@ import numpy as np
 
 from ..errors import RawlabError
 
-__all__ = ["NoiseEstimate", "noise_for_frame", "residual_profile", "single_image_noise"]
+__all__ = ["NoiseEstimate", "model_noise", "noise_for_frame", "residual_profile", "single_image_noise"]
 
 SOURCES = ("model law", "DNG NoiseProfile", "single-image")
 
@@ -46,6 +48,24 @@ def _clamped(a, b) -> tuple[np.ndarray, np.ndarray]:
     a = np.maximum(np.asarray(a, np.float64).reshape(4), 1e-12)
     b = np.maximum(np.asarray(b, np.float64).reshape(4), 0.0)
     return a, b
+
+
+def model_noise(config, sensor: str, iso: float | None):
+    """The :class:`~rawlab.noise.profile.NoiseParams` ``(a, b)`` of ``sensor`` at ``iso`` from a model's
+    config (``config["noise"]``, a ``rawlab.noise/1`` profile set), by
+    :meth:`~rawlab.noise.profile.NoiseProfileSet.noise_at` (outside the profiled ISOs the law is
+    extrapolated); ``None`` when the model carries no profiles, does not know ``sensor``, or ``iso`` is unknown.
+    """
+    from ..noise.profile import NoiseProfileSet
+
+    noise = (config or {}).get("noise")
+    try:
+        iso = float(iso) if iso is not None else math.nan
+    except (TypeError, ValueError):
+        iso = math.nan
+    if not noise or not (math.isfinite(iso) and iso > 0):
+        return None
+    return NoiseProfileSet.from_dict(noise).noise_at(sensor, iso)
 
 
 def single_image_noise(
@@ -104,7 +124,8 @@ def noise_for_frame(model, info, planes: np.ndarray) -> NoiseEstimate:
     Parameters
     ----------
     model
-        Anything with ``noise_params(sensor, iso)`` (a denoiser or a :class:`rawlab.learn.TrainedModel`).
+        Anything with the model's ``config`` (a denoiser or a :class:`rawlab.learn.TrainedModel`); its noise
+        profiles give ``(a, b)`` through :func:`model_noise`.
     info
         The file's :class:`rawlab.rawio.RawInfo`.
     planes
@@ -112,9 +133,10 @@ def noise_for_frame(model, info, planes: np.ndarray) -> NoiseEstimate:
     """
     why = []
     if info.iso:
-        law = model.noise_params(info.sensor, info.iso)
+        law = model_noise(model.config, info.sensor, info.iso)
         if law is not None:
-            return NoiseEstimate(*_clamped(*law), SOURCES[0], f"{info.sensor}, ISO {info.iso:g}")
+            detail = f"{info.sensor}, ISO {info.iso:g}, {law.basis}"
+            return NoiseEstimate(*_clamped(law.a, law.b), SOURCES[0], detail)
         why.append(f"the model's noise law does not know {info.sensor!r}")
     else:
         why.append("the file has no ISO")

@@ -137,13 +137,24 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = p.read_bytes()
     except OSError as e:
         raise RawlabError(f"cannot read the model {os.fspath(path)!r}: {e.strerror or e}") from None
-    try:
-        meta = _embedded(data)
-    except ValueError:
+    if data[4:8] != _TFL_IDENTIFIER:
         raise RawlabError(
             f"{p} is not a TFLite model (no TFL3 flatbuffer); pass a .tflite written by `rawlab export` or "
             "a model directory"
+        )
+    try:
+        meta = _embedded(data)
+    except RawlabError:
+        raise
+    except Exception as e:  # struct.error, IndexError, UnicodeDecodeError, bad JSON: a damaged flatbuffer
+        raise RawlabError(
+            f"the model {p} is truncated or corrupt ({len(data)} bytes; reading its flatbuffer failed: "
+            f"{_first_line(e)}); copy it again or re-export it with `rawlab export`"
         ) from None
+    if not isinstance(meta, dict | None):
+        raise RawlabError(
+            f"the model {p} carries a rawlab description that is not a JSON object; re-export it"
+        )
     sidecar = p.with_name(p.name + ".json")
     if meta is None and sidecar.exists():
         try:
@@ -187,10 +198,16 @@ class _TiledDenoiser:
         return self.config.get("name") or self.config.get("model", {}).get("arch", "unet")
 
     def noise_params(self, sensor: str, iso: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise law, or None if unknown."""
-        from ..learn.modelio import TrainedModel
+        """``(a, b)`` per channel for ``sensor`` at ``iso`` from the model's noise profiles (rawlab's one rule,
+        :func:`rawlab.deploy.noiseparams.model_noise`), or None for a sensor the model does not know."""
+        from .noiseparams import model_noise
 
-        return TrainedModel(self.config, None).noise_params(sensor, iso)  # only reads the config
+        got = model_noise(self.config, sensor, iso)
+        return None if got is None else (got.a, got.b)
+
+    def check(self) -> None:
+        """Raise :class:`RawlabError` now if the network cannot run (before any file is read). A model
+        directory is read whole by :func:`load_denoiser`, so only a ``.tflite`` has more to check."""
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -243,10 +260,20 @@ class TFLiteDenoiser(_TiledDenoiser):
         except ImportError:
             _schema()  # raises the install hint
             raise
-        with _quiet_stderr():  # LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
-            it = Interpreter(model_path=self.path, num_threads=self.num_threads)
-            it.allocate_tensors()
+        try:
+            with _quiet_stderr():  # LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
+                it = Interpreter(model_path=self.path, num_threads=self.num_threads)
+                it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:  # LiteRT's words for a damaged or truncated flatbuffer
+            raise RawlabError(
+                f"the model {self.path} cannot be loaded by the TFLite runtime ({_first_line(e)}); the file is "
+                "truncated or corrupt: copy it again or re-export it with `rawlab export`"
+            ) from None
         return it
+
+    def check(self) -> None:
+        """Build the interpreter and check its input against the description: a damaged file fails here."""
+        self._io  # noqa: B018 - the property raises for a model that cannot run
 
     @cached_property
     def _io(self):
@@ -367,6 +394,14 @@ def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = Non
             "a .tflite from `rawlab export`"
         )
     return TFLiteDenoiser(p, read_metadata(p), num_threads)
+
+
+def _first_line(e: BaseException) -> str:
+    """``"struct.error: unpack_from requires ..."``: the exception's type and the first line of its message."""
+    t = type(e)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__.lstrip('_')}.{t.__qualname__}"
+    text = str(e).strip().splitlines()
+    return f"{name}: {text[0]}" if text else name
 
 
 @contextlib.contextmanager
