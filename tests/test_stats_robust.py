@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from rawlab.catalog.build import build_catalog
+from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
 from rawlab.stats import compute_stats
 from rawlab.synth import write_dataset
@@ -34,7 +35,7 @@ def failed_only_store(tmp_path_factory, client):
     (root / "data").mkdir()
     (root / "data" / "broken.dng").write_bytes(b"II*\x00" + bytes(500))
     store = root / "store.zarr"
-    cat, _ = build_catalog([str(root / "data")], str(store), client=client)
+    cat, _ = build_catalog([str(root / "data")], str(store), options=RunOptions(client=client))
     assert len(cat) == 1 and (cat["status"] == "failed").all()
     return store
 
@@ -68,7 +69,7 @@ def test_stats_refuses_an_unwritable_out_before_reading(tmp_path, client):
     """#17.5: an unwritable --out was found after both passes over the store, with a traceback."""
     write_dataset(tmp_path / "data", seed=2, size=(64, 48), n_sensors=1, n_scenes=1)
     store = tmp_path / "store.zarr"
-    build_catalog([str(tmp_path / "data")], str(store), client=client)
+    build_catalog([str(tmp_path / "data")], str(store), options=RunOptions(client=client))
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     line = _one_line_error(_cli("stats", store, "--out", blocker / "report", "--workers", "1"))
