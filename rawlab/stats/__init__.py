@@ -5,7 +5,7 @@ Definitions (normalised signal ``x``, 1 = white; ``Var = a·x + b``): SNR at 18%
 transfer ``1 / (a·(white - black))`` e-/DN and ``sqrt(b) / a`` e- of read noise. Details in
 :mod:`rawlab.stats.metrics`.
 
->>> res = rawlab.stats.compute_stats("store.zarr", client=client)     # doctest: +SKIP
+>>> res = rawlab.stats.compute_stats("store.zarr", options=RunOptions(client=client))  # doctest: +SKIP
 >>> res.sensors                  # one row per sensor and ISO (sensors.csv)
 >>> rawlab.stats.write_outputs(res, "report/")                     # CSVs, PNGs and report.html
 
