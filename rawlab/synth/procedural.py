@@ -173,7 +173,7 @@ def _paint_small(img, radii, cy, cx, is_disk, angles, aspect, soft, colours) -> 
     """Paint small leaves (radius < ``_SMALL``) in one pass over their stencils; where two of them overlap,
     the later one is painted over the image as it was before the chunk (a negligible difference)."""
     h, w = img.shape[:2]
-    half = int(math.ceil(_SMALL)) + 1
+    half = math.ceil(_SMALL) + 1
     off = np.arange(-half, half + 1)
     ys = np.floor(cy).astype(int)[:, None, None] + off[None, :, None]  # (m, S, 1)
     xs = np.floor(cx).astype(int)[:, None, None] + off[None, None, :]  # (m, 1, S)
