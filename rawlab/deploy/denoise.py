@@ -156,7 +156,7 @@ class DenoiseSummary:
 
 def denoise_frame(frame, denoiser) -> Denoised:
     """Denoise one decoded :class:`rawlab.rawio.RawFrame` with a denoiser from :func:`load_denoiser`."""
-    from ..bayer import unpack
+    from ..bayer import levels, unpack
     from .noiseparams import noise_for_frame, residual_profile
 
     info = frame.info
@@ -164,8 +164,8 @@ def denoise_frame(frame, denoiser) -> Denoised:
     est = noise_for_frame(denoiser, info, noisy)
     y = denoiser.denoise(np.moveaxis(noisy, 0, -1), est.a, est.b)
     clean = np.ascontiguousarray(np.moveaxis(y, -1, 0))
-    black = np.asarray(info.black_level, np.float64)[:, None, None]
-    dn = np.round(clean * (float(info.white_level) - black) + black)
+    black, span = levels(info.black_level, info.white_level)  # the inverse of rawlab.bayer.normalise
+    dn = np.round(clean * span[:, None, None] + black[:, None, None])
     mosaic = unpack(np.clip(dn, 0, info.white_level).astype(np.uint16), info.cfa)
     profile, k = residual_profile(noisy, clean, est.a, est.b)
     return Denoised(noisy, clean, mosaic, est, profile, k)

@@ -133,11 +133,14 @@ def noise_for_frame(model, info, planes: np.ndarray) -> NoiseEstimate:
     """
     why = []
     if info.iso:
-        law = model_noise(model.config, info.sensor, info.iso)
+        law = model_noise(getattr(model, "config", None), info.sensor, info.iso)
         if law is not None:
             detail = f"{info.sensor}, ISO {info.iso:g}, {law.basis}"
             return NoiseEstimate(*_clamped(law.a, law.b), SOURCES[0], detail)
-        why.append(f"the model's noise law does not know {info.sensor!r}")
+        known = (getattr(model, "config", None) or {}).get("noise")
+        why.append(
+            f"the model's noise law does not know {info.sensor!r}" if known else "the model has no noise law"
+        )
     else:
         why.append("the file has no ISO")
     if info.raw_format == "DNG":
