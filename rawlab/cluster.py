@@ -23,7 +23,9 @@ from typing import Any
 
 from .errors import RawlabError
 
-__all__ = ["SCHEDULER_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks"]
+__all__ = [
+    "SCHEDULER_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks", "wait_idle",
+]  # fmt: skip
 
 SCHEDULER_ENV = "RAWLAB_SCHEDULER"
 
@@ -102,7 +104,8 @@ def dask_client(
                     echo(f"dask: attached to {address} ({n} workers); dashboard {info.dashboard}")
                 yield client, info
             finally:
-                client.close()
+                with _quiet_shutdown():
+                    client.close()
             return
         n_workers = workers or default_workers()
         cluster = LocalCluster(
@@ -120,9 +123,32 @@ def dask_client(
             try:
                 yield client, info
             finally:
-                client.close()
+                with _quiet_shutdown():
+                    client.close()
         finally:
-            cluster.close()
+            with _quiet_shutdown():
+                cluster.close()
+
+
+@contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    """Silence distributed's and tornado's loggers while a client or cluster closes.
+
+    Closing races connections that are going away on purpose; distributed then logs ``CommClosedError`` (or
+    ``StreamClosedError``) tracebacks that mean nothing went wrong. The client is closed before its cluster.
+    """
+    import logging
+
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", *names)]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
 
 
 # -- one way to run per-item work -----------------------------------------------------------------------------
@@ -214,7 +240,8 @@ def run_tasks(
     Every task's exception is caught and returned in its outcome (one bad item never stops the rest), the
     futures are released as they finish (results are not kept on the workers), ``progress(1)`` and
     ``on_result(outcome)`` are called in completion order, and the returned list is in input order, so what a
-    caller computes from it does not depend on which task finished first.
+    caller computes from it does not depend on which task finished first. An exception raised by ``on_result``
+    stops the run: the tasks not yet finished are cancelled and the exception propagates.
 
     With ``retry_killed``, a task whose worker died (``KilledWorker``: C code such as LibRaw can crash a
     process, taking its queued neighbours with it) is run again alone, one at a time; ``killed`` stays set
@@ -239,21 +266,47 @@ def run_tasks(
     outcomes: list[TaskOutcome | None] = [None] * len(args)
     futures = {submit(i): i for i in range(len(args))}
     suspects = []
-    for fut in as_completed(futures):
-        out = collect(fut, futures[fut])
-        if out.killed and retry_killed:
-            suspects.append(out.index)
-            continue
-        outcomes[out.index] = out
-        if progress:
-            progress(1)
-        if on_result:
-            on_result(out)
-    for i in suspects:  # alone now: a second death convicts the item
-        out = collect(submit(i, "-retry"), i)
-        outcomes[i] = out
-        if progress:
-            progress(1)
-        if on_result:
-            on_result(out)
+    try:
+        for fut in as_completed(futures):
+            out = collect(fut, futures[fut])
+            if out.killed and retry_killed:
+                suspects.append(out.index)
+                continue
+            outcomes[out.index] = out
+            if progress:
+                progress(1)
+            if on_result:
+                on_result(out)
+        for i in suspects:  # alone now: a second death convicts the item
+            out = collect(submit(i, "-retry"), i)
+            outcomes[i] = out
+            if progress:
+                progress(1)
+            if on_result:
+                on_result(out)
+    except BaseException:  # on_result stopped the run (or Ctrl-C): cancel what has not run yet
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+        raise
     return outcomes  # type: ignore[return-value]
+
+
+def wait_idle(client, timeout: float = 60.0) -> bool:
+    """Wait until no worker of ``client``'s cluster executes a task; ``False`` if some still do after
+    ``timeout`` seconds. A cancelled task that had started runs on to its end in its worker thread: wait for
+    it before closing the cluster (or reading what it writes)."""
+    import time
+
+    def busy(dask_worker) -> int:
+        return len(dask_worker.state.executing)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(client.run(busy).values()):
+                return True
+        except Exception:  # a worker going away is not busy
+            return False
+        time.sleep(0.1)
+    return False
