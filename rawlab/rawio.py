@@ -26,7 +26,8 @@ recognise), ``"truncated"`` (the file ends before the data it declares, or a rea
 decodes it, but not as a 2x2 R/G/G/B mosaic: linear DNG, scanner, X-Trans, 4-colour CFA) and
 ``"undecodable"`` (a raw LibRaw cannot decode, e.g. a VC-5 compressed GoPro GPR). A decoded file is first
 checked for constant pixels and cut-short image data, then for its layout; so a stub is ``"no-pixels"`` even
-when its layout is not Bayer either. LibRaw itself prints some messages ("Unexpected end of file") to stderr.
+when its layout is not Bayer either. LibRaw itself prints some messages ("Unexpected end of file") to stderr;
+for content read from memory it would call the file "unknown file", so rawlab puts the name in.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,9 +209,10 @@ def _decode(target: Any, where: str, meta: FileMeta, want_pixels: bool) -> tuple
     import rawpy  # imported here so that `import rawlab` and `rawlab --help` stay fast
 
     try:
-        with rawpy.imread(target) as raw:
-            raw.unpack()  # explicit, so that decoding errors surface here rather than in a property
-            return _extract(raw, rawpy, where, meta, want_pixels)
+        with _libraw_names(where) if isinstance(target, io.BytesIO) else contextlib.nullcontext():
+            with rawpy.imread(target) as raw:
+                raw.unpack()  # explicit, so that decoding errors surface here rather than in a property
+                return _extract(raw, rawpy, where, meta, want_pixels)
     except rawpy.LibRawError as exc:
         raise _libraw_failure(where, meta, exc, rawpy) from exc
     except (RuntimeError, rawpy.NotSupportedError) as exc:  # rawpy's own checks on odd files
@@ -218,6 +223,43 @@ def _decode(target: Any, where: str, meta: FileMeta, want_pixels: bool) -> tuple
         raise RawReadError(
             where, f"could not be read ({exc}); check the storage and copy it again", "truncated"
         ) from exc
+
+
+_STDERR = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libraw_names(where: str) -> Iterator[None]:
+    """Name the file in what LibRaw prints to stderr while decoding content from memory.
+
+    LibRaw writes "unknown file: Unexpected end of file" from C for a buffer; stderr (fd 2) is sent to a
+    temporary file meanwhile and copied back with the name in place. One decode at a time does this (others
+    running in threads of the same process print as LibRaw does), as fd 2 is the process's.
+    """
+    if not _STDERR.acquire(blocking=False):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        _STDERR.release()
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                tmp.seek(0)
+                text = tmp.read()
+                if text:
+                    os.write(2, text.replace(b"unknown file:", os.fsencode(where) + b":"))
+    finally:
+        os.close(saved)
+        _STDERR.release()
 
 
 def _extract(
