@@ -69,7 +69,7 @@ def split_loop(files, out: Path, n: int) -> None:
 
 def main():
     from rawlab.catalog.build import build_catalog
-    from rawlab.cluster import dask_client
+    from rawlab.cluster import RunOptions, dask_client
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=24, help="approximate number of DNGs (whole scenes)")
@@ -100,7 +100,7 @@ def main():
             shutil.rmtree(out)
             out = tmp / f"build-{r}.zarr"
             t, c = time.perf_counter(), cluster_cpu_seconds(client)
-            _, summary = build_catalog([str(tmp / "data")], str(out), client=client)
+            _, summary = build_catalog([str(tmp / "data")], str(out), options=RunOptions(client=client))
             wall, used = time.perf_counter() - t, cluster_cpu_seconds(client) - c
             build_rates.append(len(files) / wall)
             build_cpu.append((used / len(files), used / wall))

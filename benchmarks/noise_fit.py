@@ -44,7 +44,7 @@ def main():
     files = synth_dataset(tmp / "data", size=(w, h), n_scenes=args.scenes)
     store = str(tmp / "store.zarr")
     with dask_client(workers=args.workers) as (client, _info):
-        build_catalog([str(tmp / "data")], store, client=client)
+        build_catalog([str(tmp / "data")], store, options=RunOptions(client=client))
         read_pass(store, client)  # warm the workers' imports
         reads, fits = [], []
         for r in range(args.repeats):

@@ -79,7 +79,7 @@ def main():
     timings = {"synth": time.perf_counter() - t0}
     with dask_client(workers=args.workers) as (client, _info):
         t = time.perf_counter()
-        _, build = build_catalog([str(root / "data")], store, client=client)
+        _, build = build_catalog([str(root / "data")], store, options=RunOptions(client=client))
         timings["catalog"] = time.perf_counter() - t
         print(f"{len(files)} DNG files; {build.line()}", flush=True)
         t = time.perf_counter()

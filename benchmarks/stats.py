@@ -90,7 +90,7 @@ def child(store: str, out: str, workers: int) -> dict:
 
 def main():
     from rawlab.catalog.build import build_catalog
-    from rawlab.cluster import dask_client
+    from rawlab.cluster import RunOptions, dask_client
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1024x768")
@@ -111,7 +111,7 @@ def main():
         stores = {}
         for k in (1, 2, 4):
             stores[k] = str(tmp / f"store-{k}.zarr")
-            build_catalog([str(s) for s in sources[:k]], stores[k], client=client)
+            build_catalog([str(s) for s in sources[:k]], stores[k], options=RunOptions(client=client))
     for k, store in stores.items():
         res = subprocess.run(
             [sys.executable, __file__, "--child", store, str(tmp / f"report-{k}"), "--workers", str(args.workers)],

@@ -110,7 +110,7 @@ def bench_config(name: str, fstore, pairs, noise, steps: int, repeats: int) -> d
 
 def main():
     from rawlab.catalog.build import build_catalog
-    from rawlab.cluster import dask_client
+    from rawlab.cluster import RunOptions, dask_client
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4000x3000")
@@ -126,7 +126,7 @@ def main():
     store = str(tmp / f"store-{w}x{h}-{args.scenes}.zarr")
     if not Path(store).exists():
         with dask_client(workers=args.workers) as (client, _info):
-            build_catalog([str(tmp / "data")], store, client=client)
+            build_catalog([str(tmp / "data")], store, options=RunOptions(client=client))
     fstore, pairs, noise = _setup(store, tmp / "data" / "truth.json")
     print(f"{len(files)} frames of {w}x{h}; {len(pairs)} training pairs")
     rows = {

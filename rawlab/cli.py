@@ -202,6 +202,13 @@ def catalog():
 @click.option(
     "--qa-max-saturated", type=float, default=None, help="Exclude pairs with a larger saturated fraction."
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Seconds to wait for another build writing the same store before giving up (exit 2).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def catalog_build(
     sources,
@@ -213,6 +220,7 @@ def catalog_build(
     qa_max_shift,
     qa_gain_tolerance,
     qa_max_saturated,
+    wait,
     as_json,
 ):
     """Scan SOURCES (folders, files, globs; local or fsspec URLs) for raw files and ingest them into a store.
@@ -220,12 +228,28 @@ def catalog_build(
     Reads metadata, pairs noisy frames with their clean reference (same folder, lowest ISO; or a --recipe),
     checks each pair (alignment, exposure gain, saturation) and stores the Bayer pixels losslessly in Zarr.
     Re-running ingests only new or changed files. A file that cannot be read is recorded as failed and the
-    build goes on.
+    build goes on; SOURCES holding no raw file at all is an error (exit 2).
+
+    \b
+    Building into an existing store adds to it: its catalog is merged, never replaced.
+      rawlab catalog build shoot1 --out s.zarr; rawlab catalog build shoot2 --out s.zarr
+    lists both, exactly as `rawlab catalog build shoot1 shoot2 --out s.zarr` would (pairs are recomputed
+    over all files built with the same recipe). A file that was under SOURCES before and is gone now is
+    dropped from the catalog (its pixels stay in the store); files of other sources are kept as they are.
+
+    Files with identical content (same SHA-256) are one frame: one row, the first path in name order, with
+    the copies in its `other_paths`; a copy never pairs with its original.
+
+    One build writes a store at a time. A second build into the same store waits (up to --wait seconds)
+    for the first to finish, then reuses what it wrote; a lock left by a killed build on this machine is
+    recovered. (For s3:// and other object stores the lock is best effort.) If the store cannot be written
+    (disk full, quota, read-only, permission) the build stops with exit 2 and the store as it was before.
     """
     import json
 
     from .catalog.build import build_catalog
     from .catalog.qa import QAThresholds
+    from .cluster import RunOptions
 
     overrides = {
         k: v
@@ -242,10 +266,9 @@ def catalog_build(
             list(sources),
             out,
             recipe=recipe,
-            scheduler=scheduler,
-            workers=workers,
             thresholds=thresholds,
-            **report,
+            wait=wait,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
         )
     for path, reason in summary.failures:
         click.echo(f"failed: {path}: {reason}", err=True)

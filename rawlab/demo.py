@@ -19,6 +19,7 @@ def run_demo(
     """Run the pipeline into ``out`` and return what each stage produced."""
     from .catalog.build import build_catalog
     from .catalog.summary import catalog_summary, format_summary
+    from .cluster import RunOptions
     from .noise.profile import load_profiles
     from .synth import write_dataset
 
@@ -44,7 +45,7 @@ def run_demo(
 
     store = out / "store.zarr"
     cat, build = build_catalog(
-        [str(synth.out)], str(store), workers=workers, echo=lambda m: echo("      " + m)
+        [str(synth.out)], str(store), options=RunOptions(workers=workers, echo=lambda m: echo("      " + m))
     )
     results["catalog"] = (cat, build)
     echo(f"[2/{n_stages}] catalog build  {build.line().split(': ', 1)[1]}")
@@ -56,7 +57,6 @@ def run_demo(
         f"gain {noisy['gain'].min():.3f}-{noisy['gain'].max():.3f} (expected 1 from ISO x exposure)"
     )
 
-    from .cluster import RunOptions
     from .noise.pipeline import fit_store
     from .noise.report import write_outputs
 

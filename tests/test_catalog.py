@@ -17,6 +17,7 @@ import rawlab
 from rawlab.catalog import open_catalog, open_store
 from rawlab.catalog.build import build_catalog
 from rawlab.catalog.store import FrameStore, normalized
+from rawlab.cluster import RunOptions
 from rawlab.synth import write_dataset
 
 
@@ -33,7 +34,7 @@ def built(tmp_path_factory, client):
     data = root / "data"
     write_dataset(data, seed=3, size=(96, 64), n_sensors=2, n_scenes=2)
     store = root / "store.zarr"
-    cat, summary = build_catalog([str(data)], str(store), client=client)
+    cat, summary = build_catalog([str(data)], str(store), options=RunOptions(client=client))
     return data, store, cat, summary
 
 
@@ -100,15 +101,15 @@ def test_rerun_ingests_nothing_and_new_files_alone(tmp_path, client):
     data = tmp_path / "data"
     write_dataset(data, seed=5, size=(64, 48), n_sensors=1, n_scenes=1)
     store = tmp_path / "s.zarr"
-    _, first = build_catalog([str(data)], str(store), client=client)
-    _, again = build_catalog([str(data)], str(store), client=client)
+    _, first = build_catalog([str(data)], str(store), options=RunOptions(client=client))
+    _, again = build_catalog([str(data)], str(store), options=RunOptions(client=client))
     assert again.n_ingested == 0 and again.n_reused == first.n_files
     extra = tmp_path / "more"
     write_dataset(extra, seed=6, size=(64, 48), n_sensors=2, n_scenes=1)
     new_files = [p for p in extra.rglob("*.dng") if "MP-2" in str(p)]
     dest = data / "SynthCam_MP-2"
     shutil.copytree(extra / "SynthCam_MP-2", dest)
-    cat, third = build_catalog([str(data)], str(store), client=client)
+    cat, third = build_catalog([str(data)], str(store), options=RunOptions(client=client))
     assert third.n_ingested == len(new_files) and third.n_reused == first.n_files
     assert len(cat) == first.n_files + len(new_files)
     assert cat["frame_id"].is_unique
@@ -120,10 +121,15 @@ def test_duplicate_content_is_stored_once(tmp_path, client):
     one = sorted(data.rglob("*.dng"))[0]
     (tmp_path / "copy").mkdir()
     shutil.copy(one, tmp_path / "copy" / "same.dng")
-    cat, _ = build_catalog([str(data), str(tmp_path / "copy")], str(tmp_path / "s.zarr"), client=client)
-    dup = cat[cat["sha256"] == cat.loc[cat["path"] == str(one), "sha256"].iloc[0]]
-    assert len(dup) == 2 and dup["frame_id"].nunique() == 1
-    assert len(FrameStore(tmp_path / "s.zarr").list_frames()) == cat["frame_id"].nunique()
+    cat, _ = build_catalog(
+        [str(data), str(tmp_path / "copy")], str(tmp_path / "s.zarr"), options=RunOptions(client=client)
+    )
+    # One content, one row: the first path in name order, the copy listed with it (#17).
+    first, copy = sorted([str(one), str(tmp_path / "copy" / "same.dng")])
+    dup = cat[cat["sha256"] == cat.loc[cat["path"] == first, "sha256"].iloc[0]]
+    assert len(dup) == 1 and list(dup["other_paths"].iloc[0]) == [copy]
+    assert cat["sha256"].is_unique and copy not in set(cat["path"])
+    assert len(FrameStore(tmp_path / "s.zarr").list_frames()) == cat["frame_id"].nunique() == len(cat)
 
 
 def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
@@ -148,7 +154,7 @@ def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
     )
     bright = np.clip(frame.packed().astype(float) * 1.6, 0, frame.info.white_level).astype(np.uint16)
     write_dng(scene / "bright_iso400_9.dng", unpack(bright, frame.info.cfa), iso=400, **common)
-    cat, summary = build_catalog([str(data)], str(tmp_path / "s.zarr"), client=client)
+    cat, summary = build_catalog([str(data)], str(tmp_path / "s.zarr"), options=RunOptions(client=client))
     row = cat.set_index("path")
     shifted_row = row.loc[str(scene / "shifted_iso800_0.dng")]
     assert shifted_row["status"] == "excluded" and "misaligned" in shifted_row["error"]
@@ -158,7 +164,7 @@ def test_qa_excludes_a_shifted_and_an_overexposed_pair(tmp_path, client):
     assert bright_row["gain"] == pytest.approx(1.6, rel=0.03)
     assert summary.n_excluded == 2
     # Pixels are stored as captured, so QA can be redone with looser thresholds.
-    cat2, _ = build_catalog([str(data)], str(tmp_path / "s.zarr"), client=client,
+    cat2, _ = build_catalog([str(data)], str(tmp_path / "s.zarr"), options=RunOptions(client=client),
                             thresholds=_thresholds(max_shift=10, gain_tolerance=1.0))  # fmt: skip
     assert (cat2["status"] == "ok").all()
 
@@ -172,7 +178,9 @@ def _thresholds(**kw):
 @pytest.mark.samples
 def test_every_real_sample_is_accounted_for(samples_dir, tmp_path, client):
     manifest = pd.read_csv(samples_dir / "MANIFEST.csv")
-    cat, summary = build_catalog([str(samples_dir)], str(tmp_path / "s.zarr"), client=client)
+    cat, summary = build_catalog(
+        [str(samples_dir)], str(tmp_path / "s.zarr"), options=RunOptions(client=client)
+    )
     assert summary.n_files == len(manifest)
     by_name = {
         p.split("raw-samples/", 1)[1]: r for p, r in zip(cat["path"], cat.to_dict("records"), strict=True)
@@ -238,6 +246,7 @@ def test_bad_files_fail_alone_and_strict_exits_1(tmp_path):
 )
 def test_user_errors_exit_2(tmp_path, setup, args, needle):
     (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.dng").write_text("a raw candidate, so that the source is not empty")
     if setup == "file":
         (tmp_path / "occupied").mkdir()
         (tmp_path / "occupied" / "x.txt").write_text("x")
@@ -302,7 +311,9 @@ def test_recipes_pair_miniature_dataset_trees(tmp_path, client, scene_frames, re
                   f"{c}/Bayer_Cups_ISO3200_sha1=bb02.dng": f"{c}/gt/Bayer_Cups_GT_ISO100_sha1=bb01.dng"}  # fmt: skip
     root = tmp_path / recipe
     _lay_out(root, layout)
-    cat, summary = build_catalog([str(root)], str(tmp_path / "s.zarr"), client=client, recipe=recipe)
+    cat, summary = build_catalog(
+        [str(root)], str(tmp_path / "s.zarr"), options=RunOptions(client=client), recipe=recipe
+    )
     rows = cat.set_index("relpath")
     assert summary.n_files == len(layout) and summary.n_failed == 0
     assert summary.n_pairs == len(expect)

@@ -23,7 +23,7 @@ def synth_store(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("noise")
     summary = write_dataset(root / "data", seed=21, size=(640, 480), n_sensors=2, n_scenes=3)
     store = root / "store.zarr"
-    build_catalog([str(root / "data")], str(store), client=client)
+    build_catalog([str(root / "data")], str(store), options=RunOptions(client=client))
     return store, load_profiles(summary.truth_path)
 
 
@@ -161,7 +161,7 @@ def test_single_image_estimates_agree_across_the_eight_s40_frames(samples_dir):
 @pytest.mark.samples
 def test_auto_falls_back_to_single_frames_on_real_samples(samples_dir, tmp_path, client):
     """Real CRWs whose same-folder 'pairs' QA excluded (different scenes) are still fitted frame by frame."""
-    build_catalog([str(samples_dir / "bayer")], str(tmp_path / "s.zarr"), client=client)
+    build_catalog([str(samples_dir / "bayer")], str(tmp_path / "s.zarr"), options=RunOptions(client=client))
     fit = fit_store(
         str(tmp_path / "s.zarr"),
         sensor="Canon PowerShot S40",

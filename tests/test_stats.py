@@ -73,7 +73,7 @@ def synth_store(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("stats")
     summary = write_dataset(root / "data", seed=21, size=(480, 360), n_sensors=2, n_scenes=3)
     store = root / "store.zarr"
-    build_catalog([str(root / "data")], str(store), client=client)
+    build_catalog([str(root / "data")], str(store), options=RunOptions(client=client))
     return store, summary.truth_path
 
 

@@ -27,7 +27,7 @@ def many(tmp_path_factory, client):
     summary = write_dataset(root / "data", seed=5, size=(64, 48), n_sensors=4, n_scenes=9)
     (root / "data" / "SynthCam_PG-1" / "chart" / "broken.dng").write_bytes(b"II*\x00" + bytes(500))
     store = root / "store.zarr"
-    cat, _ = build_catalog([str(root / "data")], str(store), client=client)
+    cat, _ = build_catalog([str(root / "data")], str(store), options=RunOptions(client=client))
     return store, cat, summary.truth_path
 
 

@@ -3,23 +3,30 @@
 Incremental and resumable: frames are keyed by content hash and written completely before being marked done
 (:mod:`rawlab.catalog.store`), and a file whose path, size and modification time match the previous catalog is
 not read again. A re-run after a crash or a SIGKILL therefore ingests only what is missing.
+
+Safe to point at a store in use: one build at a time holds the store's lock (a second one waits, then reuses
+what the first wrote); the catalog is merged, never replaced, so building folders one after another adds them
+up; and a failure to write the store (disk full, read-only) stops the build before the catalog changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ..cluster import RunOptions, TaskOutcome, run_tasks, wait_idle
 from ..errors import RawlabError
 from .ingest import ingest_file
 from .qa import QA_COLUMNS
 from .scan import scan_sources
-from .store import FrameStore
+from .store import FrameStore, StoreWriteError
 
 __all__ = ["BuildSummary", "build_catalog"]
 
@@ -29,8 +36,12 @@ COLUMNS = [
     "exposure_time", "cfa", "black_level", "white_level", "height", "width", "scene", "role", "clean_path",
     "saturated_frac", "mean_level", "align_dy", "align_dx", "align_match", "gain", "gain_r", "gain_g1",
     "gain_g2", "gain_b", "expected_gain", "ref_saturated_frac", "qa_reason", "raw_format", "wb", "make_source",
-    "model_source", "iso_source", "exposure_source", "relpath", "source_root", "size", "mtime",
+    "model_source", "iso_source", "exposure_source", "relpath", "source_root", "size", "mtime", "other_paths",
+    "recipe",
 ]  # fmt: skip
+# Copies of a row's content: their paths (for people) and their scan details as JSON (for the next run).
+DUPLICATE_COLUMNS = ("other_paths", "other_sources")
+SOURCE_KEYS = ("path", "relpath", "source_root", "size", "mtime")
 
 
 @dataclass
@@ -48,108 +59,138 @@ class BuildSummary:
     dashboard: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    n_duplicates: int = 0  # copies of another file's content, listed in its row's other_paths
+    n_kept: int = 0  # files of other sources, from earlier builds into the store
 
     def line(self) -> str:
+        extra = f", {self.n_duplicates} duplicate copies listed once" if self.n_duplicates else ""
+        extra += f", {self.n_kept} from earlier builds of other sources" if self.n_kept else ""
         return (
             f"catalog build: {self.n_files} files -> {self.store}: {self.n_ingested} ingested, "
             f"{self.n_reused} already there, {self.n_failed} failed, {self.n_excluded} excluded by QA, "
-            f"{self.n_pairs} noisy/clean pairs, {len(self.sensors)} sensors ({self.seconds:.1f} s)"
+            f"{self.n_pairs} noisy/clean pairs, {len(self.sensors)} sensors{extra} ({self.seconds:.1f} s)"
         )
 
 
-def _previous_rows(store: FrameStore) -> dict[str, dict[str, Any]]:
-    cat = store.read_catalog()
-    if cat is None:
-        return {}
-    return {r["path"]: r for r in cat.to_dict("records") if r.get("status") in ("ok", "excluded")}
+def _expand_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per source path: a catalog row stands for its path and for each copy in ``other_sources``."""
+    out = []
+    for r in rows:
+        copies = r.get("other_sources")
+        out.append({k: v for k, v in r.items() if k not in DUPLICATE_COLUMNS})
+        if isinstance(copies, str) and copies:
+            for src in json.loads(copies):
+                out.append({**out[-1], **src, "reused": True})
+    return out
+
+
+def _collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per content: copies with the same SHA-256 become one row, the first path in name order, which
+    lists the others in ``other_paths`` (and their scan details in ``other_sources``), so they never pair with
+    each other and count once in every statistic."""
+    by_sha: dict[str, list[dict[str, Any]]] = {}
+    out = []
+    for r in sorted(rows, key=lambda r: r["path"]):
+        sha = r.get("sha256")
+        if isinstance(sha, str) and sha:
+            by_sha.setdefault(sha, []).append(r)
+        else:
+            out.append({**r, "other_paths": [], "other_sources": ""})
+    for group in by_sha.values():
+        first, copies = group[0], group[1:]
+        out.append({
+            **first,
+            "other_paths": [c["path"] for c in copies],
+            "other_sources": json.dumps([{k: c.get(k) for k in SOURCE_KEYS} for c in copies]) if copies else "",
+        })  # fmt: skip
+    return out
 
 
 def _unchanged(prev: dict[str, Any] | None, src: dict[str, Any], complete: set[str]) -> bool:
     return (
         prev is not None
+        and prev.get("status") in ("ok", "excluded")
         and prev.get("frame_id") in complete
         and prev.get("size") == src["size"]
         and (src["mtime"] is None or prev.get("mtime") == src["mtime"])
     )
 
 
-def _run_ingest(client, todo, store_url, storage_options, progress) -> list[dict[str, Any]]:
+class _StoreFull(Exception):
+    """Raised from a result callback to stop the ingest: writing the store failed (see ``store_error``)."""
+
+
+def _run_ingest(client, todo, store_url, options: RunOptions) -> list[dict[str, Any]]:
     """One task per file. Files whose worker died are retried one at a time, so that a file is recorded as
-    crashing only when it kills a worker on its own (a dying worker also takes its queued neighbours down)."""
-    from distributed import as_completed
-    from distributed.scheduler import KilledWorker
+    crashing only when it kills a worker on its own (a dying worker also takes its queued neighbours down).
+    A row with a ``store_error`` (disk full, read-only store) stops the run at once."""
 
-    def submit(i, src):
-        key = f"ingest-{i}-{src['path'][-40:]}"
-        return client.submit(ingest_file, src, store_url, storage_options, key=key, pure=False)
+    def check(out: TaskOutcome) -> None:
+        if out.ok and out.value.get("store_error"):
+            raise _StoreFull(out.value["store_error"])
 
-    def outcome(fut, src) -> dict[str, Any] | None:
-        try:
-            return fut.result()
-        except KilledWorker:
-            return None
-        except Exception as e:  # a bug in rawlab for this file: record it, keep going
-            return {**src, "status": "failed", "error_kind": "internal", "error": f"{type(e).__name__}: {e}"}
-        finally:
-            fut.release()
-
-    futures = {submit(i, src): src for i, src in enumerate(todo)}
-    rows, suspects = [], []
-    for fut in as_completed(futures):
-        row = outcome(fut, futures[fut])
-        if row is None:
-            suspects.append(futures[fut])
-            continue
-        rows.append(row)
-        if progress:
-            progress(1)
-    for i, src in enumerate(suspects):  # alone now: a second death convicts the file
-        row = outcome(submit(f"retry-{i}", src), src)
-        rows.append(row if row is not None else {
-            **src, "status": "failed", "error_kind": "crash",
-            "error": "the worker process died while reading this file, also when retried alone (LibRaw crash)",
-        })  # fmt: skip
-        if progress:
-            progress(1)
+    args = [(src, store_url, options.storage_options) for src in todo]
+    outcomes = run_tasks(
+        client,
+        ingest_file,
+        args,
+        name="ingest",
+        progress=options.progress,
+        on_result=check,
+        retry_killed=True,
+    )
+    rows = []
+    for out, src in zip(outcomes, todo, strict=True):
+        if out.ok:
+            rows.append(out.value)
+        elif out.killed:
+            rows.append({
+                **src, "status": "failed", "error_kind": "crash",
+                "error": "the worker process died while reading this file, also when retried alone (LibRaw crash)",
+            })  # fmt: skip
+        else:  # a bug in rawlab for this file: record it, keep going
+            rows.append({**src, "status": "failed", "error_kind": "internal",
+                         "error": f"{type(out.error).__name__}: {out.error}"})  # fmt: skip
     return rows
 
 
-def _run_qa(client, cat: pd.DataFrame, store_url, storage_options, thresholds, previous) -> pd.DataFrame:
+def _qa_key(row, ref, tkey: str) -> str:
+    return f"{row['frame_id']}|{ref['frame_id']}|{tkey}"
+
+
+def _run_qa(client, cat: pd.DataFrame, store_url, options: RunOptions, thresholds, previous) -> pd.DataFrame:
     noisy = cat[(cat["role"] == "noisy") & (cat["status"] == "ok")]
     if noisy.empty:
         return cat
     by_path = cat.set_index("path")
     tkey = repr(sorted(thresholds.to_dict().items()))
-    jobs, results = {}, {}
+    results, todo, args = {}, [], []
     for idx, row in noisy.iterrows():
         ref = by_path.loc[row["clean_path"]]
         prev = previous.get(row["path"])
         if (
             prev is not None
-            and prev.get("qa_key") == f"{row['frame_id']}|{ref['frame_id']}|{tkey}"
+            and prev.get("qa_key") == _qa_key(row, ref, tkey)
             and prev.get("align_dy") is not None
         ):
             results[idx] = {**{k: prev.get(k) for k in QA_COLUMNS}, "reason": prev.get("qa_reason", "")}
             results[idx]["status"] = "excluded" if results[idx]["reason"] else "ok"
             continue
-        jobs[idx] = client.submit(
-            _qa_task, store_url, storage_options, ref["frame_id"], row["frame_id"],
-            _meta(ref), _meta(row), thresholds, pure=False,
-        )  # fmt: skip
-    for idx, fut in jobs.items():
-        try:
-            results[idx] = fut.result()
-        except Exception as e:
-            results[idx] = {"status": "excluded", "reason": f"QA could not run: {type(e).__name__}: {e}"}
+        todo.append(idx)
+        args.append((store_url, options.storage_options, ref["frame_id"], row["frame_id"], _meta(ref), _meta(row),
+                     thresholds))  # fmt: skip
+    for idx, out in zip(todo, run_tasks(client, _qa_task, args, name="qa"), strict=True):
+        results[idx] = out.value if out.ok else {
+            "status": "excluded",
+            "reason": f"QA could not run: {type(out.error).__name__ if out.error else 'KilledWorker'}: {out.error}",
+        }  # fmt: skip
     cat = cat.copy()
     cat["qa_key"] = cat.get("qa_key", pd.Series(None, index=cat.index, dtype=object)).astype(object)
     for idx, res in results.items():
         for k in QA_COLUMNS:
             if k in res and k not in ("status", "reason"):
                 cat.at[idx, k] = res[k]
-        cat.at[idx, "qa_key"] = (
-            f"{cat.at[idx, 'frame_id']}|{by_path.loc[cat.at[idx, 'clean_path'], 'frame_id']}|{tkey}"
-        )
+        cat.at[idx, "qa_key"] = _qa_key(cat.loc[idx], by_path.loc[cat.at[idx, "clean_path"]], tkey)
         if res.get("status") == "excluded":
             cat.at[idx, "status"] = "excluded"
             cat.at[idx, "error"] = res.get("reason", "")
@@ -192,10 +233,34 @@ def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in cat.columns:
             cat[col] = None
-    cat = cat[COLUMNS + [c for c in cat.columns if c not in COLUMNS and c != "reused"]]
+    extra = sorted(c for c in cat.columns if c not in COLUMNS and c not in ("reused", "store_error"))
+    cat = cat[COLUMNS + extra]  # a fixed order, whichever rows came first
     cat = cat.sort_values("path", kind="stable").reset_index(drop=True)
     for col in ("iso", "exposure_time", "saturated_frac", "mean_level", "align_dy", "align_dx", "gain"):
         cat[col] = pd.to_numeric(cat[col], errors="coerce")
+    cat["other_paths"] = [
+        list(v) if isinstance(v, list | tuple | np.ndarray) else [] for v in cat["other_paths"]
+    ]
+    cat["other_sources"] = cat["other_sources"].fillna("").astype(str)
+    return cat
+
+
+def _pair(cat: pd.DataFrame, recipe_obj, key: str) -> pd.DataFrame:
+    """Pair the rows built with this build's recipe, over all of them (every source of the store built with it,
+    as one build of all those sources would); rows another recipe paired keep their pairs."""
+    from .pairing import pair_frames
+
+    cat["recipe"] = cat["recipe"].where(cat["recipe"].notna(), key)
+    mine = cat["recipe"] == key
+    if mine.all():
+        return pair_frames(cat, recipe_obj)
+    cat = cat.copy()
+    paired = pair_frames(cat[mine], recipe_obj)
+    for col in paired.columns:
+        if col not in cat.columns:
+            cat[col] = None
+        cat[col] = cat[col].astype(object)
+        cat.loc[mine, col] = paired[col]
     return cat
 
 
@@ -204,16 +269,18 @@ def build_catalog(
     out: str,
     *,
     recipe: str | None = None,
-    client=None,
-    scheduler: str | None = None,
-    workers: int | None = None,
     thresholds=None,
-    storage_options: dict | None = None,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
-    echo: Callable[[str], None] | None = None,
+    wait: float = 300.0,
+    options: RunOptions | None = None,
 ) -> tuple[pd.DataFrame, BuildSummary]:
     """Build (or update) the store at ``out`` from raw files under ``sources``.
+
+    The store's catalog is updated by merge: rows of files under ``sources`` are added or refreshed, rows of
+    files that were under ``sources`` and are gone are dropped (their pixels stay in the store), and rows from
+    other sources built into the store before are kept. Building folders one after another therefore gives the
+    catalog one build of all of them gives. Pairs are recomputed over all rows built with the same recipe.
+    Files with identical content are one row (the first path in name order), the others listed in
+    ``other_paths``.
 
     Parameters
     ----------
@@ -223,71 +290,109 @@ def build_catalog(
         Store path or URL (created if missing; updated incrementally if it is a rawlab store).
     recipe
         Pairing recipe name (``catalogs/<name>.yaml``) or YAML path; ``None`` uses the default rule.
-    client
-        An existing ``distributed.Client``; else one is created (``scheduler`` address or a local cluster).
     thresholds
         :class:`rawlab.catalog.qa.QAThresholds` for the pair checks.
+    wait
+        Seconds to wait for another build that holds the store (:class:`~rawlab.catalog.store.StoreLock`).
+    options
+        Where the work runs and how it reports (:class:`rawlab.cluster.RunOptions`); its ``storage_options``
+        apply to the sources and the store.
 
     Returns
     -------
     (catalog, summary)
+
+    Raises
+    ------
+    RawlabError
+        A source that does not exist or holds no raw file, an unusable ``out``, a store another build holds
+        past ``wait``, or a failure to write the store (:class:`~rawlab.catalog.store.StoreWriteError`: disk
+        full, quota, read-only, denied), which stops the build with the store as it was before that file.
     """
-    from ..cluster import dask_client
-    from .pairing import load_recipe, pair_frames
+    from .pairing import load_recipe
     from .qa import QAThresholds
 
     t0 = time.perf_counter()
-    storage_options = storage_options or {}
+    options = options or RunOptions()
+    storage_options = options.storage_options or {}
     thresholds = thresholds or QAThresholds()
     recipe_obj = load_recipe(recipe) if recipe else None  # validate before any work
-    scan = scan_sources(list(sources), storage_options)
     store = FrameStore(out, storage_options)
-    try:
-        store.initialise(
-            {"sources": list(sources), "recipe": recipe, "qa_thresholds": thresholds.to_dict(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        )  # fmt: skip
-    except OSError as e:
-        raise RawlabError(f"cannot write the store {out!r}: {e}; choose a writable --out") from None
-    previous = _previous_rows(store)
+    store.check_target()
+    scan = scan_sources(list(sources), storage_options)
+    if not scan.files:
+        raise RawlabError(
+            f"no raw files in {', '.join(map(repr, sources))} ({scan.skipped} other files skipped), so there is "
+            f"nothing to build; give the folders, files or glob patterns that hold the camera raw files"
+        )
+    with store.lock(wait, options.echo):
+        try:
+            store.initialise(
+                {"sources": list(sources), "recipe": recipe, "qa_thresholds": thresholds.to_dict(),
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )  # fmt: skip
+        except OSError as e:
+            raise RawlabError(f"cannot write the store {out!r}: {e}; choose a writable --out") from None
+        return _build(scan, store, recipe_obj, thresholds, options, t0)
+
+
+def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions, t0: float):
+    key = recipe_obj.name if recipe_obj is not None else "default"
+    old = store.read_catalog()
+    old_rows = _expand_rows(old.to_dict("records")) if old is not None else []
+    previous = {r["path"]: r for r in old_rows}
+    # Rows of other sources stay; rows under this build's sources are rebuilt from the scan (gone: dropped).
+    kept = [r for r in old_rows if not scan.covers(r["path"])]
     complete_frames, incomplete = store.frames_state()
     store.remove_frames(
         incomplete
     )  # leftovers of a killed build: rewritten below if their file is still there
     complete = set(complete_frames)
     srcs = [dataclasses.asdict(f) for f in scan.files]
-    reused = [{**previous[s["path"]], **s} for s in srcs if _unchanged(previous.get(s["path"]), s, complete)]
-    todo = [s for s in srcs if not _unchanged(previous.get(s["path"]), s, complete)]
-    if set_total:
-        set_total(len(todo))
-
+    reused, todo = [], []
+    for src in srcs:
+        prev = previous.get(src["path"])
+        if _unchanged(prev, src, complete):
+            # the decoder's raw_format (DNG), not the scan's guess from the first bytes (TIFF-raw)
+            reused.append({**prev, **src, "raw_format": prev.get("raw_format") or src["raw_format"]})
+        else:
+            todo.append(src)
+    options.total(len(todo))
     timings: dict[str, float] = {"scan": time.perf_counter() - t0}
 
-    def work(c, dashboard):
+    with options.session() as (client, info):
         t = time.perf_counter()
-        rows = _run_ingest(c, todo, store.url, storage_options, progress) if todo else []
+        try:
+            rows = _run_ingest(client, todo, store.url, options) if todo else []
+        except _StoreFull as e:
+            wait_idle(client)  # the tasks that were running when the store failed end on their own
+            with contextlib.suppress(OSError):
+                store.remove_frames(store.frames_state()[1])
+            raise StoreWriteError(
+                f"{e}; the build stopped and the store is as it was before this file (its catalog unchanged; "
+                f"frames written before it are reused by the next run) — free space or fix the permissions of "
+                f"{store.url} and run the build again"
+            ) from None
         timings["ingest"] = time.perf_counter() - t
-        cat = _finalise(reused + rows)
-        cat = pair_frames(cat, recipe_obj)
+        for r in rows:
+            r.setdefault("recipe", key)
+        for r in reused:
+            r["recipe"] = key
+        cat = _finalise(_collapse(kept + reused + rows))
+        cat = _pair(cat, recipe_obj, key)
         # Exclusion is a QA outcome only: clear it so the checks (and any new thresholds) decide afresh.
         redo = cat["status"] == "excluded"
         cat.loc[redo, "status"], cat.loc[redo, "error"] = "ok", ""
         t = time.perf_counter()
-        cat = _run_qa(c, cat, store.url, storage_options, thresholds, previous)
+        cat = _run_qa(client, cat, store.url, options, thresholds, previous)
         timings["qa"] = time.perf_counter() - t
-        return cat, rows, dashboard
-
-    if client is not None:
-        cat, rows, dashboard = work(client, getattr(client, "dashboard_link", None))
-    else:
-        with dask_client(scheduler, workers=workers, echo=echo) as (c, info):
-            cat, rows, dashboard = work(c, info.dashboard)
     cat = _finalise(cat.to_dict("records"))
     store.write_catalog(cat)
     failed = cat[cat["status"] == "failed"]
+    n_copies = int(sum(len(v) for v in cat["other_paths"]))
     summary = BuildSummary(
         store=store.url,
-        n_files=len(cat),
+        n_files=len(cat) + n_copies,
         n_ingested=sum(1 for r in rows if r.get("status") == "ok" and not r.get("reused")),
         n_reused=len(reused) + sum(1 for r in rows if r.get("reused")),
         n_failed=len(failed),
@@ -296,8 +401,10 @@ def build_catalog(
         n_pairs=int(((cat["role"] == "noisy") & (cat["status"] == "ok")).sum()),
         sensors=sorted(cat.loc[cat["status"] != "failed", "sensor"].dropna().unique().tolist()),
         seconds=time.perf_counter() - t0,
-        dashboard=dashboard,
+        dashboard=info.dashboard,
         timings=timings,
         failures=list(zip(failed["path"], failed["error"], strict=True)),
+        n_duplicates=n_copies,
+        n_kept=len(kept),
     )
     return cat, summary

@@ -1,11 +1,14 @@
 """The per-file task of a build: read one raw, hash it, store its pixels, return its catalog row.
 
 This runs on Dask workers, one task per file. It never raises for bad input: a file that cannot be read comes
-back as a row with ``status="failed"``, its error and the error kind, so the build goes on.
+back as a row with ``status="failed"``, its error and the error kind, so the build goes on. A failure to write
+the store is the machine's (disk full, quota, read-only, denied), not the file's: the row comes back with a
+``store_error`` message instead, the frame's partial group is removed, and the build stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from typing import Any
@@ -14,7 +17,7 @@ import numpy as np
 
 from ..errors import RawReadError
 from .qa import frame_stats
-from .store import FrameStore, frame_id
+from .store import FrameStore, _os_reason, frame_id
 
 __all__ = ["CRASH_ENV", "ingest_file", "metadata_row"]
 
@@ -80,11 +83,7 @@ def ingest_file(
     store = FrameStore(store_url, storage_options)
     existing = store.frame_attrs(fid)
     if existing is not None:  # same content already ingested (re-run, or a duplicate file)
-        stored = existing["row"]
-        keep = {
-            k: v for k, v in stored.items() if k not in source and k not in ("status", "error", "error_kind")
-        }
-        return {**row, **keep, "reused": True}
+        return _reused(row, existing)
     try:
         frame = read_raw(data, name=source["path"])
     except RawReadError as e:
@@ -92,5 +91,35 @@ def ingest_file(
     planes = frame.packed()
     row.update(metadata_row(frame.info))
     row.update(frame_stats(planes, frame.info.black_level, frame.info.white_level))
-    store.write_frame(fid, planes, row)
+    with _frame_lock(fid):  # two copies of one file in one build: one writes, the other reuses
+        existing = store.frame_attrs(fid)
+        if existing is not None:
+            return _reused(row, existing)
+        try:
+            store.write_frame(fid, planes, row)
+        except OSError as e:
+            with contextlib.suppress(OSError):  # leave the store as it was before this file
+                store.remove_frames([fid])
+            return {**row, "store_error": f"cannot write {source['path']} into {store_url}: {_os_reason(e)}"}
     return {**row, "reused": False}
+
+
+def _reused(row: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (this file's path, size, hash) completed from the stored frame's row (its decoded metadata)."""
+    stored = existing["row"]
+    keep = {k: v for k, v in stored.items() if k not in row or k == "raw_format"}  # the decoder's format, not
+    return {**row, **keep, "reused": True}  # the scan's guess from the first bytes (DNG, not TIFF-raw)
+
+
+@contextlib.contextmanager
+def _frame_lock(fid: str):
+    """Hold a cluster-wide lock on frame ``fid`` while this task writes it (nothing outside a Dask worker)."""
+    try:
+        from distributed import Lock, get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    with Lock(f"rawlab-frame-{fid}"):
+        yield

@@ -8,6 +8,7 @@ are skipped and counted.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 
@@ -40,6 +41,19 @@ class SourceFile:
 class ScanResult:
     files: list[SourceFile]
     skipped: int  # files that are neither raw by content nor by extension
+    scopes: tuple[tuple[str, str], ...] = ()  # ("folder" | "file" | "glob", full path or URL) per source
+
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` (a catalog path) lies where this scan looked: a file of these sources that the
+        scan did not find has been deleted or moved."""
+        for kind, where in self.scopes:
+            if (
+                (kind == "folder" and path.startswith(where.rstrip("/") + "/"))
+                or (kind == "file" and path == where)
+                or (kind == "glob" and fnmatch.fnmatchcase(path, where))
+            ):
+                return True
+        return False
 
 
 def _mtime(info: dict) -> float | None:
@@ -56,23 +70,29 @@ def _mtime(info: dict) -> float | None:
     return None
 
 
-def _expand(source: str, storage_options: dict) -> tuple[object, str, list[tuple[str, dict]]]:
-    """Resolve one source to ``(fs, root, [(path, info), ...])``."""
+def _expand(source: str, storage_options: dict) -> tuple[object, str, list[tuple[str, dict]], str, str]:
+    """Resolve one source to ``(fs, root, [(path, info), ...], kind, path)``."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source, **storage_options)
     if any(ch in path for ch in "*?["):
         root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
         found = fs.glob(path, detail=True)
-        return fs, root, [(p, i) for p, i in sorted(found.items()) if i.get("type") == "file"]
+        return fs, root, [(p, i) for p, i in sorted(found.items()) if i.get("type") == "file"], "glob", path
     if not fs.exists(path):
         raise RawlabError(
             f"source {source!r} does not exist; give folders, files or glob patterns of raw files"
         )
     if fs.isfile(path):
-        return fs, path.rsplit("/", 1)[0], [(path, fs.info(path))]
+        return fs, path.rsplit("/", 1)[0], [(path, fs.info(path))], "file", path
     found = fs.find(path, detail=True)
-    return fs, path.rstrip("/"), sorted(found.items())
+    return fs, path.rstrip("/"), sorted(found.items()), "folder", path.rstrip("/")
+
+
+def _full(fs, path: str) -> str:
+    """The catalog's spelling of a path: absolute for local files, a URL with its protocol otherwise."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return os.path.abspath(path) if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
 def scan_sources(sources: list[str], storage_options: dict | None = None) -> ScanResult:
@@ -90,15 +110,14 @@ def scan_sources(sources: list[str], storage_options: dict | None = None) -> Sca
     seen: set[str] = set()
     files: list[SourceFile] = []
     skipped = 0
-    for (fs, root, entries), source in zip(resolved, sources, strict=True):
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        is_local = protocol in ("file", "local")
+    scopes = tuple((kind, _full(fs, where)) for fs, _, _, kind, where in resolved)
+    for (fs, root, entries, _kind, _where), source in zip(resolved, sources, strict=True):
         for path, info in entries:
             name = path.rsplit("/", 1)[-1]
             rel = path[len(root) :].lstrip("/") if path.startswith(root) else name
             if name in _SKIP_NAMES or any(part.startswith(".") for part in rel.split("/")):
                 continue  # hidden files and folders (including rawlab's own temporary files)
-            full = os.path.abspath(path) if is_local else f"{protocol}://{path}"
+            full = _full(fs, path)
             if full in seen:
                 continue
             try:
@@ -113,4 +132,4 @@ def scan_sources(sources: list[str], storage_options: dict | None = None) -> Sca
                 continue
             seen.add(full)
             files.append(SourceFile(full, rel, source, int(info.get("size") or 0), _mtime(info), fmt))
-    return ScanResult(files, skipped)
+    return ScanResult(files, skipped, scopes)

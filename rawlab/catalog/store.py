@@ -4,7 +4,8 @@ Layout::
 
     STORE/zarr.json                 root group; attrs: format, rawlab version, build parameters
     STORE/frames/<id>/raw           uint16 (channel=4, y, x) packed R, G1, G2, B planes, raw DN as captured
-    STORE/catalog.parquet           one row per source file (rawlab.open_catalog)
+    STORE/catalog.parquet           one row per distinct file content (rawlab.open_catalog)
+    STORE/.rawlab-build.lock        while a build writes: who holds the store (see :class:`StoreLock`)
 
 ``<id>`` is the first 20 hex digits of the file's SHA-256, so identical content is stored once. A frame
 group is written in full and only then marked ``complete`` in its attributes (with its catalog row), so a
@@ -18,8 +19,14 @@ bit-shuffle; see ``benchmarks/codecs.py`` for the measured ratio and cost.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,11 +35,19 @@ from .._version import __version__
 from ..bayer import CHANNELS
 from ..errors import RawlabError
 
-__all__ = ["CHUNK", "STORE_FORMAT", "FrameStore", "frame_id", "normalized", "open_store"]
+__all__ = [
+    "CHUNK", "STORE_FORMAT", "FrameStore", "StoreLock", "StoreWriteError", "frame_id", "normalized", "open_store",
+]  # fmt: skip
 
 STORE_FORMAT = "rawlab.store/1"
 CHUNK = 256
 CATALOG = "catalog.parquet"
+LOCK = ".rawlab-build.lock"
+
+
+class StoreWriteError(RawlabError):
+    """Writing to the store failed for a reason of the machine (disk full, quota, read-only or denied), not of
+    the file being ingested: the build stops, leaving the store as it was before."""
 
 
 def frame_id(sha256: str) -> str:
@@ -94,10 +109,7 @@ class FrameStore:
                 )
             group = self._root_group("a")
         else:
-            if not _is_url(self.url) and os.path.exists(self.url) and os.listdir(self.url):
-                raise RawlabError(
-                    f"{self.url} exists and is not a rawlab store; choose a new --out path or an existing store"
-                )
+            self.check_target()
             group = self._root_group("a")
             group = group.update_attributes(
                 {"format": STORE_FORMAT, "created_by": f"rawlab {__version__}", "builds": []}
@@ -105,6 +117,19 @@ class FrameStore:
         builds = list(group.attrs.get("builds", []))
         builds.append({"rawlab_version": __version__, **build_params})
         group.update_attributes({"rawlab_version": __version__, "builds": builds[-50:]})
+
+    def check_target(self) -> None:
+        """Refuse a local ``--out`` that exists and holds something other than a rawlab store."""
+        if self.exists() or _is_url(self.url) or not os.path.exists(self.url):
+            return
+        if not os.path.isdir(self.url) or set(os.listdir(self.url)) - {LOCK}:
+            raise RawlabError(
+                f"{self.url} exists and is not a rawlab store; choose a new --out path or an existing store"
+            )
+
+    def lock(self, wait: float = 0.0, echo: Callable[[str], None] | None = None) -> StoreLock:
+        """A :class:`StoreLock` on this store (use as a context manager)."""
+        return StoreLock(self, wait=wait, echo=echo)
 
     # -- frames --------------------------------------------------------------------------------------------
     def frame_path(self, fid: str) -> str:
@@ -205,9 +230,17 @@ class FrameStore:
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         tmp = f"{self.root}/.{CATALOG}.tmp"
-        with self.fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
-        self.fs.mv(tmp, f"{self.root}/{CATALOG}")
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                pq.write_table(table, f)
+            self.fs.mv(tmp, f"{self.root}/{CATALOG}")
+        except OSError as e:  # disk full, quota, read-only: the previous catalog stays as it was
+            with contextlib.suppress(OSError):
+                self.fs.rm(tmp)
+            raise StoreWriteError(
+                f"cannot write the catalog of {self.url}: {_os_reason(e)}; the store is as it was before "
+                f"this build's catalog update — free space or fix permissions and run the build again"
+            ) from None
 
     def read_catalog(self):
         import pandas as pd
@@ -217,6 +250,191 @@ class FrameStore:
             return None
         with self.fs.open(path, "rb") as f:
             return pd.read_parquet(f)
+
+
+def _os_reason(e: OSError) -> str:
+    """``No space left on device [ENOSPC]``: the system's words and the error's name."""
+    name = errno.errorcode.get(e.errno or 0)
+    return f"{e.strerror or e}" + (f" [{name}]" if name else "")
+
+
+# -- the build lock -------------------------------------------------------------------------------------------
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``), to tell a live holder from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    """Whether the holder recorded in a lock may still run (always ``True`` for another host's holder)."""
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return True
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _proc_start(info["pid"])
+    return not (start and info.get("pid_start") and start != info["pid_start"])
+
+
+class StoreLock:
+    """Only one build writes a store at a time: a lock file ``STORE/.rawlab-build.lock`` naming its holder.
+
+    Local stores: the lock is written in full to a private file and hard-linked into place, which succeeds for
+    exactly one process (``O_EXCL`` semantics, also on NFS). It records pid, host, start time and the pid's
+    start time; a lock whose process is gone from this host (a build killed with SIGKILL) is stale and is
+    recovered. A holder on another host cannot be checked: its lock is removed by hand if no build runs.
+
+    fsspec URLs (``s3://``, ``memory://``): object stores have no atomic create-if-absent, so the lock is best
+    effort: written when absent, then read back after a moment to confirm it is ours. It stops a second build
+    started later; two builds started within that moment may both proceed.
+
+    A second build waits up to ``wait`` seconds for the holder to finish, then raises :class:`RawlabError`
+    naming the store and the holder.
+    """
+
+    def __init__(self, store: FrameStore, *, wait: float = 0.0, echo: Callable[[str], None] | None = None):
+        self.store, self.wait, self.echo = store, float(wait), echo
+        self.path = f"{store.root}/{LOCK}"
+        self.local = not _is_url(store.url)
+        self.info = {
+            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid_start": _proc_start(os.getpid()), "token": uuid.uuid4().hex,
+        }  # fmt: skip
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The current holder's record, ``{}`` if the lock exists but cannot be read, ``None`` if unlocked."""
+        try:
+            if self.local:
+                with open(self.path) as f:
+                    text = f.read()
+            else:
+                text = self.store.fs.cat_file(self.path).decode()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}
+        try:
+            info = json.loads(text)
+        except ValueError:
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def _try(self) -> bool:
+        text = json.dumps(self.info)
+        if self.local:
+            os.makedirs(self.store.root, exist_ok=True)
+            mine = f"{self.path}.{self.info['token']}"
+            with open(mine, "w") as f:
+                f.write(text)
+            try:
+                os.link(mine, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: exclusive create instead
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                return True
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(mine)
+        if self.store.fs.exists(self.path):
+            return False
+        self.store.fs.pipe_file(self.path, text.encode())
+        time.sleep(
+            0.5
+        )  # a writer that raced us has written by now: the last write wins, and one of us sees it
+        return (self.holder() or {}).get("token") == self.info["token"]
+
+    def _break_stale(self, stale: dict[str, Any]) -> None:
+        """Remove a lock whose holder is dead, without removing a fresh lock another build took meanwhile."""
+        if not self.local:
+            if (self.holder() or {}).get("token") == stale.get("token"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.fs.rm(self.path)
+            return
+        aside = f"{self.path}.stale.{self.info['token']}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            with open(aside) as f:
+                moved = json.loads(f.read() or "{}")
+        except (OSError, ValueError):
+            moved = {}
+        if moved.get("token") != stale.get("token"):  # another build's fresh lock: put it back
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            try:
+                if self._try():
+                    return
+            except OSError as e:
+                raise StoreWriteError(
+                    f"cannot write the store {self.store.url!r}: {_os_reason(e)}; choose a writable --out"
+                ) from None
+            holder = self.holder()
+            if holder is None:
+                continue  # released between our attempt and the look
+            if holder and not _alive(holder):
+                if self.echo:
+                    self.echo(
+                        f"catalog build: recovering a stale lock on {self.store.url} (pid {holder.get('pid')} "
+                        f"on {holder.get('host')} is gone)"
+                    )
+                self._break_stale(holder)
+                continue
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                if holder
+                else "a holder whose lock file cannot be read"
+            )
+            if time.monotonic() >= deadline:
+                raise RawlabError(
+                    f"store {self.store.url} is being written by another build ({who}); wait for it to finish "
+                    f"and run again (or raise --wait), or, if no build is running, delete {self.path}"
+                )
+            if self.echo and not told:
+                self.echo(f"catalog build: {self.store.url} is being written by another build ({who}); "
+                          f"waiting up to {self.wait:.0f} s for it")  # fmt: skip
+                told = True
+            time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours."""
+        if (self.holder() or {}).get("token") != self.info["token"]:
+            return
+        with contextlib.suppress(OSError):
+            if self.local:
+                os.unlink(self.path)
+            else:
+                self.store.fs.rm(self.path)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,11 @@ __all__ = ["catalog_summary", "format_summary"]
 
 
 def catalog_summary(cat: pd.DataFrame) -> dict[str, Any]:
-    """Counts per sensor, ISO, role and status, plus the failures and exclusions with their reasons."""
+    """Counts per sensor, ISO, role and status, plus the failures and exclusions with their reasons.
+
+    ``files`` counts every source file: the catalog's rows plus the copies of identical content listed in
+    their ``other_paths`` (``duplicates``); the other counts are per row, each content once.
+    """
     ok = cat[cat["status"] != "failed"]
     sensors = []
     for sensor, rows in ok.groupby("sensor", sort=True):
@@ -36,8 +40,15 @@ def catalog_summary(cat: pd.DataFrame) -> dict[str, Any]:
             }
         )
     bad = cat[cat["status"].isin(["failed", "excluded"])]
+    copies = cat["other_paths"] if "other_paths" in cat.columns else pd.Series([], dtype=object)
+    duplicates = [
+        {"path": p, "other_paths": [str(c) for c in other]}
+        for p, other in zip(cat["path"], copies, strict=False)
+        if other is not None and len(other)
+    ]
     return {
-        "files": len(cat),
+        "files": len(cat) + sum(len(d["other_paths"]) for d in duplicates),
+        "duplicates": duplicates,
         "status": {k: int(v) for k, v in cat["status"].value_counts().sort_index().items()},
         "roles": {k: int(v) for k, v in ok["role"].value_counts().sort_index().items()},
         "sensors": sensors,
@@ -66,6 +77,10 @@ def format_summary(summary: dict[str, Any], store: str) -> str:
                 f"{name[:34]:<34} {label:>7} {r.get('clean', 0):>6} {r.get('noisy', 0):>6} "
                 f"{r.get('single', 0):>6} {st.get('excluded', 0):>6}"
             )
+    if summary.get("duplicates"):
+        lines.append("identical content, stored once (the copies are listed with the first path):")
+        for d in summary["duplicates"]:
+            lines.append(f"  {d['path']}: also {', '.join(d['other_paths'])}")
     if summary["problems"]:
         lines.append("problems:")
         for p in summary["problems"]:
