@@ -16,7 +16,7 @@ from rawlab.catalog.build import build_catalog
 from rawlab.cluster import RunOptions, dask_client
 from rawlab.errors import RawlabError
 from rawlab.noise import pipeline
-from rawlab.noise.report import check_writable, write_outputs
+from rawlab.noise.report import write_outputs
 from rawlab.synth import write_dataset
 
 _REAL_PAIR_TASK = pipeline._pair_task
@@ -98,15 +98,3 @@ def test_noise_fit_refuses_an_unwritable_out_before_fitting(small_store, tmp_pat
     assert len(lines) == 1 and "afile" in lines[0] and "not a folder" in lines[0], res.stderr
     assert "dask:" not in res.stderr  # refused before any cluster started, let alone the fit
     assert blocker.read_text() == "not a folder"
-
-
-def test_check_writable_names_the_problem(tmp_path):
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(RawlabError, match=r"inside .*f, which is a file, not a folder"):
-        check_writable(tmp_path / "f" / "deeper" / "noise.json")
-    with pytest.raises(RawlabError, match="it is a folder; give a file name"):
-        check_writable(tmp_path)
-    with pytest.raises(RawlabError, match="it is a file, not a folder"):
-        check_writable(tmp_path / "f", folder=True)
-    assert check_writable(tmp_path / "new" / "sub", folder=True).is_dir()
-    assert sorted(p.name for p in (tmp_path / "new" / "sub").iterdir()) == []  # the probe file is gone

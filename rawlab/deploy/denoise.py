@@ -417,7 +417,7 @@ def denoise_files(
     """
     from ..catalog.scan import scan_sources
     from ..cluster import RunOptions, run_tasks
-    from .outputs import output_folder
+    from ..outputs import output_folder
     from .runtime import describe_model, load_denoiser
 
     t0 = time.perf_counter()

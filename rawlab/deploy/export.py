@@ -199,8 +199,8 @@ def export_tflite(
         float32 parity failure.
     """
     from ..learn.modelio import load_model
+    from ..outputs import output_file
     from .crops import find_crops
-    from .outputs import output_file
 
     t0 = time.perf_counter()
     say = echo or (lambda _m: None)

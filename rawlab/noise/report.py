@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import RawlabError
+from ..outputs import output_file
 
-__all__ = ["Written", "check_writable", "write_outputs"]
+__all__ = ["Written", "write_outputs"]
 
 
 @dataclass
@@ -26,41 +25,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def check_writable(path: str | os.PathLike[str], *, folder: bool = False, option: str = "--out") -> Path:
-    """Make sure ``path`` (a file, or a folder with ``folder=True``) can be written, before any long work.
-
-    Creates the folder (a file's parent) and writes and removes a probe file in it, so a read-only or full
-    file system, a missing permission or a path through a regular file is found up front, whoever runs it
-    (permission bits do not stop root; trying does).
-
-    Raises
-    ------
-    RawlabError
-        Naming the path, what is wrong and ``option`` to change.
-    """
-    path = Path(path)
-    where = path if folder else path.parent
-    blocker = next((p for p in [where, *where.parents] if p.exists() or p.is_symlink()), None)
-    if blocker is not None and not blocker.is_dir():
-        what = "is" if blocker == path else f"is inside {blocker}, which is"
-        raise RawlabError(
-            f"cannot write {option} {path}: it {what} a file, not a folder; choose another {option}"
-        )
-    if path.is_dir() and not folder:
-        raise RawlabError(f"cannot write {option} {path}: it is a folder; give a file name")
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".rawlab-write-check-"):
-            pass
-        if not folder and path.exists():
-            open(path, "r+b").close()  # an existing file is overwritten: it must be writable too
-    except OSError as e:
-        raise RawlabError(
-            f"cannot write {option} {path}: {e.strerror or e}; choose a writable {option}"
-        ) from None
-    return path
-
-
 def write_outputs(result, out: str | Path, fmt: str = "rawlab") -> Written:
     """Save ``result`` (:class:`~rawlab.noise.pipeline.NoiseFitResult`) to ``out`` and plot beside it.
 
@@ -69,9 +33,9 @@ def write_outputs(result, out: str | Path, fmt: str = "rawlab") -> Written:
     Raises
     ------
     RawlabError
-        If ``out`` cannot be written (:func:`check_writable`), or writing fails for the machine's reasons.
+        If ``out`` cannot be written (:func:`rawlab.outputs.output_file`), or writing fails for the machine's reasons.
     """
-    out = check_writable(out)
+    out = output_file(out)
     try:
         return _write(result, out, fmt)
     except OSError as e:  # the machine's (disk full): say which file, no traceback

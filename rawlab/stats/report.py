@@ -193,13 +193,13 @@ def write_outputs(res, out_dir: str | Path) -> Written:
     Raises
     ------
     RawlabError
-        If ``out_dir`` cannot be written (:func:`rawlab.noise.report.check_writable`; ``rawlab stats`` checks
+        If ``out_dir`` cannot be written (:func:`rawlab.outputs.output_folder`; ``rawlab stats`` checks
         it before the long work too), or writing fails for the machine's reasons (disk full).
     """
     from ..errors import RawlabError
-    from ..noise.report import check_writable
+    from ..outputs import output_folder
 
-    out = check_writable(out_dir, folder=True)
+    out = output_folder(out_dir)
     try:
         return _write(res, out)
     except OSError as e:

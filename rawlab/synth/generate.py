@@ -220,7 +220,7 @@ def write_dataset(
         (:func:`check_size`); both before anything is simulated.
     """
     from ..dng import write_dng
-    from ..noise.report import check_writable
+    from ..outputs import output_folder
 
     width, height = size
     if width % 2 or height % 2 or width < 16 or height < 16:
@@ -228,7 +228,7 @@ def write_dataset(
     check_size(width, height)
     sensors = get_sensors(n_sensors)
     plans = plan_dataset(sensors, seed=seed, n_scenes=n_scenes, n_clean=n_clean)
-    out = check_writable(out, folder=True, option="OUT")
+    out = output_folder(out, "OUT")
     nbytes = 0
     scene_cache: dict[tuple[int, int], np.ndarray] = {}
     for plan in plans:

@@ -1,4 +1,5 @@
-"""Where ``export`` and ``denoise`` write, checked before the long work.
+"""Where a command writes, checked before the long work (every command that writes: synth, noise-fit, stats,
+train, export, denoise).
 
 A conversion or a batch of files should not run for minutes and then fail on an output it could never have
 written: :func:`output_file` and :func:`output_folder` check (and create) the location first, with a real
@@ -13,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import RawlabError
+from .errors import RawlabError
 
 __all__ = ["output_file", "output_folder"]
 
@@ -74,4 +75,12 @@ def output_file(
         if q.is_dir():
             raise RawlabError(f"{what} {p}: {q} is a folder; give the path of the file to write")
     _folder(p.parent, what, os.fspath(path))
+    for q in (p, *(p.with_name(p.name + c) for c in companions)):
+        if q.exists():
+            try:  # an existing file is replaced: it must be writable too
+                open(q, "r+b").close()
+            except OSError as e:
+                raise RawlabError(
+                    f"{what} {p}: cannot replace {q} ({e.strerror or e}); choose a writable location"
+                ) from None
     return p
