@@ -338,9 +338,10 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     """
     from .cluster import RunOptions
     from .noise.pipeline import fit_store
-    from .noise.report import check_writable, write_outputs
+    from .noise.report import write_outputs
+    from .outputs import output_file
 
-    check_writable(out)  # before the fit, not after it
+    output_file(out)  # before the fit, not after it
     with _reporting("noise moments") as report:
         result = fit_store(
             store,
@@ -382,10 +383,10 @@ def stats(store, out, profile, anchors, scheduler, workers):
     --anchors adds published profiles to compare the shape of the ISO laws with.
     """
     from .cluster import RunOptions
-    from .noise.report import check_writable
+    from .outputs import output_folder
     from .stats import compute_stats, write_outputs
 
-    check_writable(out, folder=True)  # before the passes over the store, not after them
+    output_folder(out)  # before the passes over the store, not after them
     with _reporting("stats") as report:
         result = compute_stats(
             store,
