@@ -80,14 +80,16 @@ def test_two_concurrent_builds_leave_the_store_one_build_makes(data, reference, 
     store = tmp_path / "s.zarr"
     holder = StoreLock(FrameStore(store))
     holder.acquire()
-    procs, errs = [], []
+    procs, errs, readers = [], [], []
     for _ in range(2):
         p = subprocess.Popen(
             [sys.executable, "-m", "rawlab", "catalog", "build", str(data), "--out", str(store), "--workers", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         lines: list[str] = []
-        threading.Thread(target=lambda p=p, lines=lines: lines.extend(p.stderr), daemon=True).start()
+        reader = threading.Thread(target=lambda p=p, lines=lines: lines.extend(p.stderr), daemon=True)
+        reader.start()
+        readers.append(reader)
         procs.append(p)
         errs.append(lines)
     deadline = time.monotonic() + 120
@@ -97,8 +99,10 @@ def test_two_concurrent_builds_leave_the_store_one_build_makes(data, reference, 
         time.sleep(0.1)
     assert all(f"pid {os.getpid()} on {socket.gethostname()}" in "".join(e) for e in errs)
     holder.release()
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    time.sleep(0.2)  # the reader threads finish with the pipes
+    outs = [p.stdout.read() for p in procs]  # to the end: the build has finished
+    for p, reader in zip(procs, readers, strict=True):
+        p.wait(timeout=60)
+        reader.join(timeout=60)
     for p, out, err in zip(procs, outs, errs, strict=True):
         assert p.returncode == 0, (out, "".join(err))
         _clean(subprocess.CompletedProcess(p.args, p.returncode, out, "".join(err)))
@@ -130,6 +134,19 @@ def test_a_stale_lock_is_recovered_and_a_live_one_refused(data, reference, tmp_p
     assert json.loads((store / LOCK).read_text())["token"] == "someone-else"  # not taken from its holder
     (store / LOCK).unlink()
     _assert_same_store(store, reference)
+
+
+def test_a_new_store_being_locked_is_not_taken_for_a_foreign_folder(tmp_path):
+    """Two first builds: the second may look while the first's lock (or its private copy, linked into place)
+    is the only thing in the new folder; that is a store being made, not someone else's folder."""
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / LOCK).write_text("{}")
+    (store / f"{LOCK}.0123abcd").write_text("{}")
+    FrameStore(store).check_target()
+    (store / "notes.txt").write_text("a user's file")
+    with pytest.raises(RawlabError, match="exists and is not a rawlab store"):
+        FrameStore(store).check_target()
 
 
 def test_lock_on_an_fsspec_store_is_best_effort_but_holds():

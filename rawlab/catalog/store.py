@@ -122,7 +122,7 @@ class FrameStore:
         """Refuse a local ``--out`` that exists and holds something other than a rawlab store."""
         if self.exists() or _is_url(self.url) or not os.path.exists(self.url):
             return
-        if not os.path.isdir(self.url) or set(os.listdir(self.url)) - {LOCK}:
+        if not os.path.isdir(self.url) or any(not n.startswith(LOCK) for n in os.listdir(self.url)):
             raise RawlabError(
                 f"{self.url} exists and is not a rawlab store; choose a new --out path or an existing store"
             )
