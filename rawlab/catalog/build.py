@@ -241,7 +241,7 @@ def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
     cat["other_paths"] = [
         list(v) if isinstance(v, list | tuple | np.ndarray) else [] for v in cat["other_paths"]
     ]
-    cat["other_sources"] = cat["other_sources"].fillna("").astype(str)
+    cat["other_sources"] = cat["other_sources"].fillna("").astype(str) if "other_sources" in cat else ""
     return cat
 
 
