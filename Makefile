@@ -3,7 +3,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,train,notebooks,export
+EXTRAS ?= dev,train,notebooks,export,onnx,dtmodel,serve
 
 .PHONY: demo test test-fast lint install clean
 

@@ -522,13 +522,17 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["tflite"]),
+    type=click.Choice(["tflite", "onnx", "dtmodel"]),
     default="tflite",
     show_default=True,
-    help="Output format.",
+    help="tflite: phones (LiteRT); onnx: ONNX Runtime, float32; dtmodel: a darktable 5.6+ raw-denoise package.",
 )
 @click.option(
-    "--out", "out", required=True, type=click.Path(dir_okay=False), help="The .tflite file to write."
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The .tflite, .onnx or .dtmodel file to write.",
 )
 @click.option(
     "--quantize",
@@ -549,19 +553,23 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
     help="A store or raw files for int8 calibration and the parity check (default: the training store).",
 )
 def export(model_dir, fmt, out, quantize, tile, calibration):
-    """Export the model in MODEL_DIR (`rawlab train --workdir`) to a TFLite file, with a parity check.
+    """Export the model in MODEL_DIR (`rawlab train --workdir`) to TFLite, ONNX or darktable, with a parity check.
 
-    jax2tf at a fixed tile shape, builtin TFLite ops only. The float32 export must match JAX within 1e-4 on
-    real crops (held-out scenes of the training store) or nothing is written; quantised exports print their
+    tflite: jax2tf at a fixed tile shape, builtin TFLite ops only. onnx: the network written with builtin ONNX
+    ops (dynamic height and width), run by `rawlab denoise` with ONNX Runtime alone. dtmodel: a .dtmodel
+    package for darktable's neural restore (raw denoise), installed from darktable's AI preferences. The
+    float32 export must match JAX within 1e-4 on real crops (held-out scenes of the training store) or
+    nothing is written; quantised exports print their
     PSNR cost, and their PSNR against each pair's aligned, exposure-matched clean reference. Tile size,
     overlap, normalisation and noise law are embedded in the file (and written beside it as OUT.json), so
     `rawlab denoise --model OUT` needs nothing else. OUT's folder is checked (and created) first.
     """
-    from .deploy.export import export_tflite
+    from .deploy.export import export_model
 
-    result = export_tflite(
+    result = export_model(
         model_dir,
         out,
+        fmt=fmt,
         quantize=quantize,
         tile=tile,
         calibration=calibration,
@@ -576,7 +584,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @click.option(
     "--model",
     required=True,
-    help="A model directory (`rawlab train --workdir`) or a .tflite from `rawlab export`.",
+    help="A model directory (`rawlab train --workdir`), or a .tflite or .onnx from `rawlab export`.",
 )
 @click.option(
     "--out",

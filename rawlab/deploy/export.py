@@ -42,9 +42,18 @@ from .._version import __version__
 from ..errors import RawlabError
 from .runtime import SCHEMA, builtin_op_names, embed_metadata
 
-__all__ = ["FP32_TOLERANCE", "QUANTIZE", "ExportResult", "export_tflite", "training_store"]
+__all__ = [
+    "FORMATS",
+    "FP32_TOLERANCE",
+    "QUANTIZE",
+    "ExportResult",
+    "export_model",
+    "export_tflite",
+    "training_store",
+]
 
 QUANTIZE = ("none", "fp16", "dynamic", "int8")
+FORMATS = ("tflite", "onnx", "dtmodel")  # onnx and dtmodel: rawlab.deploy.onnx and rawlab.deploy.dtmodel
 FP32_TOLERANCE = 1e-4  # normalised units: the float32 export must match JAX this closely
 
 
@@ -138,6 +147,28 @@ def _convert(tf, concrete, fn, quantize: str, representative: Callable | None) -
         f"the TFLite converter failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}); only builtin "
         f"TFLite ops are allowed. Converter log:\n{tail}"
     )
+
+
+def export_model(model_dir, out, *, fmt: str = "tflite", quantize: str = "none", **kwargs):
+    """``rawlab export --format FMT``: :func:`export_tflite`, :func:`rawlab.deploy.onnx.export_onnx` (float32)
+    or :func:`rawlab.deploy.dtmodel.export_dtmodel` (a darktable package); each result has ``summary()`` and
+    ``sidecar``. ``kwargs`` (``tile``, ``calibration``, ``echo`` ...) go to the exporter."""
+    if fmt not in FORMATS:
+        raise RawlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "tflite":
+        return export_tflite(model_dir, out, quantize=quantize, **kwargs)
+    if quantize != "none":
+        raise RawlabError(
+            f"--format {fmt} is float32 only; drop --quantize {quantize} (quantised models: --format tflite)"
+        )
+    kwargs.pop("n_calibration", None)
+    if fmt == "onnx":
+        from .onnx import export_onnx
+
+        return export_onnx(model_dir, out, **kwargs)
+    from .dtmodel import export_dtmodel
+
+    return export_dtmodel(model_dir, out, **kwargs)
 
 
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:

@@ -359,23 +359,29 @@ def describe_model(path: str | os.PathLike[str]) -> str:
         return f"{p.name} (jax)"
     if not p.exists():
         load_denoiser(p)  # raises
+    if p.suffix.lower() == ".onnx":
+        from .onnx import read_onnx_metadata
+
+        read_onnx_metadata(p)
+        return f"{p.name} (onnx float32)"
     meta = read_metadata(p)
     return f"{p.name} (tflite {meta.get('export', {}).get('quantize', 'none')})"
 
 
 def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = None):
-    """Load a denoiser from a model directory (JAX) or a ``.tflite`` file written by ``rawlab export``.
+    """Load a denoiser from a model directory (JAX) or a ``.tflite`` / ``.onnx`` written by ``rawlab export``.
 
     Parameters
     ----------
     path
-        A ``rawlab train`` workdir, or a ``.tflite`` (with its metadata embedded, or a ``FILE.json`` sidecar).
+        A ``rawlab train`` workdir, or a ``.tflite`` or ``.onnx`` (with its metadata embedded, or a
+        ``FILE.json`` sidecar; an ``.onnx`` runs with ONNX Runtime, :mod:`rawlab.deploy.onnx`).
     num_threads
         TFLite interpreter threads (default: the cores available to this process).
 
     Returns
     -------
-    TFLiteDenoiser or JaxDenoiser
+    TFLiteDenoiser, OnnxDenoiser or JaxDenoiser
         ``denoise(x, a, b)``, ``noise_params(sensor, iso)``, ``tile``, ``normalisation``, ``config``, ``kind``.
 
     Raises
@@ -391,8 +397,12 @@ def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = Non
     if not p.exists():
         raise RawlabError(
             f"model {os.fspath(path)!r} does not exist; pass a model directory (`rawlab train --workdir`) or "
-            "a .tflite from `rawlab export`"
+            "a .tflite or .onnx from `rawlab export`"
         )
+    if p.suffix.lower() == ".onnx":  # ONNX Runtime only: neither JAX nor TensorFlow is imported
+        from .onnx import OnnxDenoiser
+
+        return OnnxDenoiser(p, num_threads=num_threads)
     return TFLiteDenoiser(p, read_metadata(p), num_threads)
 
 

@@ -1,0 +1,493 @@
+"""ONNX: a trained model directory to a self-describing ``.onnx``, and its ONNX Runtime denoiser.
+
+Export (:func:`export_onnx`, needs the ``onnx`` package and JAX): the graph is written directly from the
+Flax parameters with ONNX builtin operators only (``Conv``, ``ConvTranspose``, ``Concat``, ``Add``,
+``LeakyRelu``, ``Slice``; opset :data:`OPSET`), following the U-Net's structure
+(:class:`rawlab.learn.models.UNet`). There is no tracing step and no converter in between, so the graph is
+the network op for op and runs at any height and width that are multiples of the network's down-sampling
+(the batch, height and width are dynamic axes). Layout is ONNX's own, NCHW: input ``input``
+``[N, C, H, W]`` float32 (``C`` = 8 for the noise-map normalisation, 4 for k-sigma), output ``output``
+``[N, 4, H, W]``, both in the network's domain (:class:`rawlab.learn.normalize.Normalisation`).
+
+The same parity rule as TFLite: the graph and the JAX network run on held-out crops (the training store's
+evaluation scenes, else ``calibration``, else synthetic crops) and the clean estimates must agree within
+:data:`~rawlab.deploy.export.FP32_TOLERANCE` or nothing is written. The model description, schema
+``rawlab.onnx/1``, travels in the ONNX ``metadata_props`` under the key ``rawlab`` and beside the file as
+``FILE.onnx.json``::
+
+    {"schema": "rawlab.onnx/1",
+     "config": {...the source model's config.json, "tile": {"size": 256, "overlap": 32}},
+     "export": {"format": "onnx", "opset": 17, "layout": "NCHW", "multiple": 4,
+                "input": {"name": "input", "shape": ["N", 8, "H", "W"], "dtype": "float32"},
+                "output": {"name": "output", "shape": ["N", 4, "H", "W"], "dtype": "float32"},
+                "ops": ["Add", "Concat", ...], "parity": {...}, "source": {...},
+                "rawlab_version": "...", "onnx_version": "..."}}
+
+Running (:class:`OnnxDenoiser`) needs only ``onnxruntime``: neither JAX nor TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import RawlabError
+from .runtime import _first_line, _TiledDenoiser
+
+__all__ = [
+    "METADATA_KEY",
+    "OPSET",
+    "SCHEMA",
+    "GraphBuilder",
+    "OnnxDenoiser",
+    "OnnxExportResult",
+    "export_onnx",
+    "read_onnx_metadata",
+    "unet_onnx",
+]
+
+SCHEMA = "rawlab.onnx/1"
+METADATA_KEY = "rawlab"
+OPSET = 17  # ONNX Runtime 1.14+ (and darktable's bundled runtime) run it
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise RawlabError(
+            "`rawlab export --format onnx` needs the onnx package: pip install 'rawlab[onnx]'"
+        ) from None
+    return onnx
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RawlabError(
+            "running an .onnx model needs ONNX Runtime: pip install 'rawlab[onnx]' (or pip install onnxruntime)"
+        ) from None
+    return onnxruntime
+
+
+# ------------------------------------------------------------------------------------------ the graph
+
+
+class GraphBuilder:
+    """A small helper to write an ONNX graph node by node (constants become initializers)."""
+
+    def __init__(self):
+        self.onnx = _onnx()
+        self.nodes: list = []
+        self.initializers: list = []
+        self._n = 0
+
+    def name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def const(self, value, stem: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(stem)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs) -> str:
+        out = self.name(stem or op_type.lower())
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def model(self, inputs, outputs, *, metadata: dict[str, str] | None = None, doc: str = ""):
+        helper = self.onnx.helper
+        graph = helper.make_graph(self.nodes, "rawlab", inputs, outputs, self.initializers, doc_string=doc)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="rawlab",
+            producer_version=__version__,
+        )
+        model.ir_version = min(
+            model.ir_version, 8
+        )  # readable by older ONNX Runtimes (1.14+), e.g. darktable's
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        self.onnx.checker.check_model(model)
+        return model
+
+
+def _conv(g: GraphBuilder, x: str, p, *, stride: int = 1, pad: int = 0) -> str:
+    kernel = np.asarray(p["kernel"], np.float32)  # flax (kh, kw, in, out), a cross-correlation like ONNX Conv
+    w = g.const(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), "w")
+    b = g.const(np.asarray(p["bias"], np.float32), "b")
+    kh, kw = kernel.shape[:2]
+    return g.op(
+        "Conv", [x, w, b], "conv", kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad]
+    )
+
+
+def _conv_transpose(g: GraphBuilder, x: str, p) -> str:
+    # flax ConvTranspose (transpose_kernel=False) is lax.conv_transpose: the input dilated by the stride and
+    # correlated with the kernel as stored; ONNX ConvTranspose scatters with the kernel, i.e. the same
+    # thing with the kernel flipped in space. Weights (in, out, kh, kw).
+    kernel = np.asarray(p["kernel"], np.float32)[::-1, ::-1]
+    w = g.const(np.ascontiguousarray(kernel.transpose(2, 3, 0, 1)), "wt")
+    b = g.const(np.asarray(p["bias"], np.float32), "b")
+    kh, kw = kernel.shape[:2]
+    return g.op("ConvTranspose", [x, w, b], "up", kernel_shape=[kh, kw], strides=[2, 2])
+
+
+def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
+    """Append the :class:`rawlab.learn.models.UNet` ``spec`` with ``params`` (its Flax parameter tree) to
+    ``g``, reading NCHW tensor ``x``; returns the name of the output ``[N, out_channels, H, W]``.
+
+    Module names follow Flax's creation order in ``UNet.__call__``: ``Conv_i`` (the down-sampling
+    convolutions, then the 1x1 head), ``_Block_i`` (encoder blocks, then decoder blocks from the deepest up),
+    ``ConvTranspose_j`` (from the deepest up).
+    """
+    p = params["params"] if "params" in params else params
+    slope = float(spec.negative_slope)
+    levels = len(spec.widths)
+
+    def act(t: str) -> str:
+        return g.op("LeakyRelu", [t], "lrelu", alpha=slope)
+
+    def block(t: str, index: int, level: int) -> str:
+        bp = p[f"_Block_{index}"]
+        for k in range(spec.convs(level)):
+            t = act(_conv(g, t, bp[f"Conv_{k}"], pad=1))
+        return t
+
+    skips, h = [], x
+    for i in range(levels):
+        if i > 0:
+            h = act(_conv(g, h, p[f"Conv_{i - 1}"], stride=2))
+        h = block(h, i, i)
+        skips.append(h)
+    for j, i in enumerate(reversed(range(levels - 1))):
+        h = _conv_transpose(g, h, p[f"ConvTranspose_{j}"])
+        h = g.op("Concat", [h, skips[i]], "cat", axis=1)
+        h = block(h, levels + j, i)
+    residual = _conv(g, h, p[f"Conv_{levels - 1}"])
+    signal = g.op(
+        "Slice",
+        [x, g.const(np.array([0], np.int64)), g.const(np.array([spec.out_channels], np.int64)),
+         g.const(np.array([1], np.int64))],
+        "signal",
+    )  # fmt: skip
+    return g.op("Add", [signal, residual], "output")
+
+
+def network_model(model, *, metadata: dict[str, str] | None = None):
+    """The ONNX ``ModelProto`` of a :class:`rawlab.learn.TrainedModel`'s network, NCHW, dynamic N, H, W."""
+    spec = model.spec
+    if type(model.module).__name__ != "UNet":
+        raise RawlabError(
+            f"ONNX export knows the U-Net family; {type(model.module).__name__} is not one of them"
+        )
+    g = GraphBuilder()
+    helper, tp = g.onnx.helper, g.onnx.TensorProto
+    y = unet_onnx(g, "input", spec, model.params)
+    y = g.op("Identity", [y], "identity")
+    g.nodes[-1].output[0] = "output"
+    inp = helper.make_tensor_value_info("input", tp.FLOAT, ["N", spec.in_channels, "H", "W"])
+    out = helper.make_tensor_value_info("output", tp.FLOAT, ["N", spec.out_channels, "H", "W"])
+    return g.model([inp], [out], metadata=metadata, doc=f"rawlab {model.name}: packed Bayer U-Net, NCHW")
+
+
+def op_types(model_proto) -> list[str]:
+    return sorted({n.op_type for n in model_proto.graph.node})
+
+
+# ---------------------------------------------------------------------------------------- the runtime
+
+
+def _session(source, num_threads: int | None, what: str):
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads or _cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT's Fail / InvalidProtobuf / InvalidGraph: a damaged or foreign file
+        raise RawlabError(
+            f"the model {what} cannot be loaded by ONNX Runtime ({_first_line(e)}); the file is truncated or "
+            "corrupt: copy it again or re-export it with `rawlab export --format onnx`"
+        ) from None
+
+
+def read_onnx_metadata(path: str | os.PathLike[str], *, session=None) -> dict[str, Any]:
+    """The ``rawlab.onnx/1`` description of an ``.onnx``: embedded in it, else its ``FILE.onnx.json`` sidecar.
+
+    Raises
+    ------
+    RawlabError
+        If the file is missing, not an ONNX model ONNX Runtime can load, or carries no rawlab description.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RawlabError(
+            f"model {os.fspath(path)!r} does not exist; pass a .onnx from `rawlab export --format onnx`"
+        )
+    sess = session or _session(os.fspath(p), 1, str(p))
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    meta = None
+    if raw is not None:
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            raise RawlabError(
+                f"the model {p} carries a rawlab description that is not valid JSON; re-export it"
+            ) from None
+    sidecar = p.with_name(p.name + ".json")
+    if meta is None and sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except ValueError as e:
+            raise RawlabError(f"{sidecar} is not valid JSON: {e}") from None
+    if meta is None:
+        raise RawlabError(
+            f"{p} has no rawlab description (no embedded metadata and no {sidecar.name} beside it), so its tile "
+            "size, normalisation and noise law are unknown; export it with `rawlab export --format onnx`"
+        )
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
+        raise RawlabError(f"{p}: description has schema {got!r}, expected {SCHEMA!r}")
+    return meta
+
+
+class OnnxDenoiser(_TiledDenoiser):
+    """A ``.onnx`` written by ``rawlab export --format onnx``, run with ONNX Runtime on the CPU."""
+
+    kind = "onnx"
+
+    def __init__(
+        self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None, num_threads: int | None = None
+    ):
+        self.path = os.fspath(path)
+        self.num_threads = num_threads or _cores()
+        self.meta = meta if meta is not None else read_onnx_metadata(self.path, session=self.session)
+        self.config = self.meta["config"]
+        self.export = self.meta.get("export", {})
+
+    quantize = "none"
+
+    @cached_property
+    def session(self):
+        return _session(self.path, self.num_threads, self.path)
+
+    def check(self) -> None:
+        """Build the session and check its input against the description: a damaged file fails here."""
+        inp = self.session.get_inputs()[0]
+        want = self.normalisation.channels
+        if len(inp.shape) != 4 or inp.shape[1] != want:
+            raise RawlabError(
+                f"{self.path}: the network input is {inp.shape} but its description says NCHW with {want} "
+                "channels; re-export the model"
+            )
+
+    @cached_property
+    def _names(self) -> tuple[str, str]:
+        return self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
+
+    def run_nchw(self, x: np.ndarray) -> np.ndarray:
+        """The network on ``[N, C, H, W]`` float32 (H and W multiples of ``export.multiple``)."""
+        name_in, name_out = self._names
+        return self.session.run([name_out], {name_in: np.ascontiguousarray(x, np.float32)})[0]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        y = self.run_nchw(np.moveaxis(batch, -1, 1))
+        return np.moveaxis(y, 1, -1)
+
+    def __getstate__(self):  # a session does not pickle: ship the path and description
+        return {"path": self.path, "meta": self.meta, "num_threads": self.num_threads}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["meta"], state["num_threads"])
+
+
+def _cores() -> int:
+    from .runtime import _cores as cores
+
+    return cores()
+
+
+# ----------------------------------------------------------------------------------------- the export
+
+
+@dataclass
+class OnnxExportResult:
+    out: Path
+    sidecar: Path
+    tile: int
+    nbytes: int
+    ops: list[str]
+    parity: dict[str, Any]
+    seconds: float
+    quantize: str = "none"
+
+    def summary(self) -> str:
+        p = self.parity
+        cost = f", PSNR cost {p['psnr_cost_db']:+.3f} dB vs JAX" if p.get("psnr_cost_db") is not None else ""
+        return (
+            f"export: {self.out} (onnx float32, opset {OPSET}, {self.nbytes / 1e6:.2f} MB, tile {self.tile}, dynamic "
+            f"H x W, {len(self.ops)} builtin op types); max |ONNX - JAX| {p['max_abs']:.2e}{cost} ({self.seconds:.1f} s)"
+        )
+
+
+def parity(model, session_run: Callable[[np.ndarray], np.ndarray], crops) -> dict[str, Any]:
+    """Run an NCHW graph (``session_run``) and the JAX network on the same crops; compare clean estimates."""
+    import jax
+
+    from .export import _psnr
+
+    norm = model.normalisation
+    apply = jax.jit(model.network_fn())
+    max_abs, p_vs, p_jax, p_onnx = 0.0, [], [], []
+    for crop in crops:
+        x = np.asarray(norm.to_network(crop.noisy[None], crop.a, crop.b), np.float32)
+        y_onnx = norm.from_network(np.moveaxis(session_run(np.moveaxis(x, -1, 1)), 1, -1), crop.a, crop.b)[0]
+        y_jax = norm.from_network(np.asarray(apply(x)), crop.a, crop.b)[0]
+        max_abs = max(max_abs, float(np.max(np.abs(y_onnx - y_jax))))
+        p_vs.append(_psnr(y_onnx, y_jax))
+        if crop.clean is not None:
+            p_jax.append(_psnr(y_jax, crop.clean))
+            p_onnx.append(_psnr(y_onnx, crop.clean))
+    finite = [v for v in p_vs if np.isfinite(v)]
+    out = {
+        "n_crops": len(crops),
+        "max_abs": max_abs,
+        "psnr_vs_jax": float(np.mean(finite)) if finite else None,
+        "psnr_jax": float(np.mean(p_jax)) if p_jax else None,
+        "psnr_onnx": float(np.mean(p_onnx)) if p_onnx else None,
+    }
+    out["psnr_cost_db"] = out["psnr_jax"] - out["psnr_onnx"] if p_jax else None
+    return out
+
+
+def prepare(model_dir, tile: int | None):
+    """Load a model directory and check the tile: ``(model, size, overlap)``."""
+    from ..learn.modelio import load_model
+
+    model = load_model(model_dir)
+    overlap = int(model.tile["overlap"])
+    size = int(tile or model.tile["size"])
+    m = model.spec.multiple
+    if size % m or size <= 2 * overlap:
+        raise RawlabError(
+            f"--tile {size} does not fit this network: it must be a multiple of {m} (its down-sampling) and "
+            f"more than twice the tile overlap ({overlap}); e.g. --tile {max(m, (2 * overlap // m + 1) * m)}"
+        )
+    return model, size, overlap
+
+
+def eval_crops(model, source: str | None, size: int, n_eval: int, seed: int, say) -> tuple[list, str]:
+    """Held-out crops for the parity check, chosen as ``rawlab export`` chooses them for TFLite."""
+    from .crops import find_crops
+    from .export import training_store
+
+    given = source
+    source = source or training_store(model.config)
+    why = "no training store in the model's config and no --calibration"
+    if source is not None and given is None and not os.path.exists(source) and "://" not in source:
+        why, source = f"the training store {source} recorded in the model's config is not here", None
+    if source is None:
+        say(f"warning: {why}: checking parity on synthetic crops. Pass --calibration STORE")
+    return find_crops(source, size, n_eval, model, split="eval", seed=seed)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def export_onnx(
+    model_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    tile: int | None = None,
+    calibration: str | None = None,
+    n_eval: int = 8,
+    seed: int = 0,
+    echo: Callable[[str], None] | None = None,
+) -> OnnxExportResult:
+    """Export the model in ``model_dir`` to ``out`` (ONNX, float32) and ``out + ".json"``, after a parity check.
+
+    ``tile`` is the tile ``rawlab denoise`` runs (default: the model's); the graph itself takes any multiple of
+    the network's down-sampling. ``calibration``: a store or raw files for the parity crops (default: the
+    training store's held-out scenes). Raises :class:`RawlabError` for bad arguments, an ``out`` that cannot
+    be written, or a parity failure (then nothing is written).
+    """
+    from ..outputs import output_file
+    from .export import FP32_TOLERANCE
+
+    t0 = time.perf_counter()
+    say = echo or (lambda _m: None)
+    out = output_file(out, companions=(".json",))
+    model, size, overlap = prepare(model_dir, tile)
+    crops, described = eval_crops(model, calibration, size, n_eval, seed, say)
+    onnx = _onnx()
+    proto = network_model(model)
+    ops = op_types(proto)
+    say(f"writing {model.name} as ONNX (opset {OPSET}, NCHW, dynamic H x W, {len(ops)} op types)")
+    session = _session(proto.SerializeToString(), None, "just written")
+    result = parity(model, lambda x: session.run(None, {"input": x})[0], crops)
+    result["crops"] = described
+    say(
+        f"parity on {len(crops)} crops of {described}: max |ONNX - JAX| {result['max_abs']:.2e}"
+        + (
+            f"; vs clean: JAX {result['psnr_jax']:.2f} dB, ONNX {result['psnr_onnx']:.2f} dB"
+            if result["psnr_jax"]
+            else ""
+        )
+    )
+    if not result["max_abs"] <= FP32_TOLERANCE:
+        raise RawlabError(
+            f"parity check failed: the ONNX model differs from JAX by up to {result['max_abs']:.2e} (allowed "
+            f"{FP32_TOLERANCE:g}) on {described}; the export is not faithful, nothing was written"
+        )
+    config = json.loads(json.dumps(model.config))
+    config["tile"] = {"size": size, "overlap": overlap}
+    spec = model.spec
+    meta = {
+        "schema": SCHEMA,
+        "config": config,
+        "export": {
+            "format": "onnx",
+            "quantize": "none",
+            "opset": OPSET,
+            "layout": "NCHW",
+            "multiple": spec.multiple,
+            "input": {"name": "input", "shape": ["N", spec.in_channels, "H", "W"], "dtype": "float32"},
+            "output": {"name": "output", "shape": ["N", spec.out_channels, "H", "W"], "dtype": "float32"},
+            "ops": ops,
+            "parity": result,
+            "source": {
+                "path": os.path.abspath(model_dir),
+                "name": model.name,
+                "step": model.config.get("step"),
+            },
+            "rawlab_version": __version__,
+            "onnx_version": onnx.__version__,
+        },
+    }
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    data = proto.SerializeToString()
+    sidecar = out.with_name(out.name + ".json")
+    write_atomic(out, data)
+    write_atomic(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
+    return OnnxExportResult(out, sidecar, size, len(data), ops, result, time.perf_counter() - t0)

@@ -1,0 +1,169 @@
+"""`rawlab export --format onnx` and ONNX Runtime denoising: builtin ops, parity with JAX, self-describing file,
+dynamic height and width, and `rawlab denoise --model FILE.onnx` with neither JAX nor TensorFlow imported.
+
+One tiny U-Net with perturbed weights (an untrained one is the identity, which would hide a wrong kernel layout),
+knowing the noise law of one of small_synth's sensors, exported once for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
+pytest.importorskip("onnx", reason="the onnx extra (onnx) is not installed")
+
+from click.testing import CliRunner
+
+from rawlab.cli import main
+from rawlab.errors import RawlabError
+
+TILE = {"size": 64, "overlap": 16}
+# The U-Net family's operators: all in the default ONNX domain (no custom or contrib ops).
+BUILTIN = {"Conv", "ConvTranspose", "Concat", "Add", "LeakyRelu", "Slice", "Identity"}
+TOL = 1e-4  # the float32 parity rule (rawlab.deploy.export.FP32_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, small_synth):
+    import jax
+
+    from rawlab.learn.modelio import init_model, save_model
+    from rawlab.noise.profile import load_profiles
+
+    noise = load_profiles(small_synth.truth_path).to_dict()
+    noise["sensors"] = noise["sensors"][:1]
+    m = init_model({"model": {"arch": "tiny"}, "tile": TILE, "noise": noise})
+    rng = np.random.default_rng(1)
+    m.params = jax.tree.map(
+        lambda p: (np.asarray(p) + 0.05 * rng.standard_normal(p.shape)).astype(p.dtype), m.params
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(path, m)
+    return path, m
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    from rawlab.deploy.onnx import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    lines = []
+    result = export_onnx(model[0], out, n_eval=3, echo=lines.append)
+    return out, result, lines
+
+
+def test_export_writes_builtin_ops_and_matches_jax(exported):
+    _, result, lines = exported
+    assert set(result.ops) <= BUILTIN, result.ops
+    assert result.parity["n_crops"] == 3 and 0 <= result.parity["max_abs"] <= TOL
+    assert any("synthetic crops" in line for line in lines)  # no store: said so
+    assert "max |ONNX - JAX|" in result.summary()
+
+
+def test_the_description_is_embedded_and_beside_the_file(exported, model):
+    from rawlab.deploy.onnx import SCHEMA, read_onnx_metadata
+
+    out, result, _ = exported
+    meta = read_onnx_metadata(out)
+    assert meta == json.loads(result.sidecar.read_text())
+    assert meta["schema"] == SCHEMA
+    assert meta["config"]["tile"] == TILE and meta["config"]["noise"] == model[1].config["noise"]
+    assert meta["export"]["input"]["shape"] == ["N", 8, "H", "W"]
+    # the embedded copy wins: a damaged sidecar changes nothing
+    result.sidecar.write_text("{not json")
+    try:
+        assert read_onnx_metadata(out) == meta
+    finally:
+        result.sidecar.write_text(json.dumps(meta))
+
+
+def test_the_graph_runs_any_multiple_of_the_downsampling(exported, model):
+    """Dynamic N, H and W: non-square, not the tile size, a batch of 2; parity holds there too."""
+    import jax
+
+    from rawlab.deploy.runtime import load_denoiser
+
+    out, _, _ = exported
+    den = load_denoiser(out, num_threads=1)
+    assert den.kind == "onnx"
+    den.check()
+    rng = np.random.default_rng(3)
+    x = rng.random((2, 36, 52, 8), dtype=np.float32)
+    y_jax = np.asarray(jax.jit(model[1].network_fn())(x))
+    y_onnx = den._run(x)
+    assert y_onnx.shape == (2, 36, 52, 4)
+    assert np.max(np.abs(y_onnx - y_jax)) <= TOL
+    assert np.max(np.abs(y_jax - x[..., :4])) > 100 * TOL  # the network is not the identity
+
+
+def test_tiled_onnx_matches_tiled_jax(exported, model):
+    from rawlab.deploy.runtime import load_denoiser
+
+    rng = np.random.default_rng(4)
+    x = rng.random((150, 170, 4), dtype=np.float32) * 0.5
+    a, b = np.full(4, 2e-3, np.float32), np.full(4, 1e-5, np.float32)
+    y_onnx = load_denoiser(exported[0]).denoise(x, a, b)
+    y_jax = load_denoiser(model[0]).denoise(x, a, b)
+    assert y_onnx.shape == x.shape
+    assert np.max(np.abs(y_onnx - y_jax)) <= TOL
+
+
+def test_damaged_or_undescribed_onnx_is_a_clear_error(exported, tmp_path, model):
+    from rawlab.deploy.onnx import network_model
+    from rawlab.deploy.runtime import describe_model, load_denoiser
+
+    out = exported[0]
+    assert describe_model(out) == "tiny.onnx (onnx float32)"
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(RawlabError, match="truncated or corrupt"):
+        load_denoiser(cut)
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(network_model(model[1]).SerializeToString())
+    with pytest.raises(RawlabError, match="no rawlab description"):
+        load_denoiser(bare)
+    with pytest.raises(RawlabError, match="does not exist"):
+        describe_model(tmp_path / "missing.onnx")
+
+
+def test_cli_export_onnx_and_refuse_quantize(model, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "m.onnx"
+    res = runner.invoke(main, ["export", str(model[0]), "--format", "onnx", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and (tmp_path / "m.onnx.json").is_file() and "max |ONNX - JAX|" in res.output
+    res = runner.invoke(
+        main, ["export", str(model[0]), "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    )
+    assert res.exit_code == 2 and "float32 only" in res.output
+
+
+def test_denoise_with_onnx_never_imports_jax_or_tensorflow(exported, small_synth, tmp_path, model):
+    """The whole `rawlab denoise --model FILE.onnx` in a fresh interpreter; its DNG equals the JAX one."""
+    from rawlab.deploy.denoise import denoise_files
+    from rawlab.rawio import read_raw
+
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
+    code = (
+        "import sys\n"
+        "from rawlab.cli import main\n"
+        f"main(['denoise', {str(src)!r}, '--model', {str(exported[0])!r}, '--out', {str(tmp_path / 'onnx')!r}],"
+        " standalone_mode=False)\n"
+        "print('LOADED', [m for m in ('tensorflow', 'jax', 'flax', 'keras', 'ai_edge_litert') if m in sys.modules])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED []" in res.stdout and "1 of 1 files denoised" in res.stdout
+    assert "noise from: 1 model law" in res.stdout
+    summary = denoise_files([str(src)], str(model[0]), tmp_path / "jax")
+    assert summary.n_ok == 1
+    (a,) = (tmp_path / "onnx").rglob("*.dng")
+    (b,) = (tmp_path / "jax").rglob("*.dng")
+    da, db = read_raw(str(a)).mosaic.astype(int), read_raw(str(b)).mosaic.astype(int)
+    assert da.shape == db.shape
+    assert np.max(np.abs(da - db)) <= 1  # same tiles, float32 within 1e-4: at most one DN of rounding
