@@ -649,5 +649,56 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict):
         raise SystemExit(1)
 
 
+@main.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="A .onnx, .tflite or model directory to serve (repeat for several; the first is the default).",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Concurrent jobs (default: 2, or 1 core)."
+)
+@click.option("--max-upload-mb", type=float, default=200, show_default=True, help="Largest upload accepted.")
+@click.option("--job-timeout", type=float, default=300, show_default=True, help="Seconds a job may run.")
+@click.option("--max-queue", type=click.IntRange(0, 10000), default=16, show_default=True,
+              help="Jobs that may wait for a worker; beyond that the service answers 503.")  # fmt: skip
+@click.option(
+    "--tmp",
+    "tmp_root",
+    default=None,
+    help="Folder for the service's temporary files (default: the system's).",
+)
+def serve(host, port, models, workers, max_upload_mb, job_timeout, max_queue, tmp_root):
+    """Serve denoising over HTTP: POST /denoise (a raw file -> DNG, or ?format=png|tiff), GET /models, /health.
+
+    \b
+      rawlab serve --model tiny.onnx
+      curl -F file=@photo.dng localhost:8000/denoise -o out.dng
+
+    The models are checked before the service starts. Each job runs in a worker process, with limits on the
+    upload size, the jobs waiting and the time per job; bad uploads are answered 4xx with the reason.
+    """
+    from .serve import build_config
+    from .serve import serve as run
+
+    config = build_config(
+        list(models),
+        workers=workers,
+        max_upload_mb=max_upload_mb,
+        job_timeout=job_timeout,
+        max_queue=max_queue,
+        tmp_root=tmp_root,
+    )
+    names = ", ".join(f"{m['name']} ({m['label']})" for m in config.described)
+    click.echo(f"serve: {names} on http://{host}:{port} ({config.workers} workers)", err=True)
+    run(config, host=host, port=port)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,7 +19,7 @@ LAYER = {
     "synth": 5,
     "learn": 6, "stats": 6,
     "deploy": 7,
-    "evaluation": 8,
+    "evaluation": 8, "serve": 8,
     "cli": 9, "demo": 9, "__main__": 9, "__init__": 9,
 }  # fmt: skip
 
