@@ -134,7 +134,7 @@ def levels(black_level, white_level) -> tuple[np.ndarray, np.ndarray]:
     return black, span
 
 
-def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3):
+def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3, dtype=np.float32):
     """The normalised signal ``x = (DN - black_c) / (white - black_c)``, float32, 0 = black, 1 = white.
 
     This is rawlab's only implementation of the normalisation; every package calls it.
@@ -150,6 +150,8 @@ def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3):
         stack of ``n`` frames ``(n, 4, h, w)``.
     white_level
         White level in DN: one value, or ``(n,)`` for a stack of frames.
+    dtype
+        ``float32`` (default: images) or ``float64`` (sums over many pixels that must stay exact).
 
     Raises
     ------
@@ -169,6 +171,6 @@ def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3):
     # per-frame levels (n, 4) line up with the leading axes; the channel axis takes the 4, the rest broadcast
     trailing = ndim - axis - 1
     shape = black.shape + (1,) * trailing
-    b = black.astype(np.float32).reshape(shape)
-    scale = (1.0 / span).astype(np.float32).reshape(shape)
-    return (planes_dn.astype(np.float32) - b) * scale
+    b = black.astype(dtype).reshape(shape)
+    scale = (1.0 / span).astype(dtype).reshape(shape)
+    return (planes_dn.astype(dtype) - b) * scale

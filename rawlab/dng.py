@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from rawlab.bayer import CFA_PATTERNS, channel_offsets, per_site
+from rawlab.bayer import CFA_PATTERNS, channel_offsets, normalise, per_site
 
 __all__ = ["read_dng_tags", "write_dng"]
 
@@ -221,7 +221,7 @@ def _preview(
     h, w = mosaic.shape
     step = 2 * max(1, math.ceil(max(h, w) / 2 / PREVIEW_SIDE))
     sub = np.stack([mosaic[dy::step, dx::step] for dy, dx in channel_offsets(cfa)]).astype(np.float32)
-    sub = (sub - black[:, None, None]) / (white - black[:, None, None])
+    sub = normalise(sub, black, white)
     rgb = np.stack([sub[0], 0.5 * (sub[1] + sub[2]), sub[3]], axis=-1)
     if neutral is not None:
         rgb *= (neutral[1] / neutral).astype(np.float32)

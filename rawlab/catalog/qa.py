@@ -149,10 +149,13 @@ def frame_stats(planes_dn, black_level, white_level) -> dict[str, float]:
     Every frame gets these columns: clean references and unpaired single frames too.
     """
     planes = _check_planes(planes_dn)
-    black, span = levels(black_level, white_level)
     n = planes[0].size
-    sums = planes.reshape(4, -1).sum(axis=1, dtype=np.float64)
-    mean_level = float(np.mean((sums / n - black) / span)) if n else float("nan")
+    means = planes.reshape(4, -1).sum(axis=1, dtype=np.float64).reshape(4, 1, 1) / max(n, 1)
+    mean_level = (
+        float(np.mean(bayer_normalise(means, black_level, white_level, dtype=np.float64)))
+        if n
+        else float("nan")
+    )
     return {"saturated_frac": saturation_fraction(planes, white_level), "mean_level": mean_level}
 
 

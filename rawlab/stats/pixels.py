@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..bayer import CHANNELS
+from ..bayer import CHANNELS, normalise
 
 if TYPE_CHECKING:
     from ..cluster import RunOptions
@@ -47,9 +47,10 @@ _WIDTH = _NF + _NB
 def _block_stats(block: np.ndarray, black: np.ndarray, white: float) -> np.ndarray:
     """Per-channel sums of one chunk ``(4, h, w)`` DN -> ``(4, 1, 1, FIELDS + bins)`` (float64, exact counts)."""
     out = np.zeros((block.shape[0], 1, 1, _WIDTH))
+    xs = normalise(block, black, white, dtype=np.float64)
     for c in range(block.shape[0]):
         dn = block[c].ravel()
-        x = (dn.astype(np.float64) - black[c]) / (white - black[c])
+        x = xs[c].ravel()
         out[c, 0, 0, :_NF] = (
             dn.size,
             x.sum(),
