@@ -196,6 +196,13 @@ def test_cli_user_errors_exit_2_without_a_traceback(learn_store, tmp_path, clien
     for args, message in cases:
         r = CliRunner().invoke(main, [*args, "--workdir", str(tmp_path / "w")])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+    # a workdir that cannot be made (under a regular file: refused for root too), before any noise fit
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(
+        main, ["train", str(store), "--config", "tiny", "--workdir", str(tmp_path / "afile" / "w")]
+    )
+    assert r.exit_code == 2 and "not a folder" in r.output and "Traceback" not in r.output, r.output
+    assert "noise profile" not in r.output  # refused before the noise fit started
 
 
 _TWO_DEVICES = """

@@ -539,6 +539,7 @@ def train_and_evaluate(
     """
     from ..catalog import open_catalog
     from ..noise.profile import load_profiles
+    from ..outputs import output_folder
     from .synthnoise import sensor_noise
     from .trainlog import MetricsLog
 
@@ -558,7 +559,7 @@ def train_and_evaluate(
     base = {"name": cfg["name"], "model": {k: v for k, v in cfg["model"].items() if v is not None}}
     base = {**base, "normalisation": cfg["normalisation"], "tile": cfg["tile"]}
     _check_workdir(workdir, init_model(base, abstract=True).config)  # before any work or any write
-    workdir.mkdir(parents=True, exist_ok=True)
+    output_folder(workdir, "--workdir")
 
     # 1. The noise law, before anything trains.
     profiles, source = noise_profiles(cfg, workdir, store, opts)
