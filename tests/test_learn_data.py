@@ -288,3 +288,40 @@ def test_a_derived_training_store_has_small_chunks_and_gives_the_same_batches(le
     notes = []
     derive_training_store(source, needed, tmp_path / "train.zarr", 64, echo=notes.append)
     assert notes and f"copying {len(needed)} frames" in notes[0]
+
+
+def test_procedural_examples_mix_in_with_their_own_sensors_and_noise(learn):
+    """Procedural examples (rawlab.learn.procedural) join the store's at the requested share, each with its
+    drawn (a, b): the residual noisy - clean has the variance the law gives (clipping aside), and batches stay
+    pure functions of (seed, step)."""
+    from rawlab.learn.procedural import SENSOR, ProceduralSource
+
+    def pipe(fraction):
+        src = ProceduralSource(32, seed=3, pool=4, reuse=2, scene_size=128)
+        return Pipeline(FrameStore(learn["store"]), learn["pairs"], learn["noise"], crop=32, batch_size=16,
+                        seed=3, procedural=src, procedural_fraction=fraction, workers=0)  # fmt: skip
+
+    mixed = pipe(0.5)
+    assert mixed.sensors[-1] == SENSOR
+    batches = [mixed.batch(k) for k in range(6)]
+    share = np.mean([b["sensor_idx"] == len(mixed.sensors) - 1 for b in batches])
+    # 96 draws of a fair coin: 4 binomial sigmas is 0.2
+    assert abs(share - 0.5) < 4 * np.sqrt(0.25 / 96)
+    again = pipe(0.5).batch(4)
+    for key in ("noisy", "clean", "a", "b", "sensor_idx"):
+        np.testing.assert_array_equal(again[key], batches[4][key])
+
+    only = [pipe(1.0).batch(k) for k in range(3)]
+    noisy, clean = np.concatenate([b["noisy"] for b in only]), np.concatenate([b["clean"] for b in only])
+    a, b = np.concatenate([b["a"] for b in only]), np.concatenate([b["b"] for b in only])
+    assert noisy.shape == clean.shape == (48, 32, 32, 4) and np.all(np.isfinite(noisy))
+    assert clean.min() >= 0 and clean.max() <= 1  # the scene as recorded: clipped at white
+    # Away from clipping (clean more than 4 sigma inside [0, 1]), E[(noisy - clean)^2] = a * clean + b (b
+    # includes the rounding to whole DN). The ratio of sums over >10^4 samples has a relative sampling error
+    # under 3 sqrt(2 / 10^4) = 4% (each term's CV is sqrt(2) for Gaussian noise).
+    var = np.broadcast_to(a * clean + b, clean.shape)
+    ok = (clean - 4 * np.sqrt(var) > 0) & (clean + 4 * np.sqrt(var) < 1)
+    ratio = ((noisy - clean) ** 2)[ok].sum() / var[ok].sum()
+    assert ok.sum() > 10_000 and abs(ratio - 1) < 0.05, (ok.sum(), ratio)
+    # the drawn sensors span decades of noise, not one law
+    assert a[:, 0, 0, 1].max() / a[:, 0, 0, 1].min() > 10

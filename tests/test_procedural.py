@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rawlab.bayer import CFA_PATTERNS, channel_offsets
-from rawlab.synth.procedural import A_RANGE, READ_NOISE_E, dead_leaves, mosaic, random_sensor
+from rawlab.synth.procedural import A_RANGE, MAX_READ_SIGMA, READ_NOISE_E, dead_leaves, mosaic, random_sensor
 
 
 def _spectrum_slope(img: np.ndarray) -> float:
@@ -80,10 +80,14 @@ def test_random_sensors_cover_the_documented_ranges():
     for s in sensors:
         span = s.white_level - s.black_level[0]
         assert 0 <= s.black_level[0] < s.white_level == 2**s.bits - 1
-        # b holds at least the quantisation noise of one DN step (1/12 DN^2), less the 10% channel spread
-        assert np.all(s.b >= 0.9 / (12 * span * span))
-        # read noise in electrons, bracketed by undoing the channel spreads (b: +-10%, a: +-5%) both ways
+        # b holds the quantisation noise of one DN step (1/12 DN^2) and a read term
         q = 1 / (12 * span * span)
-        low = np.sqrt(np.maximum(s.b / 1.1 - q, 0)) / (s.a / 0.95)
-        high = np.sqrt(np.maximum(s.b / 0.9 - q, 0)) / (s.a / 1.05)
-        assert np.all(low <= READ_NOISE_E[1]) and np.all(high >= READ_NOISE_E[0])
+        assert s.quantisation == pytest.approx(q) and np.all(s.b > q)
+        read = s.b - q
+        assert np.all(np.sqrt(read) <= MAX_READ_SIGMA * np.sqrt(1.1))
+        # read noise in electrons, bracketed by undoing the channel spreads (read: +-10%, a: +-5%) both ways
+        low = np.sqrt(read / 1.1) / (s.a / 0.95)
+        high = np.sqrt(read / 0.9) / (s.a / 1.05)
+        assert np.all(low <= READ_NOISE_E[1])
+        capped = np.sqrt(read / 0.9) >= MAX_READ_SIGMA  # the cap lowers sigma_e: no lower bound then
+        assert np.all(capped | (high >= READ_NOISE_E[0]))

@@ -13,6 +13,9 @@ shape)::
   scaled by its per-channel ``gain`` (:mod:`rawlab.catalog.pairs`); here on a random window, channels-last.
 - **Synthetic** examples (a share ``synthetic_fraction``) draw Poisson-Gaussian noise on a clean reference crop
   at an ISO drawn over the sensor's range (:mod:`rawlab.learn.synthnoise`).
+- **Procedural** examples (a share ``procedural_fraction``) come from unlimited dead-leaves scenes, each
+  recorded by its own randomly drawn sensor (:mod:`rawlab.learn.procedural`): content and noise laws the
+  store does not have.
 - **Augmentation**: the 8 flips and transposes, Bayer-preserving (:mod:`rawlab.learn.augment`); every crop is
   read one packed pixel larger for it.
 - **Determinism**: example ``i`` of batch ``k`` is a pure function of ``(seed, stream, k, i)``, so the same
@@ -141,6 +144,9 @@ class Pipeline:
         Batch ``k`` is a pure function of ``(seed, stream, k)``; training and evaluation use different streams.
     synthetic_fraction
         Share (0..1) of examples whose noise is synthetic, drawn on a clean reference crop.
+    procedural, procedural_fraction
+        A :class:`~rawlab.learn.procedural.ProceduralSource` and the share (0..1) of examples it gives
+        (procedural scenes recorded by randomly drawn sensors); the rest come from the store.
     augment
         Random Bayer-preserving flips and transposes.
     workers
@@ -162,6 +168,8 @@ class Pipeline:
         seed: int = 0,
         stream: int = TRAIN_STREAM,
         synthetic_fraction: float = 0.0,
+        procedural=None,
+        procedural_fraction: float = 0.0,
         augment: bool = True,
         workers: int = 2,
         prefetch: int = 4,
@@ -181,7 +189,16 @@ class Pipeline:
             )
         self.refs = list({p.ref_id: p for p in self.pairs}.values())  # clean references for synthetic noise
         self.noise = noise
+        if not 0.0 <= procedural_fraction <= 1.0:
+            raise RawlabError(f"data.procedural_fraction must be between 0 and 1, got {procedural_fraction}")
+        if procedural_fraction > 0 and (procedural is None or procedural.crop != self.crop):
+            raise ValueError("procedural_fraction > 0 needs a ProceduralSource with the pipeline's crop")
+        self.procedural, self.procedural_fraction = procedural, float(procedural_fraction)
         self.sensors = sorted({p.sensor for p in self.pairs})
+        if self.procedural_fraction > 0:
+            from .procedural import SENSOR
+
+            self.sensors.append(SENSOR)
         self.seed, self.stream = int(seed), int(stream)
         self.synthetic_fraction = float(synthetic_fraction)
         self.augment = bool(augment)
@@ -192,6 +209,8 @@ class Pipeline:
     def example(self, k: int, i: int) -> dict[str, Any]:
         """Example ``i`` of batch ``k``, with where it came from (``frame_id``, ``ref_id``, ``y``, ``x``, ``op``)."""
         rng = np.random.default_rng([self.seed, self.stream, k, i])
+        if self.procedural_fraction > 0 and rng.random() < self.procedural_fraction:
+            return self.procedural.example(rng, k)
         synthetic = bool(rng.random() < self.synthetic_fraction)
         pool = self.refs if synthetic else self.pairs
         p = pool[int(rng.integers(len(pool)))]

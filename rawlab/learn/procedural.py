@@ -73,9 +73,10 @@ class ProceduralSource:
         x = 2 * int(rng.integers(0, (self.scene_size - n) // 2 + 1))
         planes = mosaic(scene[y : y + n, x : x + n], sensor.cfa, sensor.wb_gains)
         clean = np.ascontiguousarray(np.minimum(np.moveaxis(planes, 0, -1), 1.0), dtype=np.float32)
-        noisy = synthesize(
-            clean, sensor.a, sensor.b, rng, black_level=sensor.black_level, white_level=sensor.white_level
-        )
+        noisy = synthesize(  # rounding to whole DN adds the rest of b
+            clean, sensor.a, sensor.b - sensor.quantisation, rng,
+            black_level=sensor.black_level, white_level=sensor.white_level,
+        )  # fmt: skip
         return {
             "noisy": noisy, "clean": clean, "a": sensor.a, "b": sensor.b, "iso": float("nan"),
             "sensor": SENSOR, "synthetic": True, "frame_id": None, "ref_id": None, "y": y, "x": x, "op": 0,

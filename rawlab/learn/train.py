@@ -311,8 +311,16 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
         "seed": cfg["seed"],
         "cache_mb": d["cache_mb"],
     }
+    procedural = None
+    if d["procedural_fraction"] > 0:
+        from .procedural import ProceduralSource
+
+        pr = d["procedural"]
+        procedural = ProceduralSource(d["crop"], seed=cfg["seed"], pool=pr["pool"], reuse=pr["reuse"],
+                                      scene_size=pr["scene_size"] or None)  # fmt: skip
     pipeline = Pipeline(
         fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
+        procedural=procedural, procedural_fraction=d["procedural_fraction"],
         augment=d["augment"], workers=d["workers"], prefetch=d["prefetch"],
     )  # fmt: skip
     if not eval_pairs:

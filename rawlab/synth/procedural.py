@@ -33,6 +33,7 @@ __all__ = ["RandomSensor", "dead_leaves", "mosaic", "random_sensor"]
 A_RANGE = (3e-6, 5e-2)
 READ_NOISE_E = (0.5, 40.0)
 BITS = (10, 12, 14, 16)
+MAX_READ_SIGMA = 0.03  # normalised: read noise at most 3% of white (a phone at ISO 3200+ reads ~1.6%)
 
 
 def _power_law_radii(rng: np.random.Generator, n: int, rmin: float, rmax: float, alpha: float = 3.0):
@@ -220,6 +221,11 @@ class RandomSensor:
     wb_gains: tuple[float, float, float]
 
     @property
+    def quantisation(self) -> float:
+        """The variance rounding to whole DN adds, ``1 / (12 (white - black)^2)`` (normalised units)."""
+        return 1.0 / (12.0 * (self.white_level - self.black_level[0]) ** 2)
+
+    @property
     def read_noise_e(self) -> float:
         """Read noise in electrons (G1): ``sqrt(b) / a``."""
         return float(math.sqrt(self.b[1]) / self.a[1])
@@ -229,8 +235,9 @@ def random_sensor(rng: np.random.Generator, *, a_range=A_RANGE, read_noise_e=REA
     """A sensor drawn from wide, realistic ranges (see the module docstring).
 
     ``a`` is log-uniform over ``a_range``; the read term is ``b = (sigma_e * a)^2`` with ``sigma_e``
-    log-uniform over ``read_noise_e`` electrons, plus the quantisation step's ``1/12`` DN^2; the channels
-    differ by a few per cent. A third of the sensors clip black in-camera (black level 0 DN).
+    log-uniform over ``read_noise_e`` electrons (its square root capped at ``MAX_READ_SIGMA``), plus the
+    quantisation step's ``1/12`` DN^2 (:attr:`RandomSensor.quantisation`: recording rounds to whole DN, so a
+    simulation draws ``b - quantisation`` before rounding); the channels differ by a few per cent. A third of the sensors clip black in-camera (black level 0 DN).
     """
     cfa = CFA_PATTERNS[int(rng.integers(len(CFA_PATTERNS)))]
     bits = int(BITS[int(rng.integers(len(BITS)))])
@@ -239,8 +246,10 @@ def random_sensor(rng: np.random.Generator, *, a_range=A_RANGE, read_noise_e=REA
     span = white - black
     a = math.exp(rng.uniform(math.log(a_range[0]), math.log(a_range[1])))
     sigma_e = math.exp(rng.uniform(math.log(read_noise_e[0]), math.log(read_noise_e[1])))
-    b = (sigma_e * a) ** 2 + 1.0 / (12.0 * span * span)
+    # Read noise in electrons falls as gain rises; cap it at MAX_READ_SIGMA of white, the noisiest phones'
+    # top ISO (a read noise of tens of electrons at a gain of a few electrons per white is no real sensor).
+    read = min((sigma_e * a) ** 2, MAX_READ_SIGMA**2)
     a4 = a * rng.uniform(0.95, 1.05, 4)
-    b4 = b * rng.uniform(0.9, 1.1, 4)
+    b4 = read * rng.uniform(0.9, 1.1, 4) + 1.0 / (12.0 * span * span)
     wb = (float(rng.uniform(1.5, 2.6)), 1.0, float(rng.uniform(1.2, 2.2)))
     return RandomSensor(cfa, bits, (black,) * 4, white, a4, b4, wb)

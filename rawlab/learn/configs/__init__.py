@@ -116,6 +116,13 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     d = cfg["data"]
     need(isinstance(d["batch_size"], int) and d["batch_size"] >= 1, "data.batch_size must be an integer >= 1")
     need(0.0 <= d["synthetic_fraction"] <= 1.0, "data.synthetic_fraction must be between 0 and 1")
+    need(0.0 <= d["procedural_fraction"] <= 1.0, "data.procedural_fraction must be between 0 and 1")
+    pr = d["procedural"]
+    need(pr["pool"] >= 1 and pr["reuse"] >= 1, "data.procedural.pool and .reuse must be at least 1")
+    need(
+        pr["scene_size"] == 0 or pr["scene_size"] >= 2 * d["crop"],
+        "data.procedural.scene_size must be 0 (automatic) or at least two crops (mosaic px = 2 x data.crop)",
+    )
     need(
         isinstance(d["store_chunk"], int) and (d["store_chunk"] == 0 or d["store_chunk"] >= 16),
         "data.store_chunk must be 0 (read the store as it is) or a chunk edge of at least 16 packed pixels",

@@ -21,6 +21,11 @@ def get_config() -> dict:
             "crop": 64,  # packed px (2x in mosaic px); a multiple of the model's spec.multiple
             "batch_size": 8,  # global: split over the devices
             "synthetic_fraction": 0.5,  # share of examples with synthetic noise drawn from the noise law
+            # Share of examples from unlimited procedural scenes (dead leaves) recorded by a randomly drawn
+            # sensor (CFA, levels, bit depth, (a, b)): what lets one model serve sensors it never saw
+            # (rawlab.learn.procedural). The rest come from the store as above.
+            "procedural_fraction": 0.0,
+            "procedural": {"pool": 8, "reuse": 4, "scene_size": 0},  # scenes alive, batches sharing them, px
             "augment": True,  # Bayer-preserving flips and transposes
             "workers": 2,  # prefetch threads
             "prefetch": 4,  # batches prepared ahead
