@@ -5,10 +5,23 @@ Worker settings follow what we measured (DESIGN.md, "Known facts about the stack
 - process workers, one thread each: rawpy releases the GIL while decoding, but Zarr compression and NumPy
   work in Python-heavy code paths scale better across processes on 2-core machines;
 - spawned, not forked, worker processes: forked processes can deadlock inside LibRaw;
-- ``distributed.nanny.pre-spawn-environ`` emptied: distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in
-  workers by default, which nearly doubles per-file CPU time on large arrays;
+- ``distributed.nanny.pre-spawn-environ`` replaced: distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in
+  workers by default, which nearly doubles per-file CPU time on large arrays, so we leave it out; what we set
+  there instead is each worker's thread budget (below);
+- a thread budget per worker, ``threads`` (default: cores // workers, so workers x threads <= cores), given
+  to the native thread pools a worker process sizes at start-up from its environment: Zarr's codec pool
+  (``ZARR_THREADING__MAX_WORKERS``), Blosc (``BLOSC_NTHREADS``) and OpenMP (``OMP_NUM_THREADS``: LibRaw's
+  decoders); BLAS gets one thread per worker (``OPENBLAS_NUM_THREADS`` ... = 1, as distributed's own default
+  has it): the only BLAS calls in our tasks are the pair QA's small matrix products, which threads do not
+  speed up and whose idle OpenBLAS threads spin-wait after each call (QA cost 0.119 CPU-s per file with 2
+  BLAS threads, 0.043 with one, the same wall time). Left to themselves each worker sizes every pool to all
+  the machine's cores: with 8 workers on 16 cores, 8 x 16 OpenBLAS threads spin and 8 x 20 Zarr threads
+  compress at once; a build then cost 8x the CPU per file of a plain loop (issue #18; the profile is
+  printed by ``benchmarks/ingest.py``);
 - the workers' statistical profiler off: sampling every thread's stack every 10 ms cost ~0.15 s of wall time
   per 12 MP file in ingest (0.39 s vs 0.24 s a task on one worker); the dashboard's profile page stays empty;
+- slower background ticks (event-loop health, system and memory monitors): they cost each idle worker 1.6%
+  of a core, which 8 workers on a loaded machine notice;
 - ``distributed.scheduler.allowed-failures`` = 1: a task whose worker dies (LibRaw is C code and can crash
   on a bad file) is retried once on a fresh worker, then reported as failed instead of killing more workers.
 """
@@ -24,18 +37,30 @@ from typing import Any
 from .errors import RawlabError
 
 __all__ = [
-    "SCHEDULER_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks", "wait_idle",
+    "BLAS_ENV", "SCHEDULER_ENV", "THREAD_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks",
+    "thread_budget", "wait_idle",
 ]  # fmt: skip
 
 SCHEDULER_ENV = "RAWLAB_SCHEDULER"
 
+# The variables a worker process's native thread pools are sized from, read once when each library loads:
+# these get the worker's thread budget, the BLAS ones a single thread (see the module docstring).
+THREAD_ENV = ("ZARR_THREADING__MAX_WORKERS", "BLOSC_NTHREADS", "OMP_NUM_THREADS")
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
 _WORKER_CONFIG = {
-    "distributed.nanny.pre-spawn-environ": {},
+    "distributed.nanny.pre-spawn-environ": {},  # no MALLOC_TRIM_THRESHOLD_; dask_client adds THREAD_ENV
     "distributed.worker.multiprocessing-method": "spawn",
     "distributed.scheduler.allowed-failures": 1,
     "distributed.worker.daemon": False,
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.profile.enabled": False,
+    # Background ticks, slowed: an idle worker cost 1.6% of a core (50 event-loop ticks a second, system and
+    # memory monitors) and the scheduler with its nannies 4.3% at 4 workers; 0.35% and 1.5% now. The memory
+    # limit is still checked twice a second, the dashboard's system plots once.
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "500ms",
 }
 
 
@@ -57,11 +82,43 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def thread_budget(workers: int, threads: int | None = None) -> int:
+    """Threads each of ``workers`` local worker processes may use: ``threads``, else cores // workers (>= 1)."""
+    if threads is None:
+        return max(1, default_workers() // max(1, workers))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RawlabError(
+            f"threads per worker must be a whole number >= 1, got {threads!r}; leave it out for cores // workers"
+        )
+    return threads
+
+
+@contextmanager
+def _environ(values: dict[str, str], restore: dict[str, str | None] | None = None) -> Iterator[None]:
+    """Set ``values`` in this process's environment, then put back ``restore`` (default: what was there).
+
+    The nanny copies its pre-spawn variables into its own process's environment (ours, for a local cluster)
+    before it spawns a worker, and distributed lets a variable already set here override the config; both are
+    undone, so one cluster's budget neither leaks into the next nor into processes the caller starts later.
+    """
+    saved = {k: os.environ.get(k) for k in values} if restore is None else restore
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextmanager
 def dask_client(
     scheduler: str | None = None,
     *,
     workers: int | None = None,
+    threads: int | None = None,
     processes: bool = True,
     memory_limit: str | None = "auto",
     echo: Callable[[str], None] | None = None,
@@ -74,6 +131,10 @@ def dask_client(
         Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``. Overrides ``$RAWLAB_SCHEDULER``.
     workers
         Local cluster only: number of worker processes (default: one per core).
+    threads
+        Local cluster only: threads each worker process's native pools may use (Zarr's codec pool, Blosc,
+        OpenMP; BLAS always gets one); default cores // workers. Each worker still runs one task at a time. A
+        running scheduler's workers keep their own settings.
     processes
         Local cluster only: process workers (default) or threads in this process (useful in notebooks).
     echo
@@ -108,25 +169,31 @@ def dask_client(
                     client.close()
             return
         n_workers = workers or default_workers()
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=processes,
-            memory_limit=memory_limit,
-            dashboard_address=":0",
-        )
+        n_threads = thread_budget(n_workers, threads)
+        env = {**dict.fromkeys(THREAD_ENV, str(n_threads)), **dict.fromkeys(BLAS_ENV, "1")}
+        before = {k: os.environ.get(k) for k in env}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _environ(env, before):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=processes,
+                memory_limit=memory_limit,
+                dashboard_address=":0",
+            )
         try:
             client = Client(cluster)
             info = ClusterInfo(cluster.scheduler_address, client.dashboard_link, n_workers, local=True)
             if echo:
-                echo(f"dask: local cluster, {n_workers} workers; dashboard {info.dashboard}")
+                echo(
+                    f"dask: local cluster, {n_workers} workers x {n_threads} threads; dashboard {info.dashboard}"
+                )
             try:
                 yield client, info
             finally:
                 with _quiet_shutdown():
                     client.close()
         finally:
-            with _quiet_shutdown():
+            with _quiet_shutdown(), _environ(env, before):  # a restarted worker's nanny set them again
                 cluster.close()
 
 
@@ -166,6 +233,9 @@ class RunOptions:
         Address of a running scheduler (else ``$RAWLAB_SCHEDULER``, else a local cluster).
     workers
         Local cluster only: number of worker processes (default: one per core).
+    threads
+        Local cluster only: threads per worker process for its native pools (default cores // workers; see
+        :func:`dask_client`).
     storage_options
         fsspec options for stores given as URLs (``s3://...``).
     progress
@@ -179,6 +249,7 @@ class RunOptions:
     client: Any = None
     scheduler: str | None = None
     workers: int | None = None
+    threads: int | None = None
     storage_options: dict = field(default_factory=dict)
     progress: Callable[[int], None] | None = None
     set_total: Callable[[int], None] | None = None
@@ -195,7 +266,7 @@ class RunOptions:
                 n = 0
             yield c, ClusterInfo(str(getattr(c.scheduler, "address", "")), c.dashboard_link, n, local=False)
             return
-        with dask_client(self.scheduler, workers=self.workers, echo=self.echo) as got:
+        with dask_client(self.scheduler, workers=self.workers, threads=self.threads, echo=self.echo) as got:
             yield got
 
     def note(self, message: str) -> None:
