@@ -152,8 +152,9 @@ class FrameStore:
         ``chunk`` is the chunk edge in packed pixels (the analysis layout's :data:`CHUNK` unless a derived
         store, such as a training store, asks for another).
 
-        Written with zarr directly (xarray adds ~15 ms a frame here and nothing the reader needs): the array
-        carries zarr v3 ``dimension_names`` so ``xarray.open_zarr`` reads it with its dimensions.
+        Zarr writes the metadata (the array carries zarr v3 ``dimension_names``, so ``xarray.open_zarr`` reads
+        it with its dimensions); the chunks are encoded and written here (:meth:`_write_chunks`), byte for byte
+        what zarr writes, at half its CPU.
         """
         import zarr
 
@@ -161,18 +162,73 @@ class FrameStore:
             raise ValueError(f"expected uint16 planes (4, h, w), got {planes.dtype} {planes.shape}")
         h, w = planes.shape[1:]
         group = zarr.open_group(self.zstore, path=self.frame_path(fid), mode="w", zarr_format=3)
-        arr = group.create_array(
+        chunks = (4, min(chunk, h), min(chunk, w))
+        codec = default_codec()
+        group.create_array(
             "raw",
             shape=planes.shape,
             dtype=planes.dtype,
-            chunks=(4, min(chunk, h), min(chunk, w)),
-            compressors=[default_codec()],
+            chunks=chunks,
+            compressors=[codec],
             dimension_names=("channel", "y", "x"),
         )
-        arr[...] = planes
+        self._write_chunks(f"{self.frame_path(fid)}/raw", planes, chunks, codec)
         # One metadata write for both marks. (``group.attrs.update`` would be two: zarr's Attributes is a plain
         # MutableMapping, so it sets key by key, and a kill between them left a frame "complete" without its row.)
         group.update_attributes({"complete": True, "row": _jsonable(row)})
+
+    def _write_chunks(self, array_path: str, data: np.ndarray, chunks: tuple[int, ...], codec) -> None:
+        """Encode and write the chunks of a new zarr v3 array (regular grid, default ``c/`` keys, fill value 0,
+        codecs ``bytes`` little-endian then ``codec``, a zarr ``BloscCodec``), as zarr would.
+
+        Zarr 3 spends about 1 ms of Python per chunk around the codec (0.12 CPU-s for a 12 MP frame's 48
+        chunks, of which Blosc is 0.045); this writes the same bytes in 0.06. Edge chunks are padded with the
+        fill value and all-fill chunks are not written, as zarr does. The chunks are encoded on as many threads
+        as Zarr's codec pool may use (``threading.max_workers``: a Dask worker's thread budget).
+        """
+        import itertools
+        from concurrent.futures import ThreadPoolExecutor
+
+        import zarr
+        from numcodecs import Blosc
+
+        shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+        blosc = Blosc(
+            cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle[codec.shuffle.value],
+            blocksize=codec.blocksize,
+        )  # fmt: skip
+        data = np.asarray(data, dtype=data.dtype.newbyteorder("<"))
+        grid = [range(0, n, c) for n, c in zip(data.shape, chunks, strict=True)]
+
+        def encode(origin: tuple[int, ...]) -> tuple[str, bytes | None]:
+            block = data[tuple(slice(o, o + c) for o, c in zip(origin, chunks, strict=True))]
+            key = "/".join(["c", *(str(o // c) for o, c in zip(origin, chunks, strict=True))])
+            if not block.any():
+                return key, None  # all fill value: zarr leaves it out, readers fill it
+            if block.shape != chunks:
+                full = np.zeros(chunks, dtype=data.dtype)
+                full[tuple(slice(0, n) for n in block.shape)] = block
+                block = full
+            return key, blosc.encode(np.ascontiguousarray(block))
+
+        origins = list(itertools.product(*grid))
+        n_threads = min(len(origins), zarr.config.get("threading.max_workers") or os.cpu_count() or 1)
+        if n_threads > 1:
+            with ThreadPoolExecutor(n_threads) as pool:
+                encoded = list(pool.map(encode, origins))
+        else:
+            encoded = [encode(o) for o in origins]
+        base = f"{self.root}/{array_path}"
+        if _is_url(self.url):
+            self.fs.pipe({f"{base}/{key}": blob for key, blob in encoded if blob is not None})
+            return
+        for key, blob in encoded:
+            if blob is None:
+                continue
+            path = os.path.join(base, *key.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(blob)
 
     def read_frame(self, fid: str) -> np.ndarray:
         import zarr
