@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..cluster import RunOptions, TaskOutcome, run_tasks, wait_idle
 from ..errors import RawlabError
-from .ingest import ingest_file
+from .ingest import PROFILE_KEY, PhaseClock, ingest_file
 from .qa import QA_COLUMNS
 from .scan import scan_sources
 from .store import FrameStore, StoreWriteError
@@ -58,6 +58,9 @@ class BuildSummary:
     seconds: float
     dashboard: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # CPU seconds by phase, summed over files: the tasks' ("ingest: decode", "qa: check", ...; each measured in
+    # its worker process) and this process's ("driver: ..."; with a local cluster, the scheduler runs here too)
+    cpu: dict[str, float] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     n_duplicates: int = 0  # copies of another file's content, listed in its row's other_paths
     n_kept: int = 0  # files of other sources, from earlier builds into the store
@@ -120,7 +123,15 @@ class _StoreFull(Exception):
     """Raised from a result callback to stop the ingest: writing the store failed (see ``store_error``)."""
 
 
-def _run_ingest(client, todo, store_url, options: RunOptions) -> list[dict[str, Any]]:
+def _add_profile(cpu: dict[str, float], prefix: str, value: Any) -> None:
+    """Take a task's CPU profile out of its result (a dict) and add it to ``cpu``."""
+    prof = value.pop(PROFILE_KEY, None) if isinstance(value, dict) else None
+    for phase, sec in (prof or {}).items():
+        key = f"{prefix}: {phase}"
+        cpu[key] = cpu.get(key, 0.0) + float(sec)
+
+
+def _run_ingest(client, todo, store_url, options: RunOptions, cpu: dict[str, float]) -> list[dict[str, Any]]:
     """One task per file. Files whose worker died are retried one at a time, so that a file is recorded as
     crashing only when it kills a worker on its own (a dying worker also takes its queued neighbours down).
     A row with a ``store_error`` (disk full, read-only store) stops the run at once."""
@@ -142,6 +153,7 @@ def _run_ingest(client, todo, store_url, options: RunOptions) -> list[dict[str, 
     rows = []
     for out, src in zip(outcomes, todo, strict=True):
         if out.ok:
+            _add_profile(cpu, "ingest", out.value)
             rows.append(out.value)
         elif out.killed:
             rows.append({
@@ -158,13 +170,20 @@ def _qa_key(row, ref, tkey: str) -> str:
     return f"{row['frame_id']}|{ref['frame_id']}|{tkey}"
 
 
-def _run_qa(client, cat: pd.DataFrame, store_url, options: RunOptions, thresholds, previous) -> pd.DataFrame:
+def _run_qa(
+    client, cat: pd.DataFrame, store_url, options: RunOptions, thresholds, previous, cpu: dict[str, float],
+    n_workers: int = 1,
+) -> pd.DataFrame:  # fmt: skip
+    """Check every noisy frame against its reference: one task per reference (or per part of its frames, when
+    there are fewer references than workers), which reads the reference's crop once for all its frames."""
     noisy = cat[(cat["role"] == "noisy") & (cat["status"] == "ok")]
     if noisy.empty:
         return cat
     by_path = cat.set_index("path")
     tkey = repr(sorted(thresholds.to_dict().items()))
-    results, todo, args = {}, [], []
+    results: dict[Any, dict[str, Any]] = {}
+    groups: dict[str, list[tuple[Any, str, dict[str, Any]]]] = {}
+    ref_meta: dict[str, dict[str, Any]] = {}
     for idx, row in noisy.iterrows():
         ref = by_path.loc[row["clean_path"]]
         prev = previous.get(row["path"])
@@ -176,14 +195,22 @@ def _run_qa(client, cat: pd.DataFrame, store_url, options: RunOptions, threshold
             results[idx] = {**{k: prev.get(k) for k in QA_COLUMNS}, "reason": prev.get("qa_reason", "")}
             results[idx]["status"] = "excluded" if results[idx]["reason"] else "ok"
             continue
-        todo.append(idx)
-        args.append((store_url, options.storage_options, ref["frame_id"], row["frame_id"], _meta(ref), _meta(row),
-                     thresholds))  # fmt: skip
-    for idx, out in zip(todo, run_tasks(client, _qa_task, args, name="qa"), strict=True):
-        results[idx] = out.value if out.ok else {
-            "status": "excluded",
-            "reason": f"QA could not run: {type(out.error).__name__ if out.error else 'KilledWorker'}: {out.error}",
-        }  # fmt: skip
+        groups.setdefault(ref["frame_id"], []).append((idx, row["frame_id"], _meta(row)))
+        ref_meta[ref["frame_id"]] = _meta(ref)
+    batches = _qa_batches(groups, n_workers)
+    so = options.storage_options
+    args = [
+        (store_url, so, r, ref_meta[r], [(f, m) for _, f, m in items], thresholds) for r, items in batches
+    ]
+    for (_rid, items), out in zip(batches, run_tasks(client, _qa_task, args, name="qa"), strict=True):
+        if out.ok:
+            _add_profile(cpu, "qa", out.value)
+            got = out.value["results"]
+        else:
+            why = f"{type(out.error).__name__ if out.error else 'KilledWorker'}: {out.error}"
+            got = [{"status": "excluded", "reason": f"QA could not run: {why}"}] * len(items)
+        for (idx, _, _), res in zip(items, got, strict=True):
+            results[idx] = res
     cat = cat.copy()
     cat["qa_key"] = cat.get("qa_key", pd.Series(None, index=cat.index, dtype=object)).astype(object)
     for idx, res in results.items():
@@ -212,20 +239,45 @@ def _meta(row) -> dict[str, Any]:
     }
 
 
-def _qa_task(store_url, storage_options, ref_id, noisy_id, ref_meta, meta, thresholds):
+def _qa_batches(groups: dict[str, list], n_workers: int) -> list[tuple[str, list]]:
+    """``[(ref id, items)]``: one batch per reference, the largest split in halves while there are fewer batches
+    than workers (so a few references with many frames still use every worker)."""
+    batches = [(rid, items) for rid, items in sorted(groups.items())]
+    while len(batches) < n_workers:
+        i = max(range(len(batches)), key=lambda j: len(batches[j][1]), default=None)
+        if i is None or len(batches[i][1]) < 2:
+            break
+        rid, items = batches.pop(i)
+        half = (len(items) + 1) // 2
+        batches[i:i] = [(rid, items[:half]), (rid, items[half:])]
+    return batches
+
+
+def _qa_task(store_url, storage_options, ref_id, ref_meta, items, thresholds) -> dict[str, Any]:
+    """QA of the noisy frames ``items`` (``[(frame id, meta)]``) against one reference, read once. A pair whose
+    check raises is excluded with the reason; the others go on."""
     from .qa import check_pair
 
+    clock = PhaseClock()
     store = FrameStore(store_url, storage_options)
     # A central crop is plenty for alignment and gain; saturation and level are whole-frame, from ingest.
-    return check_pair(
-        store.read_crop(ref_id, QA_CROP),
-        store.read_crop(noisy_id, QA_CROP),
-        ref_meta=ref_meta,
-        meta=meta,
-        thresholds=thresholds,
-        ref_stats={k: ref_meta[k] for k in ("saturated_frac", "mean_level")},
-        stats={k: meta[k] for k in ("saturated_frac", "mean_level")},
-    )
+    with clock("read"):
+        ref = store.read_crop(ref_id, QA_CROP)
+    ref_stats = {k: ref_meta[k] for k in ("saturated_frac", "mean_level")}
+    results = []
+    for fid, meta in items:
+        try:
+            with clock("read"):
+                crop = store.read_crop(fid, QA_CROP)
+            with clock("check"):
+                res = check_pair(
+                    ref, crop, ref_meta=ref_meta, meta=meta, thresholds=thresholds, ref_stats=ref_stats,
+                    stats={k: meta[k] for k in ("saturated_frac", "mean_level")},
+                )  # fmt: skip
+        except Exception as e:  # one pair's failure is its own: its reason
+            res = {"status": "excluded", "reason": f"QA could not run: {type(e).__name__}: {e}"}
+        results.append(res)
+    return {"results": results, PROFILE_KEY: clock.cpu}
 
 
 def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -312,7 +364,7 @@ def build_catalog(
     from .pairing import load_recipe
     from .qa import QAThresholds
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     options = options or RunOptions()
     storage_options = options.storage_options or {}
     thresholds = thresholds or QAThresholds()
@@ -333,10 +385,10 @@ def build_catalog(
             )  # fmt: skip
         except OSError as e:
             raise RawlabError(f"cannot write the store {out!r}: {e}; choose a writable --out") from None
-        return _build(scan, store, recipe_obj, thresholds, options, t0)
+        return _build(scan, store, recipe_obj, thresholds, options, t0, c0)
 
 
-def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions, t0: float):
+def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions, t0: float, c0: float):
     key = recipe_obj.name if recipe_obj is not None else "default"
     old = store.read_catalog()
     old_rows = _expand_rows(old.to_dict("records")) if old is not None else []
@@ -344,9 +396,7 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
     # Rows of other sources stay; rows under this build's sources are rebuilt from the scan (gone: dropped).
     kept = [r for r in old_rows if not scan.covers(r["path"])]
     complete_frames, incomplete = store.frames_state()
-    store.remove_frames(
-        incomplete
-    )  # leftovers of a killed build: rewritten below if their file is still there
+    store.remove_frames(incomplete)  # leftovers of a killed build: rewritten if their file is still there
     complete = set(complete_frames)
     srcs = [dataclasses.asdict(f) for f in scan.files]
     reused, todo = [], []
@@ -359,11 +409,17 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
             todo.append(src)
     options.total(len(todo))
     timings: dict[str, float] = {"scan": time.perf_counter() - t0}
+    clock = PhaseClock()  # this process: the client, and a local cluster's scheduler
+    clock.cpu["scan"] = time.process_time() - c0
+    cpu: dict[str, float] = {}
 
+    c = time.process_time()
     with options.session() as (client, info):
+        clock.cpu["cluster start"] = time.process_time() - c
         t = time.perf_counter()
         try:
-            rows = _run_ingest(client, todo, store.url, options) if todo else []
+            with clock("ingest (client, scheduler)"):
+                rows = _run_ingest(client, todo, store.url, options, cpu) if todo else []
         except _StoreFull as e:
             wait_idle(client)  # the tasks that were running when the store failed end on their own
             with contextlib.suppress(OSError):
@@ -378,16 +434,20 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
             r.setdefault("recipe", key)
         for r in reused:
             r["recipe"] = key
-        cat = _finalise(_collapse(kept + reused + rows))
-        cat = _pair(cat, recipe_obj, key)
-        # Exclusion is a QA outcome only: clear it so the checks (and any new thresholds) decide afresh.
-        redo = cat["status"] == "excluded"
-        cat.loc[redo, "status"], cat.loc[redo, "error"] = "ok", ""
+        with clock("pairing"):
+            cat = _finalise(_collapse(kept + reused + rows))
+            cat = _pair(cat, recipe_obj, key)
+            # Exclusion is a QA outcome only: clear it so the checks (and any new thresholds) decide afresh.
+            redo = cat["status"] == "excluded"
+            cat.loc[redo, "status"], cat.loc[redo, "error"] = "ok", ""
         t = time.perf_counter()
-        cat = _run_qa(client, cat, store.url, options, thresholds, previous)
+        with clock("qa (client, scheduler)"):
+            cat = _run_qa(client, cat, store.url, options, thresholds, previous, cpu, max(1, info.n_workers))
         timings["qa"] = time.perf_counter() - t
-    cat = _finalise(cat.to_dict("records"))
-    store.write_catalog(cat)
+    with clock("catalog"):
+        cat = _finalise(cat.to_dict("records"))
+        store.write_catalog(cat)
+    cpu.update({f"driver: {k}": v for k, v in clock.cpu.items()})
     failed = cat[cat["status"] == "failed"]
     n_copies = int(sum(len(v) for v in cat["other_paths"]))
     summary = BuildSummary(
@@ -403,6 +463,7 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
         seconds=time.perf_counter() - t0,
         dashboard=info.dashboard,
         timings=timings,
+        cpu=cpu,
         failures=list(zip(failed["path"], failed["error"], strict=True)),
         n_duplicates=n_copies,
         n_kept=len(kept),
