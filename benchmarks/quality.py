@@ -1,7 +1,7 @@
 """Denoising quality: train the ``mobile`` U-Net on realistic-size synthetic data, then score it against every
 classical baseline on held-out scenes, per sensor and ISO, in one table.
 
-    python benchmarks/quality.py [--size 1024x768] [--scenes 6] [--sensors 2] [--steps 1200] [--crop 64]
+    python benchmarks/quality.py [--size 1024x768] [--scenes 6] [--sensors 2] [--steps 1200] [--crop 96]
                                  [--batch-size 8] [--lr 2e-3] [--workdir DIR] [--data DIR] [--methods ...]
 
 Goal: the model at least 1 dB PSNR over the best classical baseline (VST + wavelet / NL-means / BM3D with
@@ -40,7 +40,9 @@ def main():
     ap.add_argument("--sensors", type=int, default=2)
     ap.add_argument("--config", default="mobile", help="training config (name or .py file)")
     ap.add_argument("--steps", type=int, default=1200, help="training steps (total; resumes in --workdir)")
-    ap.add_argument("--crop", type=int, default=64, help="training crop, packed px (a multiple of 16)")
+    ap.add_argument(
+        "--crop", type=int, default=96, help="training crop, packed px (mobile: a multiple of 16, >= 96)"
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--methods", default="all", help="eval methods (rawlab eval --methods)")

@@ -239,15 +239,20 @@ def test_configs_load_by_name_and_file_and_reject_typos(tmp_path):
 
     for name in NAMES:
         cfg = load_config(name)
-        assert cfg["name"] == name and cfg["model"]["arch"] == name
+        assert cfg["name"] == name and cfg["model"]["arch"] == ("mobile" if name == "builtin" else name)
     cfg = load_config("tiny", steps=7, data__batch_size=2, seed=None)
     assert cfg["steps"] == 7 and cfg["data"]["batch_size"] == 2 and cfg["seed"] == 0
     f = tmp_path / "mine.py"
     f.write_text(
-        "def get_config():\n    return {'name': 'mine', 'model': {'arch': 'mobile'}, 'data': {'crop': 32}}\n"
+        "def get_config():\n    return {'name': 'mine', 'model': {'arch': 'mobile'}, 'data': {'crop': 96}}\n"
     )
     cfg = load_config(str(f))
-    assert cfg["name"] == "mine" and cfg["data"]["crop"] == 32 and cfg["data"]["batch_size"] == 8
+    assert cfg["name"] == "mine" and cfg["data"]["crop"] == 96 and cfg["data"]["batch_size"] == 8
+    # A crop the deepest level would see whole (mobile: 1/16 scale, a 5x5 context) is refused: a mobile model
+    # trained on 32-px crops improved on crops and fell 10-28 dB below its input on whole frames.
+    with pytest.raises(RawlabError, match=r"data.crop 32 is too small .* use data.crop >= 96"):
+        load_config("mobile", data__crop=32)
+    assert load_config("tiny", data__crop=16)["data"]["crop"] == 16  # 3 levels: 1/4 scale, 4 px > 3x3
     f.write_text("def get_config():\n    return {'dta': {}}\n")
     with pytest.raises(RawlabError, match="unknown config key 'dta'"):
         load_config(str(f))

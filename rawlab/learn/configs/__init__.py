@@ -19,7 +19,7 @@ from ...errors import RawlabError
 
 __all__ = ["NAMES", "load_config", "merge", "validate"]
 
-NAMES = ("tiny", "mobile", "large")
+NAMES = ("tiny", "mobile", "large", "builtin")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _from_file(path: Path) -> dict[str, Any]:
 
 
 def load_config(name_or_path: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
-    """The full, validated config named ``name_or_path`` (``tiny``, ``mobile``, ``large``) or in that file.
+    """The full, validated config named ``name_or_path`` (``tiny``, ``mobile``, ``large``, ``builtin``) or in that file.
 
     ``overrides`` are dotted keys with ``__`` for the dot (``steps=10``, ``data__batch_size=4``); ``None``
     values are ignored.
@@ -132,6 +132,15 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         isinstance(d["crop"], int) and d["crop"] >= max(16, multiple) and d["crop"] % multiple == 0,
         f"data.crop must be a multiple of {multiple} (the model's downsampling) and at least "
         f"{max(16, multiple)} packed px, got {d['crop']!r}",
+    )
+    spec = build_model(m.get("spec") or m["arch"]).spec
+    scale = 2 ** (len(spec.widths) - 1)
+    context = 2 * spec.convs(len(spec.widths) - 1) + 1  # the deepest level's 3x3 convolutions, chained
+    need(
+        d["crop"] // scale > context,
+        f"data.crop {d['crop']} is too small for this model: its deepest level (1/{scale} scale) would be "
+        f"{d['crop'] // scale} px wide and its {context}x{context} context there would span the whole crop, so "
+        f"what it learns on crops would not hold on whole frames; use data.crop >= {scale * (context + 1)}",
     )
     o = cfg["optim"]
     need(o["learning_rate"] > 0, "optim.learning_rate must be positive")
