@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from rawlab.learn.configs.default import get_config as base
 
-
 # Crops of 96 packed px: the deepest level (1/16) is 6x6 there, wider than its 5x5 context, so what the
 # model learns on crops holds on whole frames (at 32 px the deepest level saw the whole crop, and a model that
 # did well on crops fell 10-28 dB below its input on full frames). tests/test_train.py checks every config.
