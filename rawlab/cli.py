@@ -459,7 +459,8 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
     "--model",
     "model",
     default=None,
-    help="Model directory (`rawlab train --workdir`) or .tflite file; omit to score the baselines only.",
+    help="builtin, a model directory (`rawlab train --workdir`), or a .tflite/.onnx file; omit to score the "
+    "baselines only.",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
 @click.option(
@@ -518,7 +519,7 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
 
 
 @main.command("export")
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
 @click.option(
     "--format",
     "fmt",
@@ -553,7 +554,7 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
     help="A store or raw files for int8 calibration and the parity check (default: the training store).",
 )
 def export(model_dir, fmt, out, quantize, tile, calibration):
-    """Export the model in MODEL_DIR (`rawlab train --workdir`) to TFLite, ONNX or darktable, with a parity check.
+    """Export MODEL (`rawlab train --workdir`, or builtin) to TFLite, ONNX or darktable, with a parity check.
 
     tflite: jax2tf at a fixed tile shape, builtin TFLite ops only. onnx: the network written with builtin ONNX
     ops (dynamic height and width), run by `rawlab denoise` with ONNX Runtime alone. dtmodel: a .dtmodel
@@ -583,8 +584,10 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @click.argument("raws", nargs=-1, required=True)
 @click.option(
     "--model",
-    required=True,
-    help="A model directory (`rawlab train --workdir`), or a .tflite or .onnx from `rawlab export`.",
+    default="builtin",
+    show_default=True,
+    help="builtin (the model shipped inside rawlab), a model directory (`rawlab train --workdir`), or a "
+    ".tflite or .onnx from `rawlab export`.",
 )
 @click.option(
     "--out",

@@ -152,9 +152,13 @@ def _convert(tf, concrete, fn, quantize: str, representative: Callable | None) -
 def export_model(model_dir, out, *, fmt: str = "tflite", quantize: str = "none", **kwargs):
     """``rawlab export --format FMT``: :func:`export_tflite`, :func:`rawlab.deploy.onnx.export_onnx` (float32)
     or :func:`rawlab.deploy.dtmodel.export_dtmodel` (a darktable package); each result has ``summary()`` and
-    ``sidecar``. ``kwargs`` (``tile``, ``calibration``, ``echo`` ...) go to the exporter."""
+    ``sidecar``. ``model_dir`` may be ``"builtin"``. ``kwargs`` (``tile``, ``calibration``, ``echo`` ...) go to
+    the exporter."""
+    from ..learn.modelio import resolve_model
+
     if fmt not in FORMATS:
         raise RawlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    model_dir = resolve_model(model_dir)  # "builtin": the model shipped inside rawlab
     if fmt == "tflite":
         return export_tflite(model_dir, out, quantize=quantize, **kwargs)
     if quantize != "none":

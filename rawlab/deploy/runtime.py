@@ -342,10 +342,10 @@ def describe_model(path: str | os.PathLike[str]) -> str:
     RawlabError
         As :func:`load_denoiser` would for a missing or malformed model.
     """
-    from ..learn.modelio import CONFIG, PARAMS
+    from ..learn.modelio import CONFIG, PARAMS, resolve_model
     from ..learn.modelio import SCHEMA as MODEL_SCHEMA
 
-    p = Path(path)
+    p = resolve_model(path)
     if p.is_dir():
         cfg = p / CONFIG
         try:
@@ -374,7 +374,8 @@ def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = Non
     Parameters
     ----------
     path
-        A ``rawlab train`` workdir, or a ``.tflite`` or ``.onnx`` (with its metadata embedded, or a
+        ``"builtin"`` (the model shipped inside rawlab), a ``rawlab train`` workdir, or a ``.tflite`` or
+        ``.onnx`` (with its metadata embedded, or a
         ``FILE.json`` sidecar; an ``.onnx`` runs with ONNX Runtime, :mod:`rawlab.deploy.onnx`).
     num_threads
         TFLite interpreter threads (default: the cores available to this process).
@@ -389,7 +390,9 @@ def load_denoiser(path: str | os.PathLike[str], *, num_threads: int | None = Non
     RawlabError
         If ``path`` is neither, or the runtime it needs is not installed.
     """
-    p = Path(path)
+    from ..learn.modelio import resolve_model
+
+    p = resolve_model(path)
     if p.is_dir():
         from ..learn.modelio import load_model
 

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,28 +112,20 @@ def resolve_methods(methods: Sequence[str] | str | None, *, has_model: bool) -> 
 
 
 def load_denoiser(path: str | os.PathLike[str]):
-    """A model directory (:func:`rawlab.learn.load_model`) or a ``.tflite`` file (``rawlab.deploy``)."""
-    p = Path(path)
-    if not p.exists():
-        raise RawlabError(f"--model {os.fspath(path)!r} does not exist; pass the --workdir of `rawlab train`")
-    if p.is_file():
-        if p.suffix.lower() != ".tflite":
-            raise RawlabError(
-                f"--model {os.fspath(path)!r} is a file but not a .tflite model; pass a model directory"
-            )
-        try:
-            from ..deploy import load_denoiser as load_tflite
-        except ImportError:
-            try:
-                from ..deploy.runtime import load_denoiser as load_tflite
-            except ImportError:
-                raise RawlabError(
-                    f"scoring a .tflite file needs rawlab.deploy (issue #7), which this rawlab does not have; "
-                    f"pass the model directory it was exported from instead of {os.fspath(path)!r}"
-                ) from None
-        return load_tflite(p)
-    from ..learn.modelio import load_model
+    """``"builtin"``, a model directory (:func:`rawlab.learn.load_model`), or a ``.tflite``/``.onnx`` file
+    (:func:`rawlab.deploy.runtime.load_denoiser`)."""
+    from ..learn.modelio import load_model, resolve_model
 
+    p = resolve_model(path)
+    if not p.exists():
+        raise RawlabError(
+            f"--model {os.fspath(path)!r} does not exist; pass the --workdir of `rawlab train`, an exported "
+            "model, or builtin"
+        )
+    if p.is_file():
+        from ..deploy.runtime import load_denoiser as load_exported
+
+        return load_exported(p)
     return load_model(p)
 
 

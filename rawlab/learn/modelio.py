@@ -33,12 +33,41 @@ import numpy as np
 from ..errors import RawlabError
 from .normalize import Normalisation
 
-__all__ = ["SCHEMA", "TrainedModel", "init_model", "load_model", "save_model"]
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_DIR",
+    "SCHEMA",
+    "TrainedModel",
+    "init_model",
+    "load_model",
+    "resolve_model",
+    "save_model",
+]
 
 SCHEMA = "rawlab.model/1"
 CONFIG = "config.json"
 PARAMS = "model.msgpack"
 DEFAULT_TILE = {"size": 256, "overlap": 32}
+BUILTIN = "builtin"  # the name that means the model shipped inside rawlab, wherever a model is accepted
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+def resolve_model(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a filesystem path: the built-in model's directory for ``"builtin"``, else ``path`` itself.
+
+    Raises
+    ------
+    RawlabError
+        For ``"builtin"`` when this installation lacks the built-in model's files.
+    """
+    if os.fspath(path) != BUILTIN:
+        return Path(path)
+    if not (BUILTIN_DIR / CONFIG).exists() or not (BUILTIN_DIR / PARAMS).exists():
+        raise RawlabError(
+            f"the built-in model is missing from this installation ({BUILTIN_DIR}); reinstall rawlab, or pass "
+            f"--model with a model directory or an exported .tflite/.onnx"
+        )
+    return BUILTIN_DIR
 
 
 @dataclasses.dataclass
@@ -160,7 +189,7 @@ def save_model(workdir: str | os.PathLike[str], model: TrainedModel) -> Path:
 
 
 def load_model(path: str | os.PathLike[str]) -> TrainedModel:
-    """Load a model directory written by ``rawlab train`` (or :func:`save_model`).
+    """Load a model directory written by ``rawlab train`` (or :func:`save_model`), or ``"builtin"``.
 
     Raises
     ------
@@ -169,7 +198,7 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
     """
     from flax import serialization
 
-    d = Path(path)
+    d = resolve_model(path)
     cfg_path = d / CONFIG
     if not d.is_dir() or not cfg_path.exists():
         raise RawlabError(
