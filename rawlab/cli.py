@@ -189,6 +189,12 @@ def catalog():
     "--recipe", default=None, help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind) or a YAML file."
 )
 @_cluster_options("Address of a running Dask scheduler to use instead of a local cluster.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Threads per local worker for compression and decoding (default: cores // workers).",
+)
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option(
     "--qa-max-shift", type=float, default=None, help="Exclude pairs misaligned by more (mosaic px)."
@@ -216,6 +222,7 @@ def catalog_build(
     recipe,
     scheduler,
     workers,
+    threads,
     strict,
     qa_max_shift,
     qa_gain_tolerance,
@@ -268,7 +275,7 @@ def catalog_build(
             recipe=recipe,
             thresholds=thresholds,
             wait=wait,
-            options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            options=RunOptions(scheduler=scheduler, workers=workers, threads=threads, **report),
         )
     for path, reason in summary.failures:
         click.echo(f"failed: {path}: {reason}", err=True)
