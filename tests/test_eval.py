@@ -130,7 +130,7 @@ def test_cli_end_to_end_and_exit_codes(store, identity_model, small_synth, tmp_p
         (["eval", str(tmp_path / "nostore"), "--out", str(out)], "not a rawlab store"),
         (["eval", store, "--methods", "model", "--out", str(out)], "needs --model"),
         (["eval", store, "--methods", "median", "--out", str(out)], "unknown method"),
-        (["eval", store, "--model", str(small_synth.truth_path), "--out", str(out)], "not a .tflite"),
+        (["eval", store, "--model", str(small_synth.truth_path), "--out", str(out)], "not a TFLite model"),
         (["eval", store, "--crop", "8", "--out", str(out)], "--crop"),
     ]
     for args, message in bad:
