@@ -114,17 +114,36 @@ def main():
     type=click.IntRange(1, 8),
     help="Base-ISO frames per scene; the first is the clean reference.",
 )
-def synth(out, seed, size, n_sensors, n_scenes, n_clean):
+@click.option(
+    "--calibration",
+    is_flag=True,
+    help="Write a calibration set instead: dark frames and flat fields (EMVA 1288) from calibration sensors "
+    "with row noise, DSNU, PRNU, dark current and Tukey-lambda read noise, their truth in OUT/truth.json.",
+)
+def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration):
     """Write a synthetic dataset of real DNG files with known noise.
 
     Writes OUT/<sensor>/<scene>/*.dng, each scene shot at the base ISO (clean) and up the sensor's ISO
     ladder at the same brightness, with Poisson-Gaussian noise clipped and quantised as a sensor does, and
-    OUT/truth.json with the true noise parameters (rawlab.noise/1 schema).
+    OUT/truth.json with the true noise parameters (rawlab.noise/1 schema). With --calibration, writes
+    OUT/<sensor>/darks/ and OUT/<sensor>/flats/ for `rawlab calibrate` (--scenes and --clean-frames unused).
     """
     from .synth import get_sensors, write_dataset
     from .synth.generate import plan_dataset
 
     t0 = time.perf_counter()
+    if calibration:
+        from .synth.calibration import CALIBRATION_SENSORS, plan_calibration, write_calibration_set
+
+        n = len(plan_calibration(CALIBRATION_SENSORS[: max(1, min(n_sensors, len(CALIBRATION_SENSORS)))]))
+        with _reporting("synth", n) as report:
+            cal = write_calibration_set(out, seed=seed, size=size, n_sensors=n_sensors, progress=report["progress"])
+        click.echo(
+            f"synth: wrote {cal.n_files} dark and flat DNG files ({cal.nbytes / 1e6:.1f} MB) for {cal.n_sensors} "
+            f"calibration sensors at {size[0]}x{size[1]} to {cal.out}; truth in {cal.truth_path} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        return
     total = len(plan_dataset(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes, n_clean=n_clean))
     with _reporting("synth", total) as report:
         summary = write_dataset(
@@ -361,6 +380,59 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
     for line in written.lines:
         click.echo(line)
     click.echo(written.summary)
+
+
+@main.command("calibrate")
+@click.argument("sources", nargs=-1)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--sensor", default=None, help="Calibrate only this sensor (as `rawlab catalog show` names it).")
+@click.option("--darks", multiple=True, help="Frames that are darks (a recipe; repeatable): folder, file or glob.")
+@click.option("--flats", multiple=True, help="Frames that are flat fields (a recipe; repeatable).")
+@click.option(
+    "--dark-max",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.02,
+    show_default=True,
+    help="SOURCES are told apart by level: a frame at most this fraction of the range above black is a dark.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 if any frame was rejected.")
+@_cluster_options()
+def calibrate(sources, out, sensor, darks, flats, dark_max, strict, scheduler, workers):
+    """Calibrate sensors from dark frames and flat fields: EMVA 1288 figures per ISO and CFA channel.
+
+    SOURCES (folders, files, globs) hold darks and flats, told apart by level; --darks and --flats name them
+    instead. Writes OUT/calibration.json (rawlab.calibration/1: read noise, Tukey-lambda shape, row noise, DSNU,
+    PRNU, dark current, system gain K, saturation, linearity error, each with its standard error),
+    OUT/figures.json, OUT/report.html and OUT/emva1288/ descriptors. Frames that are neither dark nor flat
+    are reported with the reason and left out.
+    """
+    from .calibrate import calibrate as run
+    from .calibrate.report import write_calibration
+    from .cluster import RunOptions
+    from .outputs import output_folder
+
+    t0 = time.perf_counter()
+    output_folder(out)
+    with _reporting("calibrate") as report:
+        result = run(sources, darks=darks, flats=flats, sensor=sensor, dark_max=dark_max,
+                     options=RunOptions(scheduler=scheduler, workers=workers, **report))  # fmt: skip
+    files = write_calibration(result, out)
+    for r in result.rejected:
+        click.echo(f"rejected: {r['path']}: {r['reason']}", err=True)
+    for s in result.doc["sensors"]:
+        click.echo(f"{s['sensor']}:")
+        click.echo(f"  {'ISO':>6} {'K (G1)':>9} {'read':>7} {'row':>6} {'DSNU':>6} {'PRNU%':>6} {'DC/s':>7} {'lambda':>7}")
+        for i in s["isos"]:
+            f = {k: v["value"][1] for k, v in i["figures"].items()}
+            cells = [f["system_gain_dn_per_e"], f["read_noise_dn"], f["row_noise_dn"], f["dsnu_dn"],
+                     f["prnu_percent"], f["dark_current_dn_per_s"], f["tukey_lambda"]]  # fmt: skip
+            click.echo(f"  {i['iso']:>6} " + " ".join(f"{'-' if v is None else format(v, '.4g'):>7}" for v in cells))
+    click.echo(
+        f"calibrate: {len(result.doc['sensors'])} sensors, {sum(len(s['isos']) for s in result.doc['sensors'])} "
+        f"ISOs, {len(result.rejected)} frames rejected -> {files[0]}, {files[2]} ({time.perf_counter() - t0:.1f} s)"
+    )
+    if strict and result.rejected:
+        sys.exit(1)
 
 
 @main.command("stats")

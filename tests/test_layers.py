@@ -15,7 +15,7 @@ LAYER = {
     "rawmeta": 1, "rawio": 1, "dng": 1,
     "cluster": 2,
     "catalog": 3,
-    "noise": 4,
+    "noise": 4, "calibrate": 4,
     "synth": 5,
     "learn": 6, "stats": 6,
     "deploy": 7,

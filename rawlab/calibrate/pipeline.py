@@ -1,0 +1,219 @@
+"""``rawlab calibrate``: dark and flat frames in, EMVA 1288 figures per sensor, ISO and channel out.
+
+1. The sources are scanned (:func:`rawlab.catalog.scan.scan_sources`) and each file's metadata read on Dask
+   (:func:`rawlab.rawio.read_info`): sensor, ISO, exposure time, black and white levels.
+2. Frames are grouped by sensor, ISO and exposure time; one Dask task per group reads its frames (each file
+   once), tells darks from flats (:func:`rawlab.calibrate.stats.classify_frame`: by level, or by a recipe
+   that names the darks and the flats) and returns small statistics (:func:`group_stats`).
+3. The figures are fitted per sensor and ISO (:func:`rawlab.calibrate.fit.fit_iso`).
+
+A frame that cannot be read, lacks ISO or exposure time, or is neither dark nor flat (not uniform) is
+rejected with its path and the reason; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..bayer import CHANNELS
+from ..cluster import RunOptions, run_tasks
+from ..errors import RawlabError
+from .fit import fit_iso
+from .stats import DARK_MAX, classify_frame, group_stats
+
+__all__ = ["SCHEMA", "CalibrationResult", "calibrate"]
+
+SCHEMA = "rawlab.calibration/1"
+
+
+@dataclass
+class CalibrationResult:
+    doc: dict  # the rawlab.calibration/1 document
+    rejected: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    groups: dict = field(default_factory=dict)  # (sensor, iso) -> {"darks": [...], "flats": [...]}
+
+
+def _info(path: str):
+    from ..rawio import read_info
+
+    i = read_info(path)
+    return {
+        "path": path,
+        "sensor": i.sensor,
+        "make": i.make,
+        "model": i.model,
+        "iso": i.iso,
+        "exposure_time": i.exposure_time,
+        "cfa": i.cfa,
+        "black": list(i.black_level),
+        "white": i.white_level,
+        "height": i.height,
+        "width": i.width,
+    }
+
+
+def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -> dict:
+    """Read the frames of one (sensor, ISO, exposure) group; classify; statistics of its darks and flats."""
+    from ..rawio import read_raw
+
+    kept = {"dark": [], "flat": []}
+    rejected, notes = [], []
+    black = white = None
+    for path, role in zip(paths, roles, strict=True):
+        frame = read_raw(path)
+        planes = frame.packed()
+        b = np.asarray(frame.info.black_level, float)
+        kind, note = classify_frame(planes, b, float(frame.info.white_level), dark_max=dark_max, role=role)
+        if kind is None:
+            rejected.append({"path": path, "reason": note})
+            continue
+        if black is not None and (not np.allclose(b, black) or frame.info.white_level != white):
+            rejected.append({"path": path, "reason": "black or white level differs from its group's"})
+            continue
+        black, white = b, frame.info.white_level
+        kept[kind].append(planes.astype(np.float32) - b.astype(np.float32)[:, None, None])
+        notes.append({"path": path, "kind": kind, "note": note})
+    out = {"rejected": rejected, "frames": notes}
+    for kind, frames in kept.items():
+        if frames:
+            stack = np.stack(frames)
+            out[kind] = group_stats(stack, white_above_black=white - black, dark=kind == "dark")
+    return out
+
+
+def _sources(sources, darks, flats, storage_options):
+    from ..catalog.scan import scan_sources
+
+    roles: dict[str, str | None] = {}
+    for items, role in ((sources, None), (darks, "dark"), (flats, "flat")):
+        if items:
+            for f in scan_sources(list(items), storage_options).files:
+                roles[f.path] = role if role else roles.get(f.path)
+    return roles
+
+
+def calibrate(
+    sources=(),
+    *,
+    darks=(),
+    flats=(),
+    sensor: str | None = None,
+    dark_max: float = DARK_MAX,
+    options: RunOptions | None = None,
+) -> CalibrationResult:
+    """Calibrate every sensor (or ``sensor``) found in ``sources`` (auto: darks and flats told apart by level),
+    ``darks`` and ``flats`` (a recipe: the role is given).
+
+    Raises
+    ------
+    RawlabError
+        If no source is given, a source does not exist, ``sensor`` is not among the frames, or no sensor
+        has both darks and flats at some ISO.
+    """
+    options = options or RunOptions()
+    if not (sources or darks or flats):
+        raise RawlabError("no frames given: pass folders or files of dark and flat frames")
+    roles = _sources(sources, darks, flats, options.storage_options)
+    if not roles:
+        raise RawlabError(f"no raw files under {', '.join(map(str, [*sources, *darks, *flats]))}")
+    paths = sorted(roles)
+    rejected: list[dict] = []
+    with options.session() as (client, _):
+        options.total(len(paths))
+        options.note(f"calibrate: reading the metadata of {len(paths)} files")
+        infos = []
+        for p, o in zip(paths, run_tasks(client, _info, [(p,) for p in paths], name="cal-info",
+                                         progress=options.progress), strict=True):  # fmt: skip
+            if not o.ok:
+                rejected.append({"path": p, "reason": f"cannot read: {o.error}"})
+            elif not o.value["iso"] or not o.value["exposure_time"]:
+                missing = "ISO" if not o.value["iso"] else "exposure time"
+                rejected.append(
+                    {"path": p, "reason": f"no {missing} in its metadata (figures are per ISO and exposure)"}
+                )
+            else:
+                infos.append(o.value)
+        sensors = sorted({i["sensor"] for i in infos})
+        if sensor is not None:
+            if sensor not in sensors:
+                raise RawlabError(
+                    f"--sensor {sensor!r} is not among the frames' sensors: {', '.join(sensors) or 'none'}"
+                )
+            infos = [i for i in infos if i["sensor"] == sensor]
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for i in infos:
+            groups[(i["sensor"], float(i["iso"]), float(i["exposure_time"]))].append(i)
+        keys = sorted(groups)
+        args = [
+            ([i["path"] for i in groups[k]], [roles[i["path"]] for i in groups[k]], dark_max) for k in keys
+        ]
+        options.total(len(paths))
+        options.note(f"calibrate: measuring {len(infos)} frames in {len(keys)} groups")
+        progress = options.progress
+        outcomes = run_tasks(client, _measure_group, args, name="cal-group",
+                             progress=(lambda n: progress(n)) if progress else None)  # fmt: skip
+    by_iso: dict[tuple, dict] = defaultdict(lambda: {"darks": [], "flats": [], "frames": []})
+    for k, o in zip(keys, outcomes, strict=True):
+        if not o.ok:
+            for i in groups[k]:
+                rejected.append({"path": i["path"], "reason": f"cannot read: {o.error}"})
+            continue
+        rejected += o.value["rejected"]
+        entry = by_iso[(k[0], k[1])]
+        entry["frames"] += [f | {"exposure_time": k[2]} for f in o.value["frames"]]
+        for kind in ("dark", "flat"):
+            if kind in o.value:
+                entry[kind + "s"].append(o.value[kind] | {"exposure_time": k[2]})
+    doc = _document(by_iso, infos, rejected)
+    if not doc["sensors"]:
+        raise RawlabError(
+            "no sensor has both dark and flat frames at one ISO"
+            + (
+                f"; {len(rejected)} frames rejected, e.g. {rejected[0]['path']}: {rejected[0]['reason']}"
+                if rejected
+                else ""
+            )
+        )
+    return CalibrationResult(doc, rejected, dict(by_iso))
+
+
+def _document(by_iso, infos, rejected) -> dict:
+    from .._version import __version__
+
+    meta = {}
+    for i in infos:
+        meta.setdefault(i["sensor"], i)
+    sensors = []
+    for name in sorted({k[0] for k in by_iso}):
+        isos = []
+        for (s, iso), entry in sorted(by_iso.items()):
+            if s != name or not entry["darks"] or not entry["flats"]:
+                continue
+            fit = fit_iso(entry["darks"], entry["flats"])
+            isos.append({"iso": int(iso) if float(iso).is_integer() else iso} | fit)
+        if not isos:
+            continue
+        m = meta[name]
+        sensors.append(
+            {
+                "sensor": name,
+                "make": m["make"],
+                "model": m["model"],
+                "cfa": m["cfa"],
+                "black_level": m["black"],
+                "white_level": m["white"],
+                "size": [m["width"], m["height"]],
+                "isos": isos,
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "rawlab_version": __version__,
+        "channels": list(CHANNELS),
+        "units": "DN above the declared black level; system gain K in DN per electron (EMVA 1288)",
+        "sensors": sensors,
+        "rejected": rejected,
+    }
