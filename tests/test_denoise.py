@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _models import TILE, denoise_in_fresh_interpreter, first_sensor_noise, make_model
 
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
 
@@ -22,8 +21,6 @@ from rawlab.cli import main
 from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
 
-TILE = {"size": 64, "overlap": 16}
-
 
 def _psnr(x, ref) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
@@ -31,22 +28,10 @@ def _psnr(x, ref) -> float:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, small_synth):
-    """A tiny U-Net with every parameter perturbed (non-trivial), knowing the noise law of small_synth."""
-    import jax
-
-    from rawlab.learn.modelio import init_model, save_model
-    from rawlab.noise.profile import load_profiles
-
-    noise = load_profiles(small_synth.truth_path).to_dict()
-    noise["sensors"] = noise["sensors"][:1]  # knows SynthCam PG-1 only
-    m = init_model({"model": {"arch": "tiny"}, "tile": TILE, "noise": noise})
-    rng = np.random.default_rng(1)  # numpy: eager jax.random compiles a kernel per leaf shape
-    m.params = jax.tree.map(
-        lambda p: (np.asarray(p) + 0.05 * rng.standard_normal(p.shape)).astype(p.dtype), m.params
-    )
+    """A tiny U-Net with every parameter perturbed (non-trivial), knowing the noise law of small_synth's
+    SynthCam PG-1 only."""
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(path, m)
-    return path, m
+    return path, make_model(path, noise=first_sensor_noise(small_synth.truth_path))
 
 
 @pytest.fixture(scope="module")
@@ -279,16 +264,8 @@ def test_cli_exit_codes(tflite, small_synth, tmp_path, client):
 
 def test_running_a_tflite_never_imports_tensorflow(tflite, small_synth, tmp_path):
     src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
-    code = (
-        "import sys\n"
-        "from rawlab.cli import main\n"
-        f"main(['denoise', {str(src)!r}, '--model', {str(tflite)!r}, '--out', {str(tmp_path)!r}],"
-        " standalone_mode=False)\n"
-        "print('LOADED', [m for m in ('tensorflow', 'jax', 'keras') if m in sys.modules])\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "LOADED []" in res.stdout and "1 of 1 files denoised" in res.stdout
+    stdout = denoise_in_fresh_interpreter(src, tflite, tmp_path, ("tensorflow", "jax", "keras"))
+    assert "LOADED []" in stdout and "1 of 1 files denoised" in stdout
 
 
 @pytest.mark.samples

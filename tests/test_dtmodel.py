@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from _models import TILE, make_model
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
 pytest.importorskip("onnx", reason="the onnx extra (onnx) is not installed")
@@ -18,23 +19,11 @@ from click.testing import CliRunner
 from rawlab.cli import main
 from rawlab.errors import RawlabError
 
-TILE = {"size": 64, "overlap": 16}
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    import jax
-
-    from rawlab.learn.modelio import init_model, save_model
-
-    m = init_model({"model": {"arch": "tiny"}, "tile": TILE})
-    rng = np.random.default_rng(2)
-    m.params = jax.tree.map(
-        lambda p: (np.asarray(p) + 0.05 * rng.standard_normal(p.shape)).astype(p.dtype), m.params
-    )
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(path, m)
-    return path, m
+    return path, make_model(path, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from _models import TILE, make_model
 
 pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
@@ -19,7 +20,6 @@ from click.testing import CliRunner
 from rawlab.cli import main
 from rawlab.errors import RawlabError
 
-TILE = {"size": 64, "overlap": 16}
 # What the U-Net family may lower to (DESIGN.md, "Known facts"), plus int8's (de)quantisation at the edges.
 BUILTIN = {
     "CONV_2D",
@@ -31,26 +31,6 @@ BUILTIN = {
     "QUANTIZE",
     "DEQUANTIZE",
 }
-
-
-def make_model(path, *, noise=None, store=None, seed=1, scale=0.05):
-    """A tiny noise-map U-Net with every parameter perturbed, saved as a model directory."""
-    import jax
-
-    from rawlab.learn.modelio import init_model, save_model
-
-    config = {"model": {"arch": "tiny"}, "tile": TILE}
-    if noise is not None:
-        config["noise"] = noise
-    if store is not None:
-        config["training"] = {"store": str(store)}
-    model = init_model(config)
-    rng = np.random.default_rng(seed)  # numpy, not jax.random: eager jax compiles a kernel per leaf shape
-    model.params = jax.tree.map(
-        lambda p: (np.asarray(p) + scale * rng.standard_normal(p.shape)).astype(p.dtype), model.params
-    )
-    save_model(path, model)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ knowing the noise law of one of small_synth's sensors, exported once for the mod
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _models import TILE, denoise_in_fresh_interpreter, first_sensor_noise, make_model
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
 pytest.importorskip("onnx", reason="the onnx extra (onnx) is not installed")
@@ -22,7 +21,6 @@ from click.testing import CliRunner
 from rawlab.cli import main
 from rawlab.errors import RawlabError
 
-TILE = {"size": 64, "overlap": 16}
 # The U-Net family's operators: all in the default ONNX domain (no custom or contrib ops).
 BUILTIN = {"Conv", "ConvTranspose", "Concat", "Add", "LeakyRelu", "Slice", "Identity"}
 TOL = 1e-4  # the float32 parity rule (rawlab.deploy.export.FP32_TOLERANCE)
@@ -30,21 +28,8 @@ TOL = 1e-4  # the float32 parity rule (rawlab.deploy.export.FP32_TOLERANCE)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, small_synth):
-    import jax
-
-    from rawlab.learn.modelio import init_model, save_model
-    from rawlab.noise.profile import load_profiles
-
-    noise = load_profiles(small_synth.truth_path).to_dict()
-    noise["sensors"] = noise["sensors"][:1]
-    m = init_model({"model": {"arch": "tiny"}, "tile": TILE, "noise": noise})
-    rng = np.random.default_rng(1)
-    m.params = jax.tree.map(
-        lambda p: (np.asarray(p) + 0.05 * rng.standard_normal(p.shape)).astype(p.dtype), m.params
-    )
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(path, m)
-    return path, m
+    return path, make_model(path, noise=first_sensor_noise(small_synth.truth_path))
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +134,10 @@ def test_denoise_with_onnx_never_imports_jax_or_tensorflow(exported, small_synth
     from rawlab.rawio import read_raw
 
     src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
-    code = (
-        "import sys\n"
-        "from rawlab.cli import main\n"
-        f"main(['denoise', {str(src)!r}, '--model', {str(exported[0])!r}, '--out', {str(tmp_path / 'onnx')!r}],"
-        " standalone_mode=False)\n"
-        "print('LOADED', [m for m in ('tensorflow', 'jax', 'flax', 'keras', 'ai_edge_litert') if m in sys.modules])\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "LOADED []" in res.stdout and "1 of 1 files denoised" in res.stdout
-    assert "noise from: 1 model law" in res.stdout
+    watch = ("tensorflow", "jax", "flax", "keras", "ai_edge_litert")
+    stdout = denoise_in_fresh_interpreter(src, exported[0], tmp_path / "onnx", watch)
+    assert "LOADED []" in stdout and "1 of 1 files denoised" in stdout
+    assert "noise from: 1 model law" in stdout
     summary = denoise_files([str(src)], str(model[0]), tmp_path / "jax")
     assert summary.n_ok == 1
     (a,) = (tmp_path / "onnx").rglob("*.dng")

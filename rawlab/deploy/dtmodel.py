@@ -242,18 +242,16 @@ def export_dtmodel(
     graph is checked against its numpy definition (noise estimate, network, re-mosaic) on one crop.
     """
     from ..outputs import output_file
-    from .export import FP32_TOLERANCE
-    from .onnx import OPSET, SCHEMA, _session, eval_crops, network_model, parity, prepare
+    from .export import FP32_TOLERANCE, load_model_tile, source_entry, tiled_config, write_atomic
+    from .onnx import OPSET, SCHEMA, _session, embed_description, eval_crops, network_model, network_parity
 
     t0 = time.perf_counter()
     say = echo or (lambda _m: None)
     out = output_file(out, companions=(".json",))
-    model, size, overlap = prepare(model_dir, tile)
+    model, size, overlap = load_model_tile(model_dir, tile)
     pkg_id = model_id(Path(out).stem)
     crops, described = eval_crops(model, calibration, size, n_eval, seed, say)
-    net = _session(network_model(model).SerializeToString(), None, "just written")
-    result = parity(model, lambda x: net.run(None, {"input": x})[0], crops)
-    result["crops"] = described
+    net, result = network_parity(model, network_model(model), crops, described)
     proto = bayer_graph(model)
     graph = _session(proto.SerializeToString(), None, "just written")
     # the whole graph against its definition, on the first crop as darktable would feed it
@@ -276,28 +274,21 @@ def export_dtmodel(
             "nothing was written"
         )
     config = dt_config(model, pkg_id, name=name)
-    rcfg = json.loads(json.dumps(model.config))
-    rcfg["tile"] = {"size": size, "overlap": overlap}
     meta = {
         "schema": SCHEMA,
-        "config": rcfg,
+        "config": tiled_config(model, size, overlap),
         "export": {
             "format": "dtmodel",
             "opset": OPSET,
             "layout": "NCHW",
             "contract": "darktable rawdenoise bayer_v1",
             "parity": result,
-            "source": {
-                "path": os.path.abspath(model_dir),
-                "name": model.name,
-                "step": model.config.get("step"),
-            },
+            "source": source_entry(model_dir, model),
             "rawlab_version": __version__,
         },
         "dtmodel": config,
     }
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "rawlab", json.dumps(meta)
+    embed_description(proto, meta)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{pkg_id}/config.json", json.dumps(config, indent=4) + "\n")
@@ -305,9 +296,7 @@ def export_dtmodel(
     check_package(tmp)
     tmp.replace(out)
     sidecar = out.with_name(out.name + ".json")
-    stmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    stmp.write_text(json.dumps(meta, indent=2) + "\n")
-    stmp.replace(sidecar)
+    write_atomic(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
     return DtmodelExportResult(
         out, sidecar, pkg_id, size, out.stat().st_size, result, time.perf_counter() - t0
     )

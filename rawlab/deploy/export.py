@@ -71,19 +71,75 @@ class ExportResult:
     lines: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        p = self.parity
-        cost = f", PSNR cost {p['psnr_cost_db']:+.3f} dB vs JAX" if p.get("psnr_cost_db") is not None else ""
         return (
             f"export: {self.out} ({self.quantize}, {self.nbytes / 1e6:.2f} MB, tile {self.tile}, "
-            f"{len(self.ops)} builtin op types); max |TFLite - JAX| {p['max_abs']:.2e}{cost} "
-            f"({self.seconds:.1f} s)"
+            f"{len(self.ops)} builtin op types); {parity_line('TFLite', self.parity, self.seconds)}"
         )
+
+
+def parity_line(label: str, parity: dict[str, Any], seconds: float) -> str:
+    """The end of an export's summary: ``max |LABEL - JAX| ...``, the PSNR cost where measured, the time."""
+    cost = parity.get("psnr_cost_db")
+    cost = f", PSNR cost {cost:+.3f} dB vs JAX" if cost is not None else ""
+    return f"max |{label} - JAX| {parity['max_abs']:.2e}{cost} ({seconds:.1f} s)"
 
 
 def training_store(config: dict[str, Any]) -> str | None:
     """The store a model was trained on, as ``rawlab train`` records it (``config["training"]["store"]``)."""
     value = (config.get("training") or {}).get("store")
     return value if isinstance(value, str) and value else None
+
+
+def crop_source(config: dict[str, Any], calibration: str | None) -> tuple[str | None, str | None]:
+    """Where an export's crops come from: ``(calibration or the training store, None)``, or ``(None, why)``
+    when there is neither (the caller warns with ``why`` and falls back to synthetic crops)."""
+    source = calibration or training_store(config)
+    why = "no training store in the model's config and no --calibration"
+    if source is not None and calibration is None and not os.path.exists(source) and "://" not in source:
+        why, source = f"the training store {source} recorded in the model's config is not here", None
+    return source, (why if source is None else None)
+
+
+def load_model_tile(model_dir: str | os.PathLike[str], tile: int | None):
+    """Load a model directory for export and check the tile: ``(model, size, overlap)``.
+
+    Raises
+    ------
+    RawlabError
+        If the model cannot be loaded or ``tile`` is not a multiple of the network's down-sampling above
+        twice the overlap.
+    """
+    from ..learn.modelio import load_model
+
+    model = load_model(model_dir)
+    overlap = int(model.tile["overlap"])
+    size = int(tile or model.tile["size"])
+    m = model.spec.multiple
+    if size % m or size <= 2 * overlap:
+        raise RawlabError(
+            f"--tile {size} does not fit this network: it must be a multiple of {m} (its down-sampling) and "
+            f"more than twice the tile overlap ({overlap}); e.g. --tile {max(m, (2 * overlap // m + 1) * m)}"
+        )
+    return model, size, overlap
+
+
+def tiled_config(model, size: int, overlap: int) -> dict[str, Any]:
+    """A copy of the model's config with the exported tile: the ``config`` of an export's description."""
+    config = json.loads(json.dumps(model.config))
+    config["tile"] = {"size": size, "overlap": overlap}
+    return config
+
+
+def source_entry(model_dir: str | os.PathLike[str], model) -> dict[str, Any]:
+    """The ``export.source`` of an export's description: the model directory it came from."""
+    return {"path": os.path.abspath(model_dir), "name": model.name, "step": model.config.get("step")}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary beside it, so ``path`` is never half written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _tensorflow():
@@ -233,7 +289,6 @@ def export_tflite(
         Bad arguments, an ``out`` that cannot be written, a model that does not convert to builtin ops, or a
         float32 parity failure.
     """
-    from ..learn.modelio import load_model
     from ..outputs import output_file
     from .crops import find_crops
 
@@ -242,20 +297,9 @@ def export_tflite(
     if quantize not in QUANTIZE:
         raise RawlabError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     out = output_file(out, companions=(".json",))  # before the model is loaded and converted
-    model = load_model(model_dir)
-    overlap = int(model.tile["overlap"])
-    size = int(tile or model.tile["size"])
-    m = model.spec.multiple
-    if size % m or size <= 2 * overlap:
-        raise RawlabError(
-            f"--tile {size} does not fit this network: it must be a multiple of {m} (its down-sampling) and "
-            f"more than twice the tile overlap ({overlap}); e.g. --tile {max(m, (2 * overlap // m + 1) * m)}"
-        )
+    model, size, overlap = load_model_tile(model_dir, tile)
     # Crops: training scenes to calibrate, held-out scenes to check.
-    source = calibration or training_store(model.config)
-    why = "no training store in the model's config and no --calibration"
-    if source is not None and calibration is None and not os.path.exists(source) and "://" not in source:
-        why, source = f"the training store {source} recorded in the model's config is not here", None
+    source, why = crop_source(model.config, calibration)
     if source is None:
         say(
             f"warning: {why}: calibrating and checking on synthetic crops; int8 accuracy on real data may be "
@@ -313,18 +357,12 @@ def export_tflite(
             f"(allowed {FP32_TOLERANCE:g}) on {described}; the conversion is not faithful, nothing was written"
         )
 
-    config = json.loads(json.dumps(model.config))
-    config["tile"] = {"size": size, "overlap": overlap}
     meta = {
         "schema": SCHEMA,
-        "config": config,
+        "config": tiled_config(model, size, overlap),
         "export": {
             "quantize": quantize,
-            "source": {
-                "path": os.path.abspath(model_dir),
-                "name": model.name,
-                "step": model.config.get("step"),
-            },
+            "source": source_entry(model_dir, model),
             "input": parity.pop("input"),
             "output": parity.pop("output"),
             "ops": ops,
@@ -336,20 +374,49 @@ def export_tflite(
     }
     flat = embed_metadata(flat, meta)
     sidecar = out.with_name(out.name + ".json")
-    for path, data in ((out, flat), (sidecar, (json.dumps(meta, indent=2) + "\n").encode())):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    write_atomic(out, flat)
+    write_atomic(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
     return ExportResult(out, sidecar, quantize, size, len(flat), ops, parity, calib, time.perf_counter() - t0)
+
+
+def compare_with_jax(model, run: Callable[[np.ndarray], np.ndarray], crops, label: str) -> dict[str, Any]:
+    """Run an exported network (``run``: network-domain ``(N, h, w, C)`` in, ``(N, h, w, 4)`` out) and the
+    JAX network on the same crops; compare the clean estimates.
+
+    Returns ``n_crops``, ``max_abs`` (largest ``|exported - JAX|``, normalised units), ``psnr_vs_jax`` (None
+    for identical outputs: JSON has no infinity), ``psnr_jax`` and ``psnr_<label>`` against the crops' clean
+    references and ``psnr_cost_db`` (None without references).
+    """
+    import jax
+
+    norm = model.normalisation
+    apply = jax.jit(model.network_fn())
+    max_abs, p_vs, p_jax, p_exp = 0.0, [], [], []
+    for crop in crops:
+        x = np.asarray(norm.to_network(crop.noisy[None], crop.a, crop.b), np.float32)
+        y_exp = norm.from_network(run(x), crop.a, crop.b)[0]
+        y_jax = norm.from_network(np.asarray(apply(x)), crop.a, crop.b)[0]
+        max_abs = max(max_abs, float(np.max(np.abs(y_exp - y_jax))))
+        p_vs.append(_psnr(y_exp, y_jax))
+        if crop.clean is not None:
+            p_jax.append(_psnr(y_jax, crop.clean))
+            p_exp.append(_psnr(y_exp, crop.clean))
+    finite = [v for v in p_vs if np.isfinite(v)]
+    out = {
+        "n_crops": len(crops),
+        "max_abs": max_abs,
+        "psnr_vs_jax": float(np.mean(finite)) if finite else None,
+        "psnr_jax": float(np.mean(p_jax)) if p_jax else None,
+        f"psnr_{label}": float(np.mean(p_exp)) if p_exp else None,
+    }
+    out["psnr_cost_db"] = out["psnr_jax"] - out[f"psnr_{label}"] if p_jax else None
+    return out
 
 
 def _parity(model, flat: bytes, crops, size: int, quantize: str) -> dict[str, Any]:
     """Run the converted graph and JAX on the same crops; compare the clean estimates."""
-    import jax
-
     from .runtime import TFLiteDenoiser
 
-    norm = model.normalisation
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.tflite"
         path.write_bytes(flat)
@@ -358,30 +425,8 @@ def _parity(model, flat: bytes, crops, size: int, quantize: str) -> dict[str, An
             "export": {"quantize": quantize},
         }
         runner = TFLiteDenoiser(path, meta)
-        apply = jax.jit(model.network_fn())
-        max_abs, p_vs, p_jax, p_tfl = 0.0, [], [], []
-        for crop in crops:
-            x = norm.to_network(crop.noisy[None], crop.a, crop.b).astype(np.float32)
-            y_tfl = norm.from_network(runner._run(x), crop.a, crop.b)[0]
-            y_jax = norm.from_network(np.asarray(apply(x)), crop.a, crop.b)[0]
-            max_abs = max(max_abs, float(np.max(np.abs(y_tfl - y_jax))))
-            p_vs.append(_psnr(y_tfl, y_jax))
-            if crop.clean is not None:
-                p_jax.append(_psnr(y_jax, crop.clean))
-                p_tfl.append(_psnr(y_tfl, crop.clean))
+        out = compare_with_jax(model, runner._run, crops, "tflite")
         inp, outp = runner._io
         io = {"input": _io(inp), "output": _io(outp)}
         del runner
-    finite = [p for p in p_vs if np.isfinite(p)]
-    out = {
-        "n_crops": len(crops),
-        "max_abs": max_abs,
-        "psnr_vs_jax": float(np.mean(finite)) if finite else float("inf"),
-        "psnr_jax": float(np.mean(p_jax)) if p_jax else None,
-        "psnr_tflite": float(np.mean(p_tfl)) if p_tfl else None,
-        **io,
-    }
-    out["psnr_cost_db"] = out["psnr_jax"] - out["psnr_tflite"] if p_jax else None
-    if not np.isfinite(out["psnr_vs_jax"]):
-        out["psnr_vs_jax"] = None  # identical outputs; JSON has no infinity
-    return out
+    return {**out, **io}

@@ -41,7 +41,17 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import RawlabError
-from .runtime import _first_line, _TiledDenoiser
+from .export import (
+    FP32_TOLERANCE,
+    compare_with_jax,
+    crop_source,
+    load_model_tile,
+    parity_line,
+    source_entry,
+    tiled_config,
+    write_atomic,
+)
+from .runtime import _cores, _description, _first_line, _TiledDenoiser
 
 __all__ = [
     "METADATA_KEY",
@@ -210,6 +220,12 @@ def op_types(model_proto) -> list[str]:
     return sorted({n.op_type for n in model_proto.graph.node})
 
 
+def embed_description(model_proto, meta: dict[str, Any]) -> None:
+    """Add ``meta`` (JSON) to ``model_proto``'s ``metadata_props`` under :data:`METADATA_KEY`."""
+    entry = model_proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+
+
 # ---------------------------------------------------------------------------------------- the runtime
 
 
@@ -251,21 +267,7 @@ def read_onnx_metadata(path: str | os.PathLike[str], *, session=None) -> dict[st
             raise RawlabError(
                 f"the model {p} carries a rawlab description that is not valid JSON; re-export it"
             ) from None
-    sidecar = p.with_name(p.name + ".json")
-    if meta is None and sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except ValueError as e:
-            raise RawlabError(f"{sidecar} is not valid JSON: {e}") from None
-    if meta is None:
-        raise RawlabError(
-            f"{p} has no rawlab description (no embedded metadata and no {sidecar.name} beside it), so its tile "
-            "size, normalisation and noise law are unknown; export it with `rawlab export --format onnx`"
-        )
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
-        raise RawlabError(f"{p}: description has schema {got!r}, expected {SCHEMA!r}")
-    return meta
+    return _description(p, meta, SCHEMA, "rawlab export --format onnx")
 
 
 class OnnxDenoiser(_TiledDenoiser):
@@ -318,12 +320,6 @@ class OnnxDenoiser(_TiledDenoiser):
         self.__init__(state["path"], state["meta"], state["num_threads"])
 
 
-def _cores() -> int:
-    from .runtime import _cores as cores
-
-    return cores()
-
-
 # ----------------------------------------------------------------------------------------- the export
 
 
@@ -339,79 +335,33 @@ class OnnxExportResult:
     quantize: str = "none"
 
     def summary(self) -> str:
-        p = self.parity
-        cost = f", PSNR cost {p['psnr_cost_db']:+.3f} dB vs JAX" if p.get("psnr_cost_db") is not None else ""
         return (
             f"export: {self.out} (onnx float32, opset {OPSET}, {self.nbytes / 1e6:.2f} MB, tile {self.tile}, dynamic "
-            f"H x W, {len(self.ops)} builtin op types); max |ONNX - JAX| {p['max_abs']:.2e}{cost} ({self.seconds:.1f} s)"
+            f"H x W, {len(self.ops)} builtin op types); {parity_line('ONNX', self.parity, self.seconds)}"
         )
 
 
-def parity(model, session_run: Callable[[np.ndarray], np.ndarray], crops) -> dict[str, Any]:
-    """Run an NCHW graph (``session_run``) and the JAX network on the same crops; compare clean estimates."""
-    import jax
+def network_parity(model, proto, crops, described: str):
+    """Load the network graph ``proto`` in ONNX Runtime and check it against JAX on ``crops``
+    (:func:`rawlab.deploy.export.compare_with_jax`, ``crops`` = ``described``): ``(session, parity)``."""
+    session = _session(proto.SerializeToString(), None, "just written")
 
-    from .export import _psnr
+    def run(x: np.ndarray) -> np.ndarray:  # NHWC in and out, as the comparison feeds it; the graph is NCHW
+        return np.moveaxis(session.run(None, {"input": np.moveaxis(x, -1, 1)})[0], 1, -1)
 
-    norm = model.normalisation
-    apply = jax.jit(model.network_fn())
-    max_abs, p_vs, p_jax, p_onnx = 0.0, [], [], []
-    for crop in crops:
-        x = np.asarray(norm.to_network(crop.noisy[None], crop.a, crop.b), np.float32)
-        y_onnx = norm.from_network(np.moveaxis(session_run(np.moveaxis(x, -1, 1)), 1, -1), crop.a, crop.b)[0]
-        y_jax = norm.from_network(np.asarray(apply(x)), crop.a, crop.b)[0]
-        max_abs = max(max_abs, float(np.max(np.abs(y_onnx - y_jax))))
-        p_vs.append(_psnr(y_onnx, y_jax))
-        if crop.clean is not None:
-            p_jax.append(_psnr(y_jax, crop.clean))
-            p_onnx.append(_psnr(y_onnx, crop.clean))
-    finite = [v for v in p_vs if np.isfinite(v)]
-    out = {
-        "n_crops": len(crops),
-        "max_abs": max_abs,
-        "psnr_vs_jax": float(np.mean(finite)) if finite else None,
-        "psnr_jax": float(np.mean(p_jax)) if p_jax else None,
-        "psnr_onnx": float(np.mean(p_onnx)) if p_onnx else None,
-    }
-    out["psnr_cost_db"] = out["psnr_jax"] - out["psnr_onnx"] if p_jax else None
-    return out
+    result = compare_with_jax(model, run, crops, "onnx")
+    result["crops"] = described
+    return session, result
 
 
-def prepare(model_dir, tile: int | None):
-    """Load a model directory and check the tile: ``(model, size, overlap)``."""
-    from ..learn.modelio import load_model
-
-    model = load_model(model_dir)
-    overlap = int(model.tile["overlap"])
-    size = int(tile or model.tile["size"])
-    m = model.spec.multiple
-    if size % m or size <= 2 * overlap:
-        raise RawlabError(
-            f"--tile {size} does not fit this network: it must be a multiple of {m} (its down-sampling) and "
-            f"more than twice the tile overlap ({overlap}); e.g. --tile {max(m, (2 * overlap // m + 1) * m)}"
-        )
-    return model, size, overlap
-
-
-def eval_crops(model, source: str | None, size: int, n_eval: int, seed: int, say) -> tuple[list, str]:
+def eval_crops(model, calibration: str | None, size: int, n_eval: int, seed: int, say) -> tuple[list, str]:
     """Held-out crops for the parity check, chosen as ``rawlab export`` chooses them for TFLite."""
     from .crops import find_crops
-    from .export import training_store
 
-    given = source
-    source = source or training_store(model.config)
-    why = "no training store in the model's config and no --calibration"
-    if source is not None and given is None and not os.path.exists(source) and "://" not in source:
-        why, source = f"the training store {source} recorded in the model's config is not here", None
+    source, why = crop_source(model.config, calibration)
     if source is None:
         say(f"warning: {why}: checking parity on synthetic crops. Pass --calibration STORE")
     return find_crops(source, size, n_eval, model, split="eval", seed=seed)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def export_onnx(
@@ -432,20 +382,17 @@ def export_onnx(
     be written, or a parity failure (then nothing is written).
     """
     from ..outputs import output_file
-    from .export import FP32_TOLERANCE
 
     t0 = time.perf_counter()
     say = echo or (lambda _m: None)
     out = output_file(out, companions=(".json",))
-    model, size, overlap = prepare(model_dir, tile)
+    model, size, overlap = load_model_tile(model_dir, tile)
     crops, described = eval_crops(model, calibration, size, n_eval, seed, say)
     onnx = _onnx()
     proto = network_model(model)
     ops = op_types(proto)
     say(f"writing {model.name} as ONNX (opset {OPSET}, NCHW, dynamic H x W, {len(ops)} op types)")
-    session = _session(proto.SerializeToString(), None, "just written")
-    result = parity(model, lambda x: session.run(None, {"input": x})[0], crops)
-    result["crops"] = described
+    _, result = network_parity(model, proto, crops, described)
     say(
         f"parity on {len(crops)} crops of {described}: max |ONNX - JAX| {result['max_abs']:.2e}"
         + (
@@ -459,12 +406,10 @@ def export_onnx(
             f"parity check failed: the ONNX model differs from JAX by up to {result['max_abs']:.2e} (allowed "
             f"{FP32_TOLERANCE:g}) on {described}; the export is not faithful, nothing was written"
         )
-    config = json.loads(json.dumps(model.config))
-    config["tile"] = {"size": size, "overlap": overlap}
     spec = model.spec
     meta = {
         "schema": SCHEMA,
-        "config": config,
+        "config": tiled_config(model, size, overlap),
         "export": {
             "format": "onnx",
             "quantize": "none",
@@ -475,17 +420,12 @@ def export_onnx(
             "output": {"name": "output", "shape": ["N", spec.out_channels, "H", "W"], "dtype": "float32"},
             "ops": ops,
             "parity": result,
-            "source": {
-                "path": os.path.abspath(model_dir),
-                "name": model.name,
-                "step": model.config.get("step"),
-            },
+            "source": source_entry(model_dir, model),
             "rawlab_version": __version__,
             "onnx_version": onnx.__version__,
         },
     }
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    embed_description(proto, meta)
     data = proto.SerializeToString()
     sidecar = out.with_name(out.name + ".json")
     write_atomic(out, data)

@@ -155,8 +155,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RawlabError(
             f"the model {p} carries a rawlab description that is not a JSON object; re-export it"
         )
+    return _description(p, meta, SCHEMA, "rawlab export")
+
+
+def _description(p: Path, meta: Any, schema: str, command: str) -> dict[str, Any]:
+    """A model file's description: ``meta`` (the copy embedded in ``p``, or None), else the ``FILE.json``
+    sidecar beside ``p``; checked to be of ``schema``. ``command`` is the remedy named when there is none.
+
+    Raises
+    ------
+    RawlabError
+        If there is no description, the sidecar is not JSON, or the schema is not ``schema``.
+    """
     sidecar = p.with_name(p.name + ".json")
-    if meta is None and sidecar.exists():
+    if meta is None and sidecar.is_file():
         try:
             meta = json.loads(sidecar.read_text())
         except ValueError as e:
@@ -164,10 +176,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if meta is None:
         raise RawlabError(
             f"{p} has no rawlab description (no embedded metadata and no {sidecar.name} beside it), so its tile "
-            "size, normalisation and noise law are unknown; export it with `rawlab export`"
+            f"size, normalisation and noise law are unknown; export it with `{command}`"
         )
-    if meta.get("schema") != SCHEMA:
-        raise RawlabError(f"{p}: description has schema {meta.get('schema')!r}, expected {SCHEMA!r}")
+    if not isinstance(meta, dict) or meta.get("schema") != schema:
+        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
+        raise RawlabError(f"{p}: description has schema {got!r}, expected {schema!r}")
     return meta
 
 
