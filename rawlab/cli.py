@@ -342,10 +342,11 @@ def catalog_show(store, as_json):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["rawlab", "darktable", "dng"]),
+    type=click.Choice(["rawlab", "darktable", "dng", "android"]),
     default="rawlab",
     show_default=True,
-    help="rawlab JSON; a darktable noiseprofiles.json; or DNG NoiseProfile values.",
+    help="rawlab JSON; a darktable noiseprofiles.json; DNG NoiseProfile values; or the Android camera noise "
+    "model (S = A*sens + B, O = C*sens^2 + D*digital_gain^2, with the CTS check and C functions).",
 )
 @click.option(
     "--bootstrap",

@@ -18,6 +18,15 @@ for linear ``x`` in [0, 1] (after linearisation, black subtraction and scaling t
 demosaicing). That is rawlab's ``(a, b)``. It holds one pair for all planes or one per colour plane, in
 ``CFAPlaneColor`` order; rawlab's DNGs declare R, G, B. The DNG SDK requires ``S > 0`` and ``O >= 0``, so a
 negative fitted ``b`` is written as 0.
+
+**Android.** A camera HAL reports ``android.sensor.noiseProfile`` (the DNG ``(S, O)`` per CFA channel R, Gr,
+Gb, B) from a model over sensitivity: ``S = A * sensitivity + B`` and ``O = C * sensitivity**2 + D *
+digital_gain**2``, with ``digital_gain = max(1, sensitivity / max_analog_sensitivity)`` (the form the CTS
+``dng_noise_model`` tool generates). :func:`to_android` fits ``A, B`` and ``C, D`` per channel by least
+squares over the profiled ISOs (rawlab's ``a``, ``b`` are the normalised ``S``, ``O``; G1 is Gr, G2 is Gb)
+and checks the model with the CTS ``test_dng_noise_model`` pass criterion: at each sensitivity and channel
+the model's variance must be within ``max(0.0012, 0.2 * model)`` of the measured one (here: the per-ISO
+fit, at mean levels 0.05 to 0.95).
 """
 
 from __future__ import annotations
@@ -40,17 +49,24 @@ from .model import sample_poisson_gaussian
 from .profile import ISOProfile, NoiseProfileSet, SensorProfile, save_profiles
 
 __all__ = [
+    "ANDROID_TOLERANCE",
     "FORMATS",
+    "android_c_source",
     "darktable_problems",
     "read_darktable",
     "save",
+    "to_android",
     "to_darktable",
     "to_dng_noise_profile",
     "write_darktable",
     "write_dng_noise_profiles",
 ]
 
-FORMATS = ("rawlab", "darktable", "dng")
+FORMATS = ("rawlab", "darktable", "dng", "android")
+ANDROID_TOLERANCE = {
+    "atol": 0.0012,
+    "rtol": 0.2,
+}  # CTS test_dng_noise_model: VAR_ATOL_THRESH, VAR_RTOL_THRESH
 DARKTABLE_VERSION = 0  # DT_NOISE_PROFILE_VERSION in darktable's noiseprofiles.c
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_\- ()*]")  # characters darktable's schema allows in a profile name
 
@@ -314,12 +330,112 @@ def write_dng_noise_profiles(
     return doc
 
 
+def to_android(
+    profiles: NoiseProfileSet | SensorProfile, *, max_analog_sensitivity: float | None = None
+) -> dict[str, Any]:
+    """The Android noise model (module docstring) of each sensor, with the CTS check of it.
+
+    ``max_analog_sensitivity`` defaults to the highest profiled ISO (no digital gain in the fit).
+
+    Raises
+    ------
+    RawlabError
+        If a sensor has fewer than two usable ISOs (the model has two parameters per term).
+    """
+    doc: dict[str, Any] = {
+        "schema": "rawlab.android-noise-model/1",
+        "model": "S = A * sens + B; O = C * sens^2 + D * digital_gain^2; digital_gain = max(1, sens / max_analog)",
+        "planes": ["R", "Gr", "Gb", "B"],
+        "tolerance": dict(ANDROID_TOLERANCE),
+        "sensors": [],
+    }
+    levels = np.linspace(0.05, 0.95, 10)
+    for s in _sensors(profiles):
+        ps = [
+            p for p in sorted(s.profiles, key=lambda p: p.iso) if all(math.isfinite(v) for v in (*p.a, *p.b))
+        ]
+        if len(ps) < 2:
+            raise RawlabError(
+                f"{s.sensor}: the Android noise model needs at least two profiled ISOs, got {len(ps)}; "
+                "profile more ISOs"
+            )
+        iso = np.array([p.iso for p in ps], float)
+        a = np.array([p.a for p in ps])
+        b = np.array([p.b for p in ps])
+        max_analog = float(max_analog_sensitivity or iso.max())
+        dg = np.maximum(1.0, iso / max_analog)
+        coef_s = np.linalg.lstsq(np.stack([iso, np.ones_like(iso)], 1), a, rcond=None)[0]  # (2, 4): A, B
+        coef_o = np.linalg.lstsq(np.stack([iso**2, dg**2], 1), b, rcond=None)[0]  # (2, 4): C, D
+        s_pred = np.clip(iso[:, None] * coef_s[0] + coef_s[1], 0, None)
+        o_pred = np.clip(iso[:, None] ** 2 * coef_o[0] + dg[:, None] ** 2 * coef_o[1], 0, None)
+        model = s_pred[:, :, None] * levels + o_pred[:, :, None]  # (iso, channel, level)
+        measured = a[:, :, None] * levels + b[:, :, None]
+        diff = np.abs(measured - model)
+        passed = diff <= np.maximum(ANDROID_TOLERANCE["atol"], ANDROID_TOLERANCE["rtol"] * model)
+        rel = diff / np.maximum(model, 1e-30)
+        make, model_name = _maker_model(s)
+        doc["sensors"].append(
+            {
+                "sensor": s.sensor,
+                "make": make,
+                "model": model_name,
+                "max_analog_sensitivity": max_analog,
+                "A": coef_s[0].tolist(),
+                "B": coef_s[1].tolist(),
+                "C": coef_o[0].tolist(),
+                "D": coef_o[1].tolist(),
+                "validation": {
+                    "cts_pass": bool(passed.all()),
+                    "cts_share_passed": float(passed.mean()),
+                    "max_relative_difference": float(rel.max()),
+                    "per_iso": [
+                        {
+                            "iso": float(i),
+                            "passed": bool(passed[k].all()),
+                            "max_relative_difference": float(rel[k].max()),
+                        }
+                        for k, i in enumerate(iso)
+                    ],
+                    "levels": levels.tolist(),
+                },
+            }
+        )
+    return doc
+
+
+def android_c_source(sensor: dict[str, Any]) -> str:
+    """C functions ``compute_noise_model_entry_S/O(plane, sens)`` for one sensor of :func:`to_android`."""
+
+    def arr(v):
+        return ", ".join(f"{x:.10e}" for x in v)
+
+    return f"""/* Android noise model of {sensor["sensor"]}, fitted by rawlab {__version__}.
+ * Planes R, Gr, Gb, B; S and O in the DNG NoiseProfile convention (normalised signal). */
+double compute_noise_model_entry_S(int plane, int sens) {{
+    static const double A[] = {{ {arr(sensor["A"])} }};
+    static const double B[] = {{ {arr(sensor["B"])} }};
+    double s = A[plane] * sens + B[plane];
+    return s < 0.0 ? 0.0 : s;
+}}
+
+double compute_noise_model_entry_O(int plane, int sens) {{
+    static const double C[] = {{ {arr(sensor["C"])} }};
+    static const double D[] = {{ {arr(sensor["D"])} }};
+    double digital_gain = sens / {sensor["max_analog_sensitivity"]:.1f} < 1.0 ? 1.0 : sens / {sensor["max_analog_sensitivity"]:.1f};
+    double o = C[plane] * sens * sens + D[plane] * digital_gain * digital_gain;
+    return o < 0.0 ? 0.0 : o;
+}}
+"""
+
+
 def save(
     profiles: NoiseProfileSet | SensorProfile, path: str | os.PathLike[str], format: str = "rawlab"
 ) -> list[Path]:
-    """Write ``profiles`` in ``format`` (``rawlab``, ``darktable`` or ``dng``); return the files written.
+    """Write ``profiles`` in ``format`` (``rawlab``, ``darktable``, ``dng`` or ``android``); return the files written.
 
-    For ``dng``, ``path`` is the JSON manifest; the CSV goes beside it and the DNGs into ``<stem>_dng/``.
+    For ``dng``, ``path`` is the JSON manifest; the CSV goes beside it and the DNGs into ``<stem>_dng/``. For
+    ``android``, ``path`` is the JSON (coefficients, CTS check and the profiles' own validation when they carry
+    one) and ``<stem>_<sensor>.c`` beside it holds the C functions.
 
     Raises
     ------
@@ -338,4 +454,17 @@ def save(
         doc = write_dng_noise_profiles(profiles, path.parent, json_name=path.name, dng_dir=f"{path.stem}_dng")
         dngs = [path.parent / p["dng"] for s in doc["sensors"] for p in s["profiles"]]
         return [path, path.parent / doc["csv"], *dngs]
+    if format == "android":
+        doc = to_android(profiles)
+        if isinstance(profiles, NoiseProfileSet) and profiles.extra.get("validation"):
+            for entry in doc["sensors"]:
+                entry["rawlab_validation"] = profiles.extra["validation"].get(entry["sensor"])
+        files = [path]
+        for entry in doc["sensors"]:
+            c_path = path.with_name(f"{path.stem}_{_slug(entry['sensor'])}.c")
+            c_path.write_text(android_c_source(entry))
+            entry["c_source"] = c_path.name
+            files.append(c_path)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        return files
     raise RawlabError(f"unknown noise-profile format {format!r}; choose one of {', '.join(FORMATS)}")
