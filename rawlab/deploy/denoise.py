@@ -427,6 +427,8 @@ def denoise_files(
     files = scan_sources([os.fspath(s) for s in sources]).files
     if not files:
         raise RawlabError(f"no raw files found in {', '.join(map(str, sources))}; pass raw files or folders")
+    from ..learn.modelio import resolve_model
+
     label = describe_model(model)  # in this process, reading only its description: a bad path fails now
     out = output_folder(out)  # before the model is loaded and any file read
     targets = output_paths(files, out, fmt)
@@ -436,7 +438,7 @@ def denoise_files(
         if r is not None and on_result:
             on_result(r)
     opts.total(len(todo))
-    model_path = os.path.abspath(model)
+    model_path = os.fspath(resolve_model(model).absolute())  # "builtin": the package's directory
 
     def done(i: int, res: FileResult) -> None:
         results[i] = res
