@@ -156,6 +156,7 @@ def test_cli_trains_resumes_and_the_model_denoises(learn_store, tmp_path):
     assert r.exit_code == 0, r.output
     last = r.output.strip().splitlines()[-1]
     assert last.startswith("train: 100 steps of tiny") and "images/s" in last and str(workdir) in last
+    assert "devices: 1 x cpu" in r.output and "training on the CPU" in r.output  # it says where it runs
     evals = [float(row["loss"]) for row in _rows(workdir) if row["split"] == "eval"]
     assert evals[-1] < evals[0]  # held-out loss: the trained network against the identity it started as
 

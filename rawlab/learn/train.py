@@ -331,6 +331,13 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
     return pipeline, [{k: b[k] for k in _DEVICE_KEYS} for b in map(ev.batch, range(d["eval_batches"]))]
 
 
+def _device_line(devices: list) -> str:
+    """Which devices the steps run on, said plainly (a CPU run on a machine meant for a GPU is worth knowing)."""
+    kinds = sorted({d.platform for d in devices})
+    line = f"devices: {len(devices)} x {'/'.join(kinds)} ({devices[0].device_kind})"
+    return line + ("; no accelerator found: training on the CPU" if kinds == ["cpu"] else "")
+
+
 def _check_devices(devices: list, batch_size: int) -> None:
     if batch_size % len(devices):
         raise RawlabError(
@@ -564,6 +571,7 @@ def train_and_evaluate(
         echo(f"left out {len(left_out)} pairs, e.g. {left_out[0]}")
     devices = list(devices or jax.devices())
     _check_devices(devices, cfg["data"]["batch_size"])
+    echo(_device_line(devices))
     base = {"name": cfg["name"], "model": {k: v for k, v in cfg["model"].items() if v is not None}}
     base = {**base, "normalisation": cfg["normalisation"], "tile": cfg["tile"]}
     _check_workdir(workdir, init_model(base, abstract=True).config)  # before any work or any write
