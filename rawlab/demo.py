@@ -184,4 +184,12 @@ def _deploy_stage(out: Path, model_dir: Path, data: Path, echo: Callable[[str], 
     )
     echo(f"      noise from {res.noise}")
     echo(f"      open {res.out} (raw) and {runs[1].results[0].out} (preview; the input: {before})")
-    return {"runs": runs, "psnr": psnr}
+    # The model shipped inside rawlab on the same frame (what `rawlab denoise RAW --out DIR` uses).
+    built = denoise_files([str(noisy)], "builtin", out / "denoised-builtin", fmt="dng", overwrite=True)
+    bres = built.results[0]
+    if bres.ok:
+        psnr.append(10 * np.log10(1 / np.mean((read_raw(bres.out).normalized() - ref) ** 2)))
+        echo(f"      built-in model (no --model): {psnr[0]:.2f} -> {psnr[2]:.2f} dB; {bres.out}")
+    else:
+        echo(f"      built-in model: {bres.line()}")
+    return {"runs": runs, "psnr": psnr, "builtin": built}
