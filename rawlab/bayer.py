@@ -2,7 +2,7 @@
 
 A Bayer mosaic of shape ``(..., H, W)`` is packed into four half-resolution planes ``(..., 4, H/2, W/2)``,
 always ordered ``R, G1, G2, B`` whatever the sensor's pattern: G1 is the green sample on the red rows and G2
-the green sample on the blue rows (DESIGN.md, "Channels"). Packing and unpacking are exact inverses.
+the green sample on the blue rows (docs/architecture.md, "Units and conventions"). Packing and unpacking are exact inverses.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``rawlab`` command line: parse, validate, call one library function, print a one-line summary.
 
 Heavy modules (rawpy, dask, jax, tensorflow) are imported inside the commands so ``rawlab --help`` is instant.
-Exit codes (DESIGN.md, "CLI contract"): 0 success, 1 a ``--strict`` failure, 2 a usage error or bad input;
+Exit codes (docs/architecture.md, "CLI contract"): 0 success, 1 a ``--strict`` failure, 2 a usage error or bad input;
 errors a user can fix are printed as one message, never as a traceback.
 """
 
@@ -137,7 +137,9 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration):
 
         n = len(plan_calibration(CALIBRATION_SENSORS[: max(1, min(n_sensors, len(CALIBRATION_SENSORS)))]))
         with _reporting("synth", n) as report:
-            cal = write_calibration_set(out, seed=seed, size=size, n_sensors=n_sensors, progress=report["progress"])
+            cal = write_calibration_set(
+                out, seed=seed, size=size, n_sensors=n_sensors, progress=report["progress"]
+            )
         click.echo(
             f"synth: wrote {cal.n_files} dark and flat DNG files ({cal.nbytes / 1e6:.1f} MB) for {cal.n_sensors} "
             f"calibration sensors at {size[0]}x{size[1]} to {cal.out}; truth in {cal.truth_path} "
@@ -386,8 +388,12 @@ def noise_fit(store, sensor, method, out, fmt, bootstrap, scheduler, workers):
 @main.command("calibrate")
 @click.argument("sources", nargs=-1)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--sensor", default=None, help="Calibrate only this sensor (as `rawlab catalog show` names it).")
-@click.option("--darks", multiple=True, help="Frames that are darks (a recipe; repeatable): folder, file or glob.")
+@click.option(
+    "--sensor", default=None, help="Calibrate only this sensor (as `rawlab catalog show` names it)."
+)
+@click.option(
+    "--darks", multiple=True, help="Frames that are darks (a recipe; repeatable): folder, file or glob."
+)
 @click.option("--flats", multiple=True, help="Frames that are flat fields (a recipe; repeatable).")
 @click.option(
     "--dark-max",
@@ -422,12 +428,16 @@ def calibrate(sources, out, sensor, darks, flats, dark_max, strict, scheduler, w
         click.echo(f"rejected: {r['path']}: {r['reason']}", err=True)
     for s in result.doc["sensors"]:
         click.echo(f"{s['sensor']}:")
-        click.echo(f"  {'ISO':>6} {'K (G1)':>9} {'read':>7} {'row':>6} {'DSNU':>6} {'PRNU%':>6} {'DC/s':>7} {'lambda':>7}")
+        click.echo(
+            f"  {'ISO':>6} {'K (G1)':>9} {'read':>7} {'row':>6} {'DSNU':>6} {'PRNU%':>6} {'DC/s':>7} {'lambda':>7}"
+        )
         for i in s["isos"]:
             f = {k: v["value"][1] for k, v in i["figures"].items()}
             cells = [f["system_gain_dn_per_e"], f["read_noise_dn"], f["row_noise_dn"], f["dsnu_dn"],
                      f["prnu_percent"], f["dark_current_dn_per_s"], f["tukey_lambda"]]  # fmt: skip
-            click.echo(f"  {i['iso']:>6} " + " ".join(f"{'-' if v is None else format(v, '.4g'):>7}" for v in cells))
+            click.echo(
+                f"  {i['iso']:>6} " + " ".join(f"{'-' if v is None else format(v, '.4g'):>7}" for v in cells)
+            )
     click.echo(
         f"calibrate: {len(result.doc['sensors'])} sensors, {sum(len(s['isos']) for s in result.doc['sensors'])} "
         f"ISOs, {len(result.rejected)} frames rejected -> {files[0]}, {files[2]} ({time.perf_counter() - t0:.1f} s)"

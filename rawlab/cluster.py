@@ -1,6 +1,6 @@
 """Dask clusters for rawlab jobs: a tuned ``LocalCluster`` by default, or an existing scheduler.
 
-Worker settings follow what we measured (DESIGN.md, "Known facts about the stack"):
+Worker settings follow what we measured (docs/architecture.md, "Known facts about the stack"):
 
 - process workers, one thread each: rawpy releases the GIL while decoding, but Zarr compression and NumPy
   work in Python-heavy code paths scale better across processes on 2-core machines;

@@ -55,7 +55,7 @@ Source = str | os.PathLike[str] | bytes
 
 @dataclass(frozen=True)
 class RawInfo:
-    """Metadata of one Bayer raw, in rawlab's conventions (DESIGN.md).
+    """Metadata of one Bayer raw, in rawlab's conventions (docs/architecture.md).
 
     Attributes
     ----------

@@ -149,7 +149,7 @@ def _clean(text: str | None) -> str:
 
 
 def normalize_sensor_name(make: str | None, model: str | None) -> str:
-    """Return the sensor name ``"{Make} {Model}"`` (DESIGN.md, "Sensor name").
+    """Return the sensor name ``"{Make} {Model}"`` (docs/architecture.md, "Units and conventions").
 
     Whitespace (and NUL padding) is collapsed. When the model already names the maker, the model alone is
     used: it starts with the whole make (``"Canon"`` + ``"Canon PowerShot S40"``), or its first word is a

@@ -86,7 +86,7 @@ def _photos() -> list[np.ndarray]:
     return out
 
 
-# DESIGN.md, "Known facts": (a, b) -> noisy, VST+wavelet, VST+NL-means PSNR (dB) on five packed photographs.
+# docs/architecture.md, "Known facts about the stack": (a, b) -> noisy, VST+wavelet, VST+NL-means PSNR (dB) on five packed photographs.
 _DESIGN_TABLE = {
     (5e-4, 1e-6): (41.9, 42.7, 43.9),
     (2e-3, 1e-5): (35.8, 37.5, 39.1),
@@ -96,7 +96,7 @@ _DESIGN_TABLE = {
 
 
 def test_baselines_gain_what_design_measured():
-    """Each baseline gains over the noisy input at every level, by what DESIGN.md measured, within 0.7 dB.
+    """Each baseline gains over the noisy input at every level, by what docs/architecture.md records, within 0.7 dB.
 
     The absolute PSNRs depend on the photographs' brightness (DESIGN's set is darker than this one), the gain
     over the noisy input much less.

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from rawlab.cli import main
 from rawlab.errors import RawlabError
 
-# What the U-Net family may lower to (DESIGN.md, "Known facts"), plus int8's (de)quantisation at the edges.
+# What the U-Net family may lower to (docs/architecture.md, "Known facts about the stack"), plus int8's (de)quantisation at the edges.
 BUILTIN = {
     "CONV_2D",
     "TRANSPOSE_CONV",

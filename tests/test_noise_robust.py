@@ -14,7 +14,6 @@ import pytest
 from rawlab.catalog import open_catalog
 from rawlab.catalog.build import build_catalog
 from rawlab.cluster import RunOptions, dask_client
-from rawlab.errors import RawlabError
 from rawlab.noise import pipeline
 from rawlab.noise.report import write_outputs
 from rawlab.synth import write_dataset

@@ -8,7 +8,7 @@ __all__ = ["build_catalog", "catalog_summary", "open_catalog", "open_store"]
 
 
 def open_catalog(store: str | os.PathLike[str], storage_options: dict | None = None):
-    """The store's catalog as a pandas DataFrame, one row per source file (DESIGN.md, "Library contract").
+    """The store's catalog as a pandas DataFrame, one row per source file (docs/architecture.md, "File formats").
 
     Files with identical content (same ``sha256``) are one row, the first path in name order; the others are
     listed in its ``other_paths``. Every source built into the store is there (builds merge into the catalog).

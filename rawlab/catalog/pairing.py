@@ -7,7 +7,7 @@ in s, ``status``). Output: a copy with ``scene``, ``role`` (``clean``/``noisy``/
 ``excluded`` rows a re-run carries over) gets exactly one role. A reference and its noisy frames share scene
 and sensor. Results do not depend on row order: every choice ends with the path name as the last tie-break.
 
-Default rule (DESIGN.md), per directory and sensor:
+Default rule (docs/architecture.md, "Pairing rule"), per directory and sensor:
 
 - the frame with the lowest ISO is the clean reference (ties: the longest exposure, then the first path in
   name order); every other frame is noisy and paired with it;
@@ -318,7 +318,7 @@ def _sensor_txt(sensor: str) -> str:
 
 
 def pair_default(df: pd.DataFrame) -> pd.DataFrame:
-    """Pair frames by the default rule (module docstring, DESIGN.md): per directory and sensor, lowest ISO is clean.
+    """Pair frames by the default rule (module docstring, docs/architecture.md "Pairing rule"): per directory and sensor, lowest ISO is clean.
 
     Parameters
     ----------

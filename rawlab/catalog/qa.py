@@ -1,6 +1,6 @@
 """Quality checks of a noisy frame against its clean reference: alignment, exposure gain, saturation, level.
 
-Checks read packed planes ``(4, h, w)`` in raw DN (R, G1, G2, B; DESIGN.md "Channels") on one Dask worker per
+Checks read packed planes ``(4, h, w)`` in raw DN (R, G1, G2, B; docs/architecture.md, "Units and conventions") on one Dask worker per
 pair. Full frames are touched only by cheap integer passes (saturation count, channel sums, block sums,
 maxima and minima); the float work runs on a central crop. About 0.2 s on one core for a 12 MP pair.
 

@@ -26,7 +26,7 @@ from ..errors import RawlabError
 
 __all__ = ["NOISE_LEVELS", "Crop", "find_crops", "is_store", "raw_crops", "store_crops", "synthetic_crops"]
 
-# (a, b) in normalised units, from low to high ISO (the levels of DESIGN.md's baseline table).
+# (a, b) in normalised units, from low to high ISO (the levels of docs/architecture.md's baseline figures).
 NOISE_LEVELS = ((5e-4, 1e-6), (2e-3, 1e-5), (8e-3, 1e-4), (2e-2, 5e-4))
 
 

@@ -6,7 +6,7 @@ mode JAX 0.10 has: the network becomes one ``XlaCallModule`` op holding StableHL
 StableHLO to builtin TFLite ops (CONV_2D, TRANSPOSE_CONV, CONCATENATION, ADD, LEAKY_RELU, SLICE). Only builtin
 ops are allowed (``TFLITE_BUILTINS``, or ``TFLITE_BUILTINS_INT8`` for full-integer models), and the written
 flatbuffer is checked again for custom (Flex / Select TF) ops. A fixed shape is required: dynamic shapes
-break TRANSPOSE_CONV at run time (DESIGN.md, "Known facts"), so denoising runs tile by tile.
+break TRANSPOSE_CONV at run time (docs/architecture.md, "Known facts about the stack"), so denoising runs tile by tile.
 
 Quantisation (``--quantize``): ``none`` (float32), ``fp16`` (float16 weights, float32 compute), ``dynamic``
 (int8 weights, activations quantised on the fly), ``int8`` (full integer, int8 input and output, calibrated

@@ -1,6 +1,6 @@
 """Tile-by-tile inference with overlap and seamless blending.
 
-A network exported at a fixed input shape (TFLite, DESIGN.md "Known facts") sees an image one ``T x T`` tile
+A network exported at a fixed input shape (TFLite, docs/architecture.md, "Known facts about the stack") sees an image one ``T x T`` tile
 at a time. Tiles overlap by at least ``overlap`` packed pixels; along each axis they are spread evenly from
 the first row/column to the last, so the image borders are tile borders (the network sees the same edge as
 on the whole image) and no padding is added unless the image is smaller than one tile.

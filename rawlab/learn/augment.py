@@ -3,7 +3,7 @@
 Flipping or transposing a Bayer mosaic changes its CFA phase: a horizontal flip of an even-width ``RGGB`` mosaic
 is ``GRBG``, and a transpose of ``GRBG`` is ``GBRG``. The augmented frame must be one the same sensor could have
 recorded, so after the flip the mosaic is cropped by one pixel where needed to bring the pattern back to the
-sensor's own. In packed space (planes ``R, G1, G2, B``, DESIGN.md "Channels") this becomes a per-channel flip
+sensor's own. In packed space (planes ``R, G1, G2, B``, docs/architecture.md, "Units and conventions") this becomes a per-channel flip
 whose offset depends on where the channel sits in the sensor's 2x2 tile, plus a ``G1 <-> G2`` swap under a
 transpose (the greens on red rows become the greens on red columns).
 

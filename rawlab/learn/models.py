@@ -1,6 +1,6 @@
 """The U-Net family: small Flax (linen) U-Nets on packed Bayer planes, ``(N, H/2, W/2, 4)`` in and out.
 
-Only ops that jax2tf lowers to builtin TFLite ops at a fixed input shape are used (DESIGN.md, "Known facts"):
+Only ops that jax2tf lowers to builtin TFLite ops at a fixed input shape are used (docs/architecture.md, "Known facts about the stack"):
 3x3 and 2x2 convolutions, 2x2 stride-2 transposed convolutions for upsampling (never ``jax.image.resize`` or
 ``jnp.repeat``), concatenation, addition and leaky ReLU. The network predicts a residual that is added to its
 input, so an untrained network is close to the identity and training starts from the noisy image.

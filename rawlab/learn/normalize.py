@@ -1,6 +1,6 @@
 """What the network sees: packed normalised Bayer planes made comparable across ISO with the noise law.
 
-Two schemes, chosen by the model config (``normalisation.kind``); both map ``x`` (normalised, DESIGN.md) with
+Two schemes, chosen by the model config (``normalisation.kind``); both map ``x`` (normalised, docs/architecture.md) with
 its noise parameters ``(a, b)`` (``Var[x] = a * x + b``, per channel) to the network input and back.
 
 ``noisemap`` (default)

@@ -1,4 +1,4 @@
-"""Noise models, fitting and export formats (DESIGN.md, "Noise model" and "Noise profile JSON")."""
+"""Noise models, fitting and export formats (docs/architecture.md, "Units and conventions" and "File formats")."""
 
 from .model import sample_poisson_gaussian, variance
 from .profile import ISOProfile, NoiseProfileSet, SensorProfile, load_profiles, save_profiles

@@ -1,6 +1,6 @@
 """Joint fit of the Poisson-Gaussian noise model from paired moments, with noisy references and clipping.
 
-Model (DESIGN.md): ``Var[x] = a * E[x] + b`` per channel, normalised units. For a noisy frame at ISO ``i`` and
+Model (docs/architecture.md): ``Var[x] = a * E[x] + b`` per channel, normalised units. For a noisy frame at ISO ``i`` and
 its reference at ISO ``j`` (``K`` frames averaged, exposure ratio ``g``: ``g * ref`` matches the noisy frame),
 the residual ``r = y - g * c`` has, away from the clipping bounds,
 ``Var[r | x] = (a_i + g a_j / K) x + b_i + g^2 b_j / K``: linear in the unknowns. All ISOs of a sensor are

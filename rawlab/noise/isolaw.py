@@ -1,6 +1,6 @@
 """The noise law over ISO: how one sensor's Poisson-Gaussian parameters grow with ISO, per channel.
 
-Units are normalised (DESIGN.md: ``Var[x] = a * E[x] + b``, channels R, G1, G2, B).
+Units are normalised (docs/architecture.md: ``Var[x] = a * E[x] + b``, channels R, G1, G2, B).
 
 - Shot term: ``a(ISO) = ga * ISO``. ISO is set by the total gain, and ``a`` is the gain in normalised units
   per electron, so ``a`` is proportional to ISO. A free power law ``a = k * ISO**p`` is fitted as a

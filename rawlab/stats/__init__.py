@@ -1,4 +1,4 @@
-"""Cross-device statistics (``rawlab stats``): tables, comparisons, an HTML report (DESIGN.md, "Analyse").
+"""Cross-device statistics (``rawlab stats``): tables, comparisons, an HTML report (docs/architecture.md, "Layers").
 
 Definitions (normalised signal ``x``, 1 = white; ``Var = a·x + b``): SNR at 18% grey
 ``20·log10(x / sqrt(a·x + b))`` dB; read-noise-limited dynamic range ``log2(1 / sqrt(b))`` stops; photon

@@ -1,6 +1,6 @@
 """What a noise profile means for a photographer: SNR, dynamic range, read-noise crossover, photon transfer.
 
-Every quantity follows from the Poisson-Gaussian model in normalised units (DESIGN.md, "Noise model"):
+Every quantity follows from the Poisson-Gaussian model in normalised units (docs/architecture.md, "Units and conventions"):
 ``x = (DN - black) / (white - black)`` in [0, 1] (1 = white) and ``Var[x] = a * x + b``, so the noise at
 signal ``x`` is ``sigma(x) = sqrt(a * x + b)``.
 

@@ -8,7 +8,7 @@ chunk in memory at a time, whatever the size of the store. What comes back to th
 vector per frame; the per-frame numbers and the histogram per sensor and ISO are reduced here, in catalog
 order, so the result does not depend on which task finished first.
 
-The histogram is of the normalised signal ``x`` (DESIGN.md) in stops below white, ``log2(x)``, in quarter
+The histogram is of the normalised signal ``x`` (docs/architecture.md) in stops below white, ``log2(x)``, in quarter
 stops from -14 to 0 (:data:`HIST_EDGES`); samples at or below ``2**-14`` (including negative noise around
 black) are counted apart as ``n_under``, and white (x >= 1) falls in the top bin.
 """

@@ -1,6 +1,6 @@
 """Write a synthetic dataset of real DNG files whose noise is known exactly.
 
-Layout (DESIGN.md, ``rawlab synth``)::
+Layout (docs/architecture.md)::
 
     OUT/<sensor>/<scene>/<scene>_iso<ISO>_<k>.dng
     OUT/truth.json          # true a, b per sensor, ISO and channel (schema rawlab.noise/1)

@@ -1,7 +1,7 @@
 """Virtual sensors for the synthetic dataset, and the physics that gives their noise law.
 
 Each sensor is described in physical units (full-well capacity, read noise before and after the analog gain,
-bit depth, black level) and its noise parameters in normalised units follow from them (DESIGN.md, "Noise
+bit depth, black level) and its noise parameters in normalised units follow from them (docs/architecture.md, "Units
 model"). With ``g`` the conversion gain in DN per electron at a given ISO and ``R = white - black`` the
 usable range in DN:
 
