@@ -751,8 +751,9 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict):
     "--model",
     "models",
     multiple=True,
-    required=True,
-    help="A .onnx, .tflite or model directory to serve (repeat for several; the first is the default).",
+    default=("builtin",),
+    show_default=True,
+    help="builtin, a .onnx, .tflite or model directory to serve (repeat for several; the first is the default).",
 )
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=None, help="Concurrent jobs (default: 2, or 1 core)."

@@ -72,3 +72,12 @@ def test_denoise_with_no_model_helps_on_a_sensor_it_never_saw(tmp_path, iso):
     out = read_raw(tmp_path / "out" / "x.dng").normalized()
     before, after = _psnr(noisy, clean), _psnr(out, clean)
     assert after > before + 1.0, (before, after)
+
+
+def test_serve_defaults_to_the_builtin_model():
+    from rawlab.serve.app import describe_models, model_names
+
+    named = model_names(["builtin"])
+    assert named == {"builtin": str(modelio.BUILTIN_DIR)}
+    (described,) = describe_models(named)
+    assert described["name"] == "builtin" and described["kind"] == "jax"

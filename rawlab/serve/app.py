@@ -59,14 +59,17 @@ class ServeConfig:
 
 
 def model_names(paths: list[str]) -> dict[str, str]:
-    """``{name: path}``: each model's file or folder name without suffix, made unique with ``-2``, ``-3``."""
+    """``{name: path}``: each model's file or folder name without suffix (``builtin`` for the built-in
+    model), made unique with ``-2``, ``-3``."""
+    from ..learn.modelio import resolve_model
+
     out: dict[str, str] = {}
     for p in paths:
         base = _SAFE.sub("-", Path(p.rstrip("/")).stem) or "model"
         name, k = base, 2
         while name in out:
             name, k = f"{base}-{k}", k + 1
-        out[name] = os.path.abspath(p)
+        out[name] = os.fspath(resolve_model(p).absolute())  # "builtin": the model shipped inside rawlab
     return out
 
 
