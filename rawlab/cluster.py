@@ -295,6 +295,13 @@ class TaskOutcome:
     def ok(self) -> bool:
         return self.error is None and not self.killed
 
+    @property
+    def why(self) -> str:
+        """Why it failed, for a message ("" when it did not)."""
+        if self.killed:
+            return "its worker died"
+        return f"{type(self.error).__name__}: {self.error}" if self.error is not None else ""
+
 
 def run_tasks(
     client,

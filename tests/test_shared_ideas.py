@@ -174,4 +174,5 @@ def test_run_tasks_returns_outcomes_in_input_order_whatever_finishes_first(clien
     assert [o.index for o in out] == [0, 1, 2, 3, 4]
     assert [o.value for o in out] == [0, 1, None, 9, 16]
     assert isinstance(out[2].error, ValueError) and not out[2].ok and out[0].ok
+    assert out[2].why == "ValueError: item 2 is bad" and out[0].why == ""
     assert sorted(seen) == [0, 1, 2, 3, 4]

@@ -214,10 +214,9 @@ def fit_store(
     failed = [(tasks[o.index][2]["frame_id"], o) for o in outcomes if not o.ok]
     if failed:
         fid, o = failed[0]
-        why = "its worker died" if o.killed else f"{type(o.error).__name__}: {o.error}"
         raise RawlabError(
             f"{len(failed)} of {len(tasks)} frames of {store} could not be read for the noise fit, first "
-            f"{fid!r} ({why}); check the store with `rawlab catalog show` or rebuild it"
+            f"{fid!r} ({o.why}); check the store with `rawlab catalog show` or rebuild it"
         )
     results: dict[str, dict[str, list]] = {s: {"pair": [], "single": []} for s in jobs}
     for (s, kind, _job), o in zip(tasks, outcomes, strict=True):  # input order: fixed, not completion order

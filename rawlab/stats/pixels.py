@@ -239,10 +239,9 @@ def frame_stats(
     failed = [(rows[o.index], o) for o in outcomes if not o.ok]
     if failed:
         r, o = failed[0]
-        why = "its worker died" if o.killed else f"{type(o.error).__name__}: {o.error}"
         raise RawlabError(
             f"{len(failed)} of {len(rows)} frames of {store} could not be read for the statistics, first "
-            f"{r['path']} ({why}); check the store with `rawlab catalog show` or rebuild it"
+            f"{r['path']} ({o.why}); check the store with `rawlab catalog show` or rebuild it"
         )
     parts, hists, k = [], {}, 0
     for (sensor, iso), members in groups.items():  # catalog order, whatever finished first
