@@ -117,6 +117,20 @@ def simulate_frame(
     return np.clip(dn, 0, sensor.white_level).astype(np.uint16)
 
 
+def write_frame(path: Path, mosaic: np.ndarray, **tags) -> None:
+    """:func:`rawlab.dng.write_dng` into ``path`` (its folder made); the machine's errors (a full disk) name
+    the file in a :class:`RawlabError`, never a traceback."""
+    from ..dng import write_dng
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dng(path, mosaic, **tags)
+    except OSError as e:
+        raise RawlabError(
+            f"cannot write {path}: {e.strerror or e}; free space or choose another OUT"
+        ) from None
+
+
 def _truth(sensors, plans, width, height, seed) -> NoiseProfileSet:
     out = []
     for si, sensor in enumerate(sensors):
@@ -219,7 +233,6 @@ def write_dataset(
         If ``out`` cannot be written, or a frame of ``size`` cannot fit in the memory available
         (:func:`check_size`); both before anything is simulated.
     """
-    from ..dng import write_dng
     from ..outputs import output_folder
 
     width, height = size
@@ -243,27 +256,21 @@ def write_dataset(
         planes = simulate_frame(scene_cache[key], sensor, plan.iso, rng)
         a, b = sensor.noise_params(plan.iso)
         path = out / plan.relpath
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_dng(
-                path,
-                unpack(planes, sensor.cfa),
-                cfa=sensor.cfa,
-                black_level=sensor.black_level,
-                white_level=sensor.white_level,
-                make=sensor.make,
-                model=sensor.model,
-                iso=plan.iso,
-                exposure_time=plan.exposure_time,
-                as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
-                color_matrix1=sensor.xyz_to_cam,
-                # DNG NoiseProfile has one (S, O) pair per colour plane: R, G (mean of G1, G2), B.
-                noise_profile=[(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])],
-            )
-        except OSError as e:  # the machine's (disk full): name the file, no traceback
-            raise RawlabError(
-                f"cannot write {path}: {e.strerror or e}; free space or choose another OUT"
-            ) from None
+        write_frame(
+            path,
+            unpack(planes, sensor.cfa),
+            cfa=sensor.cfa,
+            black_level=sensor.black_level,
+            white_level=sensor.white_level,
+            make=sensor.make,
+            model=sensor.model,
+            iso=plan.iso,
+            exposure_time=plan.exposure_time,
+            as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
+            color_matrix1=sensor.xyz_to_cam,
+            # DNG NoiseProfile has one (S, O) pair per colour plane: R, G (mean of G1, G2), B.
+            noise_profile=[(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])],
+        )
         nbytes += path.stat().st_size
         if progress is not None:
             progress(1)
