@@ -48,6 +48,11 @@ SCHEDULER_ENV = "RAWLAB_SCHEDULER"
 THREAD_ENV = ("ZARR_THREADING__MAX_WORKERS", "BLOSC_NTHREADS", "OMP_NUM_THREADS")
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+# Worker processes log only what is critical: a task's error reaches the caller through its future, and what
+# else a worker logs on its own stderr is shutdown noise (a heartbeat racing the scheduler's close prints a
+# CommClosedError traceback) that a command-line user must not see. The nannies, in this process, still log.
+WORKER_LOGGING = {"DASK_LOGGING__DISTRIBUTED": "critical"}
+
 _WORKER_CONFIG = {
     "distributed.nanny.pre-spawn-environ": {},  # no MALLOC_TRIM_THRESHOLD_; dask_client adds THREAD_ENV
     "distributed.worker.multiprocessing-method": "spawn",
@@ -170,7 +175,7 @@ def dask_client(
             return
         n_workers = workers or default_workers()
         n_threads = thread_budget(n_workers, threads)
-        env = {**dict.fromkeys(THREAD_ENV, str(n_threads)), **dict.fromkeys(BLAS_ENV, "1")}
+        env = {**dict.fromkeys(THREAD_ENV, str(n_threads)), **dict.fromkeys(BLAS_ENV, "1"), **WORKER_LOGGING}
         before = {k: os.environ.get(k) for k in env}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _environ(env, before):
             cluster = LocalCluster(

@@ -11,10 +11,13 @@ from rawlab.errors import RawlabError
 
 
 def _worker_settings() -> dict:
+    import logging
+
     import zarr
 
     env = {k: os.environ.get(k) for k in (*THREAD_ENV, *BLAS_ENV, "MALLOC_TRIM_THRESHOLD_")}
-    return {"env": env, "zarr_threads": zarr.config.get("threading.max_workers")}
+    level = logging.getLogger("distributed.worker").getEffectiveLevel()
+    return {"env": env, "zarr_threads": zarr.config.get("threading.max_workers"), "log_level": level}
 
 
 def test_workers_get_their_thread_budget_and_no_malloc_trim(monkeypatch):
@@ -31,6 +34,8 @@ def test_workers_get_their_thread_budget_and_no_malloc_trim(monkeypatch):
     assert all(got["env"][k] == "3" for k in THREAD_ENV), got
     assert all(got["env"][k] == "1" for k in BLAS_ENV), got
     assert got["env"]["MALLOC_TRIM_THRESHOLD_"] is None
+    # worker processes log only critical records: a heartbeat racing the scheduler's close printed a traceback
+    assert got["log_level"] == 50
     assert os.environ["OMP_NUM_THREADS"] == "7" and "ZARR_THREADING__MAX_WORKERS" not in os.environ
 
 
