@@ -73,10 +73,13 @@ def single_image_noise(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` per channel estimated from one frame's normalised packed planes ``(4, h, w)``.
 
-    Channels the fit cannot measure (too little smooth signal) take the median of the others. When no
-    channel can be fitted (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the
-    noise is taken as signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail
-    (its median over 2x2 blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)).
+    First the green quincunx (:func:`rawlab.noise.quincunx.estimate_noise`: green pixels predicted from their
+    diagonal green neighbours, which texture does not fool; red and blue carried over through the
+    normalisation). If the green channel cannot be fitted, Foi et al. per packed plane
+    (:func:`rawlab.noise.single.fit_single`), channels it cannot measure taking the median of the others.
+    When no channel can be fitted (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the
+    noise is taken as signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail (its
+    median over 2x2 blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)).
 
     Raises
     ------
@@ -84,8 +87,12 @@ def single_image_noise(
         If not even that can be measured (an image with no pixels that vary).
     """
     from ..noise.moments import clip_bounds
+    from ..noise.quincunx import estimate_noise
     from ..noise.single import fit_single, single_moments
 
+    green = estimate_noise(planes, black_level, white_level)
+    if green.ok:
+        return green.a, green.b
     lower, upper, step = clip_bounds(black_level, white_level)
     moments = single_moments(np.asarray(planes), lower=lower, upper=upper)
     fit = fit_single(
@@ -97,7 +104,7 @@ def single_image_noise(
     if not ok.any():
         b = _detail_energy(planes) / 0.4549
         if not np.all(np.isfinite(b)) or not np.any(b > 0):
-            reasons = "; ".join(fit.flags) or "no smooth region to measure"
+            reasons = "; ".join(fit.flags + green.fit.flags) or "no smooth region to measure"
             raise RawlabError(f"the noise could not be estimated from the image alone ({reasons})")
         return np.zeros(4), b
     a = np.where(ok, a, np.median(a[ok]))

@@ -28,6 +28,13 @@ alone ``a`` is within a few % (slightly low, -1 to -3 %: the envelope fit); with
 ``a`` is high by about 6-9 % (median over ISOs and channels), worst 13-18 %, most at low ISO where texture is
 large against the noise; ``b`` within about 3-5 % (median). Real frames are larger (more smooth samples per
 bin), which helps both.
+
+On single photographs (``benchmarks/noise_estimate.py``, #12: 384x512 frames, eight sensors from ``a`` 1e-5
+to 4e-2), one frame is too little for this method: on most frames no channel is fitted (too few smooth bins
+survive the texture selection), and where it is, texture reads as noise (``coffee`` at ``a = 5e-4``: +25 to
++45 %). ``rawlab denoise`` therefore estimates from the green quincunx first
+(:mod:`rawlab.noise.quincunx`, median ``|da|/a`` 18 % on the same frames) and uses this method only when
+that fails; ``noise-fit --method single``, with many frames and chunks, still uses this one.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from ..errors import RawlabError
 from .fit import Bins, ISOFit, TooLittleSignal, bootstrap_stderr, solve_channel, store_channel
 from .moments import BIN_EDGES, _block_sum, bin_cells, binned_sums
 
-__all__ = ["N_SINGLE_STATS", "N_TEXTURE", "SINGLE_STAT_NAMES", "fit_single", "single_moments"]
+__all__ = [
+    "N_SINGLE_STATS", "N_TEXTURE", "SINGLE_STAT_NAMES", "fit_channel", "fit_single", "single_moments", "texture_class",
+]  # fmt: skip
 
 #: Partial sums per (channel, bin, texture class): count, sum and sum of squares of the sub-block mean and
 #: of its diagonal detail.
@@ -109,13 +118,20 @@ def _single_plane(plane: np.ndarray, edges: np.ndarray) -> np.ndarray:
     others = (_block_sum(sub) - sub) * (1.0 / 12.0)
     d2 = (detail * detail).astype(np.float32)
     level = (_block_sum(d2) - d2) * np.float32(1.0 / 3.0)
-    with np.errstate(invalid="ignore"):
-        tex = (np.maximum(level, np.float32(0.0)).view(np.int32) >> 23) - (127 + _TEX_LOW)
-    np.clip(tex, 0, N_TEXTURE - 1, out=tex)
+    tex = texture_class(level)
     keep = np.isfinite(sub) & np.isfinite(detail)
     cells = bin_cells(others.astype(np.float32, copy=False), keep, edges) * N_TEXTURE + tex  # dump clamped
     sums = binned_sums(cells, n_bins * N_TEXTURE, [sub * 0.25, detail])
     return sums.reshape(n_bins, N_TEXTURE, N_SINGLE_STATS)
+
+
+def texture_class(level: np.ndarray) -> np.ndarray:
+    """Texture class of float32 neighbour detail levels (normalised variance): the octave, from the exponent
+    bits, offset so that class ``t`` holds ``[2**(t - 36), 2**(t - 35))``, clamped to the classes."""
+    with np.errstate(invalid="ignore"):
+        tex = (np.maximum(level, np.float32(0.0)).view(np.int32) >> 23) - (127 + _TEX_LOW)
+    np.clip(tex, 0, N_TEXTURE - 1, out=tex)
+    return tex
 
 
 def _select(total: np.ndarray, limit: np.ndarray) -> np.ndarray:
@@ -160,6 +176,45 @@ def _per_part(values, n_parts: int, default: float) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     v = np.broadcast_to(v.reshape(-1, 4) if v.size % 4 == 0 else v, (n_parts, 4))
     return np.array(v)
+
+
+def fit_channel(
+    result: ISOFit, arr: np.ndarray, c: int, lo, hi, step, rng, *, bootstrap: int, min_pixels: int,
+    min_bin_count: int, clipping: str, kappa: float, max_rel_stderr: float, edges: np.ndarray,
+) -> None:  # fmt: skip
+    """Fit channel ``c`` of stacked single-image moments ``arr`` ``(n_parts, 4, n_bins, N_TEXTURE,
+    N_SINGLE_STATS)`` into ``result`` (see :func:`fit_single`; ``lo``, ``hi``, ``step`` per part and channel).
+    Shared with :mod:`rawlab.noise.quincunx`, whose moments have the same layout."""
+    cname = CHANNELS[c]
+    n_parts = len(arr)
+    total = arr.sum(axis=0)
+    counts = total[c, :, :, 0]
+    # First pass: a low quantile of the bin's neighbour level stands for its noise (the 20 % quantile of
+    # chi2 with 3 dof over 3 is 0.335): right as long as a fifth of the bin is smooth.
+    mask = _select(total[c], kappa * _quantile_level(counts, _Q0) / _Q0_CHI2)
+    fit = None
+    for _ in range(_ROUNDS):
+        bins = _bins(arr, c, mask, lo, hi, step, min_bin_count)
+        if 4 * bins.n.sum() < min_pixels:  # a sample is a 2x2 sub-block: 4 pixels
+            break
+        try:
+            fit = solve_channel(bins, bins, 1, clipping, robust=True)
+        except (TooLittleSignal, np.linalg.LinAlgError) as exc:
+            result.flag(f"channel {cname} not fitted: {exc}")
+            fit = None
+            break
+        # Re-select against the model's variance at each bin's signal (bin centre).
+        x = np.maximum(0.5 * (edges[:-1] + edges[1:]), 0.0)
+        mask = _select(total[c], kappa * np.maximum(fit.theta[0] * x + fit.theta[1], 1e-30))
+    if fit is None:
+        if not any(f"channel {cname}" in f for f in result.flags):
+            n = 4 * int(bins.n.sum())
+            result.flag(f"too little signal in channel {cname}: {n} usable pixels (< {min_pixels})")
+        return
+    se_boot = bootstrap_stderr(fit, [np.arange(n_parts)], n_parts, bootstrap, rng)
+    se_wls = np.sqrt(np.maximum(np.diag(fit.cov), 0.0))
+    store_channel(result, c, fit, 0, 1, se_boot, se_wls, max_rel_stderr)
+    result.extra["n_pixels_channel"][c] *= 4
 
 
 def fit_single(
@@ -222,35 +277,10 @@ def fit_single(
     step = _per_part(dn_step, n_parts, 0.0)
     result = ISOFit.empty(float(iso), n_parts, "single")
     rng = np.random.default_rng(seed)
-    total = arr.sum(axis=0)
-    for c, cname in enumerate(CHANNELS):
-        counts = total[c, :, :, 0]
-        # First pass: a low quantile of the bin's neighbour level stands for its noise (the 20 % quantile of
-        # chi2 with 3 dof over 3 is 0.335): right as long as a fifth of the bin is smooth.
-        mask = _select(total[c], kappa * _quantile_level(counts, _Q0) / _Q0_CHI2)
-        fit = None
-        for _ in range(_ROUNDS):
-            bins = _bins(arr, c, mask, lo, hi, step, min_bin_count)
-            if 4 * bins.n.sum() < min_pixels:  # a sample is a 2x2 sub-block: 4 pixels
-                break
-            try:
-                fit = solve_channel(bins, bins, 1, clipping, robust=True)
-            except (TooLittleSignal, np.linalg.LinAlgError) as exc:
-                result.flag(f"channel {cname} not fitted: {exc}")
-                fit = None
-                break
-            # Re-select against the model's variance at each bin's signal (bin centre).
-            x = np.maximum(0.5 * (edges[:-1] + edges[1:]), 0.0)
-            mask = _select(total[c], kappa * np.maximum(fit.theta[0] * x + fit.theta[1], 1e-30))
-        if fit is None:
-            if not any(f"channel {cname}" in f for f in result.flags):
-                n = 4 * int(bins.n.sum())
-                result.flag(f"too little signal in channel {cname}: {n} usable pixels (< {min_pixels})")
-            continue
-        se_boot = bootstrap_stderr(fit, [np.arange(n_parts)], n_parts, bootstrap, rng)
-        se_wls = np.sqrt(np.maximum(np.diag(fit.cov), 0.0))
-        store_channel(result, c, fit, 0, 1, se_boot, se_wls, max_rel_stderr)
-        result.extra["n_pixels_channel"][c] *= 4
+    for c in range(4):
+        fit_channel(result, arr, c, lo, hi, step, rng, bootstrap=bootstrap, min_pixels=min_pixels,
+                    min_bin_count=min_bin_count, clipping=clipping, kappa=kappa, max_rel_stderr=max_rel_stderr,
+                    edges=edges)  # fmt: skip
     if n_parts < 3 and bootstrap > 0:
         result.flag("fewer than 3 frames: standard errors from the WLS covariance (bootstrap not meaningful)")
     result.n_pixels = int(sum(result.extra["n_pixels_channel"]))
