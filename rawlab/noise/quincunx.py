@@ -59,7 +59,7 @@ GREEN_OFFSETS: tuple[tuple[int, int], ...] = ((1, -1), (-1, 1), (1, 1), (-1, -1)
 _NORM = math.sqrt(1.5)  # sqrt of the sum of the squared weights of e
 _R = 3  # the ring: the 40 sites 2 or 3 packed pixels away (Chebyshev), none sharing a pixel with the centre
 _RING = tuple((u, v) for u in range(-_R, _R + 1) for v in range(-_R, _R + 1) if max(abs(u), abs(v)) >= 2)
-_MARGIN = 1 + _R  # packed pixels lost at each border: 1 for the stencil, 2 for the ring
+_MARGIN = 1 + _R  # packed pixels lost at each border: 1 for the stencil, _R for the ring
 
 
 def green_offset(cfa: str) -> tuple[int, int]:
