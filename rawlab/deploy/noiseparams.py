@@ -104,7 +104,7 @@ def single_image_noise(
     if not ok.any():
         b = _detail_energy(planes) / 0.4549
         if not np.all(np.isfinite(b)) or not np.any(b > 0):
-            reasons = "; ".join(fit.flags + green.fit.flags) or "no smooth region to measure"
+            reasons = "; ".join(fit.flags + green.flags) or "no smooth region to measure"
             raise RawlabError(f"the noise could not be estimated from the image alone ({reasons})")
         return np.zeros(4), b
     a = np.where(ok, a, np.median(a[ok]))

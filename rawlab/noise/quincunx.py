@@ -48,11 +48,11 @@ import math
 import numpy as np
 
 from ..bayer import channel_offsets
-from .fit import ISOFit
+from .fit import clipped_normal
 from .moments import BIN_EDGES, bin_cells, binned_sums, clip_bounds
-from .single import N_SINGLE_STATS, N_TEXTURE, fit_channel, texture_class
+from .single import _Q0, _Q0_CHI2, N_SINGLE_STATS, N_TEXTURE, _quantile_level, _texture_upper, texture_class
 
-__all__ = ["GREEN_OFFSETS", "QuincunxEstimate", "estimate_noise", "green_moments", "green_offset"]
+__all__ = ["GREEN_OFFSETS", "QuincunxEstimate", "estimate_noise", "fit_green", "green_moments", "green_offset"]
 
 #: Mosaic offset (rows, cols) of G2 from G1 for each diagonal the CFA can put it on.
 GREEN_OFFSETS: tuple[tuple[int, int], ...] = ((1, -1), (-1, 1), (1, 1), (-1, -1))
@@ -139,10 +139,11 @@ def green_moments(planes, *, offset=None, edges: np.ndarray = BIN_EDGES) -> np.n
 
 
 class QuincunxEstimate:
-    """``(a, b)`` per channel R, G1, G2, B (normalised) from :func:`estimate_noise`, and the green fit."""
+    """``(a, b)`` per channel R, G1, G2, B (normalised) from :func:`estimate_noise`; ``flags`` say why not
+    (NaN) when the green channel could not be fitted."""
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, fit: ISOFit, offset: tuple[int, int]):
-        self.a, self.b, self.fit, self.offset = a, b, fit, offset
+    def __init__(self, a: np.ndarray, b: np.ndarray, flags: list[str], offset: tuple[int, int]):
+        self.a, self.b, self.flags, self.offset = a, b, flags, offset
 
     @property
     def ok(self) -> bool:
@@ -163,29 +164,131 @@ def estimate_noise(
     cfa
         The mosaic's pattern, if known (else the green offset is found from the data).
     min_pixels, kappa
-        As in :func:`rawlab.noise.single.fit_single`.
+        As in :func:`fit_green`.
 
     Returns
     -------
     QuincunxEstimate
-        NaN ``a``/``b`` (and the reason in ``fit.flags``) when the green channel cannot be fitted.
+        NaN ``a``/``b`` (and the reason in ``flags``) when the green channel cannot be fitted.
     """
     p = np.asarray(planes)
     offset = green_offset(cfa) if cfa else detect_offset(p[1], p[2])
     lower, upper, step = clip_bounds(black_level, white_level)
-    arr = green_moments(p, offset=offset)[None]
-    lo, hi, st = (np.asarray(v, np.float64)[None] for v in (lower, upper, step))
-    fit = ISOFit.empty(math.nan, 1, "single")
-    fit_channel(
-        fit, arr, 1, lo, hi, st, np.random.default_rng(0), bootstrap=0, min_pixels=min_pixels, min_bin_count=16,
-        clipping="model", kappa=kappa, max_rel_stderr=math.inf, edges=BIN_EDGES,
+    a, b, flags = fit_green(
+        green_moments(p, offset=offset), float(lower[1]), float(upper[1]), float(step[1]), kappa=kappa,
+        min_pixels=min_pixels,
     )  # fmt: skip
-    # A term the fit cannot tell from zero (b under shot noise, a under read noise) is still its best value.
     # The green fit carried over to every channel through its span (one electron, one read noise in DN).
-    ratio = step / np.mean(step[1:3])
-    # (store_channel leaves a term at exactly 0 unreported: it is 0 when the other one was fitted.)
-    a, b = float(fit.a[1]), float(fit.b[1])
-    if math.isfinite(a) or math.isfinite(b):
-        a, b = (max(v, 0.0) if math.isfinite(v) else 0.0 for v in (a, b))
-        b = max(b, float(np.mean(step[1:3])) ** 2 / 12.0)  # never below the rounding to whole DN
-    return QuincunxEstimate(a * ratio, b * ratio**2, fit, offset)
+    ratio = step / step[1]
+    if math.isfinite(a):
+        b = max(b, float(step[1]) ** 2 / 12.0)  # never below the rounding to whole DN
+    return QuincunxEstimate(a * ratio, b * ratio**2, flags, offset)
+
+
+# -- the fit ---------------------------------------------------------------------------------------------------
+
+_ROUNDS = 4
+_MIN_BIN = 16  # samples a bin needs to count
+_ROBUST = 2.0  # a bin this many sd above the model starts losing its pull (Cauchy above, least squares below)
+
+
+def _clipped(x, a: float, b: float, lo: float, hi: float, step: float):
+    """Mean and variance of one clipped, quantised pixel at signal ``x`` (Foi et al. 2008,
+    :func:`rawlab.noise.fit.clipped_normal`), and the probability it is not clipped."""
+    sd = np.sqrt(np.maximum(a * np.maximum(x, 0.0) + b, 1e-30))
+    (mean, var, inside), _ = clipped_normal(x, sd, lo, hi, step, kept=False)
+    return mean, var, inside
+
+
+def _model(xm: np.ndarray, a: float, b: float, lo: float, hi: float, step: float, inside: bool = False):
+    """The variance of ``e / sqrt(1.5)`` in bins whose neighbour mean is ``xm``: ``a x + b`` at the signal
+    ``x`` whose clipped mean is ``xm`` (found by Newton), clipped near the bounds. Each pixel of ``e`` is
+    clipped alone; on a locally flat signal the weighted sum keeps the single pixel's clipped variance.
+    ``inside``: also return the probability that a pixel is not clipped."""
+    x = np.clip(xm, lo, hi)
+    for _ in range(12):
+        mean, _, p_in = _clipped(x, a, b, lo, hi, step)
+        dx = (mean - xm) / np.maximum(p_in, 0.05)
+        x = np.clip(x - dx, lo - 1.0, hi + 1.0)
+        if np.all(np.abs(dx) < 1e-7):
+            break
+    _, var, p_in = _clipped(x, a, b, lo, hi, step)
+    return (var, p_in) if inside else var
+
+
+def _envelope(z: np.ndarray) -> np.ndarray:
+    """Residuals whose sum of squares is the lower-envelope loss: Cauchy above the model (texture only adds
+    variance: a bin's pull fades as it rises), least squares below."""
+    up = np.maximum(z, 0.0)
+    return np.where(z > 0, _ROBUST * np.sqrt(np.log1p((up / _ROBUST) ** 2)), z)
+
+
+def _solve(xm, v, n, a0, b0, lo, hi, step) -> tuple[float, float]:
+    """``(a, b) >= 0`` minimising the lower-envelope loss of the log-ratios of observed to modelled bin
+    variance, each in units of its sampling sd (``sqrt(2 / n)``)."""
+    from scipy.optimize import least_squares
+
+    sa, sb = max(a0, 1e-9), max(b0, 1e-12)
+    # Bins mostly clipped (a saturated sky, a black-clipped shadow) say little and depend on the tail of the
+    # model: left out, as in rawlab.noise.fit (fewer than a quarter of the pixels unclipped).
+    use = _model(xm, a0, b0, lo, hi, step, inside=True)[1] >= 0.25
+    xm, v, n = xm[use], v[use], n[use]
+
+    def res(q):
+        model = np.maximum(_model(xm, q[0] * sa, q[1] * sb, lo, hi, step), 1e-30)
+        return _envelope(np.sqrt(n / 2.0) * np.log(v / model))
+
+    q = least_squares(res, [a0 / sa, b0 / sb], bounds=([0.0, 0.0], [np.inf, np.inf])).x
+    return float(q[0] * sa), float(q[1] * sb)
+
+
+def fit_green(moments: np.ndarray, lower: float, upper: float, step: float, *, kappa: float = 1.5,
+              min_pixels: int = 4000, edges: np.ndarray = BIN_EDGES) -> tuple[float, float, list[str]]:  # fmt: skip
+    """``(a, b)`` of the green channel from :func:`green_moments` (channel G1), and why not (NaN) if not.
+
+    Per signal bin the samples are summed over the texture classes compatible with noise alone: first those
+    up to ``kappa`` times a low quantile of the bin's own levels, then up to ``kappa`` times the model's
+    variance (iterated). The model is fitted to the bins' mean ``e^2 / 1.5`` with the clipped Poisson-Gaussian
+    model everywhere (Foi et al. 2008), bins next to black and white included: they carry ``b``. The fit
+    follows the lower envelope of the bins (texture only adds variance).
+    """
+    g = np.asarray(moments, np.float64)[1]  # (bins, classes, stats)
+    counts = g[:, :, 0]
+    upper_edge = _texture_upper(np.arange(N_TEXTURE))[None, :]
+    limit = kappa * _quantile_level(counts, _Q0) / _Q0_CHI2
+    a = b = math.nan
+    for _ in range(_ROUNDS):
+        sel = (g * (upper_edge <= limit[:, None])[..., None]).sum(axis=1)
+        n = sel[:, 0]
+        ok = (n >= _MIN_BIN) & (sel[:, 4] > 0)
+        if 4 * n[ok].sum() < min_pixels or ok.sum() < 3:
+            return math.nan, math.nan, [f"too little smooth green signal: {4 * int(n[ok].sum())} usable pixels"]
+        xm, v, nk = sel[ok, 1] / n[ok], sel[ok, 4] / n[ok], n[ok]
+        if not np.isfinite(a):  # start: a line through the bins' lower envelope, far from the bounds
+            a, b = _start(xm, v, nk, lower, upper)
+        a, b = _solve(xm, v, nk, a, b, lower, upper, step)
+        if not a + b > 0:
+            return math.nan, math.nan, ["the green fit found no noise"]
+        centre = np.clip(0.5 * (edges[:-1] + edges[1:]), lower, upper)
+        limit = kappa * np.maximum(_model(centre, a, b, lower, upper, step), 1e-30)
+    if np.ptp(xm) <= 0:
+        return math.nan, math.nan, ["the green signal spans one bin: a cannot be told from b"]
+    return a, b, []
+
+
+def _start(xm, v, n, lo, hi) -> tuple[float, float]:
+    """A starting ``(a, b)``: weighted least squares of ``v`` on ``x`` over the bins in the middle of the range
+    (least clipped), then the lower quartile of the ratios ``v / (a x + b)`` scales it onto the envelope."""
+    mid = (xm > lo + 0.1 * (hi - lo)) & (xm < hi - 0.2 * (hi - lo))
+    if mid.sum() < 3:
+        mid = np.ones_like(xm, dtype=bool)
+    d = np.stack([np.maximum(xm[mid], 0.0), np.ones(mid.sum())], axis=1)
+    w = n[mid] / np.maximum(v[mid], 1e-30) ** 2
+    theta = np.linalg.lstsq(d * w[:, None] ** 0.5, v[mid] * w**0.5, rcond=None)[0]
+    a, b = max(theta[0], 0.0), max(theta[1], 0.0)
+    if a <= 0:
+        a = float(np.median(v[mid] / np.maximum(xm[mid], 1e-3)))
+    if b <= 0:
+        b = 1e-3 * a
+    r = np.quantile(v[mid] / (a * np.maximum(xm[mid], 0.0) + b), 0.25)
+    return a * r, b * r
