@@ -11,13 +11,19 @@ that is mosaicked again through the sensor's CFA; and two textured dead-leaves s
 (10 to 16 bits, black clipped or not, ``a`` from 1e-5 to 1e-2 and ``b`` from 1e-8 to 1e-4 over their ISOs)
 and four drawn by :func:`rawlab.synth.procedural.random_sensor` with seeds no estimator was tuned on. Each
 frame is Poisson-Gaussian noise at the sensor's ``(a, b)``, quantised to its DN and clipped to ``[0, white]``.
+The truth ``b`` is the variance at zero signal of the recorded DN, rounding included: the read noise (before
+and after the gain) plus ``1 / 12`` DN^2, as the sensors here define it and as a fit of the recorded frame
+sees it (the frame draws ``b - 1/12 DN^2`` of Gaussian noise, then rounds to whole DN).
 The real crops keep some noise of their own (about ``a_src / 8`` in green), so they are used only where the
 added ``a`` is at least 1e-3, and they count in the medians.
 
 Estimators: ``old``, Foi et al. per plane (:func:`rawlab.noise.single.fit_single`, as ``single_image_noise``
 ran it before #12), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
 are ``|estimate - truth| / truth`` per channel; the medians are over channels and frames (photographs and real
-crops), against the targets 15 % (a) and 25 % (b). About two minutes on 2 cores.
+crops), against the targets 15 % (a) and 25 % (b). ``b`` is measurable only where the frame has signal near
+black: each frame's Cramer-Rao bound for ``b`` (:func:`b_bound`, column ``crlb b``) says how well any estimator
+could do; the frames where it is at most 10 % are summarised apart as well (the headline stays over all
+frames). About 35 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 TARGET_A, TARGET_B = 0.15, 0.25
+B_IDENTIFIABLE = 0.10  # frames whose b has a Cramer-Rao bound (relative sd) at most this are reported apart
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "raw-samples" / "bayer"
 REAL = ("canon_powershot-s40_iso50_crw-0119.CRW", "canon_powershot-g2_iso50_crw-0304.CRW",
         "canon_powershot-s30_iso50_raw-canon-s30.CRW")  # fmt: skip
@@ -140,6 +147,24 @@ def record(clean: np.ndarray, s: Sensor, rng: np.random.Generator) -> np.ndarray
     return normalise(dn, s.black, s.white)
 
 
+def b_bound(clean: np.ndarray, s: Sensor) -> float:
+    """The least relative sd of ``b`` any estimator from this frame's green quincunx samples can reach: the
+    Cramer-Rao bound for ``(a, b)`` from one Gaussian sample of variance ``a x + b`` per G1 pixel at its clean
+    signal ``x``, over the pixels at least 3 sd inside the clipping bounds. It ignores texture (optimistic):
+    where it is large, no single-image estimate can tell ``b``, and the frame says nothing about an estimator's
+    ``b``."""
+    a, b, span = s.a[1], s.b[1], s.span[1]
+    x = clean[1].ravel()
+    sd = np.sqrt(a * np.maximum(x, 0.0) + b)
+    x = x[(x - 3 * sd > -s.black[1] / span) & (x + 3 * sd < 1.0)]
+    w = 0.5 / (a * np.maximum(x, 0.0) + b) ** 2
+    fisher = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+    try:
+        return float(math.sqrt(max(np.linalg.inv(fisher)[1, 1], 0.0)) / b)
+    except np.linalg.LinAlgError:
+        return math.inf
+
+
 def old_estimate(planes, black, white) -> tuple[np.ndarray, np.ndarray]:
     """``single_image_noise`` before #12: Foi et al. per packed plane, unfitted channels take the median; no
     channel fitted: ``a = 0``, ``b`` from the median squared diagonal detail."""
@@ -206,24 +231,25 @@ def main():
             clean = from_rgb(rgb[label], s.cfa, *_size(rgb[label], h, w), blur)
             # Exposure: the 99th percentile anywhere from a third of white to just past it.
             rng = np.random.default_rng([args.seed, si, len(rows)])
-            y = record(clean * math.exp(rng.uniform(math.log(0.3), math.log(1.1))), s, rng)
+            clean = clean * math.exp(rng.uniform(math.log(0.3), math.log(1.1)))
+            y = record(clean, s, rng)
             est = {}
             for name, fn in (("old", old_estimate), ("new", new_estimate)):
                 t = time.perf_counter()
                 est[name] = fn(y, s.black, s.white)
                 timing[name] += time.perf_counter() - t
             err = {k: (np.abs(v[0] - s.a) / s.a, np.abs(v[1] - s.b) / s.b) for k, v in est.items()}
-            rows.append((kind, label, s, est, err))
+            rows.append((kind, label, s, est, err, b_bound(clean, s)))
     print("scenes' own apparent noise (a of G1 on the noise-free scene, old / new): " + ", ".join(
         f"{k} {o:.1e} / {n:.1e}" for k, (o, n) in floors.items()))  # fmt: skip
     print(f"{len(rows)} frames ({h}x{w} mosaic photographs) in {time.perf_counter() - t0:.0f} s; estimator time "
           f"old {timing['old']:.0f} s, new {timing['new']:.0f} s")  # fmt: skip
     print()
     hdr = (f"{'scene':27s} {'sensor':13s} {'a true':>8s} {'b true':>8s} | {'a old':>8s} {'b old':>8s} "
-           f"{'da old':>7s} {'db old':>7s} | {'a new':>8s} {'b new':>8s} {'da new':>7s} {'db new':>7s}")  # fmt: skip
+           f"{'da old':>7s} {'db old':>7s} | {'a new':>8s} {'b new':>8s} {'da new':>7s} {'db new':>7s} | {'crlb b':>7s}")  # fmt: skip
     print(hdr)
     print("-" * len(hdr))
-    for kind, label, s, est, err in rows:
+    for kind, label, s, est, err, bound in rows:
         if not args.rows and not (
             kind != "photo" or s is cams[0] or s.name.endswith("x8") or "#1201" in s.name
         ):
@@ -231,7 +257,9 @@ def main():
 
         cells = [f"{est[k][0][1]:8.2e} {est[k][1][1]:8.2e} {np.median(err[k][0]):7.1%} {np.median(err[k][1]):7.1%}"
                  for k in ("old", "new")]  # fmt: skip
-        print(f"{label:27s} {s.name:13s} {s.a[1]:8.2e} {s.b[1]:8.2e} | {cells[0]} | {cells[1]}")
+        print(
+            f"{label:27s} {s.name:13s} {s.a[1]:8.2e} {s.b[1]:8.2e} | {cells[0]} | {cells[1]} | {bound:7.1%}"
+        )
     print("(a and b of G1; errors: median over the 4 channels" + ("" if args.rows else
           "; a sample of rows, --rows prints all") + ")")  # fmt: skip
     print()
@@ -255,7 +283,17 @@ def main():
         db = np.concatenate([r[4][k][1] for r in clear])
         line += f"  {k}: |da|/a median {np.nanmedian(da):6.1%}, |db|/b median {np.nanmedian(db):6.1%}"
     print(line)
+    ident = [r for r in rows if r[0] in ("photo", "real") and r[5] <= B_IDENTIFIABLE]
+    line = f"{'  of which b identifiable (CRLB sd <= 10%)':40s} {len(ident):4d} frames:"
+    for k in ("old", "new"):
+        db = np.concatenate([r[4][k][1] for r in ident])
+        line += f"  {k}: |db|/b median {np.nanmedian(db):6.1%} p90 {np.nanpercentile(db, 90):6.1%}"
+    print(line)
     sel = [r for r in rows if r[0] in ("photo", "real")]
+    print(
+        f"b's Cramer-Rao bound (relative sd) over these {len(sel)} frames: median "
+        f"{np.median([r[5] for r in sel]):.1%}; an efficient estimator's median |db|/b would be about 0.67 of it"
+    )
     for k in ("old", "new"):
         da = np.nanmedian(np.concatenate([r[4][k][0] for r in sel]))
         db = np.nanmedian(np.concatenate([r[4][k][1] for r in sel]))

@@ -8,7 +8,10 @@ Order of preference (:func:`noise_for_frame`), and the ``source`` each reports:
    model knows the sensor;
 2. ``"DNG NoiseProfile"``: the DNG ``NoiseProfile`` tag (``Var = S x + O`` per colour plane, the same
    convention as rawlab's), when the file is a DNG that carries one;
-3. ``"single-image"``: an estimate from the image alone (Foi et al. 2008, :mod:`rawlab.noise.single`).
+3. ``"single-image"``: an estimate from the image alone (:func:`single_image_noise`): the green quincunx
+   (:mod:`rawlab.noise.quincunx`: greens predicted from their diagonal green neighbours, fitted with the
+   clipped Poisson-Gaussian model of Foi et al. 2008), else Foi et al. per packed plane
+   (:mod:`rawlab.noise.single`), else a signal-independent ``b``.
 
 ``a`` is clamped to at least 1e-12 and ``b`` to at least 0: the network's noise map needs a real standard
 deviation, and a fitted read term can come out slightly negative.

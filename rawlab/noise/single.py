@@ -33,7 +33,7 @@ On single photographs (``benchmarks/noise_estimate.py``, #12: 384x512 frames, ei
 to 4e-2), one frame is too little for this method: on most frames no channel is fitted (too few smooth bins
 survive the texture selection), and where it is, texture reads as noise (``coffee`` at ``a = 5e-4``: +25 to
 +45 %). ``rawlab denoise`` therefore estimates from the green quincunx first
-(:mod:`rawlab.noise.quincunx`, median ``|da|/a`` 18 % on the same frames) and uses this method only when
+(:mod:`rawlab.noise.quincunx`, median ``|da|/a`` 14 % on the same frames) and uses this method only when
 that fails; ``noise-fit --method single``, with many frames and chunks, still uses this one.
 """
 
