@@ -222,7 +222,18 @@ def _preview(
     step = 2 * max(1, math.ceil(max(h, w) / 2 / PREVIEW_SIDE))
     sub = np.stack([mosaic[dy::step, dx::step] for dy, dx in channel_offsets(cfa)]).astype(np.float32)
     sub = normalise(sub, black, white)
-    rgb = np.stack([sub[0], 0.5 * (sub[1] + sub[2]), sub[3]], axis=-1)
+    return _tone(np.stack([sub[0], 0.5 * (sub[1] + sub[2]), sub[3]], axis=-1), neutral)
+
+
+def _linear_preview(rgb: np.ndarray, black: np.ndarray, white: int, neutral: np.ndarray | None) -> np.ndarray:
+    """:func:`_preview` of a linear ``(H, W, 3)`` image with per-sample black levels."""
+    step = max(1, math.ceil(max(rgb.shape[:2]) / PREVIEW_SIDE))
+    sub = rgb[::step, ::step].astype(np.float32)
+    return _tone((sub - black.astype(np.float32)) / (white - black).astype(np.float32), neutral)
+
+
+def _tone(rgb: np.ndarray, neutral: np.ndarray | None) -> np.ndarray:
+    """Normalised camera RGB ``(h, w, 3)`` float32 -> white-balanced, gamma-2.2 8-bit RGB."""
     if neutral is not None:
         rgb *= (neutral[1] / neutral).astype(np.float32)
     rgb = np.clip(rgb, 0.0, 1.0) ** (1 / 2.2)
@@ -426,18 +437,10 @@ def write_dng(
             "(LibRaw cannot read Deflate-compressed integer DNGs)"
         )
     black, white = _check_levels(mosaic, black_level, white_level, bits)
-    if not (isinstance(make, str) and isinstance(model, str) and make.strip() and model.strip()):
-        raise ValueError(
-            f"make and model must be non-empty strings (TIFF Make/Model), got {make!r}, {model!r}"
-        )
+    _check_make_model(make, model)
     neutral = None if as_shot_neutral is None else _positive("as_shot_neutral", as_shot_neutral, 3)
-    cm = SRGB_FROM_XYZ_D65 if color_matrix1 is None else np.asarray(color_matrix1, dtype=np.float64)
-    if cm.shape != (3, 3) or not np.all(np.isfinite(cm)):
-        raise ValueError(f"color_matrix1 must be a finite 3x3 XYZ->camera matrix, got {color_matrix1!r}")
-    if iso is not None and not (math.isfinite(iso) and iso == round(iso) and 1 <= iso <= 65535):
-        raise ValueError(f"iso must be an integer from 1 to 65535 (EXIF ISOSpeedRatings), got {iso!r}")
-    if exposure_time is not None:
-        _positive("exposure_time", exposure_time)
+    cm = SRGB_FROM_XYZ_D65 if color_matrix1 is None else _check_matrix("color_matrix1", color_matrix1)
+    _check_exposure(iso, exposure_time)
     noise = None if noise_profile is None else _check_noise_profile(noise_profile)
     stamp = None if datetime is None else _exif_datetime(datetime)
 
@@ -445,23 +448,7 @@ def write_dng(
     chunks, layout = _encode_raw(mosaic, bits, compression)
 
     # IFD0: the preview image and the DNG tags that describe the whole file.
-    ifd0 = _Ifd()
-    ifd0.set(NEW_SUBFILE_TYPE, _LONG, 1)
-    ifd0.set(IMAGE_WIDTH, _LONG, thumb.shape[1])
-    ifd0.set(IMAGE_LENGTH, _LONG, thumb.shape[0])
-    ifd0.set(BITS_PER_SAMPLE, _SHORT, (8, 8, 8))
-    ifd0.set(COMPRESSION, _SHORT, COMPRESSION_NONE)
-    ifd0.set(PHOTOMETRIC, _SHORT, 2)  # RGB
-    ifd0.set(MAKE, _ASCII, make)
-    ifd0.set(MODEL, _ASCII, model)
-    ifd0.set(ORIENTATION, _SHORT, 1)
-    ifd0.set(SAMPLES_PER_PIXEL, _SHORT, 3)
-    ifd0.set(ROWS_PER_STRIP, _LONG, thumb.shape[0])
-    ifd0.set(STRIP_BYTE_COUNTS, _LONG, thumb.nbytes)
-    ifd0.set(PLANAR_CONFIG, _SHORT, 1)
-    ifd0.set(SOFTWARE, _ASCII, software)
-    if stamp is not None:
-        ifd0.set(DATETIME, _ASCII, stamp)
+    ifd0 = _preview_ifd0(thumb, make, model, software, stamp, orientation=1)
     ifd0.set(DNG_VERSION, _BYTE, DNG_VERSION_1_4)
     ifd0.set(DNG_BACKWARD_VERSION, _BYTE, DNG_BACKWARD_1_1)
     ifd0.set(UNIQUE_CAMERA_MODEL, _ASCII, unique_camera_model or _unique_model(make, model))
@@ -490,16 +477,69 @@ def write_dng(
     raw.set(CFA_PLANE_COLOR, _BYTE, (0, 1, 2))
     raw.set(CFA_LAYOUT, _SHORT, 1)
     raw.set(BLACK_LEVEL_REPEAT_DIM, _SHORT, (2, 2))
-    site_black = per_site(black, cfa).ravel()
-    if np.all(site_black == np.round(site_black)):
-        raw.set(BLACK_LEVEL, _LONG, site_black.astype(np.int64))
-    else:
-        raw.set(BLACK_LEVEL, _RATIONAL, site_black)
+    _set_black_level(raw, per_site(black, cfa).ravel())
     raw.set(WHITE_LEVEL, _LONG, white)
     raw.set(DEFAULT_SCALE, _RATIONAL, (1, 1))
     raw.set(DEFAULT_CROP_ORIGIN, _LONG, (0, 0))
     raw.set(DEFAULT_CROP_SIZE, _LONG, (w, h))
 
+    exif = _exif_ifd(iso, exposure_time, stamp)
+    _add_extra_tags(extra_tags, ifd0, raw, exif, "write_dng")
+    _write_file(path, ifd0, raw, exif, thumb.tobytes(), chunks)
+
+
+def _check_make_model(make: Any, model: Any) -> None:
+    if not (isinstance(make, str) and isinstance(model, str) and make.strip() and model.strip()):
+        raise ValueError(
+            f"make and model must be non-empty strings (TIFF Make/Model), got {make!r}, {model!r}"
+        )
+
+
+def _check_matrix(name: str, value: ArrayLike) -> np.ndarray:
+    cm = np.asarray(value, dtype=np.float64)
+    if cm.shape != (3, 3) or not np.all(np.isfinite(cm)):
+        raise ValueError(f"{name} must be a finite 3x3 XYZ->camera matrix, got {value!r}")
+    return cm
+
+
+def _check_exposure(iso: float | None, exposure_time: float | None) -> None:
+    if iso is not None and not (math.isfinite(iso) and iso == round(iso) and 1 <= iso <= 65535):
+        raise ValueError(f"iso must be an integer from 1 to 65535 (EXIF ISOSpeedRatings), got {iso!r}")
+    if exposure_time is not None:
+        _positive("exposure_time", exposure_time)
+
+
+def _preview_ifd0(thumb: np.ndarray, make: str, model: str, software: str, stamp: str | None, orientation: int):
+    """IFD0 holding the 8-bit RGB preview (its strip offset is set by ``_write_file``) and Make/Model."""
+    ifd0 = _Ifd()
+    ifd0.set(NEW_SUBFILE_TYPE, _LONG, 1)
+    ifd0.set(IMAGE_WIDTH, _LONG, thumb.shape[1])
+    ifd0.set(IMAGE_LENGTH, _LONG, thumb.shape[0])
+    ifd0.set(BITS_PER_SAMPLE, _SHORT, (8, 8, 8))
+    ifd0.set(COMPRESSION, _SHORT, COMPRESSION_NONE)
+    ifd0.set(PHOTOMETRIC, _SHORT, 2)  # RGB
+    ifd0.set(MAKE, _ASCII, make)
+    ifd0.set(MODEL, _ASCII, model)
+    ifd0.set(ORIENTATION, _SHORT, orientation)
+    ifd0.set(SAMPLES_PER_PIXEL, _SHORT, 3)
+    ifd0.set(ROWS_PER_STRIP, _LONG, thumb.shape[0])
+    ifd0.set(STRIP_BYTE_COUNTS, _LONG, thumb.nbytes)
+    ifd0.set(PLANAR_CONFIG, _SHORT, 1)
+    ifd0.set(SOFTWARE, _ASCII, software)
+    if stamp is not None:
+        ifd0.set(DATETIME, _ASCII, stamp)
+    return ifd0
+
+
+def _set_black_level(raw: _Ifd, values: np.ndarray) -> None:
+    """BlackLevel as LONG when every value is a whole number of DN, else as exact RATIONALs."""
+    if np.all(values == np.round(values)):
+        raw.set(BLACK_LEVEL, _LONG, values.astype(np.int64))
+    else:
+        raw.set(BLACK_LEVEL, _RATIONAL, values)
+
+
+def _exif_ifd(iso: float | None, exposure_time: float | None, stamp: str | None) -> _Ifd:
     exif = _Ifd()
     exif.set(EXIF_VERSION, _UNDEFINED, b"0231")
     if exposure_time is not None:
@@ -508,17 +548,18 @@ def write_dng(
         exif.set(ISO_SPEED_RATINGS, _SHORT, round(iso))
     if stamp is not None:
         exif.set(DATETIME_ORIGINAL, _ASCII, stamp)
+    return exif
 
+
+def _add_extra_tags(extra_tags: Sequence[tuple], ifd0: _Ifd, raw: _Ifd, exif: _Ifd, writer: str) -> None:
     for tag in extra_tags:
-        code, type_, count, value = _check_extra_tag(tag)
+        code, type_, count, value = _check_extra_tag(tag, writer)
         target = exif if _is_exif_tag(code) else raw if code in _RAW_IFD_TAGS else ifd0
         if code in target.tags:
-            raise ValueError(f"extra tag {code} duplicates a tag write_dng writes; pass it as its argument")
+            raise ValueError(f"extra tag {code} duplicates a tag {writer} writes; pass it as its argument")
         target.set(code, type_, value)
         if count is not None and target.tags[code][1] != count:
             raise ValueError(f"extra tag {code}: count {count} does not match its value {value!r}")
-
-    _write_file(path, ifd0, raw, exif, thumb.tobytes(), chunks)
 
 
 def _encode_raw(mosaic: np.ndarray, bits: int, compression: str) -> tuple[list[bytes], dict[int, Any]]:
@@ -586,13 +627,13 @@ def _write_file(
         raise
 
 
-def _check_extra_tag(tag: Sequence[Any]) -> tuple[int, int, int | None, Any]:
+def _check_extra_tag(tag: Sequence[Any], writer: str = "write_dng") -> tuple[int, int, int | None, Any]:
     if len(tag) not in (4, 5):
         raise ValueError(f"extra tag must be (code, type, count, value), got {tag!r}")
     code, type_, count, value = tag[:4]
     code = int(code)
     if code in _STRUCTURAL:
-        raise ValueError(f"extra tag {code} describes the file structure and is written by write_dng")
+        raise ValueError(f"extra tag {code} describes the file structure and is written by {writer}")
     if isinstance(type_, str):
         if type_.upper() not in _TYPE_NAMES:
             raise ValueError(
