@@ -16,6 +16,11 @@ shape)::
 - **Procedural** examples (a share ``procedural_fraction``) come from unlimited dead-leaves scenes, each
   recorded by its own randomly drawn sensor (:mod:`rawlab.learn.procedural`): content and noise laws the
   store does not have.
+- **Self-supervised** examples (``r2r_alpha`` set; the "pairs" are the noisy frames themselves, ``ref_id ==
+  frame_id``): a noisy crop ``y`` becomes the input ``y + alpha z`` and the target ``y - z / alpha`` with ``z``
+  drawn from the noise law at ``y`` (Recorrupted-to-Recorrupted, Pang et al. CVPR 2021). The two noises are
+  uncorrelated, so an L2 loss against the target learns the clean signal. The input's noise is ``(1 +
+  alpha^2)`` times the frame's, and its ``(a, b)`` say so.
 - **Augmentation**: the 8 flips and transposes, Bayer-preserving (:mod:`rawlab.learn.augment`); every crop is
   read one packed pixel larger for it.
 - **Determinism**: example ``i`` of batch ``k`` is a pure function of ``(seed, stream, k, i)``, so the same
@@ -29,6 +34,7 @@ shape)::
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +49,7 @@ from ..errors import RawlabError
 from .augment import N_OPS, augment_packed
 from .synthnoise import SensorNoise, synthesize
 
-__all__ = ["ChunkReader", "Pipeline"]
+__all__ = ["ChunkReader", "Pipeline", "recorrupt"]
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
@@ -155,6 +161,9 @@ class Pipeline:
         Batches prepared ahead of the consumer.
     cache_mb
         Budget of the decoded-chunk cache, MiB (0: no cache).
+    r2r_alpha
+        Self-supervised: ``pairs`` are noisy frames paired with themselves and every store example is a
+        recorrupted pair (see the module docstring); ``synthetic_fraction`` must be 0.
     """
 
     def __init__(
@@ -175,6 +184,7 @@ class Pipeline:
         prefetch: int = 4,
         cache_mb: float = 1024,
         reader: ChunkReader | None = None,
+        r2r_alpha: float | None = None,
     ):
         if not 0.0 <= synthetic_fraction <= 1.0:
             raise RawlabError(f"data.synthetic_fraction must be between 0 and 1, got {synthetic_fraction}")
@@ -199,11 +209,16 @@ class Pipeline:
             from .procedural import SENSOR
 
             self.sensors.append(SENSOR)
+        if r2r_alpha is not None and (r2r_alpha <= 0 or synthetic_fraction > 0):
+            raise ValueError("r2r_alpha must be positive, and needs synthetic_fraction 0 (no clean frames)")
+        self.r2r_alpha = None if r2r_alpha is None else float(r2r_alpha)
         self.seed, self.stream = int(seed), int(stream)
         self.synthetic_fraction = float(synthetic_fraction)
         self.augment = bool(augment)
         self.workers, self.prefetch = int(workers), max(1, int(prefetch))
         self.reader = reader or ChunkReader(fstore, cache_mb)
+        self._build = [0, 0.0]  # batches made and the seconds spent making them (all threads)
+        self._build_lock = threading.Lock()
 
     # -- one example, one batch: pure functions of (seed, stream, k, i) -----------------------------------
     def example(self, k: int, i: int) -> dict[str, Any]:
@@ -211,6 +226,8 @@ class Pipeline:
         rng = np.random.default_rng([self.seed, self.stream, k, i])
         if self.procedural_fraction > 0 and rng.random() < self.procedural_fraction:
             return self.procedural.example(rng, k)
+        if self.r2r_alpha is not None:
+            return self._recorrupted(rng)
         synthetic = bool(rng.random() < self.synthetic_fraction)
         pool = self.refs if synthetic else self.pairs
         p = pool[int(rng.integers(len(pool)))]
@@ -244,10 +261,29 @@ class Pipeline:
             "y": y, "x": x, "op": op,
         }  # fmt: skip
 
+    def _recorrupted(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A self-supervised example: a crop of a noisy frame, recorrupted into an input and a target."""
+        p = self.pairs[int(rng.integers(len(self.pairs)))]
+        n, alpha = self.window, self.r2r_alpha
+        y = int(rng.integers(0, p.shape[0] - n + 1))
+        x = int(rng.integers(0, p.shape[1] - n + 1))
+        op = int(rng.integers(N_OPS)) if self.augment else 0
+        dn = augment_packed(np.moveaxis(self.reader.read(p.frame_id, y, x, n), 0, -1), p.cfa, op)
+        frame = normalise(dn, p.black_level, p.white_level, channel_axis=-1)
+        a, b = _real_params(self.noise[p.sensor], p.iso)
+        noisy, target = recorrupt(frame, a, b, alpha, rng)
+        scale = 1 + alpha * alpha
+        return {
+            "noisy": noisy, "clean": target,
+            "a": a * scale, "b": b * scale, "iso": p.iso, "sensor": p.sensor, "synthetic": False,
+            "frame_id": p.frame_id, "ref_id": p.frame_id, "y": y, "x": x, "op": op,
+        }  # fmt: skip
+
     def batch(self, k: int) -> dict[str, np.ndarray]:
         """Batch ``k`` (numpy arrays, see the module docstring)."""
+        t0 = time.perf_counter()
         ex = [self.example(k, i) for i in range(self.batch_size)]
-        return {
+        out = {
             "noisy": np.stack([e["noisy"] for e in ex]),
             "clean": np.stack([e["clean"] for e in ex]),
             "a": np.stack([e["a"] for e in ex]).astype(np.float32).reshape(-1, 1, 1, 4),
@@ -256,6 +292,16 @@ class Pipeline:
             "sensor_idx": np.array([self.sensors.index(e["sensor"]) for e in ex], np.int32),
             "synthetic": np.array([e["synthetic"] for e in ex], bool),
         }
+        with self._build_lock:
+            self._build[0] += 1
+            self._build[1] += time.perf_counter() - t0
+        return out
+
+    def throughput(self) -> float | None:
+        """Batches/s the pipeline can make: its threads (at least one) over the mean time a batch took to make
+        so far. An upper bound: threads share the cores (and the GIL) with the model's step."""
+        n, seconds = self._build
+        return max(1, self.workers) * n / seconds if n and seconds > 0 else None
 
     # -- prefetching iteration -----------------------------------------------------------------------------
     def batches(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -280,6 +326,20 @@ class Pipeline:
                 yield k, fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def recorrupt(y: np.ndarray, a, b, alpha: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Recorrupted-to-Recorrupted (Pang et al., CVPR 2021): ``(y + alpha z, y - z / alpha)`` for a noisy
+    ``y = x + n`` with ``Var[n] = a x + b``.
+
+    ``z`` is Gaussian with the noise law's variance at ``y`` itself (``x`` is unknown): ``E[a y + b] = a x + b``,
+    so ``Var[z] = Var[n]`` on average, and the input's noise ``n + alpha z`` and the target's ``n - z / alpha``
+    are uncorrelated (``Var[n] - Var[z] = 0``), with variances ``(1 + alpha^2)`` and ``(1 + 1 / alpha^2)`` times
+    the frame's. An L2 loss against the target is then minimised by the clean ``x`` given the input.
+    """
+    sd = np.sqrt(np.maximum(a * np.maximum(y, 0) + b, 0)).astype(np.float32)
+    z = rng.standard_normal(y.shape, dtype=np.float32) * sd
+    return (y + np.float32(alpha) * z).astype(np.float32), (y - z / np.float32(alpha)).astype(np.float32)
 
 
 @lru_cache(maxsize=4096)

@@ -80,15 +80,28 @@ def noise_weights(clean: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def loss_and_metrics(
-    estimate: jax.Array, clean: jax.Array, ssim_weight: float, weights: jax.Array | None = None
+    estimate: jax.Array,
+    clean: jax.Array,
+    ssim_weight: float,
+    weights: jax.Array | None = None,
+    kind: str = "l1_ssim",
 ) -> tuple[jax.Array, dict]:
-    """``(1 - w) * L1 + w * (1 - SSIM)`` over the batch, in the clean signal's units, and its parts.
+    """The loss over the batch, in the clean signal's units, and its parts.
 
-    ``weights`` (per image, ``(N,)``) weight the L1 term (:func:`noise_weights`); the reported ``l1`` is not.
+    ``kind="l1_ssim"``: ``(1 - w) * L1 + w * (1 - SSIM)``; ``weights`` (per image, ``(N,)``,
+    :func:`noise_weights`) weight the L1 term. ``kind="mse"``: the mean squared error, each image's weighted by
+    ``weights**2`` (normalised to mean 1): an error of one noise sigma costs the same at every ISO, as for L1.
+    L2 is the loss a target with zero-mean noise needs (self-supervised training): its minimiser is the
+    expected target, the clean signal. The reported ``l1`` and ``psnr`` are never weighted.
     """
     per_l1 = l1(estimate, clean)
     e_l1 = jnp.mean(per_l1)
-    w_l1 = e_l1 if weights is None else jnp.mean(weights * per_l1)
     e_ssim = jnp.mean(ssim(estimate, clean))
-    loss = (1.0 - ssim_weight) * w_l1 + ssim_weight * (1.0 - e_ssim)
+    if kind == "mse":
+        per_mse = jnp.mean((estimate - clean) ** 2, axis=(1, 2, 3))
+        w2 = None if weights is None else weights**2 / jnp.mean(weights**2)
+        loss = jnp.mean(per_mse) if w2 is None else jnp.mean(w2 * per_mse)
+    else:
+        w_l1 = e_l1 if weights is None else jnp.mean(weights * per_l1)
+        loss = (1.0 - ssim_weight) * w_l1 + ssim_weight * (1.0 - e_ssim)
     return loss, {"loss": loss, "l1": e_l1, "ssim": e_ssim, "psnr": jnp.mean(psnr(estimate, clean))}

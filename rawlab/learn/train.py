@@ -60,8 +60,10 @@ __all__ = [
     "TrainingDiverged",
     "create_train_state",
     "eval_step",
+    "initial_params",
     "make_optimizer",
     "noise_profiles",
+    "noisy_frames",
     "restore_checkpoint",
     "save_checkpoint",
     "train_and_evaluate",
@@ -95,6 +97,7 @@ class TrainResult:
     eval_start: dict[str, float] | None  # before the first step (the untrained network is the identity)
     images_per_s: float | None
     wall_s: float
+    feed: dict[str, float] | None = None  # _Meter.feed: data wait, model steps/s, pipeline batches/s
     compilations: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -113,6 +116,12 @@ class TrainResult:
             parts.append(f"eval loss {self.eval['loss']:.4g}, PSNR {self.eval['psnr']:.2f} dB{before}")
         if self.images_per_s:
             parts.append(f"{self.images_per_s:.0f} images/s")
+        if self.feed and self.feed["pipeline_batches_per_s"]:
+            f = self.feed
+            parts.append(
+                f"input pipeline {f['pipeline_batches_per_s']:.1f} batches/s for a model at "
+                f"{f['model_steps_per_s']:.1f} steps/s (waited for data {f['wait_fraction']:.0%} of the time)"
+            )
         stopped = (
             f" (stopped early at step {self.step} of {self.steps})" if 0 < self.step < self.steps else ""
         )
@@ -153,7 +162,8 @@ def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any
     a, b = batch["a"], batch["b"]
     estimate = norm.from_network(module.apply(params, norm.to_network(batch["noisy"], a, b)), a, b)
     weights = noise_weights(batch["clean"], a, b) if loss_cfg["noise_weighted"] else None
-    return loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights)
+    kind = loss_cfg.get("kind", "l1_ssim")
+    return loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights, kind)
 
 
 def train_step(state: TrainState, batch, *, module, norm, tx, schedule, loss_cfg) -> tuple[TrainState, dict]:
@@ -266,10 +276,13 @@ def noise_profiles(cfg: dict[str, Any], workdir: Path, store: str, options: RunO
         return load_profiles(cached), cached
     from ..noise import fit_store
 
-    options.note(f"noise profile: none given; fitting it from {store} (cached in {cached})")
+    # Self-supervised data has no trustworthy clean frames (the default pairing calls the lowest ISO "clean"):
+    # each frame's noise is estimated from that frame alone.
+    method = "single" if cfg["data"]["self_supervised"] else "auto"
+    options.note(f"noise profile: none given; fitting it ({method}) from {store} (cached in {cached})")
     quiet = replace(options, progress=None, set_total=None)
     fit = fit_store(
-        str(store), sensor="all", method="auto", bootstrap=cfg["noise"]["fit_bootstrap"], options=quiet
+        str(store), sensor="all", method=method, bootstrap=cfg["noise"]["fit_bootstrap"], options=quiet
     )
     save_profiles(fit.profiles, cached)
     return fit.profiles, cached
@@ -291,6 +304,35 @@ def training_pairs(cat, store: str):
             f"show {store}` for excluded pairs"
         )
     return train_pairs, eval_pairs, left_out
+
+
+def noisy_frames(cat, store: str):
+    """Self-supervised training data: every usable frame of the store, whatever its role (no clean reference
+    is needed, and in a store of noisy frames only the default pairing calls the lowest ISO "clean"), as a :class:`~rawlab.catalog.pairs.Pair` with itself (``ref_id == frame_id``, no
+    shift, unit gain), and a note per frame left out. No held-out scenes: there is nothing clean to score on."""
+    from ..catalog.pairs import Pair
+
+    rows = cat[(cat["status"] == "ok") & cat["frame_id"].notna()]
+    frames, notes = [], []
+    for r in rows.drop_duplicates("frame_id").to_dict("records"):
+        iso = r.get("iso")
+        if not (isinstance(iso, int | float) and math.isfinite(iso) and iso > 0):
+            notes.append(f"{r['path']}: no ISO, so no noise parameters for it")
+            continue
+        levels = tuple(float(v) for v in r["black_level"])
+        frames.append(Pair(
+            frame_id=r["frame_id"], ref_id=r["frame_id"], path=str(r["path"]), ref_path=str(r["path"]),
+            sensor=r["sensor"], scene=str(r["scene"]), iso=float(iso), cfa=str(r["cfa"]).upper(),
+            shape=(int(r["height"]) // 2, int(r["width"]) // 2), shift=(0, 0), gain=(1.0, 1.0, 1.0, 1.0),
+            black_level=levels, white_level=float(r["white_level"]), ref_black_level=levels,
+            ref_white_level=float(r["white_level"]),
+        ))  # fmt: skip
+    if not frames:
+        raise RawlabError(
+            f"{store} has no usable noisy frames to train on (self-supervised): see `rawlab catalog show {store}`"
+        )
+    frames.sort(key=lambda p: (p.sensor, p.scene, p.iso, p.frame_id))
+    return frames, [], notes
 
 
 def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, echo):
@@ -322,13 +364,48 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
         fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
         procedural=procedural, procedural_fraction=d["procedural_fraction"],
         augment=d["augment"], workers=d["workers"], prefetch=d["prefetch"],
+        r2r_alpha=d["r2r_alpha"] if d["self_supervised"] else None,
     )  # fmt: skip
+    if d["self_supervised"]:
+        echo(f"self-supervised (Recorrupted-to-Recorrupted, alpha {d['r2r_alpha']:g}) on {len(train_pairs)} "
+             "noisy frames; no clean frames, so no eval loss: score the model with `rawlab eval` on a paired store")  # fmt: skip
+        return pipeline, []
     if not eval_pairs:
         echo("no held-out scenes (every sensor has a single scene): no eval loss")
         return pipeline, []
     ev = Pipeline(fstore, eval_pairs, noise, **common, stream=EVAL_STREAM, augment=False, workers=0,
                   reader=pipeline.reader)  # fmt: skip
     return pipeline, [{k: b[k] for k in _DEVICE_KEYS} for b in map(ev.batch, range(d["eval_batches"]))]
+
+
+def initial_params(init: str, fresh: TrainedModel) -> TrainedModel:
+    """``fresh`` with the parameters of the model ``init`` (``"builtin"`` or a model directory).
+
+    Raises
+    ------
+    RawlabError
+        ``init`` is not a model, or its architecture or normalisation differs from the config's.
+    """
+    from .modelio import load_model
+
+    other = load_model(init)
+    for key, mine, theirs in (
+        ("model", fresh.config["model"]["spec"], other.config["model"]["spec"]),
+        ("normalisation", fresh.config["normalisation"], other.config.get("normalisation")),
+    ):
+        if json.loads(json.dumps(mine)) != json.loads(json.dumps(theirs)):
+            raise RawlabError(
+                f"--init {init}: its {key} ({theirs}) is not the config's ({mine}); fine-tune with the config "
+                f"it was trained with (`--config {other.config.get('name', '?')}` when that is a config name)"
+            )
+    return TrainedModel(fresh.config, other.params)
+
+
+def _init_record(init: str) -> dict[str, Any]:
+    from .modelio import resolve_model
+
+    cfg = json.loads((resolve_model(init) / CONFIG).read_text())
+    return {"model": str(init), "name": cfg.get("name"), "step": cfg.get("step")}
 
 
 def _device_line(devices: list) -> str:
@@ -388,6 +465,7 @@ class _Meter:
     n_log: int = 0
     t_last: float = 0.0
     n_last: int = 0
+    data_wait_s: float = 0.0  # time the loop spent waiting for the input pipeline (after the first step)
 
     def record(self, step: int, metrics: dict[str, float]) -> None:
         self.interval.append(metrics)
@@ -415,6 +493,18 @@ class _Meter:
         if self.t_first is None or self.n_last <= self.n_first:
             return None
         return (self.n_last - self.n_first) * self.batch_size / (self.t_last - self.t_first)
+
+    def feed(self, pipeline) -> dict[str, float] | None:
+        """Whether the input pipeline keeps the model fed: the share of the loop's time spent waiting for
+        batches, the model's steps/s when it does not wait, and the pipeline's batches/s (its threads'
+        capacity, :meth:`~rawlab.learn.input_pipeline.Pipeline.throughput`)."""
+        if self.t_first is None or self.n_last <= self.n_first:
+            return None
+        wall = self.t_last - self.t_first
+        steps = self.n_last - self.n_first
+        busy = max(wall - self.data_wait_s, 1e-9)
+        return {"wait_fraction": min(self.data_wait_s / wall, 1.0) if wall > 0 else 0.0,
+                "model_steps_per_s": steps / busy, "pipeline_batches_per_s": pipeline.throughput()}  # fmt: skip
 
 
 def _finite_metrics(
@@ -481,7 +571,14 @@ def train_steps(
     batches = loop.pipeline.batches(start, stop)
     pending, step = None, start
     try:
-        for k, batch in batches:
+        while True:
+            t_wait = time.perf_counter()
+            got = next(batches, None)
+            if got is None:
+                break
+            if meter.t_first is not None:  # the first step's wait is the pipeline's start-up
+                meter.data_wait_s += time.perf_counter() - t_wait
+            k, batch = got
             state, metrics = loop.train_step(state, {key: batch[key] for key in _DEVICE_KEYS})
             if pending is not None:
                 check(pending)
@@ -524,6 +621,7 @@ def train_and_evaluate(
     devices=None,
     stop_after: int | None = None,
     progress: bool = True,
+    init: str | None = None,
 ) -> TrainResult:
     """Train ``config`` on the train split of ``store`` into ``workdir``, resuming from its last checkpoint.
 
@@ -545,6 +643,10 @@ def train_and_evaluate(
         spans ``config["steps"]``.
     progress
         Show a progress bar on stderr.
+    init
+        Start from this model's parameters (``"builtin"`` or a model directory, :func:`initial_params`) instead
+        of a random initialisation: fine-tuning. Its architecture must be the config's. A checkpoint in
+        ``workdir`` wins (the run resumes), so re-running the same command continues the fine-tuning.
 
     Raises
     ------
@@ -566,7 +668,10 @@ def train_and_evaluate(
     cat = open_catalog(store)
     if cfg["noise"]["profile"]:  # a bad path or file fails now, not after the model is built
         load_profiles(cfg["noise"]["profile"])
-    train_pairs, eval_pairs, left_out = training_pairs(cat, store)
+    if cfg["data"]["self_supervised"]:
+        train_pairs, eval_pairs, left_out = noisy_frames(cat, store)
+    else:
+        train_pairs, eval_pairs, left_out = training_pairs(cat, store)
     if left_out:
         echo(f"left out {len(left_out)} pairs, e.g. {left_out[0]}")
     devices = list(devices or jax.devices())
@@ -575,6 +680,8 @@ def train_and_evaluate(
     base = {"name": cfg["name"], "model": {k: v for k, v in cfg["model"].items() if v is not None}}
     base = {**base, "normalisation": cfg["normalisation"], "tile": cfg["tile"]}
     _check_workdir(workdir, init_model(base, abstract=True).config)  # before any work or any write
+    if init is not None:  # a wrong or incompatible --init fails now too
+        start_from, init_from = initial_params(init, init_model(base, abstract=True)), _init_record(init)
     output_folder(workdir, "--workdir")
 
     # 1. The noise law, before anything trains.
@@ -583,10 +690,12 @@ def train_and_evaluate(
     # 2. The data, the model, the compiled steps and the (restored) state.
     pipeline, eval_batches = input_data(cfg, store, workdir, train_pairs, eval_pairs, noise, echo)
     tm = init_model(base, seed=cfg["seed"])
+    if init is not None:
+        tm = TrainedModel(tm.config, start_from.params)
     model_config = {
         **tm.config,
         "noise": profiles.to_dict(),
-        "training": {**cfg, "store": store, "devices": len(devices)},
+        "training": {**cfg, "store": store, "devices": len(devices), **({"init": init_from} if init else {})},
         "split": {"train_scenes": _split_scenes(train_pairs), "eval_scenes": _split_scenes(eval_pairs)},
     }
     key = [tm.config["model"]["spec"], tm.config["normalisation"], cfg["optim"], cfg["steps"], cfg["loss"]]
@@ -595,6 +704,8 @@ def train_and_evaluate(
     state, start = restore_checkpoint(mngr, create_train_state(tm.params, tx, repl))
     if start:
         echo(f"resuming from the checkpoint at step {start} in {workdir / 'checkpoints'}")
+    elif init is not None:
+        echo(f"initialised from {init_from['model']} (trained {init_from['step']} steps)")
     stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
     traces, log = dict(TRACES), MetricsLog(workdir, start)
     if log.note:
@@ -618,6 +729,7 @@ def train_and_evaluate(
     return TrainResult(
         workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
         loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
+        feed=meter.feed(pipeline),
         wall_s=time.perf_counter() - t0, notes=left_out,
         compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
     )  # fmt: skip

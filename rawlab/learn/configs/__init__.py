@@ -17,9 +17,10 @@ from typing import Any
 
 from ...errors import RawlabError
 
-__all__ = ["NAMES", "load_config", "merge", "validate"]
+__all__ = ["LOSS_KINDS", "NAMES", "load_config", "merge", "validate"]
 
-NAMES = ("tiny", "mobile", "large", "builtin")
+LOSS_KINDS = ("l1_ssim", "mse")
+NAMES = ("tiny", "mobile", "large", "builtin", "r2r")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -145,6 +146,18 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     o = cfg["optim"]
     need(o["learning_rate"] > 0, "optim.learning_rate must be positive")
     need(0.0 <= cfg["loss"]["ssim_weight"] <= 1.0, "loss.ssim_weight must be between 0 and 1")
+    need(cfg["loss"]["kind"] in LOSS_KINDS, f"loss.kind must be one of {', '.join(LOSS_KINDS)}")
+    if d["self_supervised"]:
+        need(d["r2r_alpha"] > 0, "data.r2r_alpha must be positive")
+        need(
+            cfg["loss"]["kind"] == "mse",
+            "data.self_supervised needs loss.kind 'mse': its targets are noisy, and only an L2 loss averages "
+            "their noise out (L1 and SSIM learn a biased image)",
+        )
+        need(
+            d["synthetic_fraction"] == 0,
+            "data.self_supervised has no clean frames to draw synthetic noise on: set data.synthetic_fraction 0",
+        )
     for k in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         need(isinstance(cfg[k], int) and cfg[k] >= 1, f"{k} must be an integer >= 1")
     return cfg

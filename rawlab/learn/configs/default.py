@@ -35,6 +35,12 @@ def get_config() -> dict:
             # Small crops from 256-px chunks decode 64x the pixels they use: see benchmarks/train.py.
             "store_chunk": 0,
             "eval_batches": 4,  # fixed batches of the held-out scenes, scored every eval_every steps
+            # Self-supervised (Recorrupted-to-Recorrupted, Pang et al. CVPR 2021): the store's noisy frames
+            # alone, no clean reference. Each crop y becomes the input y + alpha z and the target y - z / alpha
+            # (z drawn from the noise law at y), whose noises are independent, so an L2 loss (loss.kind "mse")
+            # learns the clean signal. For sensors with no clean frames; usually with --init (fine-tuning).
+            "self_supervised": False,
+            "r2r_alpha": 0.5,
         },
         # Noise profile (rawlab.noise/1 JSON) giving (a, b) per sensor and ISO; None: fit it from the store
         # (cached in WORKDIR/noise.json) with this many bootstrap resamples.
@@ -51,7 +57,9 @@ def get_config() -> dict:
         # (1 - w) * L1 + w * (1 - SSIM), on the normalised signal (data range 1). noise_weighted: each image's
         # L1 divided by its noise sigma (normalised over the batch), so every ISO counts alike. Measured on the
         # demo data (tiny, 300 steps): w = 0.2 and no weighting lose 1-2 dB of held-out PSNR against this.
-        "loss": {"ssim_weight": 0.05, "noise_weighted": True},
+        # kind "mse": the noise-weighted mean squared error instead (what self-supervised targets need: their
+        # noise averages out under L2 only).
+        "loss": {"kind": "l1_ssim", "ssim_weight": 0.05, "noise_weighted": True},
         "log_every": 50,
         "eval_every": 500,
         "checkpoint_every": 500,
