@@ -495,8 +495,9 @@ def stats(store, out, profile, anchors, scheduler, workers):
 @click.option(
     "--config",
     "config_name",
-    required=True,
-    help="Training config: tiny (seconds on a CPU), mobile, large, or a Python file with get_config().",
+    default=None,
+    help="Training config: tiny (seconds on a CPU), mobile, large, builtin, or a Python file with "
+    "get_config(). With --init it defaults to the config the initial model was trained with.",
 )
 @click.option(
     "--workdir",
@@ -522,7 +523,14 @@ def stats(store, out, profile, anchors, scheduler, workers):
     help="Noise profile (rawlab JSON from `rawlab noise-fit`); default: fitted from STORE, cached in "
     "WORKDIR/noise.json.",
 )
-def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
+@click.option(
+    "--init",
+    "init",
+    default=None,
+    help="Fine-tune: start from this model (builtin or a model directory) instead of random weights. On a "
+    "store of noisy frames only, combine with a self-supervised config (data.self_supervised).",
+)
+def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, init):
     """Train the U-Net denoiser on the noisy/clean pairs of STORE (its training split of scenes).
 
     Random aligned, exposure-matched crops of real pairs, mixed with synthetic Poisson-Gaussian noise drawn
@@ -535,12 +543,25 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
     from .learn.configs import load_config
     from .learn.train import train_and_evaluate
 
+    if config_name is None:
+        if init is None:
+            raise click.UsageError("give --config (tiny, mobile, large, builtin or a file), or --init MODEL")
+        from .learn.modelio import load_model
+
+        config_name = load_model(init).config.get("name") or "default"
     cfg = load_config(
         config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
     )
     options = RunOptions(echo=lambda m: click.echo(m, err=True))
-    result = train_and_evaluate(cfg, workdir, store, options=options)
+    result = train_and_evaluate(cfg, workdir, store, options=options, init=init)
     click.echo(result.line())
+
+
+_GUARD_HELP = (
+    "With the guard (default), each tile of the network's output is blended back toward the input as far as "
+    "Stein's unbiased risk estimate says is better, so the model does not make an image worse than it was "
+    "(twice the inference cost); --no-guard runs the network alone."
+)
 
 
 @main.command("eval")
@@ -580,7 +601,8 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile):
     "--crop", type=click.IntRange(16, None), default=None, help="Score the central NxN packed pixels."
 )
 @_cluster_options()
-def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers):
+@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers, guard):
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
     Scores packed, normalised Bayer planes against the exposure-matched clean reference (data range 1):
@@ -601,6 +623,7 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
             max_frames=max_frames,
             crop=crop,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            guard=guard,
         )
     written = write_outputs(result, out)
     for line in written.lines:
@@ -699,7 +722,8 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 )
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
-def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict):
+@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
@@ -734,6 +758,7 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict):
             fmt=fmt,
             overwrite=overwrite,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            guard=guard,
         )
     for r in summary.results:
         click.echo(r.line(), err=r.failed)

@@ -84,9 +84,27 @@ def test_tiled_jax_has_no_seams(model, scene):
     _, m = model
     clean, noisy, a, b = scene
     whole = m.denoise(noisy, a, b)  # the network on the whole image at once
-    tiled = JaxDenoiser(m).denoise(noisy, a, b)
+    d = JaxDenoiser(m)
+    d.guard = False  # the network alone: tiling must not change it (the guard is per tile by design)
+    tiled = d.denoise(noisy, a, b)
     assert _psnr(whole, clean) < _psnr(noisy, clean) - 3  # the perturbed network really changes the image
     assert abs(_psnr(tiled, clean) - _psnr(whole, clean)) <= 0.01
+
+
+def test_the_guard_keeps_a_bad_network_from_harming_the_image(model, scene):
+    """The perturbed network is over 3 dB worse than its input; guarded (the default), the output is not
+    worse than the input. Bound: SURE's error on a tile's weight is about sigma / |r| per tile (a few 1e-3
+    on 64 x 64 x 4 tiles, see tests/test_guard.py), which moves PSNR by far less than 0.05 dB."""
+    from rawlab.deploy.runtime import JaxDenoiser
+
+    _, m = model
+    clean, noisy, a, b = scene
+    d = JaxDenoiser(m)
+    assert d.guard  # on by default, as `rawlab denoise` runs it
+    guarded = d.denoise(noisy, a, b)
+    assert _psnr(guarded, clean) >= _psnr(noisy, clean) - 0.05
+    assert _psnr(guarded, clean) > _psnr(m.denoise(noisy, a, b), clean) + 3
+    assert len(d.guard_weights) >= 20 and max(d.guard_weights) < 0.5  # the bad network is mostly undone
 
 
 def test_tiled_tflite_matches_the_whole_image_jax(model, tflite, scene):
@@ -95,6 +113,7 @@ def test_tiled_tflite_matches_the_whole_image_jax(model, tflite, scene):
     _, m = model
     clean, noisy, a, b = scene
     d = load_denoiser(tflite)
+    d.guard = False  # the network alone, as in test_tiled_jax_has_no_seams
     assert d.kind == "tflite" and d.tile == TILE
     batch = np.stack(
         [noisy, noisy[::-1]]

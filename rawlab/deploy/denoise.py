@@ -71,6 +71,7 @@ class Denoised:
     noise: Any  # NoiseEstimate
     noise_profile: list[tuple[float, float]]  # residual (S, O) for R, G, B
     residual_factor: float
+    guard_weight: float | None = None  # the SURE guard's median tile weight (1: the network's output kept)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class FileResult:
     noise_source: str | None = None
     noise: str | None = None
     residual_factor: float | None = None
+    guard_weight: float | None = None
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
 
@@ -103,9 +105,14 @@ class FileResult:
         if self.skipped is not None:
             return f"skipped: {self.path}: {self.skipped}"
         h, w = self.shape or (0, 0)
+        guard = (
+            ""
+            if self.guard_weight is None
+            else f"; guard kept {self.guard_weight:.0%} of the network's change"
+        )
         return (
             f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}; residual noise x"
-            f"{self.residual_factor:.2g}; {self.seconds:.1f} s)"
+            f"{self.residual_factor:.2g}{guard}; {self.seconds:.1f} s)"
         )
 
 
@@ -168,7 +175,9 @@ def denoise_frame(frame, denoiser) -> Denoised:
     dn = np.round(clean * span[:, None, None] + black[:, None, None])
     mosaic = unpack(np.clip(dn, 0, info.white_level).astype(np.uint16), info.cfa)
     profile, k = residual_profile(noisy, clean, est.a, est.b)
-    return Denoised(noisy, clean, mosaic, est, profile, k)
+    weights = getattr(denoiser, "guard_weights", None) if getattr(denoiser, "guard", False) else None
+    guard = float(np.median(weights)) if weights else None
+    return Denoised(noisy, clean, mosaic, est, profile, k, guard)
 
 
 def color_matrix(info):
@@ -290,20 +299,25 @@ def denoise_file(
     res.noise_source = result.noise.source
     res.noise = result.noise.describe()
     res.residual_factor = result.residual_factor
+    res.guard_weight = result.guard_weight
     res.shape = tuple(result.mosaic.shape)
     return res
 
 
 @lru_cache(maxsize=2)
-def _worker_denoiser(model: str, num_threads: int | None):
+def _worker_denoiser(model: str, num_threads: int | None, guard: bool = True):
     """One denoiser per worker process (the interpreter or JAX program is built once, then reused)."""
     from .runtime import load_denoiser
 
-    return load_denoiser(model, num_threads=num_threads)
+    denoiser = load_denoiser(model, num_threads=num_threads)
+    denoiser.guard = guard
+    return denoiser
 
 
-def _task(path: str, model: str, out: str, fmt: str, num_threads: int | None, overwrite: bool) -> FileResult:
-    return denoise_file(path, _worker_denoiser(model, num_threads), out, fmt, overwrite=overwrite)
+def _task(
+    path: str, model: str, out: str, fmt: str, num_threads: int | None, overwrite: bool, guard: bool = True
+) -> FileResult:
+    return denoise_file(path, _worker_denoiser(model, num_threads, guard), out, fmt, overwrite=overwrite)
 
 
 def output_paths(files, out: str | os.PathLike[str], fmt: str = "dng") -> list[Path]:
@@ -384,6 +398,7 @@ def denoise_files(
     overwrite: bool = False,
     on_result: Callable[[FileResult], None] | None = None,
     options: RunOptions | None = None,
+    guard: bool = True,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -408,6 +423,9 @@ def denoise_files(
         Where the work runs and how it reports (:class:`rawlab.cluster.RunOptions`): a client, a scheduler
         address or a local cluster's size; with none of them one file runs in this process and several on a
         local cluster. ``progress``/``set_total`` count the files denoised; ``echo`` gets the dashboard link.
+    guard
+        Blend each tile back toward the input as far as Stein's unbiased risk estimate says is better
+        (:mod:`rawlab.deploy.guard`; doubles the cost), so the network never makes an image worse.
 
     Raises
     ------
@@ -448,6 +466,7 @@ def denoise_files(
     where = "in-process"
     if todo:
         denoiser = load_denoiser(model_path)
+        denoiser.guard = guard
         denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
         if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
             (i,) = todo
@@ -460,7 +479,8 @@ def denoise_files(
                 where = f"{n} Dask workers"
                 threads = max(1, _cores() // n) if (info.local or opts.client is not None) else None
                 args = [
-                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite) for i in todo
+                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite, guard)
+                    for i in todo
                 ]
 
                 def collected(outcome) -> None:

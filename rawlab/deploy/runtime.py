@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RawlabError
+from .guard import sure_blend
 from .tiling import run_tiled
 
 __all__ = [
@@ -193,6 +194,12 @@ class _TiledDenoiser:
     kind = "?"
     batch = 1
     config: dict[str, Any]
+    # The SURE guard (rawlab.deploy.guard): each tile blended back toward the input as far as Stein's unbiased
+    # risk estimate says is better, so the output is not expected to be worse than the input; doubles the cost.
+    guard = True
+    guard_weights: list[
+        float
+    ]  # the guard's weight of each tile of the last denoise() call (1: the network's)
 
     @property
     def tile(self) -> dict[str, int]:
@@ -231,6 +238,9 @@ class _TiledDenoiser:
         ``a`` and ``b`` are per channel ``(4,)`` or per image ``(N, 1, 1, 4)`` (normalised units, ``Var[x] =
         a x + b``). Any ``h`` and ``w`` work: the image is processed in overlapping tiles of the model's
         size and blended without seams. Returns the clean estimate in the same layout and units.
+
+        With ``guard`` (the default) each tile is the SURE-weighted blend of the network's output and the input
+        (:func:`rawlab.deploy.guard.sure_blend`); ``guard_weights`` then lists the tiles' weights.
         """
         x = np.asarray(x, np.float32)
         single = x.ndim == 3
@@ -240,12 +250,19 @@ class _TiledDenoiser:
         b = np.broadcast_to(np.asarray(b, np.float32).reshape(-1, 4), (len(x), 4))
         norm, t = self.normalisation, self.tile
         out = np.empty_like(x)
+        self.guard_weights = []
         for n in range(len(x)):
             an, bn = a[n], b[n]
 
-            def fn(tiles, an=an, bn=bn):
+            def net(tiles, an=an, bn=bn):
                 return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
 
+            def guarded(tiles, an=an, bn=bn):
+                est, w = sure_blend(net, tiles, an, bn)
+                self.guard_weights.extend(w.tolist())
+                return est
+
+            fn = guarded if self.guard else net
             out[n] = run_tiled(fn, x[n], t["size"], t["overlap"], batch=self.batch)
         return out[0] if single else out
 

@@ -111,10 +111,12 @@ def resolve_methods(methods: Sequence[str] | str | None, *, has_model: bool) -> 
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
-def load_denoiser(path: str | os.PathLike[str]):
-    """``"builtin"``, a model directory (:func:`rawlab.learn.load_model`), or a ``.tflite``/``.onnx`` file
-    (:func:`rawlab.deploy.runtime.load_denoiser`)."""
-    from ..learn.modelio import load_model, resolve_model
+def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True):
+    """``"builtin"``, a model directory or a ``.tflite``/``.onnx`` file, loaded as ``rawlab denoise`` runs it
+    (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``), so
+    that the scores are those of what users get."""
+    from ..deploy.runtime import load_denoiser as load_deployed
+    from ..learn.modelio import resolve_model
 
     p = resolve_model(path)
     if not p.exists():
@@ -122,11 +124,9 @@ def load_denoiser(path: str | os.PathLike[str]):
             f"--model {os.fspath(path)!r} does not exist; pass the --workdir of `rawlab train`, an exported "
             "model, or builtin"
         )
-    if p.is_file():
-        from ..deploy.runtime import load_denoiser as load_exported
-
-        return load_exported(p)
-    return load_model(p)
+    denoiser = load_deployed(p)
+    denoiser.guard = guard
+    return denoiser
 
 
 def _model_name(model, path) -> str | None:
@@ -292,7 +292,7 @@ def baseline_task(store_url, storage_options, pair: Pair, a, b, lower, methods, 
 def _denoise(model, x: np.ndarray, a, b, tile: int = 512, overlap: int = 32) -> np.ndarray:
     """The model on one frame ``(h, w, 4)``; frames over :data:`_MAX_WHOLE` packed pixels go tile by tile."""
     h, w = x.shape[:2]
-    if h * w <= _MAX_WHOLE:
+    if h * w <= _MAX_WHOLE or hasattr(model, "tile"):  # a deployed denoiser tiles by itself
         return np.asarray(model.denoise(x, a, b), np.float32)
     out = np.empty(x.shape, np.float32)
     step = tile - 2 * overlap
@@ -319,6 +319,7 @@ def evaluate_store(
     max_frames: int | None = None,
     crop: int | None = None,
     options: RunOptions | None = None,
+    guard: bool = True,
 ) -> EvalResult:
     """Score ``model`` and the baselines on the held-out pairs of ``store``, per sensor and ISO.
 
@@ -341,6 +342,9 @@ def evaluate_store(
     options
         Where the baselines (and a noise fit) run and how progress is reported
         (:class:`rawlab.cluster.RunOptions`); a cluster is started only when one is needed.
+    guard
+        For a ``model`` given as a path: run it with the SURE guard (:mod:`rawlab.deploy.guard`), as
+        ``rawlab denoise`` does (default), or the network alone.
 
     Raises
     ------
@@ -354,7 +358,7 @@ def evaluate_store(
     opts = options or RunOptions()
     model_path = None
     if isinstance(model, (str, os.PathLike)):
-        model_path, model = model, load_denoiser(model)
+        model_path, model = model, load_denoiser(model, guard=guard)
     if profile is not None and not isinstance(profile, NoiseProfileSet):
         profile = load_profiles(profile)
     if crop is not None and crop < 16:
