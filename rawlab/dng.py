@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike
 
 from rawlab.bayer import CFA_PATTERNS, channel_offsets, normalise, per_site
 
-__all__ = ["read_dng_tags", "write_dng"]
+__all__ = ["read_dng_tags", "write_dng", "write_linear_dng"]
 
 # TIFF field types.
 _BYTE, _ASCII, _SHORT, _LONG, _RATIONAL = 1, 2, 3, 4, 5
@@ -56,15 +56,15 @@ ISO_SPEED_RATINGS, EXIF_VERSION, DATETIME_ORIGINAL = 34855, 36864, 36867
 DNG_VERSION, DNG_BACKWARD_VERSION, UNIQUE_CAMERA_MODEL = 50706, 50707, 50708
 CFA_PLANE_COLOR, CFA_LAYOUT, BLACK_LEVEL_REPEAT_DIM, BLACK_LEVEL = 50710, 50711, 50713, 50714
 WHITE_LEVEL, DEFAULT_SCALE, DEFAULT_CROP_ORIGIN, DEFAULT_CROP_SIZE = 50717, 50718, 50719, 50720
-COLOR_MATRIX1, AS_SHOT_NEUTRAL, BASELINE_EXPOSURE = 50721, 50728, 50730
-CALIBRATION_ILLUMINANT1, NOISE_PROFILE = 50778, 51041
+COLOR_MATRIX1, COLOR_MATRIX2, AS_SHOT_NEUTRAL, BASELINE_EXPOSURE = 50721, 50722, 50728, 50730
+CALIBRATION_ILLUMINANT1, CALIBRATION_ILLUMINANT2, NOISE_PROFILE = 50778, 50779, 51041
 
-PHOTOMETRIC_CFA = 32803
+PHOTOMETRIC_CFA, PHOTOMETRIC_LINEAR_RAW = 32803, 34892
 COMPRESSION_NONE, COMPRESSION_LJPEG = 1, 7
 ILLUMINANT_D65 = 21
 DNG_VERSION_1_4 = (1, 4, 0, 0)
 # Nothing written here needs a reader newer than DNG 1.1 (NoiseProfile is 1.3, and older readers ignore it).
-DNG_BACKWARD_1_1 = (1, 1, 0, 0)
+DNG_BACKWARD_1_1 = (1, 1, 0, 0)  # also right for LinearRaw, which DNG has had since 1.0
 LJPEG_TILE = 256
 PREVIEW_SIDE = 256
 MIN_SIDE = 22  # LibRaw's identify() rejects smaller raw images as "not RAW"
@@ -265,6 +265,34 @@ def _check_mosaic(mosaic: Any) -> np.ndarray:
     if h > 65535 or w > 65535:
         raise ValueError(f"mosaic {h}x{w} is too large: LibRaw reads DNG images up to 65535 px per side")
     return mosaic
+
+
+def _check_rgb(rgb: Any) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"rgb must be a numpy array, got {type(rgb).__name__}")
+    if rgb.dtype != np.uint16:
+        raise ValueError(
+            f"rgb must be uint16 DN, got dtype {rgb.dtype}; scale normalised values to DN "
+            "(black + x * (white - black)), round, and convert with astype(np.uint16)"
+        )
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be (H, W, 3) camera R, G, B, got shape {rgb.shape}")
+    h, w, _ = rgb.shape
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(
+            f"image {h}x{w} is too small: LibRaw refuses raw images under {MIN_SIDE}x{MIN_SIDE} px"
+        )
+    if h > 65535 or w > 65535:
+        raise ValueError(f"image {h}x{w} is too large: LibRaw reads DNG images up to 65535 px per side")
+    return rgb
+
+
+def _check_illuminant(name: str, value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value or not 0 <= value <= 65535:
+        raise ValueError(
+            f"{name} must be an EXIF LightSource code (21 = D65, 17 = Standard A), got {value!r}"
+        )
+    return int(value)
 
 
 def _check_levels(
@@ -488,6 +516,142 @@ def write_dng(
     _write_file(path, ifd0, raw, exif, thumb.tobytes(), chunks)
 
 
+def write_linear_dng(
+    path: str | os.PathLike[str],
+    rgb: np.ndarray,
+    *,
+    black_level: float | Sequence[float],
+    white_level: int,
+    make: str,
+    model: str,
+    color_matrix1: ArrayLike | None = None,
+    calibration_illuminant1: int = ILLUMINANT_D65,
+    color_matrix2: ArrayLike | None = None,
+    calibration_illuminant2: int | None = None,
+    as_shot_neutral: Sequence[float] | None = None,
+    unique_camera_model: str | None = None,
+    orientation: int = 1,
+    iso: float | None = None,
+    exposure_time: float | None = None,
+    datetime: str | _dt.datetime | None = None,
+    software: str = "rawlab",
+    extra_tags: Sequence[tuple] = (),
+) -> None:
+    """Write demosaiced camera RGB as a linear DNG (PhotometricInterpretation LinearRaw, DNG 1.4, readable
+    by DNG 1.1 readers).
+
+    The pixels are camera-native linear RGB before white balance, in DN like a raw: a raw converter applies
+    the black and white levels, the white balance (AsShotNeutral) and the colour matrices to them as it does
+    to a CFA raw, skipping only the demosaic. Same layout as :func:`write_dng`: an 8-bit preview in IFD0, the
+    image (three 16-bit samples per pixel, one uncompressed strip) in a SubIFD, EXIF in an ExifIFD.
+
+    Parameters
+    ----------
+    path
+        Output file; overwritten if it exists.
+    rgb
+        ``uint16`` array ``(H, W, 3)`` of camera R, G, B in DN, all values ``<= white_level``.
+    black_level
+        Black level in DN: one value, or three in ``R, G, B`` order (BlackLevel with BlackLevelRepeatDim
+        1x1, one value per sample). Whole numbers are written as LONG, others as RATIONAL (exact; LibRaw
+        truncates them).
+    white_level
+        Saturation level in DN, 1 to 65535 (WhiteLevel, the same for the three samples).
+    make, model
+        TIFF Make and Model, as the source camera wrote them.
+    color_matrix1, calibration_illuminant1
+        XYZ -> camera 3x3 matrix (ColorMatrix1) and the EXIF LightSource code of the illuminant it was
+        measured under (21 = D65, 17 = Standard A). The matrix defaults to XYZ -> linear sRGB.
+    color_matrix2, calibration_illuminant2
+        A second matrix and its illuminant (ColorMatrix2, CalibrationIlluminant2), as dual-illuminant DNGs
+        carry; both or neither.
+    as_shot_neutral
+        Camera-space neutral ``(R, G, B)`` (AsShotNeutral): the reciprocal of the as-shot white balance.
+    unique_camera_model
+        DNG UniqueCameraModel; defaults to ``"{make} {model}"`` (just ``model`` when it starts with the make).
+    orientation
+        TIFF Orientation of the image, 1 to 8 (1: rows top to bottom, columns left to right).
+    iso, exposure_time, datetime, software, extra_tags
+        As for :func:`write_dng`.
+
+    Raises
+    ------
+    ValueError
+        For pixels that are not ``uint16 (H, W, 3)``, values above ``white_level``, and any metadata value
+        that a DNG cannot hold.
+    """
+    rgb = _check_rgb(rgb)
+    if int(white_level) != white_level or not 1 <= white_level <= 65535:
+        raise ValueError(f"white_level must be an integer in [1, 65535], got {white_level!r}")
+    white = int(white_level)
+    black = np.asarray(black_level, dtype=np.float64)
+    black = np.repeat(black, 3) if black.ndim == 0 else black
+    if black.shape != (3,) or not (
+        np.all(np.isfinite(black)) and np.all(black >= 0) and np.all(black < white)
+    ):
+        raise ValueError(
+            f"black_level must be one value or 3 (R, G, B) in [0, white_level={white}), got {black_level!r}"
+        )
+    peak = int(rgb.max())
+    if peak > white:
+        n = int(np.count_nonzero(rgb > white))
+        raise ValueError(
+            f"{n} rgb value(s) exceed white_level={white} (max {peak}); clip the image to the white level "
+            "or pass the sensor's real white level"
+        )
+    _check_make_model(make, model)
+    neutral = None if as_shot_neutral is None else _positive("as_shot_neutral", as_shot_neutral, 3)
+    cm1 = SRGB_FROM_XYZ_D65 if color_matrix1 is None else _check_matrix("color_matrix1", color_matrix1)
+    colour = [(cm1, _check_illuminant("calibration_illuminant1", calibration_illuminant1))]
+    if (color_matrix2 is None) != (calibration_illuminant2 is None):
+        raise ValueError("color_matrix2 and calibration_illuminant2 go together: pass both or neither")
+    if color_matrix2 is not None:
+        cm2 = _check_matrix("color_matrix2", color_matrix2)
+        colour.append((cm2, _check_illuminant("calibration_illuminant2", calibration_illuminant2)))
+    if orientation not in range(1, 9):
+        raise ValueError(f"orientation must be a TIFF Orientation from 1 to 8, got {orientation!r}")
+    _check_exposure(iso, exposure_time)
+    stamp = None if datetime is None else _exif_datetime(datetime)
+
+    thumb = _linear_preview(rgb, black, white, neutral)
+    ifd0 = _preview_ifd0(thumb, make, model, software, stamp, orientation=int(orientation))
+    ifd0.set(DNG_VERSION, _BYTE, DNG_VERSION_1_4)
+    ifd0.set(DNG_BACKWARD_VERSION, _BYTE, DNG_BACKWARD_1_1)
+    ifd0.set(UNIQUE_CAMERA_MODEL, _ASCII, unique_camera_model or _unique_model(make, model))
+    tags = ((COLOR_MATRIX1, CALIBRATION_ILLUMINANT1), (COLOR_MATRIX2, CALIBRATION_ILLUMINANT2))
+    for (cm_tag, ill_tag), (cm, illuminant) in zip(tags[: len(colour)], colour, strict=True):
+        ifd0.set(cm_tag, _SRATIONAL, cm)
+        ifd0.set(ill_tag, _SHORT, illuminant)
+    if neutral is not None:
+        ifd0.set(AS_SHOT_NEUTRAL, _RATIONAL, neutral)
+    ifd0.set(BASELINE_EXPOSURE, _SRATIONAL, 0)
+
+    h, w, _ = rgb.shape
+    pixels = np.ascontiguousarray(rgb, dtype="<u2").tobytes()
+    raw = _Ifd()
+    raw.set(NEW_SUBFILE_TYPE, _LONG, 0)
+    raw.set(IMAGE_WIDTH, _LONG, w)
+    raw.set(IMAGE_LENGTH, _LONG, h)
+    raw.set(BITS_PER_SAMPLE, _SHORT, (16, 16, 16))
+    raw.set(COMPRESSION, _SHORT, COMPRESSION_NONE)
+    raw.set(PHOTOMETRIC, _SHORT, PHOTOMETRIC_LINEAR_RAW)
+    raw.set(SAMPLES_PER_PIXEL, _SHORT, 3)
+    raw.set(PLANAR_CONFIG, _SHORT, 1)
+    raw.set(STRIP_OFFSETS, _LONG, 0)
+    raw.set(ROWS_PER_STRIP, _LONG, h)
+    raw.set(STRIP_BYTE_COUNTS, _LONG, len(pixels))
+    raw.set(BLACK_LEVEL_REPEAT_DIM, _SHORT, (1, 1))
+    _set_black_level(raw, black)
+    raw.set(WHITE_LEVEL, _LONG, (white,) * 3)
+    raw.set(DEFAULT_SCALE, _RATIONAL, (1, 1))
+    raw.set(DEFAULT_CROP_ORIGIN, _LONG, (0, 0))
+    raw.set(DEFAULT_CROP_SIZE, _LONG, (w, h))
+
+    exif = _exif_ifd(iso, exposure_time, stamp)
+    _add_extra_tags(extra_tags, ifd0, raw, exif, "write_linear_dng")
+    _write_file(path, ifd0, raw, exif, thumb.tobytes(), [pixels])
+
+
 def _check_make_model(make: Any, model: Any) -> None:
     if not (isinstance(make, str) and isinstance(model, str) and make.strip() and model.strip()):
         raise ValueError(
@@ -509,7 +673,9 @@ def _check_exposure(iso: float | None, exposure_time: float | None) -> None:
         _positive("exposure_time", exposure_time)
 
 
-def _preview_ifd0(thumb: np.ndarray, make: str, model: str, software: str, stamp: str | None, orientation: int):
+def _preview_ifd0(
+    thumb: np.ndarray, make: str, model: str, software: str, stamp: str | None, orientation: int
+) -> _Ifd:
     """IFD0 holding the 8-bit RGB preview (its strip offset is set by ``_write_file``) and Make/Model."""
     ifd0 = _Ifd()
     ifd0.set(NEW_SUBFILE_TYPE, _LONG, 1)
@@ -659,14 +825,15 @@ def _tag(page: Any, code: int) -> Any:
     return None if tag is None else tag.value
 
 
-def _raw_page(tif: Any) -> Any:
-    """The full-resolution CFA IFD: NewSubFileType 0 with PhotometricInterpretation CFA, in IFD0 or a SubIFD."""
+def _raw_page(tif: Any, photometric: int = PHOTOMETRIC_CFA) -> Any:
+    """The full-resolution raw IFD: NewSubFileType 0 with PhotometricInterpretation CFA (or ``photometric``),
+    in IFD0 or a SubIFD."""
     candidates = []
     for page in tif.pages:
         candidates.append(page)
         candidates.extend(page.pages or [])
     for page in candidates:
-        if int(_tag(page, NEW_SUBFILE_TYPE) or 0) == 0 and _tag(page, PHOTOMETRIC) == PHOTOMETRIC_CFA:
+        if int(_tag(page, NEW_SUBFILE_TYPE) or 0) == 0 and _tag(page, PHOTOMETRIC) == photometric:
             return page
     return None
 
@@ -681,9 +848,13 @@ def read_dng_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``exposure_time`` (s), ``dng_version`` (4-tuple), ``height``, ``width``, ``bits_per_sample``,
         ``compression`` (TIFF code), ``cfa`` (e.g. ``"RGGB"``), ``black_level`` (4 floats, R G1 G2 B, DN),
         ``white_level`` (DN), ``as_shot_neutral`` (3 floats), ``color_matrix1`` (3x3 array),
-        ``calibration_illuminant1``, ``baseline_exposure``, ``noise_profile`` (list of ``(S, O)``).
+        ``calibration_illuminant1``, ``color_matrix2``, ``calibration_illuminant2``, ``orientation`` (TIFF
+        code of IFD0), ``baseline_exposure``, ``noise_profile`` (list of ``(S, O)``), ``linear_raw``.
         A value the file does not hold is ``None``; the raw-image fields are ``None`` when the file has no
-        CFA image (e.g. a LinearRaw DNG).
+        CFA image (e.g. a LinearRaw DNG). ``linear_raw`` describes a LinearRaw image when the file has one:
+        ``height``, ``width``, ``samples_per_pixel``, ``bits_per_sample``, ``compression``, ``black_level``
+        (one float per sample, DN; the first of each sample's BlackLevelRepeatDim pattern) and
+        ``white_level`` (one int per sample, DN).
 
     Raises
     ------
@@ -708,14 +879,18 @@ def read_dng_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
             "as_shot_neutral": _opt_rationals(_tag(ifd0, AS_SHOT_NEUTRAL)),
             "color_matrix1": None,
             "calibration_illuminant1": _tag(ifd0, CALIBRATION_ILLUMINANT1),
+            "color_matrix2": None,
+            "calibration_illuminant2": _tag(ifd0, CALIBRATION_ILLUMINANT2),
+            "orientation": None if _tag(ifd0, ORIENTATION) is None else int(_tag(ifd0, ORIENTATION)),
             "baseline_exposure": _first_rational(_tag(ifd0, BASELINE_EXPOSURE)),
             "noise_profile": None,
             **dict.fromkeys(_RAW_FIELDS),
         }
-        cm = _tag(ifd0, COLOR_MATRIX1)
-        if cm is not None:
-            values = _rationals(cm)
-            out["color_matrix1"] = np.reshape(values, (len(values) // 3, 3))
+        for key, code in (("color_matrix1", COLOR_MATRIX1), ("color_matrix2", COLOR_MATRIX2)):
+            cm = _tag(ifd0, code)
+            if cm is not None:
+                values = _rationals(cm)
+                out[key] = np.reshape(values, (len(values) // 3, 3))
         noise = _tag(ifd0, NOISE_PROFILE)
         if noise is None and raw is not None:
             noise = _tag(raw, NOISE_PROFILE)
@@ -724,7 +899,34 @@ def read_dng_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
             out["noise_profile"] = [(float(s), float(o)) for s, o in zip(flat[0::2], flat[1::2], strict=True)]
         if raw is not None:
             out.update(_raw_fields(raw))
+        linear = _raw_page(tif, PHOTOMETRIC_LINEAR_RAW)
+        out["linear_raw"] = None if linear is None else _linear_fields(linear)
     return out
+
+
+def _linear_fields(page: Any) -> dict[str, Any]:
+    """Size, layout and per-sample levels of a LinearRaw IFD."""
+    spp = int(_tag(page, SAMPLES_PER_PIXEL) or 1)
+    bps = _tag(page, BITS_PER_SAMPLE)
+    fields: dict[str, Any] = {
+        "height": int(_tag(page, IMAGE_LENGTH)),
+        "width": int(_tag(page, IMAGE_WIDTH)),
+        "samples_per_pixel": spp,
+        "bits_per_sample": None if bps is None else int(np.ravel(bps)[0]),
+        "compression": int(_tag(page, COMPRESSION) or 1),
+        "black_level": None,
+        "white_level": None,
+    }
+    black = _tag(page, BLACK_LEVEL)
+    if black is not None:
+        rational = page.tags[BLACK_LEVEL].dtype == _RATIONAL
+        values = _rationals(black) if rational else np.ravel(black).astype(float).tolist()
+        fields["black_level"] = tuple(values[:spp] if len(values) >= spp else values[:1] * spp)
+    white = _tag(page, WHITE_LEVEL)
+    if white is not None:
+        values = [int(v) for v in np.ravel(white)]
+        fields["white_level"] = tuple(values if len(values) == spp else values[:1] * spp)
+    return fields
 
 
 _RAW_FIELDS = ("height", "width", "bits_per_sample", "compression", "cfa", "black_level", "white_level")
