@@ -1,4 +1,5 @@
-"""Write Bayer mosaics as DNG 1.4 files that LibRaw (rawpy) reads back bit-exactly, and read their tags.
+"""Write Bayer mosaics (and demosaiced linear camera RGB) as DNG 1.4 files that LibRaw (rawpy) reads back
+bit-exactly, and read their tags.
 
 Layout (the one cameras and Adobe's converter use)::
 
@@ -12,6 +13,10 @@ sub-IFD ("ExifIFD and GPSIFD tags are not supported") or nest the raw image in a
 raw image is one uncompressed strip (16-bit, or bit-packed MSB-first when ``bits_per_sample < 16``) or
 256x256 lossless-JPEG (ITU T.81 process 14, predictor 1) tiles encoded with ``imagecodecs``. LibRaw rejects
 Deflate-compressed integer DNGs, so that is not offered. Tags are read back with ``tifffile``.
+
+:func:`write_linear_dng` uses the same layout for a LinearRaw image (PhotometricInterpretation 34892, three
+16-bit samples per pixel, one uncompressed strip, one black level per sample): what a raw converter
+renders without demosaicing.
 """
 
 from __future__ import annotations
