@@ -3,7 +3,15 @@
 Layout (docs/architecture.md)::
 
     OUT/<sensor>/<scene>/<scene>_iso<ISO>_<k>.dng
-    OUT/truth.json          # true a, b per sensor, ISO and channel (schema rawlab.noise/1)
+    OUT/.truth/<sensor>/<scene>_rgb.tiff   # the scene's linear camera RGB before mosaicking and noise
+    OUT/truth.json          # true a, b per sensor, ISO and channel (schema rawlab.noise/1), and the scenes
+
+Each scene's colour truth is a float32 TIFF ``(H, W, 3)`` of linear camera RGB (not white-balanced) in the
+normalised units of the frames (1.0 is the white level; values above it are what the sensor clips), at full
+resolution: mosaicking it through the sensor's CFA gives the noise-free planes every frame of the scene is
+drawn from, exactly. It lies in a hidden folder so that a catalog build of OUT does not take it for a raw (a
+TIFF looks like one by content). ``truth.json`` lists, per sensor, its ``scenes``: name, frame folder and
+colour truth (paths relative to ``truth.json``) and brightness; readers of the noise profile ignore them.
 
 Per scene, ``n_clean`` frames are shot at the base ISO with a long exposure, and one noisy frame at every other
 ISO of the sensor's ladder, with the exposure shortened by the ISO ratio so every frame has the same
@@ -31,25 +39,30 @@ from ..bayer import unpack
 from ..errors import RawlabError
 from ..noise.model import sample_poisson_gaussian
 from ..noise.profile import ISOProfile, NoiseProfileSet, SensorProfile, save_profiles
-from .scenes import NATURAL_SCENES, render_scene
+from .procedural import mosaic
+from .scenes import NATURAL_SCENES, render_scene_rgb
 from .sensors import VirtualSensor, get_sensors
 
 __all__ = [
     "BYTES_PER_PIXEL",
     "DEFAULT_SIZE",
+    "TRUTH_DIR",
     "FramePlan",
     "SynthSummary",
     "available_memory",
     "check_size",
     "plan_dataset",
     "simulate_frame",
+    "truth_rgb_relpath",
     "write_dataset",
+    "write_truth_rgb",
 ]
 
 DEFAULT_SIZE: tuple[int, int] = (512, 384)  # W x H: the quick start runs end to end in about a minute
 # Peak memory of writing one frame, per mosaic pixel: the scene, the float64 noise simulation, the DN planes
 # and the mosaic. Measured with tracemalloc over write_dataset: 157 B at 1024x768, 151 B at 2048x1536.
 BYTES_PER_PIXEL = 160
+TRUTH_DIR = ".truth"  # hidden: a catalog scan skips it
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,37 @@ def write_frame(path: Path, mosaic: np.ndarray, **tags) -> None:
         ) from None
 
 
+def truth_rgb_relpath(plan: FramePlan, sensor: VirtualSensor) -> str:
+    """Where the colour truth of ``plan``'s scene lies, relative to OUT (and to ``truth.json``)."""
+    return f"{TRUTH_DIR}/{sensor_dirname(sensor)}/{plan.scene}_rgb.tiff"
+
+
+def write_truth_rgb(path: Path, rgb: np.ndarray) -> None:
+    """Write linear RGB ``(H, W, 3)`` as a float32 TIFF (zlib-compressed, no date: same seed, same bytes)."""
+    import tifffile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, rgb.astype(np.float32), photometric="rgb", compression="zlib", metadata=None)
+    except OSError as e:
+        raise RawlabError(
+            f"cannot write {path}: {e.strerror or e}; free space or choose another OUT"
+        ) from None
+
+
+def _scenes(sensor: VirtualSensor, plans: list[FramePlan], si: int) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for p in plans:
+        if p.sensor_index == si and p.scene not in seen:
+            seen[p.scene] = {
+                "scene": p.scene,
+                "frames": p.relpath.rsplit("/", 1)[0],
+                "rgb_truth": truth_rgb_relpath(p, sensor),
+                "brightness": p.brightness,
+            }
+    return list(seen.values())
+
+
 def _truth(sensors, plans, width, height, seed) -> NoiseProfileSet:
     out = []
     for si, sensor in enumerate(sensors):
@@ -147,9 +191,14 @@ def _truth(sensors, plans, width, height, seed) -> NoiseProfileSet:
             "white_level": sensor.white_level,
             "base_iso": sensor.base_iso,
             "full_well_electrons": sensor.full_well,
+            "scenes": _scenes(sensor, plans, si),
         }
         out.append(SensorProfile(sensor.name, "truth", profiles, sensor.iso_model(), extra))
-    meta = {"generator": {"rawlab_version": __version__, "seed": seed, "size": [width, height]}}
+    meta = {
+        "generator": {"rawlab_version": __version__, "seed": seed, "size": [width, height]},
+        "rgb_truth": "per sensor scenes[].rgb_truth: float32 TIFF (H, W, 3), linear camera RGB before "
+        "mosaicking and noise, normalised (1.0 = white level, not clipped); paths relative to this file",
+    }
     return NoiseProfileSet(out, meta)
 
 
@@ -249,7 +298,10 @@ def write_dataset(
         key = (plan.sensor_index, plan.scene_index)
         if key not in scene_cache:
             scene_cache.clear()  # frames are planned scene by scene: keep one scene in memory
-            scene_cache[key] = render_scene(plan.scene, sensor, height, width) * plan.brightness
+            rgb = render_scene_rgb(plan.scene, sensor, height, width)
+            write_truth_rgb(out / truth_rgb_relpath(plan, sensor), rgb * plan.brightness)
+            scene_cache[key] = mosaic(rgb, sensor.cfa) * plan.brightness  # = render_scene(...) * brightness
+            del rgb
         rng = np.random.default_rng(
             np.random.SeedSequence([seed, plan.sensor_index, plan.scene_index, plan.frame_index])
         )

@@ -8,7 +8,9 @@ shadow to beyond saturation, gradients, and a few coloured patches, the layout a
 needs.
 
 Every function returns packed planes ``(4, H/2, W/2)`` in R, G1, G2, B order, float64, where 1.0 is the white
-level before clipping (so values above 1.0 saturate).
+level before clipping (so values above 1.0 saturate), except :func:`render_scene_rgb`: the same scene as full-
+resolution linear camera RGB ``(H, W, 3)`` in the same units, before mosaicking (the truth a demosaicer is
+scored against). Mosaicking it gives :func:`render_scene`'s planes exactly.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..bayer import channel_offsets
+from .procedural import mosaic
 from .sensors import VirtualSensor
 
-__all__ = ["NATURAL_SCENES", "chart", "natural_scene", "render_scene"]
+__all__ = [
+    "NATURAL_SCENES",
+    "chart",
+    "chart_rgb",
+    "natural_scene",
+    "natural_scene_rgb",
+    "render_scene",
+    "render_scene_rgb",
+]
 
 # Photographs bundled with scikit-image (in skimage/data, not fetched).
 NATURAL_SCENES: tuple[str, ...] = (
@@ -69,8 +79,9 @@ def _camera_from_srgb(sensor: VirtualSensor) -> np.ndarray:
     return cam_from_srgb / cam_from_srgb.sum(axis=1, keepdims=True)
 
 
-def natural_scene(name: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
-    """Unprocess a bundled photograph into the sensor's packed raw planes, 99th percentile at 1.0."""
+def natural_scene_rgb(name: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
+    """Unprocess a bundled photograph into the sensor's linear camera RGB ``(H, W, 3)`` (not white-balanced),
+    scaled so that the 99th percentile of its mosaic is 1.0."""
     srgb = np.clip(_resize_cover(_load_photo(name), height, width), 0.0, 1.0)
     # Inverse of the smoothstep global tone curve used by Brooks et al.
     y = np.clip(srgb, 0.0, 1.0)
@@ -80,12 +91,14 @@ def natural_scene(name: str, sensor: VirtualSensor, height: int, width: int) -> 
     # Colour: balanced camera RGB from sRGB, then undo the white balance.
     camera = linear @ _camera_from_srgb(sensor).T / np.asarray(sensor.wb_gains)
     camera = np.clip(camera, 0.0, None)
-    # Mosaic: each site keeps its own colour at its own position, so G1 and G2 differ as on a real sensor.
-    colour_of = (0, 1, 1, 2)  # R, G1, G2, B
-    planes = np.stack(
-        [camera[dy::2, dx::2, colour_of[c]] for c, (dy, dx) in enumerate(channel_offsets(sensor.cfa))]
-    )
-    return planes / max(np.percentile(planes, 99.0), 1e-6)
+    # The scale is set on the mosaic (each site keeps its own colour at its own position, so G1 and G2 differ
+    # as on a real sensor), so the planes are exactly what natural_scene has always returned.
+    return camera / max(np.percentile(mosaic(camera, sensor.cfa), 99.0), 1e-6)
+
+
+def natural_scene(name: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
+    """Unprocess a bundled photograph into the sensor's packed raw planes, 99th percentile at 1.0."""
+    return mosaic(natural_scene_rgb(name, sensor, height, width), sensor.cfa)
 
 
 def chart(sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
@@ -118,6 +131,21 @@ def chart(sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
         x0, x1 = i * w // n, (i + 1) * w // n
         planes[:, top + grad_h :, x0:x1] = col[:, None, None]
     return planes
+
+
+def chart_rgb(sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
+    """The chart as linear camera RGB ``(H, W, 3)``: every 2x2 CFA cell takes its planes' R, G (G1 = G2 on the
+    chart) and B. Patch edges fall on cell edges, so this is exact; the ramps are 2-pixel steps, as drawn."""
+    planes = chart(sensor, height, width)
+    rgb = np.stack([planes[0], 0.5 * (planes[1] + planes[2]), planes[3]], axis=-1)
+    return np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
+
+
+def render_scene_rgb(scene: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
+    """Full-resolution linear camera RGB ``(H, W, 3)`` of ``scene``, whose mosaic is :func:`render_scene`."""
+    if scene == "chart":
+        return chart_rgb(sensor, height, width)
+    return natural_scene_rgb(scene, sensor, height, width)
 
 
 def render_scene(scene: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
