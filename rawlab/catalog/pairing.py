@@ -18,10 +18,15 @@ Default rule (docs/architecture.md, "Pairing rule"), per directory and sensor:
 
 Recipes (``catalogs/<name>.yaml``; schema in ``catalogs/README.md``) describe other layouts with regexes over
 ``relpath``, ordered role rules, ``pair_by`` groups and metadata parsed from names.
+
+Every row also gets ``truth_path``: the scene's linear camera-RGB truth that ``rawlab synth`` wrote, found
+through a ``truth.json`` in the frame's folder or up to two folders above it (its ``scenes[].frames`` folder
+is the frame's folder), or None (a real capture, a remote file, a truth file that is gone).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -309,7 +314,56 @@ def _finish(df: pd.DataFrame, out: pd.DataFrame, results: dict[int, _Result]) ->
         pos = list(results)
         for col, attr in zip(_OUT_COLUMNS, ("scene", "role", "clean_path", "note", "group"), strict=True):
             out.iloc[pos, out.columns.get_loc(col)] = [getattr(results[p], attr) for p in pos]
+    paths = out["path"].tolist() if "path" in out.columns else [None] * len(out)
+    out["truth_path"] = pd.Series(truth_paths(paths), index=out.index, dtype=object)
     out.index = df.index
+    return out
+
+
+_TRUTH_FILE = "truth.json"  # rawlab synth's (schema rawlab.noise/1, per sensor "scenes")
+_TRUTH_LEVELS = 3  # the frame's folder and two above it: synth's OUT/<sensor>/<scene>/ layout
+
+
+def _truth_table(path: str) -> dict[str, str]:
+    """``{frame folder: colour truth file}`` (absolute) from a synth ``truth.json``; empty if it has none."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    root = os.path.dirname(path)
+    table = {}
+    for sensor in data.get("sensors", []) if isinstance(data, dict) else []:
+        for scene in sensor.get("scenes", []) if isinstance(sensor, dict) else []:
+            frames, rgb = (scene.get(k) if isinstance(scene, dict) else None for k in ("frames", "rgb_truth"))
+            if isinstance(frames, str) and isinstance(rgb, str):
+                rgb = os.path.normpath(os.path.join(root, rgb))
+                if os.path.isfile(rgb):
+                    table[os.path.normpath(os.path.join(root, frames))] = rgb
+    return table
+
+
+def truth_paths(paths: list) -> list[str | None]:
+    """The colour truth of each frame path (local files only; module docstring), None where there is none."""
+    tables: dict[str, dict[str, str]] = {}
+    by_dir: dict[str, str | None] = {}
+    out = []
+    for path in paths:
+        if not isinstance(path, str) or "://" in path:
+            out.append(None)
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in by_dir:
+            by_dir[folder], up = None, folder
+            for _ in range(_TRUTH_LEVELS):
+                candidate = os.path.join(up, _TRUTH_FILE)
+                if candidate not in tables:
+                    tables[candidate] = _truth_table(candidate) if os.path.isfile(candidate) else {}
+                if folder in tables[candidate]:
+                    by_dir[folder] = tables[candidate][folder]
+                    break
+                up = os.path.dirname(up)
+        out.append(by_dir[folder])
     return out
 
 
