@@ -1,0 +1,384 @@
+"""Demosaicing scored in colour: LibRaw's demosaics, denoising before or after them, against the RGB truth.
+
+Issue 13 asks whether denoising the Bayer mosaic before demosaicing ("raw first") beats denoising the
+demosaiced RGB ("RGB after"), and how a joint model compares with PPG and AHD. This module runs the classical
+chains on one frame and scores them against the scene's linear camera-RGB truth (``rawlab synth`` writes it;
+the catalog's ``truth_path``):
+
+- ``noisy``: LibRaw's demosaic of the noisy mosaic;
+- ``raw-first``: VST + NL-means on the packed planes (:func:`denoise_raw`: ``vst-nlm`` of
+  :mod:`rawlab.evaluation.baselines` with a strength ``h``), then the demosaic;
+- ``rgb-after``: the demosaic, then VST + NL-means on the RGB image (:func:`denoise_rgb`).
+
+Both NL-means take a strength ``h``; :func:`tune_strength` picks each chain's on frames that are then not
+scored (the benchmark tunes on training scenes), so neither chain is compared at the other's best setting.
+
+**Linear LibRaw.** Every demosaic goes through one path: rawlab's normalised planes (``bayer.normalise``, the
+one home of normalising DN) written as a 16-bit DNG with black 0 and white 65535, read back by rawpy and
+demosaiced with ``output_color=raw`` (camera RGB, no colour matrix), ``gamma=(1, 1)``, no auto-brightness,
+``user_wb=(1, 1, 1, 1)`` (the same white balance, none, for every method), highlights clipped and
+``adjust_maximum_thr=0`` (by default LibRaw takes the data's maximum for white when it lies above 0.75 of
+white, which scaled a dim frame by up to 1/0.75), then divided by 65535. LibRaw scales by ``65535 / (white - black)`` with one black for all channels, so writing the levels
+rawlab normalised with makes that scale exactly 1 (a camera's own DNG with per-channel blacks would be off by
+up to ``(b_max - b_min) / (white - b_min)``, 0.2 % on a 10-bit phone sensor); what is left is quantisation to
+1/65535 and LibRaw clipping the noise below black to 0, as it does for every raw (tests/test_demosaic_eval.py
+checks the linearity against the truth). This module calls rawpy itself because it post-processes a DNG it
+wrote, not a camera raw (``rawio`` stays the home of reading raws).
+
+**Scores** (linear camera RGB, normalised units, data range 1, both images clipped to ``[0, 1]`` because the
+sensor records nothing above white, an ``margin``-pixel border left out because LibRaw's demosaics differ
+there): CPSNR (PSNR over all three channels), SSIM (mean over channels, :func:`rawlab.evaluation.metrics.ssim`)
+and :func:`chroma_edge_error`, the RMS error of the colour differences ``(R - G, B - G)`` on the pixels where
+the truth has its strongest edges, where zipper and false-colour artefacts live.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from ..bayer import unpack
+from .baselines import GAT
+from .metrics import psnr, ssim
+
+__all__ = [
+    "CHAINS",
+    "DEMOSAICS",
+    "MARGIN",
+    "available_demosaics",
+    "chroma_edge_error",
+    "demosaic",
+    "demosaic_all",
+    "denoise_raw",
+    "denoise_rgb",
+    "edge_mask",
+    "rgb_noise",
+    "run_chains",
+    "score_rgb",
+    "tune_strength",
+]
+
+DEMOSAICS = ("LINEAR", "VNG", "PPG", "AHD", "DCB", "DHT", "AAHD")
+CHAINS = ("noisy", "raw-first", "rgb-after")
+MARGIN = 8  # mosaic px left out of every score: the demosaics treat the border differently
+EDGE_QUANTILE = 0.9  # chroma error on the 10 % of pixels with the truth's strongest gradient
+_FULL = 65535.0
+
+
+def available_demosaics(methods: Sequence[str] = DEMOSAICS) -> tuple[list[str], list[str]]:
+    """``(supported, missing)``: which of LibRaw's demosaics this rawpy build has (the GPL packs may not be)."""
+    import rawpy
+
+    ok, missing = [], []
+    for m in methods:
+        alg = getattr(rawpy.DemosaicAlgorithm, m, None)
+        (ok if alg is not None and alg.isSupported else missing).append(m)
+    return ok, missing
+
+
+def _to_dng(path: str, planes: np.ndarray, cfa: str) -> None:
+    from ..dng import write_dng
+
+    dn = np.rint(np.clip(np.asarray(planes, np.float64), 0.0, 1.0) * _FULL).astype(np.uint16)
+    write_dng(
+        path,
+        unpack(np.moveaxis(dn, -1, 0), cfa),
+        cfa=cfa,
+        black_level=0,
+        white_level=int(_FULL),
+        make="rawlab",
+        model="demosaic",
+    )
+
+
+def demosaic_all(planes: np.ndarray, cfa: str, methods: Sequence[str] = DEMOSAICS) -> dict[str, np.ndarray]:
+    """LibRaw's demosaics of normalised packed planes, as linear camera RGB.
+
+    Parameters
+    ----------
+    planes
+        ``(h, w, 4)`` R, G1, G2, B, normalised units (values outside ``[0, 1]`` are clipped, as the sensor
+        and LibRaw clip them).
+    cfa
+        The mosaic's pattern (``"RGGB"`` ...).
+    methods
+        Names from :data:`DEMOSAICS` (see :func:`available_demosaics`).
+
+    Returns
+    -------
+    dict
+        Method -> ``(2h, 2w, 3)`` float32 camera RGB, normalised (module docstring, "Linear LibRaw").
+    """
+    import rawpy
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="rawlab-demosaic-") as tmp:
+        path = os.path.join(tmp, "mosaic.dng")
+        _to_dng(path, planes, cfa)
+        with rawpy.imread(path) as raw:
+            for m in methods:
+                rgb = raw.postprocess(
+                    demosaic_algorithm=getattr(rawpy.DemosaicAlgorithm, m),
+                    output_color=rawpy.ColorSpace.raw,
+                    gamma=(1, 1),
+                    no_auto_bright=True,
+                    output_bps=16,
+                    user_wb=[1.0, 1.0, 1.0, 1.0],
+                    use_camera_wb=False,
+                    use_auto_wb=False,
+                    highlight_mode=rawpy.HighlightMode.Clip,
+                    adjust_maximum_thr=0.0,  # else LibRaw takes a data maximum above 0.75 white for white
+                    user_flip=0,
+                )
+                out[m] = rgb.astype(np.float32) / np.float32(_FULL)
+    return out
+
+
+def demosaic(planes: np.ndarray, cfa: str, method: str = "AHD") -> np.ndarray:
+    """One LibRaw demosaic of normalised planes ``(h, w, 4)``: ``(2h, 2w, 3)`` linear camera RGB."""
+    return demosaic_all(planes, cfa, [method])[method]
+
+
+# -- the two denoisers: VST + NL-means on the packed planes and on the demosaiced RGB ---------------------------
+
+H_RAW = 0.5  # the vst-nlm baseline's strength (rawlab.evaluation.baselines)
+H_RGB = 1.0  # measured best of 0.6-1.2 on AHD output of two photographs, two sensors, ISO 100-6400
+STRENGTHS = (0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0)  # tune_strength's grid (skimage's h over sigma)
+
+
+def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np.ndarray:
+    """The ``vst-nlm`` baseline (:func:`rawlab.evaluation.baselines.denoise_baseline`) with strength ``h``.
+
+    ``(h, w, 4)`` normalised planes in and out; at ``h = 0.5`` it is that baseline exactly (the test pins it).
+    """
+    from skimage.restoration import denoise_nl_means
+
+    n = planes.shape[-1]
+    a, b = (np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in (a, b))
+    lo = [None] * n if lower is None else np.broadcast_to(np.asarray(lower, np.float64), (n,))
+    vsts = [GAT(a[c], b[c], None if lo[c] is None else float(lo[c])) for c in range(n)]
+    v = np.stack([vst.forward(planes[..., c]) for c, vst in enumerate(vsts)], axis=-1)
+    d = denoise_nl_means(
+        v,
+        patch_size=3,
+        patch_distance=6,
+        h=h,
+        sigma=1.0,
+        fast_mode=True,
+        preserve_range=True,
+        channel_axis=-1,
+    )
+    return np.stack([vst.inverse(d[..., c]) for c, vst in enumerate(vsts)], axis=-1).astype(np.float32)
+
+
+# -- RGB after: VST + NL-means on the demosaiced image ---------------------------------------------------------
+
+
+def _rgb_params(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Per-colour ``(a, b)`` (R, G, B) from the planes' R, G1, G2, B: green is the mean of G1 and G2."""
+    a, b = (np.broadcast_to(np.asarray(v, np.float64), (4,)) for v in (a, b))
+    return np.array([a[0], (a[1] + a[2]) / 2, a[3]]), np.array([b[0], (b[1] + b[2]) / 2, b[3]])
+
+
+@lru_cache(maxsize=512)
+def _rgb_noise(method: str, cfa: str, a: tuple, b: tuple) -> tuple[float, float, float]:
+    from ..noise.model import sample_poisson_gaussian
+
+    level = 0.25  # mid-grey: the VST makes the noise level-independent; this keeps clipping out of it
+    rng = np.random.default_rng(np.random.SeedSequence([0xDE, 0x05A1C]))
+    flat = np.full((4, 48, 48), level)
+    planes = sample_poisson_gaussian(flat, np.asarray(a), np.asarray(b), rng)
+    rgb = demosaic(np.moveaxis(planes, 0, -1), cfa, method)[MARGIN:-MARGIN, MARGIN:-MARGIN]
+    ra, rb = _rgb_params(a, b)
+    return tuple(float(np.std(GAT(ra[c], rb[c]).forward(rgb[..., c]))) for c in range(3))
+
+
+def rgb_noise(method: str, cfa: str, a, b) -> np.ndarray:
+    """The noise of each colour after ``method``, in the units of the colour's VST (1 = a raw sample's).
+
+    Interpolated pixels average several samples, so their noise is lower than a raw sample's; this measures
+    it on a flat mid-grey field drawn with the law ``(a, b)`` (4 values, R G1 G2 B) and demosaiced the same way
+    (seeded, so the same every run).
+    """
+    a, b = (tuple(float(v) for v in np.broadcast_to(np.asarray(x, np.float64), (4,))) for x in (a, b))
+    return np.array(_rgb_noise(method, cfa, a, b))
+
+
+def denoise_rgb(rgb: np.ndarray, a, b, sigma=1.0, *, h: float = H_RGB) -> np.ndarray:
+    """VST + NL-means on linear camera RGB ``(H, W, 3)`` (normalised) with the planes' noise law.
+
+    Parameters
+    ----------
+    rgb
+        A demosaiced image (normalised; LibRaw clips it at 0, which the VST's inverse models).
+    a, b
+        The planes' noise parameters (4 values, R G1 G2 B, normalised units); green takes the mean of G1, G2.
+    sigma
+        Noise of each colour in its VST's units after demosaicing (:func:`rgb_noise`), one or 3 values.
+    h
+        NL-means filtering strength relative to the noise (``skimage`` ``h / sigma``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` float32, normalised.
+    """
+    from skimage.restoration import denoise_nl_means
+
+    ra, rb = _rgb_params(a, b)
+    s = np.broadcast_to(np.asarray(sigma, np.float64), (3,))
+    vsts = [GAT(ra[c], rb[c], lower=0.0) for c in range(3)]
+    # Each colour scaled to unit noise, so one patch distance weighs the three colours alike.
+    v = np.stack([vsts[c].forward(rgb[..., c]) / s[c] for c in range(3)], axis=-1)
+    # Full resolution: 5x5 patches searched over 13x13 (the raw chain's 3x3 packed patches cover 6x6 mosaic px).
+    d = denoise_nl_means(
+        v,
+        patch_size=5,
+        patch_distance=6,
+        h=h,
+        sigma=1.0,
+        fast_mode=True,
+        preserve_range=True,
+        channel_axis=-1,
+    )
+    return np.stack([vsts[c].inverse(d[..., c] * s[c]) for c in range(3)], axis=-1).astype(np.float32)
+
+
+# -- scores ----------------------------------------------------------------------------------------------------
+
+
+def _crop(img: np.ndarray, margin: int) -> np.ndarray:
+    img = np.clip(np.asarray(img, np.float64), 0.0, 1.0)
+    return img[margin : img.shape[0] - margin, margin : img.shape[1] - margin] if margin else img
+
+
+def edge_mask(truth: np.ndarray, quantile: float = EDGE_QUANTILE) -> np.ndarray:
+    """Pixels of ``truth`` ``(H, W, 3)`` whose gradient magnitude (Sobel, on the mean of R, G, B) is in the top
+    ``1 - quantile``, and not zero (a flat image has no edges)."""
+    from scipy import ndimage
+
+    lum = np.asarray(truth, np.float64).mean(axis=-1)
+    g = np.hypot(ndimage.sobel(lum, axis=0), ndimage.sobel(lum, axis=1))
+    return (g >= np.quantile(g, quantile)) & (g > 0)
+
+
+def chroma_edge_error(estimate: np.ndarray, truth: np.ndarray, *, margin: int = MARGIN) -> float:
+    """RMS error of the colour differences ``(R - G, B - G)`` on the truth's edges (:func:`edge_mask`).
+
+    Zero when the colours are right, whatever the error in brightness shared by R, G and B; zipper and false
+    colour at edges (the demosaic artefacts) and chroma noise raise it. Normalised units; NaN with no edges.
+    """
+    est, ref = _crop(estimate, margin), _crop(truth, margin)
+    mask = edge_mask(ref)
+    if not mask.any():
+        return math.nan
+    d = est - ref
+    dc = np.stack([d[..., 0] - d[..., 1], d[..., 2] - d[..., 1]], axis=-1)[mask]
+    return float(np.sqrt(np.mean(dc**2)))
+
+
+def score_rgb(estimate: np.ndarray, truth: np.ndarray, *, margin: int = MARGIN) -> dict[str, float]:
+    """``cpsnr`` (dB), ``ssim`` and ``chroma`` (:func:`chroma_edge_error`) of linear RGB against the truth."""
+    est, ref = _crop(estimate, margin), _crop(truth, margin)
+    return {
+        "cpsnr": psnr(est, ref),
+        "ssim": ssim(est, ref, channel_axis=-1),
+        "chroma": chroma_edge_error(est, ref, margin=0),
+    }
+
+
+# -- the chains on one frame -----------------------------------------------------------------------------------
+
+
+def run_chains(
+    noisy: np.ndarray,
+    cfa: str,
+    a,
+    b,
+    truth: np.ndarray,
+    *,
+    methods: Sequence[str] = DEMOSAICS,
+    rgb_after: Sequence[str] | None = None,
+    lower=None,
+    joint: Mapping[str, Callable[..., np.ndarray]] | None = None,
+    h_raw: float = H_RAW,
+    h_rgb: float = H_RGB,
+    margin: int = MARGIN,
+) -> list[dict]:
+    """Every chain on one noisy frame, scored against its truth.
+
+    Parameters
+    ----------
+    noisy
+        Noisy packed planes ``(h, w, 4)`` R, G1, G2, B, normalised.
+    cfa
+        The mosaic's pattern.
+    a, b
+        Noise parameters of the frame (4 values, normalised units): the law the denoisers are given.
+    truth
+        Linear camera RGB ``(2h, 2w, 3)``, normalised (synth's colour truth).
+    methods
+        Demosaics for the ``noisy`` and ``raw-first`` chains.
+    rgb_after
+        Demosaics for the ``rgb-after`` chain (its NL-means on full-resolution RGB costs most); default all.
+    lower
+        Per-channel lower clip of the sensor for the raw VST (``-black / (white - black)``), or None.
+    joint
+        Extra columns: name -> ``fn(noisy, cfa, a, b)`` returning linear camera RGB ``(2h, 2w, 3)``,
+        normalised, from the noisy planes (a joint demosaicing and denoising model), scored as chain
+        ``"joint"``.
+    h_raw, h_rgb
+        NL-means strengths of the raw-first and RGB-after chains (:func:`tune_strength`).
+    margin
+        Border left out of the scores (mosaic px).
+
+    Returns
+    -------
+    list of dict
+        One row per (chain, method): ``chain``, ``method``, ``cpsnr``, ``ssim``, ``chroma``.
+    """
+    rows = []
+
+    def add(chain, method, est):
+        rows.append({"chain": chain, "method": method, **score_rgb(est, truth, margin=margin)})
+
+    plain = demosaic_all(noisy, cfa, methods)
+    for m in methods:
+        add("noisy", m, plain[m])
+    clean = denoise_raw(noisy, a, b, lower, h=h_raw)
+    for m, rgb in demosaic_all(clean, cfa, methods).items():
+        add("raw-first", m, rgb)
+    for m in methods if rgb_after is None else rgb_after:
+        rgb = plain[m] if m in plain else demosaic(noisy, cfa, m)
+        add("rgb-after", m, denoise_rgb(rgb, a, b, rgb_noise(m, cfa, a, b), h=h_rgb))
+    for name, fn in (joint or {}).items():
+        add("joint", name, np.asarray(fn(noisy, cfa, a, b), np.float32))
+    return rows
+
+
+def tune_strength(
+    frames: Sequence[tuple], *, method: str = "AHD", strengths: Sequence[float] = STRENGTHS
+) -> tuple[float, float]:
+    """``(h_raw, h_rgb)``: each chain's NL-means strength with the best mean CPSNR over ``frames``.
+
+    ``frames`` are ``(noisy, cfa, a, b, truth, lower)`` as :func:`run_chains` takes them; pass frames that
+    will not be scored (training scenes), at the ISO to be scored. Both chains demosaic with ``method``.
+    """
+    raw, rgb = np.zeros(len(strengths)), np.zeros(len(strengths))
+    for noisy, cfa, a, b, truth, lower in frames:
+        plain = demosaic(noisy, cfa, method)
+        sigma = rgb_noise(method, cfa, a, b)
+        for i, h in enumerate(strengths):
+            raw[i] += psnr(
+                *(
+                    _crop(x, MARGIN)
+                    for x in (demosaic(denoise_raw(noisy, a, b, lower, h=h), cfa, method), truth)
+                )
+            )
+            rgb[i] += psnr(*(_crop(x, MARGIN) for x in (denoise_rgb(plain, a, b, sigma, h=h), truth)))
+    return float(strengths[int(np.argmax(raw))]), float(strengths[int(np.argmax(rgb))])
