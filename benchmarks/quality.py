@@ -154,6 +154,10 @@ def score_model(args) -> None:
             store, args.model, methods=args.methods, scenes="all", crop=args.eval_crop,
             options=RunOptions(client=client, echo=print),
         )  # fmt: skip
+        bare = evaluate_store(  # the network alone: what the SURE guard adds
+            store, args.model, methods=["identity", "model"], scenes="all", crop=args.eval_crop,
+            options=RunOptions(client=client), guard=False,
+        )  # fmt: skip
     out = write_outputs(result, root / "quality.json")
     print()
     for line in format_table(result):
@@ -178,6 +182,18 @@ def score_model(args) -> None:
     print(
         f"target never below the noisy input: {len(below_id)} sensor-ISOs and {len(frames_below)} frames below"
     )
+    net = {(r["sensor"], r["iso"]): r["psnr"] for r in bare.rows if r["method"] == "model"}
+    print(
+        "\nthe SURE guard's part (model = guarded, as rawlab denoise runs it; net = the network alone), dB:"
+    )
+    for s, iso, _b, _d in flat:
+        g = by[(s, iso, "model")]
+        print(
+            f"  {s:<16} ISO {iso:>6g}: net {net[(s, iso)]:6.2f}  guarded {g:6.2f}  ({g - net[(s, iso)]:+.2f})"
+        )
+    bare_below = [f for f in bare.frames if f["psnr"]["model"] < f["psnr"]["identity"]]
+    below_net = [k for k, v in net.items() if v < by[(k[0], k[1], "identity")]]
+    print(f"network alone: {len(below_net)} sensor-ISOs and {len(bare_below)} frames below the noisy input")
     print(f"wall time {time.perf_counter() - t0:.0f} s; {out.summary}")
 
 

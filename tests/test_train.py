@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -80,7 +81,7 @@ def test_training_compiles_once_and_writes_the_model_directory(full_run, learn_s
     workdir, result, notes = full_run
     assert result.compilations == {"train_step": 1, "eval_step": 1}  # 12 steps, 3 evals: one trace each
     assert result.step == 12 and result.start_step == 0 and result.images_per_s > 0
-    assert any("fitting it from" in n for n in notes)
+    assert any("fitting it (auto) from" in n for n in notes)
     for name in ("config.json", "model.msgpack", "noise.json", "metrics.csv"):
         assert (workdir / name).is_file(), name
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["12", "6"]
@@ -157,6 +158,10 @@ def test_cli_trains_resumes_and_the_model_denoises(learn_store, tmp_path):
     last = r.output.strip().splitlines()[-1]
     assert last.startswith("train: 100 steps of tiny") and "images/s" in last and str(workdir) in last
     assert "devices: 1 x cpu" in r.output and "training on the CPU" in r.output  # it says where it runs
+    assert "precision: float32 (auto)" in r.output  # bfloat16 only on an accelerator
+    feed = re.search(r"input pipeline ([\d.]+) batches/s for a model at ([\d.]+) steps/s \(waited for data "
+                     r"(\d+)% of the time\)", last)  # fmt: skip
+    assert feed and float(feed[1]) > 0 and float(feed[2]) > 0 and 0 <= int(feed[3]) <= 100
     evals = [float(row["loss"]) for row in _rows(workdir) if row["split"] == "eval"]
     assert evals[-1] < evals[0]  # held-out loss: the trained network against the identity it started as
 
@@ -177,6 +182,27 @@ def test_cli_trains_resumes_and_the_model_denoises(learn_store, tmp_path):
     assert "resuming from the checkpoint at step 100" in r.output and "nothing to do" in r.output
     r = CliRunner().invoke(main, [*args[:3], "mobile", *args[4:], "--steps", "120"])
     assert r.exit_code == 2 and "new --workdir" in r.output
+
+
+def test_bfloat16_training_runs_on_the_cpu_and_keeps_float32_parameters(learn_store, tmp_path):
+    """bfloat16 is what "auto" picks on a GPU; here it is forced on the CPU to check the computation path: the
+    loss stays finite and close to a float32 run's (bfloat16 keeps 8 bits of mantissa: a relative error of
+    about 2^-8 per operation, far below the 20% allowed on a 10-step loss), and the parameters stay float32."""
+    from rawlab.learn.configs import load_config
+    from rawlab.learn.train import train_and_evaluate
+
+    store, truth = learn_store
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = load_config("tiny", steps=10, data__batch_size=4, noise__profile=str(truth), precision=precision,
+                          log_every=10)  # fmt: skip
+        res = train_and_evaluate(cfg, tmp_path / precision, str(store), progress=False)
+        losses[precision] = res.loss
+        model = load_model(tmp_path / precision)
+        assert model.config["training"]["precision"] == precision
+        assert {np.asarray(p).dtype for p in jax.tree.leaves(model.params)} == {np.dtype(np.float32)}
+    assert np.isfinite(losses["bfloat16"])
+    assert abs(losses["bfloat16"] - losses["float32"]) < 0.2 * losses["float32"]
 
 
 def test_cli_user_errors_exit_2_without_a_traceback(learn_store, tmp_path, client):

@@ -66,11 +66,12 @@ class _Block(nn.Module):
     features: int
     convs: int
     negative_slope: float
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         for _ in range(self.convs):
-            x = nn.Conv(self.features, (3, 3), padding="SAME")(x)
+            x = nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(x)
             x = nn.leaky_relu(x, self.negative_slope)
         return x
 
@@ -79,10 +80,12 @@ class UNet(nn.Module):
     """A U-Net that maps packed planes ``(N, h, w, in_channels)`` to a denoised ``(N, h, w, out_channels)``.
 
     The first ``out_channels`` input channels are the noisy signal; the output is that signal plus the
-    network's residual.
+    network's residual. ``dtype`` is the computation's (e.g. ``jnp.bfloat16`` for training on a GPU); the
+    parameters, the skip from the input and the output stay float32.
     """
 
     spec: UNetSpec
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
@@ -91,24 +94,26 @@ class UNet(nn.Module):
         h = x
         for i, width in enumerate(s.widths):
             if i > 0:  # 2x2 stride-2 convolution: a learned downsampling that TFLite runs as CONV_2D
-                h = nn.Conv(width, (2, 2), strides=(2, 2), padding="VALID")(h)
+                h = nn.Conv(width, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(h)
                 h = nn.leaky_relu(h, s.negative_slope)
-            h = _Block(width, s.convs(i), s.negative_slope)(h)
+            h = _Block(width, s.convs(i), s.negative_slope, self.dtype)(h)
             skips.append(h)
         for i in reversed(range(len(s.widths) - 1)):
-            h = nn.ConvTranspose(s.widths[i], (2, 2), strides=(2, 2), padding="VALID")(h)
+            h = nn.ConvTranspose(s.widths[i], (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(h)
             h = jnp.concatenate([h, skips[i]], axis=-1)
-            h = _Block(s.widths[i], s.convs(i), s.negative_slope)(h)
+            h = _Block(s.widths[i], s.convs(i), s.negative_slope, self.dtype)(h)
         # Zero-initialised head: an untrained network is exactly the identity, so training starts from the
         # noisy input rather than from noise.
-        residual = nn.Conv(s.out_channels, (1, 1), kernel_init=nn.initializers.zeros)(h)
-        return x[..., : s.out_channels] + residual
+        residual = nn.Conv(s.out_channels, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
+        return x[..., : s.out_channels] + residual.astype(x.dtype)
 
 
-def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = False) -> UNet:
+def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = False, dtype: Any = None) -> UNet:
     """The U-Net named ``arch`` (``tiny``, ``mobile``, ``large``), or one from an explicit spec.
 
-    ``noise_map`` adds 4 input channels carrying the per-pixel noise standard deviation.
+    ``noise_map`` adds 4 input channels carrying the per-pixel noise standard deviation; ``dtype`` is the
+    computation's (default float32; the parameters are float32 either way, so a model trained in bfloat16
+    runs, exports and quantises as any other).
     """
     if isinstance(arch, str):
         if arch not in ARCHS:
@@ -122,7 +127,7 @@ def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = Fals
         spec = arch
     if noise_map and spec.in_channels == 4:
         spec = dataclasses.replace(spec, in_channels=8)
-    return UNet(spec)
+    return UNet(spec, dtype=dtype)
 
 
 def macs_per_megapixel(spec: UNetSpec) -> float:

@@ -17,9 +17,10 @@ from typing import Any
 
 from ...errors import RawlabError
 
-__all__ = ["LOSS_KINDS", "NAMES", "load_config", "merge", "validate"]
+__all__ = ["LOSS_KINDS", "NAMES", "PRECISIONS", "load_config", "merge", "validate"]
 
 LOSS_KINDS = ("l1_ssim", "mse")
+PRECISIONS = ("auto", "float32", "bfloat16")
 NAMES = ("tiny", "mobile", "large", "builtin", "r2r")
 
 
@@ -146,6 +147,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     o = cfg["optim"]
     need(o["learning_rate"] > 0, "optim.learning_rate must be positive")
     need(0.0 <= cfg["loss"]["ssim_weight"] <= 1.0, "loss.ssim_weight must be between 0 and 1")
+    need(cfg["precision"] in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     need(cfg["loss"]["kind"] in LOSS_KINDS, f"loss.kind must be one of {', '.join(LOSS_KINDS)}")
     if d["self_supervised"]:
         need(d["r2r_alpha"] > 0, "data.r2r_alpha must be positive")
