@@ -116,7 +116,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[float]]:
     head = (
         "| sensor | ISO | noisy, best | raw first, best | RGB after, best | first - after, best | "
         "first - after, PPG | first - after, AHD | chroma x1e3 AHD first / after |"
-        + "".join(f" {j} | {j} - raw first |" for j in joint)
+        + "".join(f" {j} | {j} - best classical |" for j in joint)
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     margins = []
@@ -134,7 +134,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[float]]:
         )
         for j in joint:
             jv = m[(sensor, iso, "joint", j)][0]
-            line += f" {jv:.2f} | {jv - fv:+.2f} |"
+            line += f" {jv:.2f} | {jv - max(fv, av):+.2f} |"
         lines.append(line)
     return lines, margins
 
