@@ -8,17 +8,45 @@ input, so an untrained network is close to the identity and training starts from
 Sizes (``rawlab.learn.models.describe``): ``tiny`` trains in seconds on a CPU (tests, the quick start);
 ``mobile`` is PMRID-class (Wang et al., ECCV 2020: about 1 M parameters, about 4 GMAC per mosaic megapixel);
 ``large`` is a wider 5-level U-Net for a GPU.
+
+The joint demosaicking and denoising model (``UNetSpec.head = "rgb"``, config ``joint``) is the same U-Net with
+a full-resolution head: 12 channels at packed resolution (2 x 2 positions x R, G, B) rearranged by
+depth-to-space (a reshape and a 5-D transpose; TFLite RESHAPE/TRANSPOSE) into camera RGB ``(N, 2h, 2w, 3)`` at
+mosaic resolution. It sees the mosaic in the RGGB phase only: :func:`to_rggb` flips any CFA's packed planes
+into it (a flip of a Bayer mosaic is a Bayer mosaic of another phase) and :func:`from_rggb` flips the RGB
+back, outside the network, so one network (and one export) serves every CFA. Its residual is on a fixed
+bilinear demosaic of the input (``rawlab.deploy.render.demosaic_bilinear``'s, as a 3x3 packed convolution
+after one packed pixel of edge padding, which is that function's mirrored border), so an untrained network
+is exactly the bilinear demosaic.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["ARCHS", "UNet", "UNetSpec", "build_model", "describe", "macs_per_megapixel"]
+from ..bayer import channel_offsets
+
+__all__ = [
+    "ARCHS",
+    "HEADS",
+    "UNet",
+    "UNetSpec",
+    "bilinear_kernel",
+    "build_model",
+    "describe",
+    "from_rggb",
+    "macs_per_megapixel",
+    "to_rggb",
+]
+
+HEADS = ("bayer", "rgb")  # denoised packed planes; or linear camera RGB at mosaic resolution (joint model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +54,8 @@ class UNetSpec:
     """Architecture of one U-Net: channel width per level (top level first) and convolutions per block.
 
     ``in_channels`` is 4 (packed R, G1, G2, B) plus 4 when the network also takes a noise-level map.
+    ``head`` is ``"bayer"`` (``out_channels`` 4: denoised packed planes) or ``"rgb"`` (``out_channels`` 3:
+    camera RGB at mosaic resolution, from RGGB-phase input; the joint model).
     """
 
     widths: tuple[int, ...]
@@ -33,6 +63,7 @@ class UNetSpec:
     in_channels: int = 4
     out_channels: int = 4
     negative_slope: float = 0.2
+    head: str = "bayer"
 
     def convs(self, level: int) -> int:
         c = self.convs_per_block
@@ -44,7 +75,10 @@ class UNetSpec:
         return 2 ** (len(self.widths) - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["head"] == "bayer":  # the denoisers' config.json as before (fine-tuning compares it)
+            del d["head"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetSpec:
@@ -102,10 +136,77 @@ class UNet(nn.Module):
             h = nn.ConvTranspose(s.widths[i], (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(h)
             h = jnp.concatenate([h, skips[i]], axis=-1)
             h = _Block(s.widths[i], s.convs(i), s.negative_slope, self.dtype)(h)
+        if s.head == "rgb":  # 12 = (dy, dx, colour) at packed resolution, then depth-to-space
+            residual = nn.Conv(12, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
+            return depth_to_space(bilinear_demosaic(x[..., :4]) + residual.astype(x.dtype))
         # Zero-initialised head: an untrained network is exactly the identity, so training starts from the
         # noisy input rather than from noise.
         residual = nn.Conv(s.out_channels, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
         return x[..., : s.out_channels] + residual.astype(x.dtype)
+
+
+@lru_cache(maxsize=1)
+def bilinear_kernel() -> np.ndarray:
+    """The bilinear demosaic of an RGGB mosaic as a 3x3 convolution on packed planes: ``(3, 3, 4, 12)`` (HWIO),
+    output channel ``(2 dy + dx) * 3 + colour`` for the mosaic pixel ``(2i + dy, 2j + dx)``.
+
+    Each missing colour is the mean of its nearest same-colour neighbours (kernels ``[1 2 1; 2 4 2; 1 2 1] / 4``
+    for R and B, ``[0 1 0; 1 4 1; 0 1 0] / 4`` for G on the masked mosaic, as ``render.demosaic_bilinear``).
+    """
+    k_rb = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 4
+    k_g = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]]) / 4
+    colour = (0, 1, 1, 2)  # R, G1, G2, B at (0,0), (0,1), (1,0), (1,1) of an RGGB tile
+    w = np.zeros((3, 3, 4, 12))
+    for ch, (cy, cx) in enumerate(channel_offsets("RGGB")):
+        kern = k_g if colour[ch] == 1 else k_rb
+        for p in (-1, 0, 1):  # the input's packed offset from the output's packed pixel
+            for q in (-1, 0, 1):
+                for dy in (0, 1):
+                    for dx in (0, 1):
+                        my, mx = 2 * p + cy - dy, 2 * q + cx - dx  # mosaic offset of the sample
+                        if abs(my) <= 1 and abs(mx) <= 1:
+                            w[p + 1, q + 1, ch, (2 * dy + dx) * 3 + colour[ch]] += kern[my + 1, mx + 1]
+    return w.astype(np.float32)
+
+
+def bilinear_demosaic(x):
+    """Packed RGGB-phase planes ``(N, h, w, 4)`` -> bilinear camera RGB at packed resolution ``(N, h, w, 12)``
+    (:func:`depth_to_space` gives ``(N, 2h, 2w, 3)``). One packed pixel of edge padding is the mirrored mosaic
+    border (mosaic pixel -1 is pixel 1, and 2h is 2h - 2), the only samples a 3x3 mosaic kernel reaches."""
+    x = jnp.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
+    x = jnp.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+    k = jnp.asarray(bilinear_kernel(), x.dtype)
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def depth_to_space(y):
+    """``(N, h, w, 12)`` ordered ``(dy, dx, colour)`` -> ``(N, 2h, 2w, 3)``; a 5-D transpose (TFLite's limit)."""
+    n, h, w, _ = y.shape
+    y = y.reshape(n * h, w, 2, 2, 3).transpose(0, 2, 1, 3, 4)
+    return y.reshape(n, 2 * h, 2 * w, 3)
+
+
+def _rggb_axes(cfa: str, first_axis: int) -> tuple[int, ...]:
+    ry, rx = channel_offsets(cfa)[0]  # where red sits in the 2x2 tile: a flip of that axis puts it at 0
+    return tuple(a for a, f in ((first_axis, ry), (first_axis + 1, rx)) if f)
+
+
+def to_rggb(planes, cfa: str):
+    """Channels-last packed planes ``(..., h, w, 4)`` of a ``cfa`` mosaic, flipped into the RGGB phase.
+
+    Flipping a mosaic of even size along an axis moves each colour to the other parity of that axis and keeps
+    rows (columns) of red as rows (columns) of red, so in packed space it is a flip of every plane with the
+    channel order ``R, G1, G2, B`` unchanged; the flips that bring red to ``(0, 0)`` make any CFA RGGB.
+    """
+    axes = _rggb_axes(cfa, -3)
+    return np.flip(planes, axes) if axes else planes
+
+
+def from_rggb(rgb, cfa: str):
+    """RGB ``(..., H, W, 3)`` of an RGGB-phase mosaic (:func:`to_rggb` of a ``cfa`` one), flipped back into
+    the ``cfa`` mosaic's own geometry."""
+    axes = _rggb_axes(cfa, -3)
+    return np.flip(rgb, axes) if axes else rgb
 
 
 def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = False, dtype: Any = None) -> UNet:
@@ -125,6 +226,13 @@ def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = Fals
         spec = UNetSpec.from_dict(arch)
     else:
         spec = arch
+    if spec.head not in HEADS or (spec.head == "rgb") != (spec.out_channels == 3):
+        from ..errors import RawlabError
+
+        raise RawlabError(
+            f"model head {spec.head!r} with out_channels {spec.out_channels}: use head 'bayer' with 4 output "
+            "channels, or 'rgb' with 3"
+        )
     if noise_map and spec.in_channels == 4:
         spec = dataclasses.replace(spec, in_channels=8)
     return UNet(spec, dtype=dtype)
@@ -150,7 +258,7 @@ def macs_per_megapixel(spec: UNetSpec) -> float:
         for _ in range(spec.convs(i)):
             macs += pixels * 9 * cin * w
             cin = w
-    macs += pixels * cin * spec.out_channels
+    macs += pixels * cin * (12 if spec.head == "rgb" else spec.out_channels)
     return macs
 
 
