@@ -7,6 +7,10 @@ shape)::
      "a": (B, 1, 1, 4) float32, "b": (B, 1, 1, 4) float32,           # Var[noisy] = a * clean + b
      "iso": (B,) float32, "sensor_idx": (B,) int32, "synthetic": (B,) bool}
 
+With ``rgb=True`` (the joint demosaic+denoise model) a batch also has ``"rgb": (B, 2c, 2c, 3)``, the linear
+camera RGB truth, and every array is in the RGGB phase; only procedural examples carry that truth so far
+(``procedural_fraction`` must be 1).
+
 - **Pairs** (:class:`rawlab.catalog.pairs.Pair`, from :func:`rawlab.catalog.pairs.pairs_from_catalog` on the
   rows of a split, :func:`rawlab.learn.split.split_pairs`) are read as every consumer reads them: normalised
   (:func:`rawlab.bayer.normalise`), aligned by the pair's ``shift`` in whole packed pixels and the reference
@@ -164,6 +168,9 @@ class Pipeline:
     r2r_alpha
         Self-supervised: ``pairs`` are noisy frames paired with themselves and every store example is a
         recorrupted pair (see the module docstring); ``synthetic_fraction`` must be 0.
+    rgb
+        Batches carry the RGB truth ``"rgb"`` (joint model): ``procedural`` must give it (``rgb=True``) and be
+        every example (``procedural_fraction`` 1).
     """
 
     def __init__(
@@ -185,6 +192,7 @@ class Pipeline:
         cache_mb: float = 1024,
         reader: ChunkReader | None = None,
         r2r_alpha: float | None = None,
+        rgb: bool = False,
     ):
         if not 0.0 <= synthetic_fraction <= 1.0:
             raise RawlabError(f"data.synthetic_fraction must be between 0 and 1, got {synthetic_fraction}")
@@ -212,6 +220,9 @@ class Pipeline:
         if r2r_alpha is not None and (r2r_alpha <= 0 or synthetic_fraction > 0):
             raise ValueError("r2r_alpha must be positive, and needs synthetic_fraction 0 (no clean frames)")
         self.r2r_alpha = None if r2r_alpha is None else float(r2r_alpha)
+        if rgb and (self.procedural_fraction < 1 or not getattr(procedural, "rgb", False)):
+            raise ValueError("rgb needs procedural_fraction 1 and a ProceduralSource(rgb=True)")
+        self.rgb = bool(rgb)
         self.seed, self.stream = int(seed), int(stream)
         self.synthetic_fraction = float(synthetic_fraction)
         self.augment = bool(augment)
@@ -292,6 +303,8 @@ class Pipeline:
             "sensor_idx": np.array([self.sensors.index(e["sensor"]) for e in ex], np.int32),
             "synthetic": np.array([e["synthetic"] for e in ex], bool),
         }
+        if self.rgb:
+            out["rgb"] = np.stack([e["rgb"] for e in ex])
         with self._build_lock:
             self._build[0] += 1
             self._build[1] += time.perf_counter() - t0

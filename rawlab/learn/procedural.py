@@ -9,6 +9,11 @@ a pure function of ``(seed, stream, k, i)``, as the store's examples are.
 The clean target is the scene as the sensor records it without noise: clipped at white. The noisy input is
 Poisson-Gaussian with the drawn ``(a, b)``, rounded to the drawn bit depth and clipped to ``[0, white]`` DN
 (:func:`rawlab.learn.synthnoise.synthesize`), so black clipping and quantisation are what real sensors do.
+
+With ``rgb=True`` (the joint demosaic+denoise model, :mod:`rawlab.learn.models`) an example also carries
+``"rgb"``: the crop's linear camera RGB at mosaic resolution ``(2c, 2c, 3)`` (the scene through the sensor's
+white balance, clipped at white: what the clean planes sample), and every array is flipped into the RGGB
+phase (:func:`rawlab.learn.models.to_rggb`), the one the joint network sees.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class ProceduralSource:
         Consecutive batches that share one pool of scenes.
     scene_size
         Scene side in mosaic pixels (default: 4 crops' worth, at least 256).
+    rgb
+        Add the crop's linear camera RGB as ``"rgb"`` and flip every array into the RGGB phase (joint model).
     """
 
     def __init__(
@@ -52,10 +59,12 @@ class ProceduralSource:
         pool: int = 8,
         reuse: int = 4,
         scene_size: int | None = None,
+        rgb: bool = False,
     ):
         self.crop, self.seed, self.stream = int(crop), int(seed), int(stream)
         self.pool, self.reuse = max(1, int(pool)), max(1, int(reuse))
         self.scene_size = int(scene_size or max(256, 4 * self.crop))
+        self.rgb = bool(rgb)
         if self.scene_size < 2 * self.crop:
             raise ValueError(f"scene_size {self.scene_size} must hold a crop of {self.crop} packed px")
         self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
@@ -77,7 +86,18 @@ class ProceduralSource:
             clean, sensor.a, sensor.b - sensor.quantisation, rng,
             black_level=sensor.black_level, white_level=sensor.white_level,
         )  # fmt: skip
-        return {
+        out = {
             "noisy": noisy, "clean": clean, "a": sensor.a, "b": sensor.b, "iso": float("nan"),
             "sensor": SENSOR, "synthetic": True, "frame_id": None, "ref_id": None, "y": y, "x": x, "op": 0,
         }  # fmt: skip
+        if self.rgb:
+            from .models import to_rggb
+
+            gains = np.asarray(sensor.wb_gains, np.float32)
+            rgb = np.minimum(scene[y : y + n, x : x + n] / gains, 1.0)
+            out.update(
+                noisy=np.ascontiguousarray(to_rggb(noisy, sensor.cfa)),
+                clean=np.ascontiguousarray(to_rggb(clean, sensor.cfa)),
+                rgb=np.ascontiguousarray(to_rggb(rgb, sensor.cfa), dtype=np.float32),
+            )
+        return out
