@@ -22,6 +22,9 @@
 - **Resume**: batch ``k`` is a pure function of ``(seed, k)`` (:mod:`rawlab.learn.input_pipeline`) and the
   state is restored bit for bit, so a run stopped at step ``k`` and resumed to ``n`` ends with the same
   parameters as an uninterrupted ``n``-step run.
+- **Joint model** (``model.spec.head = "rgb"``, config ``joint``): the same loop with the loss on the network's
+  linear camera RGB against the batch's ``"rgb"`` truth (procedural content only, training and held-out
+  streams; :func:`joint_data`).
 - **NaN guard**: every step's loss and gradient norm are checked (one step behind, so the device never waits);
   a non-finite one stops training with the step and the batch's ISOs, keeping the last good checkpoint.
 """
@@ -73,6 +76,11 @@ __all__ = [
 
 TRACES: collections.Counter = collections.Counter()  # how often each step function was traced (compiled)
 _DEVICE_KEYS = ("noisy", "clean", "a", "b")
+
+
+def _device_batch(batch) -> dict[str, Any]:
+    """What a step needs of a batch: the device keys, and the RGB truth of a joint model's batch."""
+    return {key: batch[key] for key in (*_DEVICE_KEYS, *(("rgb",) if "rgb" in batch else ()))}
 
 
 class TrainingDiverged(RawlabError):
@@ -161,9 +169,12 @@ def create_train_state(params, tx: optax.GradientTransformation, sharding=None) 
 
 def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any]):
     a, b = batch["a"], batch["b"]
-    estimate = norm.from_network(module.apply(params, norm.to_network(batch["noisy"], a, b)), a, b)
+    out = module.apply(params, norm.to_network(batch["noisy"], a, b))
     weights = noise_weights(batch["clean"], a, b) if loss_cfg["noise_weighted"] else None
     kind = loss_cfg.get("kind", "l1_ssim")
+    if "rgb" in batch:  # the joint model: linear camera RGB (noisemap input, so no inverse normalisation)
+        return loss_and_metrics(out, batch["rgb"], float(loss_cfg["ssim_weight"]), weights, kind)
+    estimate = norm.from_network(out, a, b)
     return loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights, kind)
 
 
@@ -344,6 +355,8 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
 
     d = cfg["data"]
     fstore = FrameStore(store)
+    if _head(cfg) == "rgb":
+        return joint_data(cfg, fstore, train_pairs, eval_pairs, noise)
     if d["store_chunk"]:  # small crops: read them from a copy with small chunks (rawlab.learn.trainstore)
         from .trainstore import derive_training_store
 
@@ -378,6 +391,48 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
     ev = Pipeline(fstore, eval_pairs, noise, **common, stream=EVAL_STREAM, augment=False, workers=0,
                   reader=pipeline.reader)  # fmt: skip
     return pipeline, [{k: b[k] for k in _DEVICE_KEYS} for b in map(ev.batch, range(d["eval_batches"]))]
+
+
+def _head(cfg: dict[str, Any]) -> str:
+    return (cfg["model"].get("spec") or {}).get("head", "bayer")
+
+
+def _check_joint(cfg: dict[str, Any]) -> None:
+    if _head(cfg) != "rgb":
+        return
+    d = cfg["data"]
+    if d["procedural_fraction"] != 1.0 or d["self_supervised"]:
+        raise RawlabError(
+            "the joint model (model.spec.head 'rgb') trains on procedural scenes only (their RGB truth); set "
+            f"data.procedural_fraction 1 (now {d['procedural_fraction']}) and data.self_supervised False"
+        )
+    if cfg["normalisation"]["kind"] != "noisemap":
+        raise RawlabError(
+            "the joint model (model.spec.head 'rgb') needs normalisation.kind 'noisemap' (its RGB output is in "
+            f"the normalised signal's units), not {cfg['normalisation']['kind']!r}"
+        )
+
+
+def joint_data(cfg, fstore, train_pairs, eval_pairs, noise):
+    """The joint model's data: procedural examples with their RGB truth (``rgb=True``), in the RGGB phase,
+    for training and, from the held-out stream, the fixed eval batches (the store's pairs only satisfy the
+    pipeline's constructor: no store example is drawn)."""
+    from .input_pipeline import EVAL_STREAM, Pipeline
+    from .procedural import ProceduralSource
+
+    d, pr = cfg["data"], cfg["data"]["procedural"]
+
+    def source(stream: int) -> ProceduralSource:
+        return ProceduralSource(d["crop"], seed=cfg["seed"], stream=stream, pool=pr["pool"], reuse=pr["reuse"],
+                                scene_size=pr["scene_size"] or None, rgb=True)  # fmt: skip
+
+    common = {"crop": d["crop"], "batch_size": d["batch_size"], "seed": cfg["seed"], "cache_mb": 0,
+              "procedural_fraction": 1.0, "augment": False, "rgb": True}  # fmt: skip
+    pipeline = Pipeline(fstore, train_pairs, noise, procedural=source(0), workers=d["workers"],
+                        prefetch=d["prefetch"], **common)  # fmt: skip
+    ev = Pipeline(fstore, eval_pairs or train_pairs, noise, procedural=source(EVAL_STREAM), stream=EVAL_STREAM,
+                  workers=0, **common)  # fmt: skip
+    return pipeline, [_device_batch(b) for b in map(ev.batch, range(d["eval_batches"]))]
 
 
 def initial_params(init: str, fresh: TrainedModel) -> TrainedModel:
@@ -589,7 +644,7 @@ def train_steps(
             if meter.t_first is not None:  # the first step's wait is the pipeline's start-up
                 meter.data_wait_s += time.perf_counter() - t_wait
             k, batch = got
-            state, metrics = loop.train_step(state, {key: batch[key] for key in _DEVICE_KEYS})
+            state, metrics = loop.train_step(state, _device_batch(batch))
             if pending is not None:
                 check(pending)
             pending, step = (k + 1, metrics, batch["iso"], batch["sensor_idx"]), k + 1
@@ -674,6 +729,7 @@ def train_and_evaluate(
     opts = options or RunOptions()
     echo = opts.echo or (lambda _m: None)
     cfg = validate(merge(default_config(), config))
+    _check_joint(cfg)
     workdir, store = Path(workdir).absolute(), str(store)
     cat = open_catalog(store)
     if cfg["noise"]["profile"]:  # a bad path or file fails now, not after the model is built
