@@ -266,6 +266,37 @@ class _TiledDenoiser:
             out[n] = run_tiled(fn, x[n], t["size"], t["overlap"], batch=self.batch)
         return out[0] if single else out
 
+    @property
+    def head(self) -> str:
+        """``"bayer"`` (a denoiser: :meth:`denoise`) or ``"rgb"`` (the joint model: :meth:`demosaic`)."""
+        return (self.config.get("model", {}).get("spec") or {}).get("head", "bayer")
+
+    def demosaic(self, x: np.ndarray, a, b, cfa: str) -> np.ndarray:
+        """The joint model: packed normalised planes ``(h, w, 4)`` of a ``cfa`` mosaic with noise ``(a, b)``
+        (per channel, normalised) -> clean linear camera RGB ``(2h, 2w, 3)`` float32, normalised.
+
+        The planes are flipped into the RGGB phase the network knows and the RGB flipped back
+        (:func:`rawlab.learn.models.to_rggb`); tiles as :meth:`denoise` (output twice the input's size). No
+        SURE guard: it compares an estimate with its noisy input, and the input here is a mosaic.
+        """
+        from ..learn.models import from_rggb, to_rggb
+
+        if self.head != "rgb":
+            raise RawlabError(
+                f"the model {self.name!r} is a Bayer denoiser, not a joint demosaic model; for --output rgb "
+                "pass a model trained with the joint config (`rawlab train STORE --config joint`)"
+            )
+        a = np.asarray(a, np.float32).reshape(4)
+        b = np.asarray(b, np.float32).reshape(4)
+        norm, t = self.normalisation, self.tile
+
+        def net(tiles):
+            return self._run(norm.to_network(tiles, a, b))
+
+        xc = np.ascontiguousarray(to_rggb(np.asarray(x, np.float32), cfa))
+        rgb = run_tiled(net, xc, t["size"], t["overlap"], batch=self.batch, out_channels=3, scale=2)
+        return np.ascontiguousarray(from_rggb(rgb, cfa))
+
 
 class TFLiteDenoiser(_TiledDenoiser):
     """A ``.tflite`` written by ``rawlab export``, run with the LiteRT interpreter (XNNPACK on CPU)."""

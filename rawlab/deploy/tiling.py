@@ -10,6 +10,10 @@ summing to 1) over the middle half of the overlap; the quarter next to each tile
 network saw zero padding instead of the neighbouring pixels, gets weight 0. The 2-D weight of a tile is the
 product of its row and column weights, so the weights of all tiles covering a pixel sum to 1 (the output is
 also divided by the accumulated weight, which makes that exact under rounding).
+
+A network whose output is larger than its input by ``scale`` (the joint demosaic model: packed planes in,
+RGB at mosaic resolution out, ``scale`` 2) is tiled the same way on its input; each weight covers the
+``scale x scale`` output pixels of its input pixel, so the weights still sum to 1 everywhere.
 """
 
 from __future__ import annotations
@@ -73,23 +77,27 @@ def run_tiled(
     *,
     batch: int = 1,
     out_channels: int = 4,
+    scale: int = 1,
 ) -> np.ndarray:
     """Apply ``fn`` to overlapping ``tile x tile`` crops of ``x`` ``(h, w, c)`` and blend the results.
 
     Parameters
     ----------
     fn
-        Maps a batch ``(batch, tile, tile, c)`` float32 to ``(batch, tile, tile, out_channels)``; always
-        called with exactly ``batch`` tiles (the last batch is filled with copies of its first tile).
+        Maps a batch ``(batch, tile, tile, c)`` float32 to ``(batch, scale * tile, scale * tile,
+        out_channels)``; always called with exactly ``batch`` tiles (the last batch is filled with copies of
+        its first tile).
     x
         The input, channels last.
     tile, overlap
         Packed pixels; ``overlap`` must be less than half the tile.
+    scale
+        Output pixels per input pixel along each axis (2: RGB at mosaic resolution from packed planes).
 
     Returns
     -------
     numpy.ndarray
-        ``(h, w, out_channels)`` float32.
+        ``(scale * h, scale * w, out_channels)`` float32.
     """
     if not 0 <= 2 * overlap < tile:
         raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
@@ -98,8 +106,11 @@ def run_tiled(
     hp, wp = xp.shape[:2]
     ys, xs = tile_origins(hp, tile, overlap), tile_origins(wp, tile, overlap)
     wy, wx = blend_weights(ys, tile, overlap), blend_weights(xs, tile, overlap)
-    out = np.zeros((hp, wp, out_channels), np.float64)
-    total = np.zeros((hp, wp, 1), np.float64)
+    if scale != 1:  # each input pixel's weight on its scale x scale output pixels
+        wy, wx = [np.repeat(v, scale) for v in wy], [np.repeat(v, scale) for v in wx]
+    s, t = scale, scale * tile
+    out = np.zeros((s * hp, s * wp, out_channels), np.float64)
+    total = np.zeros((s * hp, s * wp, 1), np.float64)
     jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
@@ -108,6 +119,6 @@ def run_tiled(
         ys_out = np.asarray(fn(np.stack(crops)))
         for k, (i, j) in enumerate(chunk):
             wgt = (wy[i][:, None] * wx[j][None, :])[..., None]
-            out[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile] += wgt * ys_out[k]
-            total[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile] += wgt
-    return (out / total)[:h, :w].astype(np.float32)
+            out[s * ys[i] : s * ys[i] + t, s * xs[j] : s * xs[j] + t] += wgt * ys_out[k]
+            total[s * ys[i] : s * ys[i] + t, s * xs[j] : s * xs[j] + t] += wgt
+    return (out / total)[: s * h, : s * w].astype(np.float32)
