@@ -723,7 +723,16 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
-def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard):
+@click.option(
+    "--output",
+    type=click.Choice(["bayer", "rgb"]),
+    default="bayer",
+    show_default=True,
+    help="bayer: a denoised raw (or its preview). rgb: demosaic and denoise with a joint model (`rawlab train "
+    "--config joint`) into clean linear camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an "
+    "sRGB preview; the SURE guard (a Bayer denoiser's) is not applied.",
+)
+def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, output):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
@@ -759,6 +768,7 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard)
             overwrite=overwrite,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             guard=guard,
+            output=output,
         )
     for r in summary.results:
         click.echo(r.line(), err=r.failed)

@@ -11,6 +11,11 @@ single-image estimate; :mod:`rawlab.deploy.noiseparams`), denoise tile by tile
   (:func:`rawlab.deploy.noiseparams.residual_profile`); pixels rounded to DN and clipped to ``[0, white]``;
 - ``png`` / ``tiff``: a rendered preview (:mod:`rawlab.deploy.render`).
 
+With ``output="rgb"`` the model is a joint demosaic+denoise model (config ``joint``) and the result is clean
+linear camera RGB (:func:`demosaic_frame`): ``dng`` a LinearRaw DNG and ``tiff`` a 16-bit linear TIFF
+(:func:`rawlab.deploy.linear.write_linear_rgb`), ``png`` an sRGB preview. The SURE guard is a Bayer
+denoiser's and is not applied to RGB output.
+
 Many files (:func:`denoise_files`): one Dask task per file on a local cluster or a given scheduler (each
 worker loads the model once and keeps it; :func:`rawlab.cluster.run_tasks`); a file that fails is reported
 with its path and reason and the others go on. A single file runs in this process, without starting a cluster.
@@ -50,6 +55,7 @@ __all__ = [
     "Denoised",
     "FileResult",
     "color_matrix",
+    "demosaic_frame",
     "denoise_file",
     "denoise_files",
     "denoise_frame",
@@ -58,6 +64,7 @@ __all__ = [
 ]
 
 FORMATS = ("dng", "png", "tiff")
+OUTPUTS = ("bayer", "rgb")  # a denoised raw (or its preview); or clean linear RGB from a joint model
 _SUFFIX = {"dng": ".dng", "png": ".png", "tiff": ".tiff"}
 
 
@@ -110,9 +117,10 @@ class FileResult:
             if self.guard_weight is None
             else f"; guard kept {self.guard_weight:.0%} of the network's change"
         )
+        residual = "" if self.residual_factor is None else f"; residual noise x{self.residual_factor:.2g}"
         return (
-            f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}; residual noise x"
-            f"{self.residual_factor:.2g}{guard}; {self.seconds:.1f} s)"
+            f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}{residual}{guard}; "
+            f"{self.seconds:.1f} s)"
         )
 
 
@@ -178,6 +186,36 @@ def denoise_frame(frame, denoiser) -> Denoised:
     weights = getattr(denoiser, "guard_weights", None) if getattr(denoiser, "guard", False) else None
     guard = float(np.median(weights)) if weights else None
     return Denoised(noisy, clean, mosaic, est, profile, k, guard)
+
+
+@dataclass
+class Demosaiced:
+    """A frame through the joint model: clean linear camera RGB and the noise used."""
+
+    rgb: np.ndarray  # (H, W, 3) float32, normalised camera RGB before white balance
+    noise: Any  # NoiseEstimate
+
+
+def demosaic_frame(frame, denoiser) -> Demosaiced:
+    """Demosaic and denoise one decoded :class:`rawlab.rawio.RawFrame` with a joint model (``head`` rgb)."""
+    from .noiseparams import noise_for_frame
+
+    info = frame.info
+    noisy = frame.normalized()
+    est = noise_for_frame(denoiser, info, noisy)
+    return Demosaiced(denoiser.demosaic(np.moveaxis(noisy, 0, -1), est.a, est.b, info.cfa), est)
+
+
+def _write_rgb(path: Path, frame, result: Demosaiced, fmt: str, software: str) -> None:
+    if fmt in ("dng", "tiff"):
+        from .linear import write_linear_rgb
+
+        write_linear_rgb(path, result.rgb, frame.info, fmt, software=software)
+    else:
+        from .render import camera_to_srgb_linear, srgb_preview, write_image
+
+        rgb = np.clip(result.rgb, 0.0, 1.0)
+        write_image(path, srgb_preview(camera_to_srgb_linear(rgb, frame.info, color_matrix(frame.info))), fmt)
 
 
 def color_matrix(info):
@@ -251,9 +289,17 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> bool:
 
 
 def denoise_file(
-    path: str, denoiser, out: str | os.PathLike[str], fmt: str = "dng", *, overwrite: bool = False
+    path: str,
+    denoiser,
+    out: str | os.PathLike[str],
+    fmt: str = "dng",
+    *,
+    overwrite: bool = False,
+    output: str = "bayer",
 ) -> FileResult:
     """Read, denoise and write one file; a file rawlab cannot use is returned as a failed result.
+
+    ``output="rgb"``: demosaic and denoise with a joint model and write linear RGB (module docstring).
 
     An existing ``out`` is kept (the result is ``skipped``) unless ``overwrite``; the output is written whole
     to a hidden temporary file beside it and then renamed, so ``out`` is never half-written.
@@ -266,15 +312,17 @@ def denoise_file(
     tmp = out.with_name(f".{out.name}.tmp{_SUFFIX[fmt]}")
     try:
         frame = read_raw(path)
-        result = denoise_frame(frame, denoiser)
+        result = demosaic_frame(frame, denoiser) if output == "rgb" else denoise_frame(frame, denoiser)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RawlabError(
                 f"cannot create the folder {out.parent} for {out.name}: {e.strerror or e}"
             ) from None
-        if fmt == "dng":
-            software = f"rawlab {__version__} denoise ({denoiser.name}, {denoiser.kind})"
+        software = f"rawlab {__version__} denoise ({denoiser.name}, {denoiser.kind})"
+        if output == "rgb":
+            _write_rgb(tmp, frame, result, fmt, software)
+        elif fmt == "dng":
             write_denoised_dng(tmp, frame, result, software)
         else:
             from .render import render_preview, write_image
@@ -298,6 +346,9 @@ def denoise_file(
         return res
     res.noise_source = result.noise.source
     res.noise = result.noise.describe()
+    if output == "rgb":
+        res.shape = tuple(result.rgb.shape[:2])
+        return res
     res.residual_factor = result.residual_factor
     res.guard_weight = result.guard_weight
     res.shape = tuple(result.mosaic.shape)
@@ -315,9 +366,17 @@ def _worker_denoiser(model: str, num_threads: int | None, guard: bool = True):
 
 
 def _task(
-    path: str, model: str, out: str, fmt: str, num_threads: int | None, overwrite: bool, guard: bool = True
+    path: str,
+    model: str,
+    out: str,
+    fmt: str,
+    num_threads: int | None,
+    overwrite: bool,
+    guard: bool = True,
+    output: str = "bayer",
 ) -> FileResult:
-    return denoise_file(path, _worker_denoiser(model, num_threads, guard), out, fmt, overwrite=overwrite)
+    denoiser = _worker_denoiser(model, num_threads, guard)
+    return denoise_file(path, denoiser, out, fmt, overwrite=overwrite, output=output)
 
 
 def output_paths(files, out: str | os.PathLike[str], fmt: str = "dng") -> list[Path]:
@@ -399,6 +458,7 @@ def denoise_files(
     on_result: Callable[[FileResult], None] | None = None,
     options: RunOptions | None = None,
     guard: bool = True,
+    output: str = "bayer",
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -426,6 +486,9 @@ def denoise_files(
     guard
         Blend each tile back toward the input as far as Stein's unbiased risk estimate says is better
         (:mod:`rawlab.deploy.guard`; doubles the cost), so the network never makes an image worse.
+    output
+        ``"bayer"`` (a denoised raw, or its preview) or ``"rgb"``: a joint model's clean linear camera RGB
+        (``dng`` LinearRaw DNG, ``tiff`` 16-bit linear, ``png`` sRGB preview); no guard.
 
     Raises
     ------
@@ -442,6 +505,8 @@ def denoise_files(
     opts = options or RunOptions()
     if fmt not in FORMATS:
         raise RawlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output not in OUTPUTS:
+        raise RawlabError(f"unknown --output {output!r}; choose one of {', '.join(OUTPUTS)}")
     files = scan_sources([os.fspath(s) for s in sources]).files
     if not files:
         raise RawlabError(f"no raw files found in {', '.join(map(str, sources))}; pass raw files or folders")
@@ -468,9 +533,12 @@ def denoise_files(
         denoiser = load_denoiser(model_path)
         denoiser.guard = guard
         denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
+        _check_output(denoiser, output)
         if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
             (i,) = todo
-            done(i, denoise_file(files[i].path, denoiser, targets[i], fmt, overwrite=overwrite))
+            done(
+                i, denoise_file(files[i].path, denoiser, targets[i], fmt, overwrite=overwrite, output=output)
+            )
             opts.advance(1)
         else:
             del denoiser
@@ -479,7 +547,7 @@ def denoise_files(
                 where = f"{n} Dask workers"
                 threads = max(1, _cores() // n) if (info.local or opts.client is not None) else None
                 args = [
-                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite, guard)
+                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite, guard, output)
                     for i in todo
                 ]
 
@@ -490,6 +558,20 @@ def denoise_files(
     summary = DenoiseSummary(results, out, fmt, label, time.perf_counter() - t0, where)  # type: ignore[arg-type]
     summary.noise_sources.update(r.noise_source for r in summary.results if r.ok)
     return summary
+
+
+def _check_output(denoiser, output: str) -> None:
+    """The model must make what ``output`` asks for: a joint model for RGB, a Bayer denoiser otherwise."""
+    head = getattr(denoiser, "head", "bayer")
+    if output == "rgb" and head != "rgb":
+        raise RawlabError(
+            f"--output rgb needs a joint demosaic+denoise model; {denoiser.name!r} is a Bayer denoiser: train "
+            "one with `rawlab train STORE --config joint` and pass it with --model"
+        )
+    if output != "rgb" and head == "rgb":
+        raise RawlabError(
+            f"the model {denoiser.name!r} is a joint demosaic+denoise model (it outputs RGB): pass --output rgb"
+        )
 
 
 def _file_result(path: str, outcome) -> FileResult:

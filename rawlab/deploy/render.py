@@ -20,7 +20,14 @@ import numpy as np
 
 from ..bayer import unpack
 
-__all__ = ["demosaic_bilinear", "linear_preview", "render_preview", "write_image"]
+__all__ = [
+    "camera_to_srgb_linear",
+    "demosaic_bilinear",
+    "linear_preview",
+    "render_preview",
+    "srgb_preview",
+    "write_image",
+]
 
 _XYZ_FROM_SRGB = np.array(
     [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
@@ -59,7 +66,12 @@ def _srgb_from_camera(color_matrix) -> np.ndarray:
 def linear_preview(planes: np.ndarray, info, color_matrix=None) -> np.ndarray:
     """Steps 1-3: normalised packed planes ``(4, h, w)`` -> linear sRGB ``(2h, 2w, 3)`` float32, not clipped
     above. ``color_matrix`` (XYZ -> camera) overrides ``info.color_matrix``."""
-    rgb = demosaic_bilinear(np.clip(planes, 0.0, 1.0), info.cfa)
+    return camera_to_srgb_linear(demosaic_bilinear(np.clip(planes, 0.0, 1.0), info.cfa), info, color_matrix)
+
+
+def camera_to_srgb_linear(rgb: np.ndarray, info, color_matrix=None) -> np.ndarray:
+    """Steps 2-3 on camera RGB ``(H, W, 3)`` (normalised; modified in place): white balance and camera ->
+    linear sRGB, clipped at 0."""
     if info.wb is not None:
         gains = np.array([info.wb[0], 1.0, info.wb[3]], np.float32)
     else:  # grey world
@@ -78,7 +90,11 @@ def render_preview(planes: np.ndarray, info, color_matrix=None, white: float | N
     ``white`` is the linear value shown as white (default: the 99th percentile of :func:`linear_preview`;
     pass the same value to render two versions of an image alike).
     """
-    rgb = linear_preview(planes, info, color_matrix)
+    return srgb_preview(linear_preview(planes, info, color_matrix), white)
+
+
+def srgb_preview(rgb: np.ndarray, white: float | None = None) -> np.ndarray:
+    """Steps 4-5 on linear sRGB ``(H, W, 3)`` (modified in place): exposure and the sRGB curve, ``[0, 1]``."""
     if white is None:
         white = float(np.percentile(rgb, 99.0))
     rgb *= np.float32(1.0 / max(white, 1e-6))
