@@ -19,7 +19,7 @@ from rawlab.learn.configs.default import get_config as base
 def get_config() -> dict:
     c = base()
     c["name"] = "joint"
-    c["model"]["arch"] = "tiny"  # named for the record; the spec below is what is built
+    c["model"]["arch"] = "joint"  # a name only: with a spec, the spec is what is built
     c["model"]["spec"] = {
         "widths": [16, 32, 64],
         "convs_per_block": [1, 2, 2],
