@@ -142,3 +142,23 @@ def test_denoise_output_rgb_writes_a_linear_dng_rawpy_reads_back(trained, small_
     bayer = ["denoise", str(src), "--model", "builtin", "--output", "rgb", "--out", str(tmp_path / "x")]
     res = runner.invoke(main, bayer)
     assert res.exit_code == 2 and "joint" in res.output
+
+
+def test_tflite_export_of_the_joint_model_has_parity_and_runs_in_denoise(trained, tmp_path):
+    pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    from rawlab.deploy.export import FP32_TOLERANCE, export_tflite
+    from rawlab.deploy.runtime import JaxDenoiser, load_denoiser
+
+    workdir, _ = trained
+    res = export_tflite(workdir, tmp_path / "joint.tflite", n_eval=2)
+    assert "DEPTH_TO_SPACE" in res.ops or {"RESHAPE", "TRANSPOSE"} <= set(res.ops)
+    assert not [o for o in res.ops if o.startswith("CUSTOM")] and res.parity["max_abs"] <= FP32_TOLERANCE
+    # The exported file through the runtime, for a CFA other than RGGB: as JAX on the same tiles.
+    planes = np.random.default_rng(2).random((70, 90, 4), dtype=np.float32) * 0.5
+    a, b = np.full(4, 2e-3, np.float32), np.full(4, 1e-5, np.float32)
+    tfl = load_denoiser(tmp_path / "joint.tflite").demosaic(planes, a, b, "GBRG")
+    jx = JaxDenoiser(load_model(workdir)).demosaic(planes, a, b, "GBRG")
+    assert tfl.shape == (140, 180, 3)
+    # A tile's outputs are blended with weights summing to 1: the per-tile tolerance holds for the image.
+    np.testing.assert_allclose(tfl, jx, atol=FP32_TOLERANCE)

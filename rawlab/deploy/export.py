@@ -398,7 +398,7 @@ def compare_with_jax(model, run: Callable[[np.ndarray], np.ndarray], crops, labe
         y_jax = norm.from_network(np.asarray(apply(x)), crop.a, crop.b)[0]
         max_abs = max(max_abs, float(np.max(np.abs(y_exp - y_jax))))
         p_vs.append(_psnr(y_exp, y_jax))
-        if crop.clean is not None:
+        if crop.clean is not None and y_jax.shape == crop.clean.shape:  # a joint model's RGB: no packed truth
             p_jax.append(_psnr(y_jax, crop.clean))
             p_exp.append(_psnr(y_exp, crop.clean))
     finite = [v for v in p_vs if np.isfinite(v)]
