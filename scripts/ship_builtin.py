@@ -21,6 +21,9 @@ RETRAIN = [
     "rawlab catalog build builtin-data --out builtin.zarr",
     "rawlab train builtin.zarr --config builtin --workdir runs/builtin --steps {steps}",
 ]
+# A run that started from an earlier built-in model (`rawlab train --init builtin`): that model's own recipe,
+# then this stage, which starts from its result.
+STAGE = "rawlab train builtin.zarr --config builtin --init {prev} --workdir runs/builtin-{n} --steps {steps}"
 
 
 def main() -> None:
@@ -35,9 +38,19 @@ def main() -> None:
     config = json.loads((args.workdir / CONFIG).read_text())
     training = config.get("training", {})
     steps = config.get("step") or training.get("steps")
+    init = training.get("init")
+    if init:  # fine-tuned from the shipped model: its recipe first, then this stage
+        before = json.loads((BUILTIN_DIR / CONFIG).read_text()).get("builtin", {})
+        n = len(before.get("stages", [None])) + 1
+        prev = "runs/builtin" if n == 2 else f"runs/builtin-{n - 1}"
+        retrain = [*before.get("retrain", []), STAGE.format(prev=prev, n=n, steps=steps)]
+        stages = [*before.get("stages", [before.get("steps")]), steps]
+    else:
+        retrain, stages = [c.format(steps=steps) for c in RETRAIN], [steps]
     config["builtin"] = {
-        "retrain": [c.format(steps=steps) for c in RETRAIN],
-        "steps": steps,
+        "retrain": retrain,
+        "steps": sum(s for s in stages if s),
+        "stages": stages,
         "data": {
             "store": "2 virtual sensors (SynthCam PG-1, MP-2) x 6 scenes at 1024x768, seed 11; its held-out "
             "scenes were not trained on",

@@ -107,6 +107,7 @@ class TrainResult:
     images_per_s: float | None
     wall_s: float
     feed: dict[str, float] | None = None  # _Meter.feed: data wait, model steps/s, pipeline batches/s
+    init: str | None = None  # the model it started from (--init), else a random initialisation
     compilations: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -121,7 +122,8 @@ class TrainResult:
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4g}")
         if self.eval:
-            before = f" (noisy input {self.eval_start['psnr']:.2f} dB)" if self.eval_start else ""
+            start = f"the initial model {self.init}" if self.init else "noisy input"
+            before = f" ({start} {self.eval_start['psnr']:.2f} dB)" if self.eval_start else ""
             parts.append(f"eval loss {self.eval['loss']:.4g}, PSNR {self.eval['psnr']:.2f} dB{before}")
         if self.images_per_s:
             parts.append(f"{self.images_per_s:.0f} images/s")
@@ -799,7 +801,7 @@ def train_and_evaluate(
     return TrainResult(
         workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
         loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
-        feed=meter.feed(pipeline),
+        feed=meter.feed(pipeline), init=init,
         wall_s=time.perf_counter() - t0, notes=left_out,
         compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
     )  # fmt: skip
