@@ -38,7 +38,7 @@ from .errors import RawlabError
 
 __all__ = [
     "BLAS_ENV", "SCHEDULER_ENV", "THREAD_ENV", "ClusterInfo", "RunOptions", "TaskOutcome", "dask_client", "run_tasks",
-    "thread_budget", "wait_idle",
+    "thread_budget", "wait_idle", "worker_threads",
 ]  # fmt: skip
 
 SCHEDULER_ENV = "RAWLAB_SCHEDULER"
@@ -96,6 +96,15 @@ def thread_budget(workers: int, threads: int | None = None) -> int:
             f"threads per worker must be a whole number >= 1, got {threads!r}; leave it out for cores // workers"
         )
     return threads
+
+
+def worker_threads() -> int:
+    """The thread budget of this process: what :func:`dask_client` gave it as a local worker (its
+    ``THREAD_ENV``), else one thread per core (a worker another scheduler started, or no worker at all)."""
+    try:
+        return max(1, int(os.environ[THREAD_ENV[0]]))
+    except (KeyError, ValueError):
+        return default_workers()
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster import worker_threads
 from ..errors import RawReadError
 from .qa import frame_stats
 from .store import FrameStore, _os_reason, frame_id
@@ -100,8 +101,6 @@ def ingest_file(
 def _ingest(
     source: dict[str, Any], store_url: str, storage_options: dict, clock: PhaseClock
 ) -> dict[str, Any]:
-    from ..rawio import read_raw
-
     row: dict[str, Any] = {**source, "status": "ok", "error": "", "error_kind": ""}
     crash_on = os.environ.get(CRASH_ENV)
     if crash_on and crash_on in source["path"]:
@@ -111,19 +110,24 @@ def _ingest(
             data = _read_bytes(source["path"], storage_options)
     except OSError as e:
         return {**row, "status": "failed", "error": f"cannot read the file: {e}", "error_kind": "unreadable"}
-    with clock("hash"):  # the one hash of the file: it names the frame and finds copies and re-runs
-        sha = hashlib.sha256(data).hexdigest()
+    if worker_threads() >= 2:  # a spare thread: hash while LibRaw decodes (both release the GIL)
+        sha, decoded = _hash_during_decode(data, source["path"], clock)
+    else:
+        with clock("hash"):  # the one hash of the file: it names the frame and finds copies and re-runs
+            sha = hashlib.sha256(data).hexdigest()
+        decoded = None
     fid = frame_id(sha)
     row.update({"sha256": sha, "frame_id": fid, "size": len(data)})
     store = FrameStore(store_url, storage_options)
     existing = store.frame_attrs(fid)
     if existing is not None:  # same content already ingested (re-run, or a duplicate file)
         return _reused(row, existing)
-    try:
-        with clock("decode"):
-            frame = read_raw(data, name=source["path"])
-    except RawReadError as e:
-        return {**row, "frame_id": "", "status": "failed", "error": e.reason, "error_kind": e.kind}
+    if decoded is None:
+        decoded = _decode(data, source["path"], clock)
+    if isinstance(decoded, RawReadError):
+        why = {"error": decoded.reason, "error_kind": decoded.kind}
+        return {**row, "frame_id": "", "status": "failed", **why}
+    frame, decoded = decoded, None  # one reference to the mosaic, dropped after packing
     del data
     with clock("pack"):
         planes, info = frame.packed(), frame.info
@@ -143,6 +147,38 @@ def _ingest(
                 store.remove_frames([fid])
             return {**row, "store_error": f"cannot write {source['path']} into {store_url}: {_os_reason(e)}"}
     return {**row, "reused": False}
+
+
+def _decode(data: bytes, name: str, clock: PhaseClock):
+    """The decoded frame, or the :class:`RawReadError` that says why the file cannot be read."""
+    from ..rawio import read_raw
+
+    try:
+        with clock("decode"):
+            return read_raw(data, name=name)
+    except RawReadError as e:
+        return e
+
+
+def _hash_during_decode(data: bytes, name: str, clock: PhaseClock):
+    """``(sha256 hex, frame or RawReadError)``: the file hashed on a second thread while it decodes, so a worker
+    with two threads (more cores than workers) does not wait for the hash. The frame is then decoded even when
+    its content turns out to be stored already (a duplicate file), which the sequential order would skip."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def digest() -> tuple[str, float]:
+        c = time.thread_time()
+        return hashlib.sha256(data).hexdigest(), time.thread_time() - c
+
+    before = clock.cpu.get("decode", 0.0)
+    with clock("decode"), ThreadPoolExecutor(1, thread_name_prefix="rawlab-hash") as pool:
+        pending = pool.submit(digest)
+        decoded = _decode(data, name, PhaseClock())
+        sha, hash_cpu = pending.result()
+    # the decode clock counted the whole process, the hashing thread included: give that to "hash"
+    clock.cpu["decode"] = before + max(0.0, clock.cpu["decode"] - before - hash_cpu)
+    clock.cpu["hash"] = clock.cpu.get("hash", 0.0) + hash_cpu
+    return sha, decoded
 
 
 def _reused(row: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
