@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cluster import RunOptions, TaskOutcome, run_tasks, wait_idle
+from ..cluster import RunOptions, TaskOutcome, run_tasks, wait_idle, worker_threads
 from ..errors import RawlabError
 from .ingest import PROFILE_KEY, PhaseClock, ingest_file
 from .qa import QA_COLUMNS
@@ -254,29 +254,50 @@ def _qa_batches(groups: dict[str, list], n_workers: int) -> list[tuple[str, list
 
 
 def _qa_task(store_url, storage_options, ref_id, ref_meta, items, thresholds) -> dict[str, Any]:
-    """QA of the noisy frames ``items`` (``[(frame id, meta)]``) against one reference, read once. A pair whose
-    check raises is excluded with the reason; the others go on."""
-    from .qa import check_pair
+    """QA of the noisy frames ``items`` (``[(frame id, meta)]``) against one reference, read and prepared once
+    (its normalised crop and noise floor serve every pair). The crops are read first, then the pairs checked
+    on the worker's thread budget (NumPy and the FFTs release the GIL), so a worker with more threads than
+    tasks does not leave them idle. A pair whose read or check raises is excluded with the reason; the others
+    go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .qa import check_pair, prepare_frame
 
     clock = PhaseClock()
     store = FrameStore(store_url, storage_options)
     # A central crop is plenty for alignment and gain; saturation and level are whole-frame, from ingest.
     with clock("read"):
         ref = store.read_crop(ref_id, QA_CROP)
+        crops: list[Any] = []
+        for fid, _ in items:
+            try:
+                crops.append(store.read_crop(fid, QA_CROP))
+            except Exception as e:  # this pair's reason, below
+                crops.append(e)
     ref_stats = {k: ref_meta[k] for k in ("saturated_frac", "mean_level")}
-    results = []
-    for fid, meta in items:
+
+    def check(crop, meta) -> dict[str, Any]:
         try:
-            with clock("read"):
-                crop = store.read_crop(fid, QA_CROP)
-            with clock("check"):
-                res = check_pair(
-                    ref, crop, ref_meta=ref_meta, meta=meta, thresholds=thresholds, ref_stats=ref_stats,
-                    stats={k: meta[k] for k in ("saturated_frac", "mean_level")},
-                )  # fmt: skip
+            if isinstance(crop, Exception):
+                raise crop
+            return check_pair(
+                ref, crop, ref_meta=ref_meta, meta=meta, thresholds=thresholds, ref_stats=ref_stats,
+                stats={k: meta[k] for k in ("saturated_frac", "mean_level")},
+            )  # fmt: skip
         except Exception as e:  # one pair's failure is its own: its reason
-            res = {"status": "excluded", "reason": f"QA could not run: {type(e).__name__}: {e}"}
-        results.append(res)
+            return {"status": "excluded", "reason": f"QA could not run: {type(e).__name__}: {e}"}
+
+    with clock("check"):
+        try:
+            ref = prepare_frame(ref, ref_meta)
+        except Exception:  # each pair raises it again, as its own reason
+            pass
+        threads = min(worker_threads(), len(items))
+        if threads > 1:
+            with ThreadPoolExecutor(threads, thread_name_prefix="rawlab-qa") as pool:
+                results = list(pool.map(check, crops, [m for _, m in items]))
+        else:
+            results = [check(crop, m) for crop, (_, m) in zip(crops, items, strict=True)]
     return {"results": results, PROFILE_KEY: clock.cpu}
 
 
