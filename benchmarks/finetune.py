@@ -43,6 +43,10 @@ def main():
     ap.add_argument("--steps", type=int, default=600, help="fine-tuning steps")
     ap.add_argument("--seed", type=int, default=5, help="synthetic dataset seed")
     ap.add_argument("--data", type=Path, default=None, help="folder to (re)use")
+    ap.add_argument("--config", default="r2r", help="fine-tuning config (name or .py file)")
+    ap.add_argument("--alpha", type=float, default=None, help="R2R alpha (default: the config's)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the config's)")
+    ap.add_argument("--name", default="finetuned", help="model folder under --data (a re-run resumes it)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     root = args.data or Path(tempfile.mkdtemp(prefix="rawlab-finetune-"))
@@ -71,8 +75,10 @@ def main():
             f"on (no clean frame); held out for scoring: {', '.join(sorted(held))}",
             flush=True,
         )
-        workdir = root / "finetuned"
-        cfg = load_config("r2r", steps=args.steps)
+        workdir = root / args.name
+        cfg = load_config(
+            args.config, steps=args.steps, data__r2r_alpha=args.alpha, optim__learning_rate=args.lr
+        )
         t = time.perf_counter()
         trained = train_and_evaluate(cfg, workdir, str(store), options=RunOptions(client=client, echo=print),
                                      init="builtin")  # fmt: skip
@@ -85,7 +91,12 @@ def main():
     ft = {r["iso"]: r["psnr"] for r in after.rows}
     n = {r["iso"]: r["n_frames"] for r in before.rows}
     print()
-    print(f"{args.sensor}, held-out scenes, PSNR dB (noise from the noisy frames alone; guard on)")
+    d = cfg["data"]
+    print(
+        f"{args.sensor}, held-out scenes, PSNR dB (noise from the noisy frames alone; guard on); fine-tuned "
+        f"{args.steps} steps of {cfg['name']}, alpha {d['r2r_alpha']:g}, lr {cfg['optim']['learning_rate']:g}, "
+        f"procedural fraction {d['procedural_fraction']:g}"
+    )
     print(f"{'ISO':>6} {'n':>3} {'noisy':>8} {'vst-nlm':>8} {'builtin':>8} {'fine-tuned':>10} {'gain':>7}")
     gains = []
     for iso in sorted(ft):
