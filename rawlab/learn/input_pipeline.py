@@ -8,8 +8,10 @@ shape)::
      "iso": (B,) float32, "sensor_idx": (B,) int32, "synthetic": (B,) bool}
 
 With ``rgb=True`` (the joint demosaic+denoise model) a batch also has ``"rgb": (B, 2c, 2c, 3)``, the linear
-camera RGB truth, and every array is in the RGGB phase; only procedural examples carry that truth so far
-(``procedural_fraction`` must be 1).
+camera RGB truth (clipped at white, as the clean planes are), and every array is in the RGGB phase
+(:func:`rawlab.learn.models.to_rggb`). Procedural examples carry their scene's RGB; store examples read the
+colour truth of their reference's scene (``truths``: the catalog's ``truth_path``, a float32 TIFF at mosaic
+resolution in normalised units, aligned with the reference), without flips or transposes (``augment`` off).
 
 - **Pairs** (:class:`rawlab.catalog.pairs.Pair`, from :func:`rawlab.catalog.pairs.pairs_from_catalog` on the
   rows of a split, :func:`rawlab.learn.split.split_pairs`) are read as every consumer reads them: normalised
@@ -169,8 +171,11 @@ class Pipeline:
         Self-supervised: ``pairs`` are noisy frames paired with themselves and every store example is a
         recorrupted pair (see the module docstring); ``synthetic_fraction`` must be 0.
     rgb
-        Batches carry the RGB truth ``"rgb"`` (joint model): ``procedural`` must give it (``rgb=True``) and be
-        every example (``procedural_fraction`` 1).
+        Batches carry the RGB truth ``"rgb"`` (joint model): ``procedural`` must give it (``rgb=True``), and
+        unless it gives every example (``procedural_fraction`` 1), every reference of ``pairs`` needs a truth in
+        ``truths`` and ``augment`` must be off.
+    truths
+        ``{ref_id: colour truth TIFF}`` for ``rgb`` store examples.
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class Pipeline:
         reader: ChunkReader | None = None,
         r2r_alpha: float | None = None,
         rgb: bool = False,
+        truths: dict[str, str] | None = None,
     ):
         if not 0.0 <= synthetic_fraction <= 1.0:
             raise RawlabError(f"data.synthetic_fraction must be between 0 and 1, got {synthetic_fraction}")
@@ -220,9 +226,14 @@ class Pipeline:
         if r2r_alpha is not None and (r2r_alpha <= 0 or synthetic_fraction > 0):
             raise ValueError("r2r_alpha must be positive, and needs synthetic_fraction 0 (no clean frames)")
         self.r2r_alpha = None if r2r_alpha is None else float(r2r_alpha)
-        if rgb and (self.procedural_fraction < 1 or not getattr(procedural, "rgb", False)):
-            raise ValueError("rgb needs procedural_fraction 1 and a ProceduralSource(rgb=True)")
-        self.rgb = bool(rgb)
+        self.rgb, self.truths = bool(rgb), dict(truths or {})
+        if rgb and self.procedural_fraction > 0 and not getattr(procedural, "rgb", False):
+            raise ValueError("rgb needs a ProceduralSource(rgb=True)")
+        if rgb and self.procedural_fraction < 1:
+            missing = sorted({p.ref_id for p in self.pairs} - set(self.truths))
+            if missing or augment:
+                raise ValueError(f"rgb store examples need augment off and a truth for every reference "
+                                 f"({len(missing)} without one, e.g. {missing[:1]})")  # fmt: skip
         self.seed, self.stream = int(seed), int(stream)
         self.synthetic_fraction = float(synthetic_fraction)
         self.augment = bool(augment)
@@ -266,11 +277,19 @@ class Pipeline:
             a, b = _real_params(noise, iso)
             dn = augment_packed(np.moveaxis(self.reader.read(p.frame_id, y, x, n), 0, -1), p.cfa, op)
             noisy = normalise(dn, p.black_level, p.white_level, channel_axis=-1)
-        return {
+        out = {
             "noisy": noisy, "clean": clean, "a": a, "b": b, "iso": iso, "sensor": p.sensor,
             "synthetic": synthetic, "frame_id": None if synthetic else p.frame_id, "ref_id": p.ref_id,
             "y": y, "x": x, "op": op,
         }  # fmt: skip
+        if self.rgb:  # the reference's crop (op 0: the window's first crop x crop) at mosaic resolution
+            from .models import to_rggb
+
+            c, ty, tx = self.crop, 2 * (y - sy), 2 * (x - sx)
+            rgb = _truth_rgb(self.truths[p.ref_id])[ty : ty + 2 * c, tx : tx + 2 * c]
+            out.update({k: np.ascontiguousarray(to_rggb(v, p.cfa)) for k, v in
+                        (("noisy", noisy), ("clean", clean), ("rgb", rgb))})  # fmt: skip
+        return out
 
     def _recorrupted(self, rng: np.random.Generator) -> dict[str, Any]:
         """A self-supervised example: a crop of a noisy frame, recorrupted into an input and a target."""
@@ -353,6 +372,16 @@ def recorrupt(y: np.ndarray, a, b, alpha: float, rng: np.random.Generator) -> tu
     sd = np.sqrt(np.maximum(a * np.maximum(y, 0) + b, 0)).astype(np.float32)
     z = rng.standard_normal(y.shape, dtype=np.float32) * sd
     return (y + np.float32(alpha) * z).astype(np.float32), (y - z / np.float32(alpha)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _truth_rgb(path: str) -> np.ndarray:
+    """A colour truth TIFF ``(H, W, 3)`` as float32, clipped at white (read once; a few scenes kept)."""
+    import tifffile
+
+    rgb = np.minimum(tifffile.imread(path).astype(np.float32, copy=False), 1.0)
+    rgb.setflags(write=False)
+    return rgb
 
 
 @lru_cache(maxsize=4096)

@@ -358,7 +358,7 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
     d = cfg["data"]
     fstore = FrameStore(store)
     if _head(cfg) == "rgb":
-        return joint_data(cfg, fstore, train_pairs, eval_pairs, noise)
+        return joint_data(cfg, store, fstore, train_pairs, eval_pairs, noise)
     if d["store_chunk"]:  # small crops: read them from a copy with small chunks (rawlab.learn.trainstore)
         from .trainstore import derive_training_store
 
@@ -403,10 +403,10 @@ def _check_joint(cfg: dict[str, Any]) -> None:
     if _head(cfg) != "rgb":
         return
     d = cfg["data"]
-    if d["procedural_fraction"] != 1.0 or d["self_supervised"]:
+    if d["self_supervised"] or (d["procedural_fraction"] < 1 and d["augment"]):
         raise RawlabError(
-            "the joint model (model.spec.head 'rgb') trains on procedural scenes only (their RGB truth); set "
-            f"data.procedural_fraction 1 (now {d['procedural_fraction']}) and data.self_supervised False"
+            "the joint model (model.spec.head 'rgb') learns from RGB truth: set data.self_supervised False, and "
+            "data.augment False when it reads the store (data.procedural_fraction below 1)"
         )
     if cfg["normalisation"]["kind"] != "noisemap":
         raise RawlabError(
@@ -415,25 +415,46 @@ def _check_joint(cfg: dict[str, Any]) -> None:
         )
 
 
-def joint_data(cfg, fstore, train_pairs, eval_pairs, noise):
-    """The joint model's data: procedural examples with their RGB truth (``rgb=True``), in the RGGB phase,
-    for training and, from the held-out stream, the fixed eval batches (the store's pairs only satisfy the
-    pipeline's constructor: no store example is drawn)."""
+def joint_data(cfg, store: str, fstore, train_pairs, eval_pairs, noise):
+    """The joint model's data, in the RGGB phase with the RGB truth (``rgb=True``): procedural examples and,
+    for ``data.procedural_fraction`` below 1, the store's pairs with their colour truth (the catalog's
+    ``truth_path``, e.g. ``rawlab synth``'s); the fixed eval batches come from the procedural held-out stream.
+
+    Raises
+    ------
+    RawlabError
+        The store is to be read but a training pair's reference has no colour truth.
+    """
+    from ..catalog import open_catalog
     from .input_pipeline import EVAL_STREAM, Pipeline
     from .procedural import ProceduralSource
 
     d, pr = cfg["data"], cfg["data"]["procedural"]
+    truths = {}
+    if d["procedural_fraction"] < 1:
+        cat = open_catalog(store)
+        known = cat[cat["truth_path"].notna()] if "truth_path" in cat else cat.iloc[:0]
+        by_frame = dict(zip(known["frame_id"], known["truth_path"], strict=True))
+        truths = {p.ref_id: by_frame.get(p.ref_id) or by_frame.get(p.frame_id) for p in train_pairs}
+        missing = sorted({p.sensor + "/" + p.scene for p in train_pairs if not truths[p.ref_id]})
+        if missing:
+            raise RawlabError(
+                f"the joint model reads the store (data.procedural_fraction {d['procedural_fraction']}) but "
+                f"{len(missing)} training scenes have no colour truth (catalog truth_path), e.g. {missing[0]}; "
+                "set data.procedural_fraction 1 to train on procedural scenes alone"
+            )
 
     def source(stream: int) -> ProceduralSource:
         return ProceduralSource(d["crop"], seed=cfg["seed"], stream=stream, pool=pr["pool"], reuse=pr["reuse"],
                                 scene_size=pr["scene_size"] or None, rgb=True)  # fmt: skip
 
-    common = {"crop": d["crop"], "batch_size": d["batch_size"], "seed": cfg["seed"], "cache_mb": 0,
-              "procedural_fraction": 1.0, "augment": False, "rgb": True}  # fmt: skip
+    common = {"crop": d["crop"], "batch_size": d["batch_size"], "seed": cfg["seed"], "augment": False,
+              "rgb": True}  # fmt: skip
     pipeline = Pipeline(fstore, train_pairs, noise, procedural=source(0), workers=d["workers"],
-                        prefetch=d["prefetch"], **common)  # fmt: skip
+                        prefetch=d["prefetch"], procedural_fraction=d["procedural_fraction"], truths=truths,
+                        synthetic_fraction=d["synthetic_fraction"], cache_mb=d["cache_mb"], **common)  # fmt: skip
     ev = Pipeline(fstore, eval_pairs or train_pairs, noise, procedural=source(EVAL_STREAM), stream=EVAL_STREAM,
-                  workers=0, **common)  # fmt: skip
+                  workers=0, procedural_fraction=1.0, cache_mb=0, **common)  # fmt: skip
     return pipeline, [_device_batch(b) for b in map(ev.batch, range(d["eval_batches"]))]
 
 

@@ -3,9 +3,10 @@
 The U-Net family with the full-resolution RGB head (``model.spec.head = "rgb"``, :mod:`rawlab.learn.models`):
 packed planes in the RGGB phase (any CFA is flipped into it) plus the noise-level map in, ``(2h, 2w, 3)``
 camera RGB out, starting from a bilinear demosaic. Trained on unlimited procedural scenes recorded by randomly
-drawn sensors (``procedural_fraction`` 1; the store's frames carry no RGB truth in the input pipeline yet, so
-the store only names the run's data); evaluated on procedural scenes of another stream. The loss compares the
-RGB with the scene's linear camera RGB::
+drawn sensors (``procedural_fraction`` 1, so any store will do; set it below 1 to mix in the store's pairs,
+whose scenes then need a colour truth in the catalog, ``truth_path``, as ``rawlab synth`` writes, and keep
+``augment`` off); evaluated on procedural scenes of another stream. The loss compares the RGB with the
+scene's linear camera RGB::
 
     rawlab train STORE --config joint --workdir runs/joint
     rawlab denoise photo.dng --model runs/joint --output rgb --format dng --out out/
