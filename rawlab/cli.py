@@ -496,7 +496,8 @@ def stats(store, out, profile, anchors, scheduler, workers):
     "--config",
     "config_name",
     default=None,
-    help="Training config: tiny (seconds on a CPU), mobile, large, builtin, or a Python file with "
+    help="Training config: tiny (seconds on a CPU), mobile, large, builtin, r2r (self-supervised fine-tuning), "
+    "joint (demosaic + denoise to linear RGB), or a Python file with "
     "get_config(). With --init it defaults to the config the initial model was trained with.",
 )
 @click.option(
