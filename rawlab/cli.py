@@ -654,7 +654,8 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
     type=click.Choice(["none", "fp16", "dynamic", "int8"]),
     default="none",
     show_default=True,
-    help="none: float32; fp16: float16 weights; dynamic: int8 weights; int8: full integer, calibrated.",
+    help="none: float32; fp16: float16 weights; dynamic: int8 weights; int8: full integer, calibrated (tflite and "
+    "onnx; fp16 and dynamic are tflite only).",
 )
 @click.option(
     "--tile",

@@ -217,15 +217,17 @@ def export_model(model_dir, out, *, fmt: str = "tflite", quantize: str = "none",
     model_dir = resolve_model(model_dir)  # "builtin": the model shipped inside rawlab
     if fmt == "tflite":
         return export_tflite(model_dir, out, quantize=quantize, **kwargs)
-    if quantize != "none":
-        raise RawlabError(
-            f"--format {fmt} is float32 only; drop --quantize {quantize} (quantised models: --format tflite)"
-        )
-    kwargs.pop("n_calibration", None)
     if fmt == "onnx":
         from .onnx import export_onnx
 
-        return export_onnx(model_dir, out, **kwargs)
+        if quantize not in ("none", "int8"):
+            raise RawlabError(f"--format onnx takes --quantize none or int8, not {quantize!r}")
+        return export_onnx(model_dir, out, quantize=quantize, **kwargs)
+    if quantize != "none":
+        raise RawlabError(
+            f"--format {fmt} is float32 only; drop --quantize {quantize} (quantised models: --format tflite or onnx)"
+        )
+    kwargs.pop("n_calibration", None)
     from .dtmodel import export_dtmodel
 
     return export_dtmodel(model_dir, out, **kwargs)
