@@ -163,7 +163,8 @@ def _wavelet(v: np.ndarray) -> np.ndarray:
     )
 
 
-def _nlm(v: np.ndarray) -> np.ndarray:
+def nl_means(v: np.ndarray, *, h: float = 0.5, patch_size: int = 3) -> np.ndarray:
+    """NL-means on unit-noise channels ``(h, w, c)`` (after the VST), all channels matched jointly."""
     from skimage.restoration import denoise_nl_means
 
     # The four planes are matched jointly (one patch distance over all channels): the Bayer channels share
@@ -171,9 +172,9 @@ def _nlm(v: np.ndarray) -> np.ndarray:
     # planes are half resolution: 3x3 patches (6x6 mosaic) searched over 13x13; h measured over 0.4-0.8.
     return denoise_nl_means(
         v,
-        patch_size=3,
+        patch_size=patch_size,
         patch_distance=6,
-        h=0.5,
+        h=h,
         sigma=1.0,
         fast_mode=True,
         preserve_range=True,
@@ -198,7 +199,7 @@ def _bm3d(v: np.ndarray) -> np.ndarray:
 
 _DENOISERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "vst-wavelet": _wavelet,
-    "vst-nlm": _nlm,
+    "vst-nlm": nl_means,
     "vst-bm3d": _bm3d,
 }
 
@@ -216,7 +217,7 @@ def available_baselines() -> list[str]:
     return [m for m in BASELINES if m != "vst-bm3d" or bm3d_available()]
 
 
-def denoise_baseline(method: str, x: np.ndarray, a, b, lower=None) -> np.ndarray:
+def denoise_baseline(method: str, x: np.ndarray, a, b, lower=None, **options) -> np.ndarray:
     """Denoise packed normalised planes ``x`` ``(h, w, 4)`` with a classical ``method``.
 
     Parameters
@@ -229,6 +230,8 @@ def denoise_baseline(method: str, x: np.ndarray, a, b, lower=None) -> np.ndarray
         Per-channel noise parameters ``(4,)`` (normalised units).
     lower
         Per-channel lower clipping bound ``(4,)`` of the sensor (normalised), or None.
+    options
+        Passed to the denoiser (``vst-nlm``: ``h``, its strength over the unit noise).
 
     Returns
     -------
@@ -246,5 +249,5 @@ def denoise_baseline(method: str, x: np.ndarray, a, b, lower=None) -> np.ndarray
     lo = [None] * n if lower is None else np.broadcast_to(np.asarray(lower, np.float64), (n,))
     vsts = [GAT(a[c], b[c], None if lo[c] is None else float(lo[c])) for c in range(n)]
     v = np.stack([vst.forward(x[..., c]) for c, vst in enumerate(vsts)], axis=-1)
-    d = _DENOISERS[method](v)
+    d = _DENOISERS[method](v, **options)
     return np.stack([vst.inverse(d[..., c]) for c, vst in enumerate(vsts)], axis=-1).astype(np.float32)

@@ -43,7 +43,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..bayer import unpack
-from .baselines import GAT
+from .baselines import GAT, denoise_baseline, nl_means
 from .metrics import psnr, ssim
 
 __all__ = [
@@ -152,28 +152,9 @@ STRENGTHS = (0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0)  # tune_strength's grid (skimage
 
 
 def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np.ndarray:
-    """The ``vst-nlm`` baseline (:func:`rawlab.evaluation.baselines.denoise_baseline`) with strength ``h``.
-
-    ``(h, w, 4)`` normalised planes in and out; at ``h = 0.5`` it is that baseline exactly (the test pins it).
-    """
-    from skimage.restoration import denoise_nl_means
-
-    n = planes.shape[-1]
-    a, b = (np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in (a, b))
-    lo = [None] * n if lower is None else np.broadcast_to(np.asarray(lower, np.float64), (n,))
-    vsts = [GAT(a[c], b[c], None if lo[c] is None else float(lo[c])) for c in range(n)]
-    v = np.stack([vst.forward(planes[..., c]) for c, vst in enumerate(vsts)], axis=-1)
-    d = denoise_nl_means(
-        v,
-        patch_size=3,
-        patch_distance=6,
-        h=h,
-        sigma=1.0,
-        fast_mode=True,
-        preserve_range=True,
-        channel_axis=-1,
-    )
-    return np.stack([vst.inverse(d[..., c]) for c, vst in enumerate(vsts)], axis=-1).astype(np.float32)
+    """The ``vst-nlm`` baseline (:func:`rawlab.evaluation.baselines.denoise_baseline`) with strength ``h``:
+    ``(h, w, 4)`` normalised planes in and out."""
+    return denoise_baseline("vst-nlm", planes, a, b, lower, h=h)
 
 
 # -- RGB after: VST + NL-means on the demosaiced image ---------------------------------------------------------
@@ -228,24 +209,13 @@ def denoise_rgb(rgb: np.ndarray, a, b, sigma=1.0, *, h: float = H_RGB) -> np.nda
     numpy.ndarray
         ``(H, W, 3)`` float32, normalised.
     """
-    from skimage.restoration import denoise_nl_means
-
     ra, rb = _rgb_params(a, b)
     s = np.broadcast_to(np.asarray(sigma, np.float64), (3,))
     vsts = [GAT(ra[c], rb[c], lower=0.0) for c in range(3)]
     # Each colour scaled to unit noise, so one patch distance weighs the three colours alike.
     v = np.stack([vsts[c].forward(rgb[..., c]) / s[c] for c in range(3)], axis=-1)
     # Full resolution: 5x5 patches searched over 13x13 (the raw chain's 3x3 packed patches cover 6x6 mosaic px).
-    d = denoise_nl_means(
-        v,
-        patch_size=5,
-        patch_distance=6,
-        h=h,
-        sigma=1.0,
-        fast_mode=True,
-        preserve_range=True,
-        channel_axis=-1,
-    )
+    d = nl_means(v, h=h, patch_size=5)
     return np.stack([vsts[c].inverse(d[..., c] * s[c]) for c in range(3)], axis=-1).astype(np.float32)
 
 
