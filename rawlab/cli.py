@@ -547,9 +547,14 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, i
     if config_name is None:
         if init is None:
             raise click.UsageError("give --config (tiny, mobile, large, builtin or a file), or --init MODEL")
-        from .learn.modelio import load_model
+        import json
 
-        config_name = load_model(init).config.get("name") or "default"
+        from .learn.modelio import CONFIG, resolve_model
+
+        described = resolve_model(init) / CONFIG  # the name only: the weights are loaded once, by training
+        config_name = json.loads(described.read_text()).get("name") if described.is_file() else None
+        if config_name is None:
+            raise click.UsageError(f"--init {init}: no config.json naming its config there; give --config")
     cfg = load_config(
         config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
     )

@@ -458,8 +458,9 @@ def joint_data(cfg, store: str, fstore, train_pairs, eval_pairs, noise):
     return pipeline, [_device_batch(b) for b in map(ev.batch, range(d["eval_batches"]))]
 
 
-def initial_params(init: str, fresh: TrainedModel) -> TrainedModel:
-    """``fresh`` with the parameters of the model ``init`` (``"builtin"`` or a model directory).
+def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[str, Any]]:
+    """``fresh`` with the parameters of the model ``init`` (``"builtin"`` or a model directory), and the record
+    of where they came from (``training.init``: the model, its config name and step).
 
     Raises
     ------
@@ -478,14 +479,8 @@ def initial_params(init: str, fresh: TrainedModel) -> TrainedModel:
                 f"--init {init}: its {key} ({theirs}) is not the config's ({mine}); fine-tune with the config "
                 f"it was trained with (`--config {other.config.get('name', '?')}` when that is a config name)"
             )
-    return TrainedModel(fresh.config, other.params)
-
-
-def _init_record(init: str) -> dict[str, Any]:
-    from .modelio import resolve_model
-
-    cfg = json.loads((resolve_model(init) / CONFIG).read_text())
-    return {"model": str(init), "name": cfg.get("name"), "step": cfg.get("step")}
+    record = {"model": str(init), "name": other.config.get("name"), "step": other.config.get("step")}
+    return TrainedModel(fresh.config, other.params), record
 
 
 def resolve_precision(precision: str, devices: list) -> str:
@@ -770,7 +765,7 @@ def train_and_evaluate(
     base = {**base, "normalisation": cfg["normalisation"], "tile": cfg["tile"]}
     _check_workdir(workdir, init_model(base, abstract=True).config)  # before any work or any write
     if init is not None:  # a wrong or incompatible --init fails now too
-        start_from, init_from = initial_params(init, init_model(base, abstract=True)), _init_record(init)
+        start_from, init_from = initial_params(init, init_model(base, abstract=True))
     output_folder(workdir, "--workdir")
 
     # 1. The noise law, before anything trains.
