@@ -1,0 +1,103 @@
+"""The ``rawlab`` group and what its commands share: errors as one line, progress bars, Dask options.
+
+Heavy modules (rawpy, dask, jax, tensorflow) are imported inside the commands so ``rawlab --help`` is instant.
+Exit codes (docs/architecture.md, "CLI contract"): 0 success, 1 a ``--strict`` failure, 2 a usage error or bad input;
+errors a user can fix are printed as one message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import click
+
+from .._version import __version__
+from ..cluster import SCHEDULER_ENV
+from ..errors import RawlabError
+
+
+class _Group(click.Group):
+    """A group that turns :class:`RawlabError` into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RawlabError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx):  # keep the pipeline order, not alphabetical order
+        return list(self.commands)
+
+
+def _size(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT in pixels, e.g. 4000x3000; got {value!r}") from None
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise click.BadParameter(f"width and height must be even and at least 16; got {w}x{h}")
+    return w, h
+
+
+@contextlib.contextmanager
+def _reporting(desc: str, total: int = 0):
+    """Keyword arguments that report a library call's progress (a bar on stderr) and notes (stderr lines)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+    try:
+        yield {
+            "progress": bar.update,
+            "set_total": lambda n: bar.reset(total=n),
+            "echo": lambda m: click.echo(m, err=True),
+        }
+    finally:
+        bar.close()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rawlab")
+def main():
+    """rawlab: paired raw-denoising datasets, sensor noise models, and raw denoisers.
+
+    \b
+    Typical pipeline:
+      rawlab synth data/               # or your own folders of camera raws
+      rawlab catalog build data/ --out store.zarr
+      rawlab noise-fit store.zarr --sensor all --out noise.json
+      rawlab stats store.zarr --out report/
+      rawlab train store.zarr --config tiny --workdir runs/tiny
+      rawlab export runs/tiny --format tflite --out tiny.tflite
+      rawlab denoise photo.dng --model tiny.tflite --out denoised/
+
+    Run `rawlab demo` to do all of it on the built-in synthetic dataset.
+    """
+
+
+def _cluster_options(scheduler_help: str = "Address of a running Dask scheduler."):
+    """``--scheduler ADDR`` (or ``$RAWLAB_SCHEDULER``) and ``--workers N``, shared by every Dask command."""
+
+    def decorate(f):
+        f = click.option(
+            "--workers",
+            type=click.IntRange(1, 512),
+            default=None,
+            help="Local cluster size (default: one per core).",
+        )(f)
+        return click.option(
+            "--scheduler", default=None, envvar=SCHEDULER_ENV, show_envvar=True, help=scheduler_help
+        )(f)
+
+    return decorate
+
+
+_GUARD_HELP = (
+    "With the guard (default), each tile of the network's output is blended back toward the input as far as "
+    "Stein's unbiased risk estimate says is better, so the model does not make an image worse than it was "
+    "(twice the inference cost); --no-guard runs the network alone."
+)

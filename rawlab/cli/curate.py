@@ -1,0 +1,241 @@
+"""Curate: ``synth``, ``demo`` and ``catalog``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ._common import _cluster_options, _Group, _reporting, _size, main
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, writable=True))
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same files.")
+@click.option(
+    "--size",
+    default="512x384",
+    show_default=True,
+    callback=_size,
+    help="Frame size WxH in mosaic pixels; 4000x3000 gives realistic 12 MP frames.",
+)
+@click.option(
+    "--sensors",
+    "n_sensors",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Number of virtual sensors (they differ in CFA, bit depth, black level and noise law).",
+)
+@click.option(
+    "--scenes",
+    "n_scenes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Scenes per sensor: a calibration chart plus photographs.",
+)
+@click.option(
+    "--clean-frames",
+    "n_clean",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="Base-ISO frames per scene; the first is the clean reference.",
+)
+@click.option(
+    "--calibration",
+    is_flag=True,
+    help="Write a calibration set instead: dark frames and flat fields (EMVA 1288) from calibration sensors "
+    "with row noise, DSNU, PRNU, dark current and Tukey-lambda read noise, their truth in OUT/truth.json.",
+)
+def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration):
+    """Write a synthetic dataset of real DNG files with known noise.
+
+    Writes OUT/<sensor>/<scene>/*.dng, each scene shot at the base ISO (clean) and up the sensor's ISO
+    ladder at the same brightness, with Poisson-Gaussian noise clipped and quantised as a sensor does, and
+    OUT/truth.json with the true noise parameters (rawlab.noise/1 schema). With --calibration, writes
+    OUT/<sensor>/darks/ and OUT/<sensor>/flats/ for `rawlab calibrate` (--scenes and --clean-frames unused).
+    """
+    from ..synth import get_sensors, write_dataset
+    from ..synth.generate import plan_dataset
+
+    t0 = time.perf_counter()
+    if calibration:
+        from ..synth.calibration import CALIBRATION_SENSORS, plan_calibration, write_calibration_set
+
+        n = len(plan_calibration(CALIBRATION_SENSORS[: max(1, min(n_sensors, len(CALIBRATION_SENSORS)))]))
+        with _reporting("synth", n) as report:
+            cal = write_calibration_set(
+                out, seed=seed, size=size, n_sensors=n_sensors, progress=report["progress"]
+            )
+        click.echo(
+            f"synth: wrote {cal.n_files} dark and flat DNG files ({cal.nbytes / 1e6:.1f} MB) for {cal.n_sensors} "
+            f"calibration sensors at {size[0]}x{size[1]} to {cal.out}; truth in {cal.truth_path} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        return
+    total = len(plan_dataset(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes, n_clean=n_clean))
+    with _reporting("synth", total) as report:
+        summary = write_dataset(
+            out,
+            seed=seed,
+            size=size,
+            n_sensors=n_sensors,
+            n_scenes=n_scenes,
+            n_clean=n_clean,
+            progress=report["progress"],
+        )
+    click.echo(
+        f"synth: wrote {summary.n_files} DNG files ({summary.nbytes / 1e6:.1f} MB) for {summary.n_sensors} "
+        f"sensors, {summary.n_scenes} scenes at {size[0]}x{size[1]} to {summary.out}; truth in "
+        f"{summary.truth_path} ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+@main.command()
+@click.argument("out", default="rawlab-demo", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic dataset.")
+@click.option(
+    "--workers", type=click.IntRange(1, 512), default=None, help="Local Dask workers (default: one per core)."
+)
+def demo(out, seed, workers):
+    """Run the whole pipeline on the built-in synthetic dataset, into OUT (default ./rawlab-demo)."""
+    from pathlib import Path
+
+    from ..demo import run_demo
+
+    run_demo(Path(out), seed=seed, workers=workers, echo=click.echo)
+
+
+@main.group(cls=_Group)
+def catalog():
+    """Build and inspect catalogued Zarr stores of paired raw frames."""
+
+
+@catalog.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--out", "out", required=True, help="Store to create or update: a path or an fsspec URL (s3://...)."
+)
+@click.option(
+    "--recipe", default=None, help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind) or a YAML file."
+)
+@_cluster_options("Address of a running Dask scheduler to use instead of a local cluster.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Threads per local worker for compression and decoding (default: cores // workers).",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
+@click.option(
+    "--qa-max-shift", type=float, default=None, help="Exclude pairs misaligned by more (mosaic px)."
+)
+@click.option(
+    "--qa-gain-tolerance",
+    type=float,
+    default=None,
+    help="Exclude pairs whose measured gain departs more than this (relative) from ISO x exposure.",
+)
+@click.option(
+    "--qa-max-saturated", type=float, default=None, help="Exclude pairs with a larger saturated fraction."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Seconds to wait for another build writing the same store before giving up (exit 2).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def catalog_build(
+    sources,
+    out,
+    recipe,
+    scheduler,
+    workers,
+    threads,
+    strict,
+    qa_max_shift,
+    qa_gain_tolerance,
+    qa_max_saturated,
+    wait,
+    as_json,
+):
+    """Scan SOURCES (folders, files, globs; local or fsspec URLs) for raw files and ingest them into a store.
+
+    Reads metadata, pairs noisy frames with their clean reference (same folder, lowest ISO; or a --recipe),
+    checks each pair (alignment, exposure gain, saturation) and stores the Bayer pixels losslessly in Zarr.
+    Re-running ingests only new or changed files. A file that cannot be read is recorded as failed and the
+    build goes on; SOURCES holding no raw file at all is an error (exit 2).
+
+    \b
+    Building into an existing store adds to it: its catalog is merged, never replaced.
+      rawlab catalog build shoot1 --out s.zarr; rawlab catalog build shoot2 --out s.zarr
+    lists both, exactly as `rawlab catalog build shoot1 shoot2 --out s.zarr` would (pairs are recomputed
+    over all files built with the same recipe). A file that was under SOURCES before and is gone now is
+    dropped from the catalog (its pixels stay in the store); files of other sources are kept as they are.
+
+    Files with identical content (same SHA-256) are one frame: one row, the first path in name order, with
+    the copies in its `other_paths`; a copy never pairs with its original.
+
+    One build writes a store at a time. A second build into the same store waits (up to --wait seconds)
+    for the first to finish, then reuses what it wrote; a lock left by a killed build on this machine is
+    recovered. (For s3:// and other object stores the lock is best effort.) If the store cannot be written
+    (disk full, quota, read-only, permission) the build stops with exit 2 and the store as it was before.
+    """
+    import json
+
+    from ..catalog.build import build_catalog
+    from ..catalog.qa import QAThresholds
+    from ..cluster import RunOptions
+
+    overrides = {
+        k: v
+        for k, v in {
+            "max_shift": qa_max_shift,
+            "gain_tolerance": qa_gain_tolerance,
+            "max_saturated": qa_max_saturated,
+        }.items()
+        if v is not None
+    }
+    thresholds = QAThresholds.from_dict({**QAThresholds().to_dict(), **overrides})
+    with _reporting("ingest") as report:
+        _, summary = build_catalog(
+            list(sources),
+            out,
+            recipe=recipe,
+            thresholds=thresholds,
+            wait=wait,
+            options=RunOptions(scheduler=scheduler, workers=workers, threads=threads, **report),
+        )
+    for path, reason in summary.failures:
+        click.echo(f"failed: {path}: {reason}", err=True)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in summary.__dict__.items()}, default=str))
+    else:
+        click.echo(summary.line())
+    if strict and summary.n_failed:
+        raise SystemExit(1)
+
+
+@catalog.command("show")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def catalog_show(store, as_json):
+    """Summarise a store: counts per sensor, ISO, role and status, and every failed or excluded file."""
+    import json
+
+    from ..catalog import open_catalog
+    from ..catalog.summary import catalog_summary, format_summary
+
+    summary = catalog_summary(open_catalog(store))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(format_summary(summary, store))
+        n = len(summary["sensors"])
+        click.echo(
+            f"catalog show: {summary['files']} files, {n} sensors, {len(summary['problems'])} problems"
+        )

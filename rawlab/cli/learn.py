@@ -1,0 +1,147 @@
+"""Learn: ``train`` and ``eval``."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import _GUARD_HELP, _cluster_options, _reporting, main
+
+
+@main.command("train")
+@click.argument("store")
+@click.option(
+    "--config",
+    "config_name",
+    default=None,
+    help="Training config: tiny (seconds on a CPU), mobile, large, builtin, r2r (self-supervised fine-tuning), "
+    "joint (demosaic + denoise to linear RGB), or a Python file with "
+    "get_config(). With --init it defaults to the config the initial model was trained with.",
+)
+@click.option(
+    "--workdir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory (model, checkpoints, metrics); training resumes from its last checkpoint.",
+)
+@click.option(
+    "--steps", type=click.IntRange(1, None), default=None, help="Total steps (overrides the config)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Global batch size (overrides the config).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the initialisation and of the batches.")
+@click.option(
+    "--noise",
+    "noise_profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Noise profile (rawlab JSON from `rawlab noise-fit`); default: fitted from STORE, cached in "
+    "WORKDIR/noise.json.",
+)
+@click.option(
+    "--init",
+    "init",
+    default=None,
+    help="Fine-tune: start from this model (builtin or a model directory) instead of random weights. On a "
+    "store of noisy frames only, combine with a self-supervised config (data.self_supervised).",
+)
+def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, init):
+    """Train the U-Net denoiser on the noisy/clean pairs of STORE (its training split of scenes).
+
+    Random aligned, exposure-matched crops of real pairs, mixed with synthetic Poisson-Gaussian noise drawn
+    from the noise profile over each sensor's ISO range; Bayer-preserving flips and transposes; L1 + SSIM
+    loss; AdamW with warmup and cosine decay. Writes WORKDIR/config.json and model.msgpack (the model for
+    `rawlab eval`, `export` and `denoise`), orbax checkpoints, metrics.csv and TensorBoard logs (WORKDIR/tb).
+    Run it again to resume (with a larger --steps to train on).
+    """
+    from ..cluster import RunOptions
+    from ..learn.configs import load_config
+    from ..learn.train import train_and_evaluate
+
+    if config_name is None:
+        if init is None:
+            raise click.UsageError("give --config (tiny, mobile, large, builtin or a file), or --init MODEL")
+        import json
+
+        from ..learn.modelio import CONFIG, resolve_model
+
+        described = resolve_model(init) / CONFIG  # the name only: the weights are loaded once, by training
+        config_name = json.loads(described.read_text()).get("name") if described.is_file() else None
+        if config_name is None:
+            raise click.UsageError(f"--init {init}: no config.json naming its config there; give --config")
+    cfg = load_config(
+        config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
+    )
+    options = RunOptions(echo=lambda m: click.echo(m, err=True))
+    result = train_and_evaluate(cfg, workdir, store, options=options, init=init)
+    click.echo(result.line())
+
+
+@main.command("eval")
+@click.argument("store")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    help="builtin, a model directory (`rawlab train --workdir`), or a .tflite/.onnx file; omit to score the "
+    "baselines only.",
+)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="Comma-separated: model, identity, vst-wavelet, vst-nlm, vst-bm3d (needs the optional bm3d "
+    "package); 'all' is every available one. NL-means costs about 0.5 s per megapixel, BM3D about 30.",
+)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Noise profile (rawlab JSON) for (a, b); default: the model's noise law, else a fit of STORE.",
+)
+@click.option(
+    "--scenes",
+    type=click.Choice(["heldout", "all"]),
+    default="heldout",
+    show_default=True,
+    help="heldout: the evaluation split (scenes never trained on); all: every pair (for another store).",
+)
+@click.option(
+    "--max-frames", type=click.IntRange(1, None), default=None, help="At most N frames per sensor and ISO."
+)
+@click.option(
+    "--crop", type=click.IntRange(16, None), default=None, help="Score the central NxN packed pixels."
+)
+@_cluster_options()
+@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers, guard):
+    """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
+
+    Scores packed, normalised Bayer planes against the exposure-matched clean reference (data range 1):
+    the model, the noisy input (identity), and variance-stabilised (generalised Anscombe, exact unbiased
+    inverse) wavelet, NL-means and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
+    beside it (<out>.png).
+    """
+    from ..cluster import RunOptions
+    from ..evaluation import evaluate_store, write_outputs
+
+    with _reporting("eval") as report:
+        result = evaluate_store(
+            store,
+            model,
+            methods=methods,
+            profile=profile,
+            scenes=scenes,
+            max_frames=max_frames,
+            crop=crop,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            guard=guard,
+        )
+    written = write_outputs(result, out)
+    for line in written.lines:
+        click.echo(line)
+    click.echo(written.summary)

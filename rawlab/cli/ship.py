@@ -1,0 +1,206 @@
+"""Ship: ``export``, ``denoise`` and ``serve``."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import _GUARD_HELP, _cluster_options, _reporting, main
+
+
+@main.command("export")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tflite", "onnx", "dtmodel"]),
+    default="tflite",
+    show_default=True,
+    help="tflite: phones (LiteRT); onnx: ONNX Runtime, float32; dtmodel: a darktable 5.6+ raw-denoise package.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The .tflite, .onnx or .dtmodel file to write.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "fp16", "dynamic", "int8"]),
+    default="none",
+    show_default=True,
+    help="none: float32; fp16: float16 weights; dynamic: int8 weights; int8: full integer, calibrated (tflite and "
+    "onnx; fp16 and dynamic are tflite only).",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(8, 8192),
+    default=None,
+    help="Fixed input tile in packed pixels (default: the model's tile size, usually 256).",
+)
+@click.option(
+    "--calibration",
+    default=None,
+    help="A store or raw files for int8 calibration and the parity check (default: the training store).",
+)
+def export(model_dir, fmt, out, quantize, tile, calibration):
+    """Export MODEL (`rawlab train --workdir`, or builtin) to TFLite, ONNX or darktable, with a parity check.
+
+    tflite: jax2tf at a fixed tile shape, builtin TFLite ops only. onnx: the network written with builtin ONNX
+    ops (dynamic height and width), run by `rawlab denoise` with ONNX Runtime alone. dtmodel: a .dtmodel
+    package for darktable's neural restore (raw denoise), installed from darktable's AI preferences. The
+    float32 export must match JAX within 1e-4 on real crops (held-out scenes of the training store) or
+    nothing is written; quantised exports print their
+    PSNR cost, and their PSNR against each pair's aligned, exposure-matched clean reference. Tile size,
+    overlap, normalisation and noise law are embedded in the file (and written beside it as OUT.json), so
+    `rawlab denoise --model OUT` needs nothing else. OUT's folder is checked (and created) first.
+    """
+    from ..deploy.export import export_model
+
+    result = export_model(
+        model_dir,
+        out,
+        fmt=fmt,
+        quantize=quantize,
+        tile=tile,
+        calibration=calibration,
+        echo=lambda m: click.echo(m, err=True),
+    )
+    click.echo(f"description: {result.sidecar}")
+    click.echo(result.summary())
+
+
+@main.command("denoise")
+@click.argument("raws", nargs=-1, required=True)
+@click.option(
+    "--model",
+    default="builtin",
+    show_default=True,
+    help="builtin (the model shipped inside rawlab), a model directory (`rawlab train --workdir`), or a "
+    ".tflite or .onnx from `rawlab export`.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write into (created); inputs' paths below their common folder are kept.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dng", "png", "tiff"]),
+    default="dng",
+    show_default=True,
+    help="dng: denoised raw, metadata kept; png (8-bit) / tiff (16-bit): a rendered sRGB preview.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace outputs that exist (default: keep them and skip those inputs)."
+)
+@_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
+@click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
+@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+@click.option(
+    "--output",
+    type=click.Choice(["bayer", "rgb"]),
+    default="bayer",
+    show_default=True,
+    help="bayer: a denoised raw (or its preview). rgb: demosaic and denoise with a joint model (`rawlab train "
+    "--config joint`) into clean linear camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an "
+    "sRGB preview; the SURE guard (a Bayer denoiser's) is not applied.",
+)
+def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, output):
+    """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
+
+    Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
+    ISO (else the DNG NoiseProfile, else an estimate from the image alone), denoised in overlapping tiles,
+    and written as a DNG of the same size, CFA and levels, or as a rendered preview.
+
+    Each output goes in OUT at its input's path below the inputs' common folder, with the format's suffix,
+    and one line per input says where it went (or why not):
+
+    \b
+      rawlab denoise a/x.dng b/x.dng --out D      ->  D/a/x.dng, D/b/x.dng
+      rawlab denoise a/x.dng a/y.dng --out D      ->  D/x.dng, D/y.dng
+      rawlab denoise shoot/ --out D --format png  ->  D/<path below shoot/>.png
+
+    An existing output is kept and its input reported as skipped (not a failure), so re-running a batch
+    finishes only what is missing; --overwrite replaces existing outputs. An output never replaces one of the
+    inputs, and two inputs never share an output (x.dng and x.DNG, or x.nef and x.dng, both of which would
+    become x.dng): the first in input order gets it, the other fails with the reason. Files that cannot be
+    read are reported with the reason and the rest go on.
+
+    Exit status: 0; 1 when every file failed (or any, with --strict); 2 for a usage error, such as a missing,
+    truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
+    """
+    from ..cluster import RunOptions
+    from ..deploy.denoise import denoise_files
+
+    with _reporting("denoise") as report:
+        summary = denoise_files(
+            list(raws),
+            model,
+            out,
+            fmt=fmt,
+            overwrite=overwrite,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            guard=guard,
+            output=output,
+        )
+    for r in summary.results:
+        click.echo(r.line(), err=r.failed)
+    click.echo(summary.line())
+    if summary.all_failed or (strict and summary.n_failed):
+        raise SystemExit(1)
+
+
+@main.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("builtin",),
+    show_default=True,
+    help="builtin, a .onnx, .tflite or model directory to serve (repeat for several; the first is the default).",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Concurrent jobs (default: 2, or 1 core)."
+)
+@click.option("--max-upload-mb", type=float, default=200, show_default=True, help="Largest upload accepted.")
+@click.option("--job-timeout", type=float, default=300, show_default=True, help="Seconds a job may run.")
+@click.option("--max-queue", type=click.IntRange(0, 10000), default=16, show_default=True,
+              help="Jobs that may wait for a worker; beyond that the service answers 503.")  # fmt: skip
+@click.option(
+    "--tmp",
+    "tmp_root",
+    default=None,
+    help="Folder for the service's temporary files (default: the system's).",
+)
+def serve(host, port, models, workers, max_upload_mb, job_timeout, max_queue, tmp_root):
+    """Serve denoising over HTTP: POST /denoise (a raw file -> DNG, or ?format=png|tiff), GET /models, /health.
+
+    \b
+      rawlab serve --model tiny.onnx
+      curl -F file=@photo.dng localhost:8000/denoise -o out.dng
+
+    The models are checked before the service starts. Each job runs in a worker process, with limits on the
+    upload size, the jobs waiting and the time per job; bad uploads are answered 4xx with the reason.
+    """
+    from ..serve import build_config
+    from ..serve import serve as run
+
+    config = build_config(
+        list(models),
+        workers=workers,
+        max_upload_mb=max_upload_mb,
+        job_timeout=job_timeout,
+        max_queue=max_queue,
+        tmp_root=tmp_root,
+    )
+    names = ", ".join(f"{m['name']} ({m['label']})" for m in config.described)
+    click.echo(f"serve: {names} on http://{host}:{port} ({config.workers} workers)", err=True)
+    run(config, host=host, port=port)
