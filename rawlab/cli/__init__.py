@@ -13,6 +13,7 @@ from ._common import main
 
 # isort: off
 from . import curate, characterise, learn, ship  # noqa: F401  (registers the commands in the pipeline's order)
+from . import burst  # noqa: F401  (after ship: bursts, issue 14)
 # isort: on
 
 __all__ = ["main"]
