@@ -16,7 +16,7 @@ LAYER = {
     "cluster": 2,
     "catalog": 3,
     "noise": 4, "calibrate": 4,
-    "synth": 5,
+    "synth": 5, "burst": 5,
     "learn": 6, "stats": 6,
     "deploy": 7,
     "evaluation": 8, "serve": 8,

@@ -1,0 +1,6 @@
+"""Bursts: align several raw frames of one scene on the Bayer mosaic and merge them (``rawlab burst merge``)."""
+
+from .align import Alignment, align_frame, grey
+from .merge import Merged, merge_burst
+
+__all__ = ["Alignment", "Merged", "align_frame", "grey", "merge_burst"]

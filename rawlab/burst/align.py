@@ -1,0 +1,185 @@
+"""Coarse-to-fine tile alignment of burst frames on the Bayer mosaic (HDR+, Hasinoff et al., SIGGRAPH Asia 2016).
+
+Frames are aligned on their grey image: the mean of the four packed planes, i.e. the mosaic binned 2x2, so one
+grey pixel is one Bayer period (two mosaic pixels) and the same displacement applies to every plane. A Gaussian
+pyramid of the grey image (each level blurred and decimated by ``FACTORS`` relative to the level below) is
+matched from the coarsest level down:
+
+- every level is cut into tiles of ``TILES`` pixels overlapping by half (at the finest level exactly the
+  merge's tiles, :mod:`rawlab.burst.merge`);
+- at each coarse level every tile searches ``RADII`` pixels around its initial guess with the L2 distance;
+  the finest level searches +-1 pixel with the L1 distance, which is more robust to outliers (HDR+);
+- a tile's initial guess is the displacement of the coarser level, scaled up, from the coarse tile nearest its
+  centre or one of the two next nearest (the candidate that matches best at zero offset wins): so a tile on an
+  object boundary can take the motion of either side (HDR+, section 4);
+- at the finest level the integer optimum is refined to sub-pixel precision by a separable parabola through
+  the L2 distances of its 3x3 neighbourhood (clamped to half a pixel).
+
+Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each plane of
+each alternate tile by its own sub-pixel displacement (:func:`rawlab.burst.merge.shifted_tiles`), so the CFA
+phase never changes. Convention: ``alt(p + d) = ref(p)``, i.e. the content moved by ``d``, the catalog's shift
+convention (``alt(y, x) = ref(y - dy, x - dx)``) in packed pixels; twice it in mosaic pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "tile_origins"]
+
+FACTORS = (2, 4, 4)  # each coarser level's decimation relative to the one below it
+TILES = (16, 16, 8, 8)  # tile size per level, finest first (packed pixels of that level)
+RADII = (1, 4, 4, 4)  # search radius per level, finest first
+MIN_TILES = 3  # a level is used only if it holds at least this many tiles across its smaller side
+
+
+@dataclass
+class Alignment:
+    """Per-tile displacements of one frame against the reference.
+
+    Attributes
+    ----------
+    displacement
+        ``float (ny, nx, 2)``: ``(dy, dx)`` per tile, packed pixels (twice that in mosaic pixels).
+    tile
+        Tile size at the finest level; tile ``(i, j)`` covers rows ``[i*tile/2 - tile/2, i*tile/2 + tile/2)``.
+    """
+
+    displacement: np.ndarray
+    tile: int
+
+    def median_shift(self, weights: np.ndarray | None = None) -> tuple[float, float]:
+        """The frame's overall ``(dy, dx)`` in mosaic pixels: the median over tiles (``weights`` selects)."""
+        d = self.displacement.reshape(-1, 2)
+        if weights is not None:
+            d = d[np.asarray(weights, bool).reshape(-1)]
+        dy, dx = np.median(d, axis=0) * 2.0
+        return float(dy), float(dx)
+
+
+def grey(planes: np.ndarray) -> np.ndarray:
+    """The grey image of packed planes ``(4, h, w)``: their mean, float32 ``(h, w)`` (the mosaic binned 2x2)."""
+    return np.asarray(planes, np.float32).mean(axis=0)
+
+
+def tile_origins(n: int, tile: int) -> np.ndarray:
+    """First row (or column) of each tile covering ``n`` pixels with half-overlapping tiles: ``i*s - s`` for
+    ``i = 0 .. ceil(n / s)`` where ``s = tile / 2``; every pixel lies in exactly two tiles."""
+    s = tile // 2
+    return np.arange(-(-n // s) + 1) * s - s
+
+
+def _pyramid(image: np.ndarray) -> list[np.ndarray]:
+    """The grey image and its coarser levels (Gaussian blur, then decimation), finest first; a level is kept
+    only while its tiles still number ``MIN_TILES`` across."""
+    from scipy.ndimage import gaussian_filter
+
+    levels = [np.asarray(image, np.float32)]
+    for i, f in enumerate(FACTORS):
+        coarse = gaussian_filter(levels[-1], sigma=0.5 * f, mode="nearest")[f // 2 :: f, f // 2 :: f]
+        if min(coarse.shape) < MIN_TILES * TILES[i + 1]:
+            break
+        levels.append(coarse)
+    return levels
+
+
+def _gather(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``image[ys, xs]`` with indices clipped to the image (edge extension): ``ys (..., T, 1)``, ``xs (..., 1, T)``."""
+    h, w = image.shape[-2:]
+    return image[..., np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]
+
+
+def _tiles(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int) -> np.ndarray:
+    """Tiles of ``image`` at rows ``y0`` and columns ``x0``: ``(..., ny, nx, tile, tile)`` (edges extended)."""
+    r = np.arange(tile)
+    return _gather(image, (y0[:, None] + r)[:, None, :, None], (x0[:, None] + r)[None, :, None, :])
+
+
+def _costs(ref_tiles, alt, y0, x0, tile, disp, offsets, power) -> np.ndarray:
+    """Distance between each reference tile and the alternate tile at ``disp + offset``, for every offset:
+    ``(n_offsets, ny, nx)``; ``power`` 1 (L1) or 2 (L2)."""
+    r = np.arange(tile)
+    out = np.empty((len(offsets), *disp.shape[:2]), np.float32)
+    for i, (oy, ox) in enumerate(offsets):
+        ys = (y0[:, None] + disp[..., 0] + oy)[..., None, None] + r[:, None]
+        xs = (x0[None, :] + disp[..., 1] + ox)[..., None, None] + r[None, :]
+        diff = ref_tiles - _gather(alt, ys, xs)
+        out[i] = (np.abs(diff) if power == 1 else diff * diff).sum(axis=(-2, -1))
+    return out
+
+
+def _search(ref_tiles, alt, y0, x0, tile, disp, radius, power) -> np.ndarray:
+    offsets = [(oy, ox) for oy in range(-radius, radius + 1) for ox in range(-radius, radius + 1)]
+    costs = _costs(ref_tiles, alt, y0, x0, tile, disp, offsets, power)
+    best = np.asarray(offsets)[
+        np.argmin(costs, axis=0)
+    ]  # (ny, nx, 2); ties go to the first (smallest offset)
+    return disp + best
+
+
+def _upsample(coarse: np.ndarray, c_tile: int, f: int, y0: np.ndarray, x0: np.ndarray, tile: int):
+    """Three candidate initial displacements per fine tile (scaled by ``f``): from the coarse tile nearest
+    its centre, and from the next nearest in y and in x."""
+    cs = c_tile // 2
+    cy = (y0 + tile / 2) / f / cs  # the fine tile's centre in coarse tile-index units
+    cx = (x0 + tile / 2) / f / cs
+    ny, nx = coarse.shape[:2]
+    iy, ix = np.clip(np.rint(cy), 0, ny - 1).astype(int), np.clip(np.rint(cx), 0, nx - 1).astype(int)
+    jy = np.clip(np.where(cy >= iy, iy + 1, iy - 1), 0, ny - 1)
+    jx = np.clip(np.where(cx >= ix, ix + 1, ix - 1), 0, nx - 1)
+    return [
+        coarse[iy[:, None], ix[None, :]] * f,
+        coarse[jy[:, None], ix[None, :]] * f,
+        coarse[iy[:, None], jx[None, :]] * f,
+    ]
+
+
+def _subpixel(ref_tiles, alt, y0, x0, tile, disp) -> np.ndarray:
+    """Separable parabola through the L2 distances at the integer optimum and its 4 neighbours."""
+    offsets = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+    c0, cym, cyp, cxm, cxp = _costs(ref_tiles, alt, y0, x0, tile, disp, offsets, 2)
+    out = disp.astype(np.float32)
+    for axis, (lo, hi) in enumerate(((cym, cyp), (cxm, cxp))):
+        curv = lo - 2 * c0 + hi
+        step = np.where(curv > 0, 0.5 * (lo - hi) / np.where(curv > 0, curv, 1.0), 0.0)
+        out[..., axis] += np.clip(step, -0.5, 0.5)
+    return out
+
+
+def align_frame(ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0]) -> Alignment:
+    """Align one frame's grey image to the reference's (module docstring).
+
+    Parameters
+    ----------
+    ref_grey, alt_grey
+        ``(h, w)`` grey images (:func:`grey`) of the reference and the frame, same shape.
+    tile
+        Finest-level tile size, packed pixels (even); the merge must use the same.
+
+    Returns
+    -------
+    Alignment
+        One displacement per finest-level tile (:func:`tile_origins` in each axis).
+    """
+    if ref_grey.shape != alt_grey.shape:
+        raise ValueError(f"frames differ in size: {ref_grey.shape} and {alt_grey.shape}")
+    tiles = (tile, *TILES[1:])
+    ref_levels, alt_levels = _pyramid(ref_grey), _pyramid(alt_grey)
+    disp = None
+    for lv in range(len(ref_levels) - 1, -1, -1):
+        ref, alt, t = ref_levels[lv], alt_levels[lv], tiles[lv]
+        y0, x0 = tile_origins(ref.shape[0], t), tile_origins(ref.shape[1], t)
+        ref_tiles = _tiles(ref, y0, x0, t)
+        power = 1 if lv == 0 else 2
+        if disp is None:
+            disp = np.zeros((len(y0), len(x0), 2), np.int64)
+        else:
+            candidates = _upsample(disp, tiles[lv + 1], FACTORS[lv], y0, x0, t)
+            costs = np.stack([_costs(ref_tiles, alt, y0, x0, t, c, [(0, 0)], power)[0] for c in candidates])
+            disp = np.take_along_axis(np.stack(candidates), np.argmin(costs, axis=0)[None, ..., None], 0)[0]
+        disp = _search(ref_tiles, alt, y0, x0, t, disp, RADII[lv], power)
+        if lv == 0:
+            return Alignment(_subpixel(ref_tiles, alt, y0, x0, t, disp), tile)
+    raise AssertionError("unreachable")  # pragma: no cover
