@@ -49,7 +49,23 @@ from ._common import _cluster_options, _Group, _reporting, _size, main
     help="Write a calibration set instead: dark frames and flat fields (EMVA 1288) from calibration sensors "
     "with row noise, DSNU, PRNU, dark current and Tukey-lambda read noise, their truth in OUT/truth.json.",
 )
-def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration):
+@click.option(
+    "--burst",
+    "n_burst",
+    type=click.IntRange(2, 64),
+    default=None,
+    help="Write bursts of N frames instead: per sensor, scene and ISO, N DNGs of one scene under hand shake "
+    "(sub-pixel translation and a small rotation per frame; the first frame is the reference), each with its "
+    "own noise, in OUT/<sensor>/<scene>/burst_iso<ISO>/; the motion, the moving object and the clean "
+    "reference in OUT/truth.json (--clean-frames unused).",
+)
+@click.option(
+    "--moving/--no-moving",
+    default=True,
+    show_default=True,
+    help="With --burst: a textured disc moves across the scene between frames (its mask in the truth).",
+)
+def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, moving):
     """Write a synthetic dataset of real DNG files with known noise.
 
     Writes OUT/<sensor>/<scene>/*.dng, each scene shot at the base ISO (clean) and up the sensor's ISO
@@ -73,6 +89,27 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration):
             f"synth: wrote {cal.n_files} dark and flat DNG files ({cal.nbytes / 1e6:.1f} MB) for {cal.n_sensors} "
             f"calibration sensors at {size[0]}x{size[1]} to {cal.out}; truth in {cal.truth_path} "
             f"({time.perf_counter() - t0:.1f} s)"
+        )
+        return
+    if n_burst is not None:
+        from ..synth.burst import plan_bursts, write_bursts
+
+        total = n_burst * len(plan_bursts(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes))
+        with _reporting("synth", total) as report:
+            summary = write_bursts(
+                out,
+                n_frames=n_burst,
+                seed=seed,
+                size=size,
+                n_sensors=n_sensors,
+                n_scenes=n_scenes,
+                moving=moving,
+                progress=report["progress"],
+            )
+        click.echo(
+            f"synth: wrote {summary.n_files} DNG files ({summary.nbytes / 1e6:.1f} MB) in bursts of {n_burst} for "
+            f"{summary.n_sensors} sensors, {summary.n_scenes} scenes at {size[0]}x{size[1]} to {summary.out}; "
+            f"truth in {summary.truth_path} ({time.perf_counter() - t0:.1f} s)"
         )
         return
     total = len(plan_dataset(get_sensors(n_sensors), seed=seed, n_scenes=n_scenes, n_clean=n_clean))
