@@ -242,6 +242,7 @@ def simulate_burst(
     brightness: float = 1.0,
     exposure_time: float = 1 / 60,
     scene_rgb: np.ndarray | None = None,
+    motion: list[FrameMotion] | None = None,
 ) -> Burst:
     """Simulate one burst in memory (module docstring).
 
@@ -266,6 +267,9 @@ def simulate_burst(
         uniformly within these bounds; ``max_rotation = 0`` gives pure translations.
     brightness
         The scene's level (its 99th percentile, 1.0 = white).
+    motion
+        The frames' motion (the first must be zero), instead of drawing the shake; the margin of scene around
+        the frame still follows ``max_shift`` and ``max_rotation``, which must bound it.
     scene_rgb
         The scene already rendered at ``SUPERSAMPLE`` times the size plus the margin (:func:`_margin`), to
         share one render between bursts of the same scene; rendered here when None.
@@ -280,7 +284,11 @@ def simulate_burst(
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.SeedSequence) else seed
     motion_seq, object_seq, noise_seq = ss.spawn(3)
     motion_rng, object_rng = np.random.default_rng(motion_seq), np.random.default_rng(object_seq)
-    motion = _shake(motion_rng, n_frames, max_shift, max_rotation)
+    drawn = _shake(motion_rng, n_frames, max_shift, max_rotation)
+    if motion is None:
+        motion = drawn
+    elif len(motion) != n_frames or motion[0] != FrameMotion(0.0, 0.0, 0.0):
+        raise ValueError("motion must give one FrameMotion per frame, the first zero")
     m = _margin(width, height, max_shift, max_rotation)
     s = SUPERSAMPLE
     if scene_rgb is None:
