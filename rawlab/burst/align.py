@@ -8,15 +8,21 @@ matched from the coarsest level down:
 - every level is cut into tiles of ``TILES`` pixels overlapping by half (at the finest level exactly the
   merge's tiles, :mod:`rawlab.burst.merge`);
 - at each coarse level every tile searches ``RADII`` pixels around its initial guess with the L2 distance;
-  the finest level searches +-1 pixel with the L1 distance, which is more robust to outliers (HDR+);
+  the finest level searches +-1 pixel with the L1 distance, which is more robust to outliers (HDR+); the
+  coarsest level searches wider when a small frame has too few levels for the pyramid to reach ``REACH``
+  packed pixels;
 - a tile's initial guess is the displacement of the coarser level, scaled up, from the coarse tile nearest its
   centre or one of the two next nearest (the candidate that matches best at zero offset wins): so a tile on an
   object boundary can take the motion of either side (HDR+, section 4);
 - at the finest level the integer optimum is refined to sub-pixel precision by a separable parabola through
-  the L2 distances of its 3x3 neighbourhood (clamped to half a pixel).
+  the L2 distances of its 3x3 neighbourhood (clamped to half a pixel), then by ``LK_STEPS`` Lucas-Kanade
+  steps (Gauss-Newton on the windowed squared difference, with the alternate tile resampled at the current
+  displacement by :func:`shifted_tiles`; both images blurred by ``LK_SIGMA`` so the gradients are not noise):
+  the parabola alone is biased towards whole pixels by up to a tenth of a pixel. A tile whose gradients
+  cannot fix both directions (flat, or a single edge) keeps the parabola's estimate.
 
 Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each plane of
-each alternate tile by its own sub-pixel displacement (:func:`rawlab.burst.merge.shifted_tiles`), so the CFA
+each alternate tile by its own sub-pixel displacement (:func:`shifted_tiles`), so the CFA
 phase never changes. Convention: ``alt(p + d) = ref(p)``, i.e. the content moved by ``d``, the catalog's shift
 convention (``alt(y, x) = ref(y - dy, x - dx)``) in packed pixels; twice it in mosaic pixels.
 """
@@ -27,12 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "tile_origins"]
+__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "shifted_tiles", "tile_origins"]
 
 FACTORS = (2, 4, 4)  # each coarser level's decimation relative to the one below it
 TILES = (16, 16, 8, 8)  # tile size per level, finest first (packed pixels of that level)
 RADII = (1, 4, 4, 4)  # search radius per level, finest first
-MIN_TILES = 3  # a level is used only if it holds at least this many tiles across its smaller side
+_LANCZOS = 3  # Lanczos-3 resampling of tiles: 6 taps per axis
+LK_STEPS = 2  # Lucas-Kanade refinements of the finest level's sub-pixel estimate
+LK_SIGMA = 1.0  # packed pixels: Gaussian blur of both grey images for the Lucas-Kanade gradients
+MIN_TILES = 2  # a level is used only if it holds at least this many tiles across its smaller side
+REACH = 16  # packed pixels: the coarsest level searches far enough for the whole pyramid to reach this far
 
 
 @dataclass
@@ -71,6 +81,42 @@ def tile_origins(n: int, tile: int) -> np.ndarray:
     return np.arange(-(-n // s) + 1) * s - s
 
 
+def _lanczos(frac: np.ndarray) -> np.ndarray:
+    """Lanczos-3 weights ``(..., 6)`` for taps ``-2 .. 3`` around the floor, for fractional offsets in [0, 1)."""
+    t = np.arange(-_LANCZOS + 1, _LANCZOS + 1)
+    x = frac[..., None] - t
+    w = np.sinc(x) * np.sinc(x / _LANCZOS)
+    return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def shifted_tiles(
+    planes: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int, disp: np.ndarray
+) -> np.ndarray:
+    """Tiles of ``planes (C, h, w)`` sampled at ``p + d`` for each tile's real displacement ``d = disp[i, j]``
+    (``(dy, dx)``, packed pixels): ``(C, ny, nx, tile, tile)``, separable Lanczos-3 resampling, the image
+    edges extended. A whole-pixel displacement copies pixels exactly."""
+    lo = np.floor(disp).astype(np.int64)
+    frac = (disp - lo).astype(np.float32)
+    if not frac.any():  # whole pixels: a copy
+        return _gather(planes, (y0[:, None] + lo[..., 0])[..., None, None] + np.arange(tile)[:, None],
+                       (x0[None, :] + lo[..., 1])[..., None, None] + np.arange(tile)[None, :])  # fmt: skip
+    n = tile + 2 * _LANCZOS - 1
+    r = np.arange(n) - (_LANCZOS - 1)
+    ys = (y0[:, None] + lo[..., 0])[..., None, None] + r[:, None]  # (ny, nx, n, 1)
+    xs = (x0[None, :] + lo[..., 1])[..., None, None] + r[None, :]  # (ny, nx, 1, n)
+    h, w = planes.shape[-2:]
+    g = planes[:, np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]  # (C, ny, nx, n, n)
+    wy, wx = _lanczos(frac[..., 0]), _lanczos(frac[..., 1])  # (ny, nx, 6)
+    taps = 2 * _LANCZOS
+    out = wx[None, :, :, None, None, 0] * g[..., :tile]  # (C, ny, nx, n, tile)
+    for t in range(1, taps):
+        out += wx[None, :, :, None, None, t] * g[..., t : t + tile]
+    res = wy[None, :, :, 0, None, None] * out[..., :tile, :]
+    for t in range(1, taps):
+        res += wy[None, :, :, t, None, None] * out[..., t : t + tile, :]
+    return res
+
+
 def _pyramid(image: np.ndarray) -> list[np.ndarray]:
     """The grey image and its coarser levels (Gaussian blur, then decimation), finest first; a level is kept
     only while its tiles still number ``MIN_TILES`` across."""
@@ -99,24 +145,28 @@ def _tiles(image: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int) -> np.n
 
 def _costs(ref_tiles, alt, y0, x0, tile, disp, offsets, power) -> np.ndarray:
     """Distance between each reference tile and the alternate tile at ``disp + offset``, for every offset:
-    ``(n_offsets, ny, nx)``; ``power`` 1 (L1) or 2 (L2)."""
-    r = np.arange(tile)
+    ``(n_offsets, ny, nx)``; ``power`` 1 (L1) or 2 (L2). The alternate's tiles are gathered once, with a
+    margin as wide as the largest offset, and each offset is a view into them."""
+    m = max(max(abs(oy), abs(ox)) for oy, ox in offsets)
+    r = np.arange(tile + 2 * m) - m
+    ys = (y0[:, None] + disp[..., 0])[..., None, None] + r[:, None]
+    xs = (x0[None, :] + disp[..., 1])[..., None, None] + r[None, :]
+    ext = _gather(alt, ys, xs)  # (ny, nx, tile + 2m, tile + 2m)
     out = np.empty((len(offsets), *disp.shape[:2]), np.float32)
     for i, (oy, ox) in enumerate(offsets):
-        ys = (y0[:, None] + disp[..., 0] + oy)[..., None, None] + r[:, None]
-        xs = (x0[None, :] + disp[..., 1] + ox)[..., None, None] + r[None, :]
-        diff = ref_tiles - _gather(alt, ys, xs)
+        diff = ref_tiles - ext[..., m + oy : m + oy + tile, m + ox : m + ox + tile]
         out[i] = (np.abs(diff) if power == 1 else diff * diff).sum(axis=(-2, -1))
     return out
 
 
 def _search(ref_tiles, alt, y0, x0, tile, disp, radius, power) -> np.ndarray:
-    offsets = [(oy, ox) for oy in range(-radius, radius + 1) for ox in range(-radius, radius + 1)]
+    # Nearest offsets first, so that a tie (a flat tile) keeps the initial guess.
+    offsets = sorted(
+        ((oy, ox) for oy in range(-radius, radius + 1) for ox in range(-radius, radius + 1)),
+        key=lambda o: o[0] ** 2 + o[1] ** 2,
+    )
     costs = _costs(ref_tiles, alt, y0, x0, tile, disp, offsets, power)
-    best = np.asarray(offsets)[
-        np.argmin(costs, axis=0)
-    ]  # (ny, nx, 2); ties go to the first (smallest offset)
-    return disp + best
+    return disp + np.asarray(offsets)[np.argmin(costs, axis=0)]
 
 
 def _upsample(coarse: np.ndarray, c_tile: int, f: int, y0: np.ndarray, x0: np.ndarray, tile: int):
@@ -145,6 +195,35 @@ def _subpixel(ref_tiles, alt, y0, x0, tile, disp) -> np.ndarray:
         curv = lo - 2 * c0 + hi
         step = np.where(curv > 0, 0.5 * (lo - hi) / np.where(curv > 0, curv, 1.0), 0.0)
         out[..., axis] += np.clip(step, -0.5, 0.5)
+    return out
+
+
+def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.ndarray) -> np.ndarray:
+    """``LK_STEPS`` Gauss-Newton steps on each tile's windowed squared difference (module docstring);
+    each tile moves at most one pixel from ``disp`` in all."""
+    from scipy.ndimage import gaussian_filter
+
+    ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")
+    alt_s = gaussian_filter(alt, LK_SIGMA, mode="nearest")
+    gy, gx = np.gradient(ref_s)
+    zero = np.zeros_like(disp)
+    r_t, gy_t, gx_t = shifted_tiles(np.stack([ref_s, gy, gx]), y0, x0, tile, zero)
+    w = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
+    w = np.outer(w, w)
+    syy, sxx, sxy = ((w * u * v).sum(axis=(-2, -1)) for u, v in ((gy_t, gy_t), (gx_t, gx_t), (gx_t, gy_t)))
+    det = syy * sxx - sxy * sxy
+    # Both directions fixed: the smaller eigenvalue of the structure tensor is at least 1% of the larger.
+    ok = det > 0.01 * (syy + sxx) ** 2 / 1.01
+    det = np.where(ok, det, 1.0)
+    out = disp.copy()
+    for _ in range(LK_STEPS):
+        (a_t,) = shifted_tiles(alt_s[None], y0, x0, tile, out)
+        e = w * (a_t - r_t)
+        by, bx = (e * gy_t).sum(axis=(-2, -1)), (e * gx_t).sum(axis=(-2, -1))
+        step_y = -(sxx * by - sxy * bx) / det
+        step_x = -(syy * bx - sxy * by) / det
+        step = np.where(ok[..., None], np.stack([step_y, step_x], axis=-1), 0.0)
+        out = np.clip(out + step, disp - 1.0, disp + 1.0).astype(np.float32)
     return out
 
 
@@ -179,7 +258,14 @@ def align_frame(ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0]
             candidates = _upsample(disp, tiles[lv + 1], FACTORS[lv], y0, x0, t)
             costs = np.stack([_costs(ref_tiles, alt, y0, x0, t, c, [(0, 0)], power)[0] for c in candidates])
             disp = np.take_along_axis(np.stack(candidates), np.argmin(costs, axis=0)[None, ..., None], 0)[0]
-        disp = _search(ref_tiles, alt, y0, x0, t, disp, RADII[lv], power)
+        radius = RADII[lv]
+        if lv == len(ref_levels) - 1:  # a small frame has few levels: search wider at the coarsest
+            scale = int(np.prod(FACTORS[:lv]))
+            radius = max(
+                radius, -(-(REACH - sum(RADII[i] * int(np.prod(FACTORS[:i])) for i in range(lv))) // scale)
+            )
+        disp = _search(ref_tiles, alt, y0, x0, t, disp, radius, power)
         if lv == 0:
-            return Alignment(_subpixel(ref_tiles, alt, y0, x0, t, disp), tile)
+            d = _subpixel(ref_tiles, alt, y0, x0, t, disp)
+            return Alignment(_lucas_kanade(ref, alt, y0, x0, t, d), tile)
     raise AssertionError("unreachable")  # pragma: no cover

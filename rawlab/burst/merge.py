@@ -5,7 +5,7 @@ Each packed plane is cut into tiles of ``tile`` pixels overlapping by half (:fun
 tile_origins`), each multiplied by the raised-cosine window ``w(n) = sin^2(pi (n + 1/2) / tile)``, whose
 half-overlapped copies sum to exactly 1, so the merged tiles are simply added back. For each tile, with ``R``
 the DFT of the reference's tile and ``Z_k`` that of frame ``k``'s tile at its aligned position (resampled by
-its sub-pixel displacement, :func:`shifted_tiles`), every frequency is merged as
+its sub-pixel displacement, :func:`rawlab.burst.align.shifted_tiles`), every frequency is merged as
 
     ``M = (1 / N) sum_k (Z_k + A_k (R - Z_k))``,  ``A_k = |R - Z_k|^2 / (|R - Z_k|^2 + c s^2)``
 
@@ -28,12 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .align import TILES, Alignment, align_frame, grey, tile_origins
+from .align import TILES, Alignment, align_frame, grey, shifted_tiles, tile_origins
 
-__all__ = ["ROBUSTNESS", "Merged", "merge_burst", "shifted_tiles", "window"]
+__all__ = ["ROBUSTNESS", "Merged", "merge_burst", "window"]
 
 ROBUSTNESS = 8.0  # c in A = |D|^2 / (|D|^2 + c s^2): larger merges more (and ghosts sooner)
-_LANCZOS = 3  # Lanczos-3 resampling of alternate tiles: 6 taps per axis
 
 
 @dataclass
@@ -67,34 +66,6 @@ def window(tile: int) -> np.ndarray:
     """The 2-D raised-cosine window ``(tile, tile)``; copies shifted by ``tile / 2`` sum to 1."""
     w = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
     return np.outer(w, w).astype(np.float32)
-
-
-def _lanczos(frac: np.ndarray) -> np.ndarray:
-    """Lanczos-3 weights ``(..., 6)`` for taps ``-2 .. 3`` around the floor, for fractional offsets in [0, 1)."""
-    t = np.arange(-_LANCZOS + 1, _LANCZOS + 1)
-    x = frac[..., None] - t
-    w = np.sinc(x) * np.sinc(x / _LANCZOS)
-    return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def shifted_tiles(
-    planes: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int, disp: np.ndarray
-) -> np.ndarray:
-    """Tiles of ``planes (C, h, w)`` sampled at ``p + d`` for each tile's real displacement ``d = disp[i, j]``
-    (``(dy, dx)``, packed pixels): ``(C, ny, nx, tile, tile)``, separable Lanczos-3 resampling, the image
-    edges extended. A whole-pixel displacement copies pixels exactly."""
-    lo = np.floor(disp).astype(np.int64)
-    frac = (disp - lo).astype(np.float32)
-    n = tile + 2 * _LANCZOS - 1
-    r = np.arange(n) - (_LANCZOS - 1)
-    ys = (y0[:, None] + lo[..., 0])[..., None, None] + r[:, None]  # (ny, nx, n, 1)
-    xs = (x0[None, :] + lo[..., 1])[..., None, None] + r[None, :]  # (ny, nx, 1, n)
-    h, w = planes.shape[-2:]
-    g = planes[:, np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]  # (C, ny, nx, n, n)
-    wy, wx = _lanczos(frac[..., 0]), _lanczos(frac[..., 1])  # (ny, nx, 6)
-    taps = 2 * _LANCZOS
-    out = sum(wx[None, :, :, None, None, t] * g[..., t : t + tile] for t in range(taps))
-    return sum(wy[None, :, :, t, None, None] * out[..., t : t + tile, :] for t in range(taps))
 
 
 def _overlap_add(tiles: np.ndarray, h: int, w: int, tile: int) -> np.ndarray:
