@@ -41,6 +41,7 @@ from .._version import __version__
 from ..bayer import CHANNELS, channel_offsets, unpack
 from ..calibrate.fit import linearity_error
 from ..errors import RawlabError
+from ..noise.physics import tukey_lambda_noise
 from ..noise.profile import ISOProfile, NoiseProfileSet, SensorProfile, save_profiles
 from .sensors import VirtualSensor
 
@@ -184,16 +185,6 @@ def plan_calibration(sensors) -> list[CalFrame]:
     return plans
 
 
-def _tukey(rng: np.random.Generator, lam: float, shape) -> np.ndarray:
-    """Tukey-lambda draws scaled to unit variance."""
-    from scipy import stats
-
-    u = rng.uniform(size=shape)
-    u = np.clip(u, 1e-12, 1 - 1e-12)
-    x = np.log(u / (1 - u)) if abs(lam) < 1e-9 else (u**lam - (1 - u) ** lam) / lam
-    return x / np.sqrt(stats.tukeylambda(lam).var())
-
-
 def _photon_rate(s: CalibrationSensor, iso: float) -> float:
     """Electrons per second of the flat light: level 1.0 reaches the range at the nominal gain."""
     b = s.base
@@ -202,9 +193,16 @@ def _photon_rate(s: CalibrationSensor, iso: float) -> float:
 
 
 def simulate_calibration_frame(
-    s: CalibrationSensor, patterns: dict, iso: float, kind: str, t: float, rng: np.random.Generator
+    s: CalibrationSensor,
+    patterns: dict,
+    iso: float,
+    kind: str,
+    t: float,
+    rng: np.random.Generator,
+    scene: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Packed planes (4, h, w) uint16 DN of one dark or flat frame."""
+    """Packed planes (4, h, w) uint16 DN of one dark or flat frame, or (``kind="scene"``) of the noise-free
+    normalised planes ``scene`` (4, h, w) as this sensor records them at ``iso`` (every component above)."""
     b = s.base
     shape = patterns["prnu"].shape
     k = s.gain(iso)[:, None, None]
@@ -212,8 +210,10 @@ def simulate_calibration_frame(
     mean_e = np.full(shape, s.dark_current * t)
     if kind == "flat":
         mean_e = mean_e + _photon_rate(s, iso) * t * (1.0 + patterns["prnu"])
+    elif kind == "scene":
+        mean_e = mean_e + np.clip(scene, 0, None) * rng_dn / k * (1.0 + patterns["prnu"])
     signal = s.response(k * rng.poisson(mean_e).astype(np.float64), rng_dn)
-    read = _tukey(rng, s.tukey_lambda, shape) * s.read_sigma(iso)[:, None, None]
+    read = tukey_lambda_noise(rng, s.tukey_lambda, shape) * s.read_sigma(iso)[:, None, None]
     z = rng.standard_normal((2, shape[1]))  # one offset per mosaic row
     row = np.stack([z[dy] for dy, _ in channel_offsets(b.cfa)])[:, :, None] * s.row_sigma(iso)[:, None, None]
     drift = rng.standard_normal() * s.black_drift
