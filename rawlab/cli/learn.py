@@ -42,13 +42,23 @@ from ._common import _GUARD_HELP, _cluster_options, _reporting, main
     "WORKDIR/noise.json.",
 )
 @click.option(
+    "--calibration",
+    "calibration",
+    type=click.Path(),
+    default=None,
+    help="Draw the synthetic noise from this sensor calibration (calibration.json of `rawlab calibrate`, or its "
+    "folder): shot noise through the system gain, Tukey-lambda read noise, row noise, DSNU, PRNU, dark current "
+    "(noise.kind physics). Give --noise the same calibration's law for a matching noise map "
+    "(rawlab.noise.physics.equivalent_profiles).",
+)
+@click.option(
     "--init",
     "init",
     default=None,
     help="Fine-tune: start from this model (builtin or a model directory) instead of random weights. On a "
     "store of noisy frames only, combine with a self-supervised config (data.self_supervised).",
 )
-def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, init):
+def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, calibration, init):
     """Train the U-Net denoiser on the noisy/clean pairs of STORE (its training split of scenes).
 
     Random aligned, exposure-matched crops of real pairs, mixed with synthetic Poisson-Gaussian noise drawn
@@ -72,8 +82,18 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, i
         config_name = json.loads(described.read_text()).get("name") if described.is_file() else None
         if config_name is None:
             raise click.UsageError(f"--init {init}: no config.json naming its config there; give --config")
+    physics = {"noise__kind": "physics", "noise__calibration": calibration} if calibration else {}
+    if calibration:  # a wrong path fails now, not after the noise fit
+        from ..noise.physics import load_calibration
+
+        load_calibration(calibration)
     cfg = load_config(
-        config_name, steps=steps, data__batch_size=batch_size, seed=seed, noise__profile=noise_profile
+        config_name,
+        steps=steps,
+        data__batch_size=batch_size,
+        seed=seed,
+        noise__profile=noise_profile,
+        **physics,
     )
     options = RunOptions(echo=lambda m: click.echo(m, err=True))
     result = train_and_evaluate(cfg, workdir, store, options=options, init=init)

@@ -17,8 +17,9 @@ resolution in normalised units, aligned with the reference), without flips or tr
   rows of a split, :func:`rawlab.learn.split.split_pairs`) are read as every consumer reads them: normalised
   (:func:`rawlab.bayer.normalise`), aligned by the pair's ``shift`` in whole packed pixels and the reference
   scaled by its per-channel ``gain`` (:mod:`rawlab.catalog.pairs`); here on a random window, channels-last.
-- **Synthetic** examples (a share ``synthetic_fraction``) draw Poisson-Gaussian noise on a clean reference crop
-  at an ISO drawn over the sensor's range (:mod:`rawlab.learn.synthnoise`).
+- **Synthetic** examples (a share ``synthetic_fraction``) draw Poisson-Gaussian noise (or, with ``noise.kind``
+  ``"physics"``, a calibration's physics noise) on a clean reference crop at an ISO drawn over the sensor's
+  range (:mod:`rawlab.learn.synthnoise`).
 - **Procedural** examples (a share ``procedural_fraction``) come from unlimited dead-leaves scenes, each
   recorded by its own randomly drawn sensor (:mod:`rawlab.learn.procedural`): content and noise laws the
   store does not have.
@@ -53,7 +54,7 @@ from ..bayer import normalise
 from ..catalog.pairs import Pair
 from ..errors import RawlabError
 from .augment import N_OPS, augment_packed
-from .synthnoise import SensorNoise, synthesize
+from .synthnoise import SensorNoise
 
 __all__ = ["ChunkReader", "Pipeline", "recorrupt"]
 
@@ -271,7 +272,9 @@ class Pipeline:
         if synthetic:
             iso = noise.sample_iso(rng)
             a, b = noise.params(iso)
-            noisy = synthesize(clean, a, b, rng, black_level=p.ref_black_level, white_level=p.ref_white_level)
+            noisy = noise.draw(
+                clean, iso, a, b, rng, black_level=p.ref_black_level, white_level=p.ref_white_level
+            )
         else:
             iso = p.iso
             a, b = _real_params(noise, iso)

@@ -7,6 +7,14 @@ profiled range, ``(a, b)`` from its ISO law, and Poisson-Gaussian noise drawn on
 records it (the clipping matters in the shadows of sensors that clip black in-camera). The clean reference
 carries its own base-ISO noise, which the synthetic noise adds to; at base ISO ``a`` is 10-60x below the ISOs
 denoisers are trained for, so it is left as is (PMRID does the same).
+
+With ``noise.kind = "physics"`` (and ``noise.calibration``, a ``rawlab calibrate`` output) the synthetic noise is
+drawn from the sensor's calibrated components instead (:class:`rawlab.noise.physics.PhysicsNoise`: shot noise
+through the system gain, Tukey-lambda read noise, row noise, DSNU and PRNU drawn per frame, dark current over
+an exposure time drawn log-uniformly over :data:`EXPOSURE_S`, quantisation), at an ISO drawn log-uniformly over
+the calibrated range. The noise map ``(a, b)`` stays the profile's at that ISO, as for every other example and
+as the model is given at inference; train with the calibration's own law
+(:func:`rawlab.noise.physics.equivalent_profiles`) so that it is the physics noise's variance.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ from ..errors import RawlabError
 from ..noise.model import sample_poisson_gaussian
 from ..noise.profile import NoiseProfileSet, SensorProfile, usable
 
-__all__ = ["SensorNoise", "sensor_noise", "synthesize"]
+__all__ = ["KINDS", "SensorNoise", "sensor_noise", "synthesize"]
+
+KINDS = ("poisson_gaussian", "physics")  # noise.kind: the synthetic noise's model
+EXPOSURE_S = (1e-3, 1.0)  # physics noise: exposure times (s) drawn log-uniformly, for the dark current
 
 
 class SensorNoise:
@@ -29,10 +40,12 @@ class SensorNoise:
 
     ``(a, b)`` follow rawlab's one rule (:meth:`rawlab.noise.profile.SensorProfile.noise_at`, extrapolating the
     law outside the profiled range). With an ISO law (``iso_model`` with segments) synthetic ISOs are drawn
-    log-uniformly over the profiled range; without one, among the profiled ISOs.
+    log-uniformly over the profiled range; without one, among the profiled ISOs. With ``physics`` (a
+    :class:`rawlab.noise.physics.PhysicsNoise`) synthetic noise is drawn from it, at ISOs over its calibrated
+    range.
     """
 
-    def __init__(self, profile: SensorProfile):
+    def __init__(self, profile: SensorProfile, physics=None):
         from ..noise.isolaw import ISOLaw
 
         self.sensor = profile.sensor
@@ -42,6 +55,7 @@ class SensorNoise:
             raise RawlabError(f"the noise profile of {self.sensor!r} has no ISO with usable a and b")
         self.law = ISOLaw.from_dict(profile.iso_model) if profile.iso_model.get("segments") else None
         self.iso_range = (float(self.profiles[0].iso), float(self.profiles[-1].iso))
+        self.physics = physics
 
     def params(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
         """``(a, b)``, each ``(4,)`` float64, at ``iso``; ``b`` floored at 0 (a fit may dip below)."""
@@ -54,21 +68,60 @@ class SensorNoise:
         return got.a, got.b
 
     def sample_iso(self, rng: np.random.Generator) -> float:
-        """A synthetic ISO: log-uniform over the profiled range (law), or one of the profiled ISOs."""
+        """A synthetic ISO: log-uniform over the profiled range (law), or one of the profiled ISOs; with physics
+        noise, log-uniform over the calibrated range."""
+        if self.physics is not None:
+            return self.physics.sample_iso(rng)
         lo, hi = self.iso_range
         if self.law is None or lo == hi:
             return float(self.profiles[int(rng.integers(len(self.profiles)))].iso)
         return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
+    def draw(
+        self, clean: np.ndarray, iso: float, a, b, rng: np.random.Generator, *, black_level, white_level
+    ):
+        """Synthetic noise on channels-last clean planes ``(h, w, 4)`` at ``iso`` (normalised float32): physics
+        noise when the sensor has it, else Poisson-Gaussian with ``(a, b)`` (:func:`synthesize`)."""
+        if self.physics is None:
+            return synthesize(clean, a, b, rng, black_level=black_level, white_level=white_level)
+        t = math.exp(rng.uniform(*np.log(EXPOSURE_S)))
+        dn = self.physics.sample(clean, iso, rng, exposure_time=t, black_level=black_level,
+                                 white_level=white_level, channel_axis=-1)  # fmt: skip
+        black = np.asarray(black_level, np.float64).reshape(1, 1, 4)
+        return ((dn - black) / (float(white_level) - black)).astype(np.float32)
 
-def sensor_noise(profiles: NoiseProfileSet, sensors: Iterable[str], source: str | os.PathLike[str]):
+
+def sensor_noise(
+    profiles: NoiseProfileSet,
+    sensors: Iterable[str],
+    source: str | os.PathLike[str],
+    *,
+    kind: str = "poisson_gaussian",
+    calibration: str | os.PathLike[str] | None = None,
+):
     """``{sensor: SensorNoise}`` for every sensor to train on, checked at both ends of its ISO range.
+
+    ``kind`` is the synthetic noise's model (:data:`KINDS`); ``"physics"`` draws it from ``calibration`` (a
+    ``rawlab.calibration/1`` file, or the folder holding it), which must calibrate every sensor.
 
     Raises
     ------
     RawlabError
-        If a sensor has no profile in ``profiles`` (read from ``source``), or its parameters are unusable.
+        If a sensor has no profile in ``profiles`` (read from ``source``), or its parameters are unusable; with
+        physics noise, no calibration, or none for a sensor.
     """
+    sensors = set(sensors)
+    if kind not in KINDS:
+        raise RawlabError(f"noise.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    physics = {}
+    if kind == "physics":
+        from ..noise.physics import load_calibration, physics_noise
+
+        if not calibration:
+            raise RawlabError(
+                "noise.kind 'physics' needs noise.calibration: a calibration.json from `rawlab calibrate`"
+            )
+        physics = physics_noise(load_calibration(calibration), sensors, source=os.fspath(calibration))
     out = {}
     for s in sorted(set(sensors)):
         try:
@@ -80,7 +133,7 @@ def sensor_noise(profiles: NoiseProfileSet, sensors: Iterable[str], source: str 
                 f"one with `rawlab noise-fit STORE --sensor all --out noise.json`, or leave the profile out "
                 f"and training fits it from the store"
             ) from None
-        noise = SensorNoise(prof)
+        noise = SensorNoise(prof, physics.get(s))
         for iso in noise.iso_range:
             noise.params(iso)
         out[s] = noise

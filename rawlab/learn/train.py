@@ -770,7 +770,9 @@ def train_and_evaluate(
 
     # 1. The noise law, before anything trains.
     profiles, source = noise_profiles(cfg, workdir, store, opts)
-    noise = sensor_noise(profiles, {p.sensor for p in train_pairs + eval_pairs}, source)
+    nz = cfg["noise"]  # the synthetic noise's model: Poisson-Gaussian, or physics from a calibration
+    noise = sensor_noise(profiles, {p.sensor for p in train_pairs + eval_pairs}, source, kind=nz["kind"],
+                         calibration=nz["calibration"])  # fmt: skip
     # 2. The data, the model, the compiled steps and the (restored) state.
     pipeline, eval_batches = input_data(cfg, store, workdir, train_pairs, eval_pairs, noise, echo)
     tm = init_model(base, seed=cfg["seed"])

@@ -97,6 +97,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check value ranges and JSON-serialisability; returns ``cfg``."""
     from ..models import ARCHS, build_model
     from ..normalize import KINDS
+    from ..synthnoise import KINDS as NOISE_KINDS
 
     def need(cond: bool, msg: str):
         if not cond:
@@ -143,6 +144,12 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         f"data.crop {d['crop']} is too small for this model: its deepest level (1/{scale} scale) would be "
         f"{d['crop'] // scale} px wide and its {context}x{context} context there would span the whole crop, so "
         f"what it learns on crops would not hold on whole frames; use data.crop >= {scale * (context + 1)}",
+    )
+    nz = cfg["noise"]
+    need(nz["kind"] in NOISE_KINDS, f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got {nz['kind']!r}")
+    need(
+        nz["kind"] != "physics" or (isinstance(nz["calibration"], str) and nz["calibration"] != ""),
+        "noise.kind 'physics' needs noise.calibration: the calibration.json of `rawlab calibrate`",
     )
     o = cfg["optim"]
     need(o["learning_rate"] > 0, "optim.learning_rate must be positive")

@@ -46,8 +46,11 @@ def get_config() -> dict:
             "r2r_alpha": 0.5,
         },
         # Noise profile (rawlab.noise/1 JSON) giving (a, b) per sensor and ISO; None: fit it from the store
-        # (cached in WORKDIR/noise.json) with this many bootstrap resamples.
-        "noise": {"profile": None, "fit_bootstrap": 20},
+        # (cached in WORKDIR/noise.json) with this many bootstrap resamples. kind: the synthetic noise's model,
+        # "poisson_gaussian" (from the profile's (a, b)) or "physics" (drawn from the components of a sensor
+        # calibration, `rawlab calibrate`'s calibration.json given as calibration: rawlab.noise.physics); the
+        # model's noise map is the profile's (a, b) either way.
+        "noise": {"profile": None, "fit_bootstrap": 20, "kind": "poisson_gaussian", "calibration": None},
         "optim": {
             "learning_rate": 1e-3,  # peak of the warmup + cosine schedule (AdamW)
             "warmup_steps": 100,
