@@ -284,7 +284,7 @@ def test_train_with_physics_noise_runs_from_the_cli(learn_store, tmp_path):
 def test_synth_writes_a_calibrated_sensors_frames_with_physics_noise(tmp_path):
     from rawlab.noise.profile import load_profiles
     from rawlab.rawio import read_raw
-    from rawlab.synth.physics import write_physics_dataset
+    from rawlab.synth.physics import plan_physics_dataset, write_physics_dataset
 
     cal = tmp_path / "calibration.json"
     cal.write_text(json.dumps(_doc(_iso(100, k=0.4, read=3.0, row=1.0, lam=-0.1),
@@ -292,6 +292,7 @@ def test_synth_writes_a_calibrated_sensors_frames_with_physics_noise(tmp_path):
     s = write_physics_dataset(tmp_path / "out", cal, seed=1, size=(64, 48), n_scenes=2, n_clean=1)
     files = sorted((tmp_path / "out").rglob("*.dng"))
     assert s.n_files == len(files) == 4  # 2 scenes x (a clean ISO 100 frame + ISO 1600)
+    assert len(plan_physics_dataset(cal, seed=1, n_scenes=2, n_clean=1)) == 4
     raw = read_raw(files[0])
     assert raw.info.sensor == "SynthCam X" and raw.info.white_level == WHITE and raw.info.iso in (100, 1600)
     truth = load_profiles(s.truth_path).sensor("SynthCam X")

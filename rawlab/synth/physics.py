@@ -40,7 +40,7 @@ from .procedural import mosaic
 from .scenes import render_scene_rgb
 from .sensors import VirtualSensor
 
-__all__ = ["record_dataset", "sensor_from_calibration", "write_physics_dataset"]
+__all__ = ["plan_physics_dataset", "record_dataset", "sensor_from_calibration", "write_physics_dataset"]
 
 Recorder = Callable[[np.ndarray, float, float, np.random.Generator], np.ndarray]
 
@@ -100,6 +100,33 @@ def record_dataset(
     return plans, nbytes
 
 
+def _calibrated(calibration, sensor: str | None, isos) -> tuple[dict, PhysicsNoise, VirtualSensor]:
+    doc = load_calibration(calibration)
+    names = [e.get("sensor") for e in doc.get("sensors", [])]
+    if sensor is None and len(names) != 1:
+        raise RawlabError(f"the calibration {os.fspath(calibration)!r} has {len(names)} sensors "
+                          f"({', '.join(map(repr, names))}): choose one")  # fmt: skip
+    noise = PhysicsNoise.from_calibration(doc, sensor or names[0], source=os.fspath(calibration))
+    isos = sorted({int(i) for i in isos}) if isos else None
+    for iso in isos or ():
+        noise.params(iso)  # refuses an ISO outside the calibrated range, before anything is written
+    return doc, noise, sensor_from_calibration(noise, isos)
+
+
+def plan_physics_dataset(
+    calibration: str | os.PathLike[str],
+    *,
+    sensor: str | None = None,
+    isos: Sequence[int] | None = None,
+    seed: int = 0,
+    n_scenes: int = 4,
+    n_clean: int = 2,
+) -> list:
+    """Every frame :func:`write_physics_dataset` would write with these arguments (for a progress bar)."""
+    _doc, _noise, vs = _calibrated(calibration, sensor, isos)
+    return plan_dataset([vs], seed=seed, n_scenes=n_scenes, n_clean=n_clean)
+
+
 def write_physics_dataset(
     out: str | os.PathLike[str],
     calibration: str | os.PathLike[str],
@@ -139,16 +166,7 @@ def write_physics_dataset(
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError(f"--size must be even and at least 16x16, got {width}x{height}")
     check_size(width, height)
-    doc = load_calibration(calibration)
-    names = [e.get("sensor") for e in doc.get("sensors", [])]
-    if sensor is None and len(names) != 1:
-        raise RawlabError(f"the calibration {os.fspath(calibration)!r} has {len(names)} sensors "
-                          f"({', '.join(map(repr, names))}): choose one with --sensor")  # fmt: skip
-    noise = PhysicsNoise.from_calibration(doc, sensor or names[0], source=os.fspath(calibration))
-    isos = sorted({int(i) for i in isos}) if isos else None
-    for iso in isos or ():
-        noise.params(iso)  # refuses an ISO outside the calibrated range, before anything is written
-    vs = sensor_from_calibration(noise, isos)
+    doc, noise, vs = _calibrated(calibration, sensor, isos)
     out = output_folder(out, "OUT")
 
     def record(clean, iso, t, rng):
