@@ -16,6 +16,15 @@ small and the frame is averaged in; where it differs by more (motion the alignme
 occlusion), ``A`` goes to 1 and the reference is kept: the merge does not ghost, it just denoises less there.
 ``c`` (``robustness``) trades the two; HDR+ uses 8 with its own DFT scaling.
 
+That first pass rejects a frame also where the *reference's* noise makes ``R - Z_k`` large, which every pair
+shares, so a static burst keeps too much of the reference (8 frames gained ~6.4 dB of the ideal 9.0 with
+perfect alignment). A second pass (``passes=2``, the default) decides again with the first merge ``M1`` in
+place of ``R``: ``A_k = |M1 - Z_k|^2 / (|M1 - Z_k|^2 + (c / 2) v_k)``, ``v_k`` the noise variance of
+``M1 - Z_k`` from the first pass's weights (``c / 2``: the same multiple of the difference's noise as in the
+first pass, where ``Var(R - Z_k) = 2 s^2``); a rejected frame still falls back on ``R``, so moving content
+stays the reference's. On static synthetic bursts it adds 0.5 to 1 dB at high ISO, and leaves the moving
+region and high-SNR frames as they were (``benchmarks/burst.py``).
+
 The merged noise is estimated from the weights: with independent noise of equal variance in every frame, a
 coefficient's variance is ``((1 + sum A_k)^2 + sum (1 - A_k)^2) / N^2`` times a single frame's; its mean over
 all tiles and frequencies of a plane is that plane's **variance factor** (1 for one frame, ``1 / N`` for a
@@ -30,9 +39,11 @@ import numpy as np
 
 from .align import TILES, Alignment, align_frame, grey, shifted_tiles, tile_origins
 
-__all__ = ["ROBUSTNESS", "Merged", "merge_burst", "window"]
+__all__ = ["PASSES", "ROBUSTNESS", "Merged", "merge_burst", "window"]
 
 ROBUSTNESS = 8.0  # c in A = |D|^2 / (|D|^2 + c s^2): larger merges more (and ghosts sooner)
+PASSES = 2  # the second pass compares each frame with the first merge instead of the noisy reference
+_BLOCK = 16  # tile rows merged at a time
 
 
 @dataclass
@@ -93,6 +104,7 @@ def merge_burst(
     tile: int = TILES[0],
     robustness: float = ROBUSTNESS,
     alignments: list[Alignment] | None = None,
+    passes: int = PASSES,
 ) -> Merged:
     """Align every frame to the reference and merge them (module docstring).
 
@@ -111,6 +123,9 @@ def merge_burst(
         ``c`` of the Wiener weight: larger merges more and rejects motion less.
     alignments
         Precomputed alignments (one per frame), else computed with :func:`rawlab.burst.align.align_frame`.
+    passes
+        1: HDR+'s merge against the reference; 2 (default): the rejection decided again against the first
+        merge (module docstring).
     """
     frames = np.asarray(frames, np.float32)
     if frames.ndim != 4 or frames.shape[1] != 4:
@@ -132,24 +147,58 @@ def merge_burst(
             for k in range(n)
         ]
     win = window(tile)
-    ref_tiles = shifted_tiles(ref, y0, x0, tile, zero)  # (4, ny, nx, T, T)
+    merged = np.empty((4, len(y0), len(x0), tile, tile), np.float32)
+    factor_sum = np.zeros(4)
+    for r0 in range(0, len(y0), _BLOCK):  # a block of tile rows at a time bounds the memory
+        rows = slice(r0, r0 + _BLOCK)
+        fr, fz, s2 = _spectra(frames, reference, alignments, y0[rows], x0, rows, tile, a, b, win)
+        m, f = _wiener(fr, fz, s2, robustness, passes)
+        merged[:, rows] = np.fft.irfft2(m, s=(tile, tile))
+        factor_sum += f.sum(axis=(1, 2, 3, 4))
+    factor = factor_sum / (len(y0) * len(x0) * tile * (tile // 2 + 1))
+    return Merged(_overlap_add(merged, h, w, tile), factor, alignments, reference)
+
+
+def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win):
+    """DFTs of the windowed tiles of the reference ``(4, ny, nx, T, T/2+1)`` and of every other frame at its
+    aligned position ``(N-1, ...)``, and the noise variance of one coefficient per tile ``(4, ny, nx, 1, 1)``."""
+    zero = np.zeros((len(y0), len(x0), 2), np.float32)
+    ref_tiles = shifted_tiles(frames[reference], y0, x0, tile, zero)
     fr = np.fft.rfft2(ref_tiles * win)
-    mu = np.maximum(ref_tiles.mean(axis=(-2, -1)), 0.0)  # (4, ny, nx)
-    s2 = (a * mu + b) * float((win * win).sum())  # variance of one DFT coefficient of a windowed noise tile
-    c_s2 = (robustness * s2)[..., None, None].astype(np.float32)
-    acc = fr.copy()
-    sum_a = np.zeros(fr.shape, np.float32)
-    sum_q = np.zeros(fr.shape, np.float32)
-    for k in range(n):
-        if k == reference:
-            continue
-        fz = np.fft.rfft2(shifted_tiles(frames[k], y0, x0, tile, alignments[k].displacement) * win)
-        d = fr - fz
-        d2 = (d.real * d.real + d.imag * d.imag).astype(np.float32)
-        wiener = d2 / (d2 + c_s2 + 1e-30)
-        acc += fz + wiener * d
-        sum_a += wiener
-        sum_q += (1.0 - wiener) ** 2
-    merged = np.fft.irfft2(acc / n, s=(tile, tile)).astype(np.float32)
-    factor = (((1.0 + sum_a) ** 2 + sum_q) / (n * n)).mean(axis=(1, 2, 3, 4))
-    return Merged(_overlap_add(merged, h, w, tile), factor.astype(np.float64), alignments, reference)
+    mu = np.maximum(ref_tiles.mean(axis=(-2, -1)), 0.0)
+    s2 = ((a * mu + b) * float((win * win).sum()))[..., None, None].astype(np.float32)
+    fz = np.stack(
+        [
+            np.fft.rfft2(shifted_tiles(frames[k], y0, x0, tile, alignments[k].displacement[rows]) * win)
+            for k in range(len(frames))
+            if k != reference
+        ]
+    )
+    return fr, fz, s2
+
+
+def _wiener(fr, fz, s2, robustness: float, passes: int):
+    """The merged spectra and each coefficient's variance factor (module docstring), from the reference's
+    spectra ``fr``, the other frames' ``fz`` and the noise variance ``s2`` of one coefficient."""
+    n = fz.shape[0] + 1
+
+    def weights(target, var):
+        d = target[None] - fz
+        d2 = d.real * d.real + d.imag * d.imag
+        return (d2 / (d2 + robustness * var + 1e-30)).astype(np.float32)
+
+    # Pass 1, HDR+: each frame against the reference; a rejected frame is replaced by the reference.
+    rej = weights(fr, s2)
+    merged = (fr + (fz + rej * (fr[None] - fz)).sum(axis=0)) / n
+    coef_r = (1.0 + rej.sum(axis=0)) / n  # the weight of the reference in the merge, and of each frame
+    coef_z = (1.0 - rej) / n
+    for _ in range(passes - 1):
+        # Again against the merge, whose noise is lower than the reference's: a frame is no longer rejected
+        # for the reference's own noise. Var(merge - Z_k) = s2 (sum of squared weights + 1 - 2 coef_z[k]),
+        # against 2 s2 for R - Z_k: the same c is the same multiple of the difference's noise variance.
+        own = coef_r**2 + (coef_z**2).sum(axis=0)
+        rej = weights(merged, 0.5 * s2 * (own[None] + 1.0 - 2.0 * coef_z))
+        merged = (fr + (fz + rej * (fr[None] - fz)).sum(axis=0)) / n  # a rejected frame: the reference
+        coef_r = (1.0 + rej.sum(axis=0)) / n
+        coef_z = (1.0 - rej) / n
+    return merged, coef_r**2 + (coef_z**2).sum(axis=0)
