@@ -18,10 +18,12 @@ __all__ = [
     "CHANNELS",
     "cfa_from_colors",
     "channel_offsets",
+    "from_rggb",
     "levels",
     "normalise",
     "pack",
     "per_site",
+    "to_rggb",
     "unpack",
 ]
 
@@ -174,3 +176,26 @@ def normalise(planes_dn, black_level, white_level, *, channel_axis: int = -3, dt
     b = black.astype(dtype).reshape(shape)
     scale = (1.0 / span).astype(dtype).reshape(shape)
     return (planes_dn.astype(dtype) - b) * scale
+
+
+def _rggb_axes(cfa: str, first_axis: int) -> tuple[int, ...]:
+    ry, rx = channel_offsets(cfa)[0]  # where red sits in the 2x2 tile: a flip of that axis puts it at 0
+    return tuple(a for a, f in ((first_axis, ry), (first_axis + 1, rx)) if f)
+
+
+def to_rggb(planes, cfa: str):
+    """Channels-last packed planes ``(..., h, w, 4)`` of a ``cfa`` mosaic, flipped into the RGGB phase.
+
+    Flipping a mosaic of even size along an axis moves each colour to the other parity of that axis and keeps
+    rows (columns) of red as rows (columns) of red, so in packed space it is a flip of every plane with the
+    channel order ``R, G1, G2, B`` unchanged; the flips that bring red to ``(0, 0)`` make any CFA RGGB.
+    """
+    axes = _rggb_axes(cfa, -3)
+    return np.flip(planes, axes) if axes else planes
+
+
+def from_rggb(rgb, cfa: str):
+    """RGB ``(..., H, W, 3)`` of an RGGB-phase mosaic (:func:`to_rggb` of a ``cfa`` one), flipped back into
+    the ``cfa`` mosaic's own geometry."""
+    axes = _rggb_axes(cfa, -3)
+    return np.flip(rgb, axes) if axes else rgb

@@ -276,10 +276,10 @@ class _TiledDenoiser:
         (per channel, normalised) -> clean linear camera RGB ``(2h, 2w, 3)`` float32, normalised.
 
         The planes are flipped into the RGGB phase the network knows and the RGB flipped back
-        (:func:`rawlab.learn.models.to_rggb`); tiles as :meth:`denoise` (output twice the input's size). No
+        (:func:`rawlab.bayer.to_rggb`); tiles as :meth:`denoise` (output twice the input's size). No
         SURE guard: it compares an estimate with its noisy input, and the input here is a mosaic.
         """
-        from ..learn.models import from_rggb, to_rggb
+        from ..bayer import from_rggb, to_rggb
 
         if self.head != "rgb":
             raise RawlabError(

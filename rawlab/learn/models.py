@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..bayer import channel_offsets
+from ..bayer import channel_offsets, from_rggb, to_rggb  # the CFA flips live with the CFAs
 
 __all__ = [
     "ARCHS",
@@ -184,29 +184,6 @@ def depth_to_space(y):
     n, h, w, _ = y.shape
     y = y.reshape(n * h, w, 2, 2, 3).transpose(0, 2, 1, 3, 4)
     return y.reshape(n, 2 * h, 2 * w, 3)
-
-
-def _rggb_axes(cfa: str, first_axis: int) -> tuple[int, ...]:
-    ry, rx = channel_offsets(cfa)[0]  # where red sits in the 2x2 tile: a flip of that axis puts it at 0
-    return tuple(a for a, f in ((first_axis, ry), (first_axis + 1, rx)) if f)
-
-
-def to_rggb(planes, cfa: str):
-    """Channels-last packed planes ``(..., h, w, 4)`` of a ``cfa`` mosaic, flipped into the RGGB phase.
-
-    Flipping a mosaic of even size along an axis moves each colour to the other parity of that axis and keeps
-    rows (columns) of red as rows (columns) of red, so in packed space it is a flip of every plane with the
-    channel order ``R, G1, G2, B`` unchanged; the flips that bring red to ``(0, 0)`` make any CFA RGGB.
-    """
-    axes = _rggb_axes(cfa, -3)
-    return np.flip(planes, axes) if axes else planes
-
-
-def from_rggb(rgb, cfa: str):
-    """RGB ``(..., H, W, 3)`` of an RGGB-phase mosaic (:func:`to_rggb` of a ``cfa`` one), flipped back into
-    the ``cfa`` mosaic's own geometry."""
-    axes = _rggb_axes(cfa, -3)
-    return np.flip(rgb, axes) if axes else rgb
 
 
 def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = False, dtype: Any = None) -> UNet:
