@@ -37,6 +37,26 @@ def make_model(path, *, noise=None, store=None, seed=1, scale=0.05):
     return model
 
 
+def make_joint_model(path, *, seed=1, scale=0.05, tile=None):
+    """A small joint demosaic+denoise U-Net (the ``joint`` config's RGB head, two levels of widths 8 and 16)
+    with every parameter perturbed, saved as a model directory; returns the model. An untrained one is exactly
+    the bilinear demosaic, which would hide a wrong residual path."""
+    import jax
+
+    from rawlab.learn.configs import load_config
+    from rawlab.learn.modelio import init_model, save_model
+
+    model_cfg = load_config("joint")["model"]
+    model_cfg["spec"].update(widths=[8, 16], convs_per_block=[1, 1])
+    model = init_model({"model": model_cfg, "tile": tile or {"size": 32, "overlap": 8}})
+    rng = np.random.default_rng(seed)
+    model.params = jax.tree.map(
+        lambda p: (np.asarray(p) + scale * rng.standard_normal(p.shape)).astype(p.dtype), model.params
+    )
+    save_model(path, model)
+    return model
+
+
 def first_sensor_noise(truth_path) -> dict:
     """The noise profiles of a synthetic dataset's truth file, keeping its first sensor only (SynthCam PG-1)."""
     from rawlab.noise.profile import load_profiles

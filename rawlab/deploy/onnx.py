@@ -7,7 +7,10 @@ Flax parameters with ONNX builtin operators only (``Conv``, ``ConvTranspose``, `
 the network op for op and runs at any height and width that are multiples of the network's down-sampling
 (the batch, height and width are dynamic axes). Layout is ONNX's own, NCHW: input ``input``
 ``[N, C, H, W]`` float32 (``C`` = 8 for the noise-map normalisation, 4 for k-sigma), output ``output``
-``[N, 4, H, W]``, both in the network's domain (:class:`rawlab.learn.normalize.Normalisation`).
+``[N, 4, H, W]``, both in the network's domain (:class:`rawlab.learn.normalize.Normalisation`). The joint
+demosaic+denoise model (``head="rgb"``, config ``joint``) adds its fixed bilinear demosaic (``Pad``, ``Conv``)
+and ``DepthToSpace`` (:func:`_rgb_head`): output ``[N, 3, 2H, 2W]`` linear camera RGB of the RGGB-phase input
+(the runtime flips other CFAs in and out, as for TFLite); float32 only.
 
 The same parity rule as TFLite: the graph and the JAX network run on held-out crops (the training store's
 evaluation scenes, else ``calibration``, else synthetic crops) and the clean estimates must agree within
@@ -191,6 +194,8 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
         h = g.op("Concat", [h, skips[i]], "cat", axis=1)
         h = block(h, levels + j, i)
     residual = _conv(g, h, p[f"Conv_{levels - 1}"])
+    if spec.head == "rgb":
+        return _rgb_head(g, x, residual)
     signal = g.op(
         "Slice",
         [x, g.const(np.array([0], np.int64)), g.const(np.array([spec.out_channels], np.int64)),
@@ -198,6 +203,44 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
         "signal",
     )  # fmt: skip
     return g.op("Add", [signal, residual], "output")
+
+
+def _rgb_head(g: GraphBuilder, x: str, residual: str) -> str:
+    """The joint model's head (:class:`rawlab.learn.models.UNet` with ``head="rgb"``): the fixed bilinear demosaic
+    of the input's first 4 channels (the RGGB-phase planes) plus the 12-channel ``residual``, then depth-to-space
+    to ``[N, 3, 2H, 2W]``.
+
+    The bilinear demosaic is :func:`rawlab.learn.models.bilinear_demosaic` op for op: one packed pixel of edge
+    padding (``Pad``, mode ``edge``), then its 3x3 kernel as a ``Conv`` without bias. Its 12 channels are ordered
+    ``(dy, dx, colour)``, which is ONNX ``DepthToSpace``'s ``DCR`` order (channel ``(2 dy + dx) * 3 + c`` goes to
+    pixel ``(2 i + dy, 2 j + dx)`` of colour ``c``), so depth-to-space is one builtin op.
+    """
+    from ..learn.models import bilinear_kernel
+
+    planes = g.op(
+        "Slice",
+        [
+            x,
+            g.const(np.array([0], np.int64)),
+            g.const(np.array([4], np.int64)),
+            g.const(np.array([1], np.int64)),
+        ],
+        "planes",
+    )
+    padded = g.op("Pad", [planes, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], "pad", mode="edge")
+    kernel = g.const(
+        np.ascontiguousarray(bilinear_kernel().transpose(3, 2, 0, 1)), "bilinear"
+    )  # HWIO -> OIHW
+    bilinear = g.op("Conv", [padded, kernel], "bilinear", kernel_shape=[3, 3])
+    return g.op("DepthToSpace", [g.op("Add", [bilinear, residual], "add")], "rgb", blocksize=2, mode="DCR")
+
+
+def _io_shapes(spec) -> tuple[list, list]:
+    """The graph's input and output shapes (NCHW; ``N``, ``H``, ``W`` dynamic): the joint model's output is RGB
+    at twice the input's height and width."""
+    if spec.head == "rgb":
+        return ["N", spec.in_channels, "H", "W"], ["N", spec.out_channels, "2H", "2W"]
+    return ["N", spec.in_channels, "H", "W"], ["N", spec.out_channels, "H", "W"]
 
 
 def network_model(model, *, metadata: dict[str, str] | None = None):
@@ -212,9 +255,11 @@ def network_model(model, *, metadata: dict[str, str] | None = None):
     y = unet_onnx(g, "input", spec, model.params)
     y = g.op("Identity", [y], "identity")
     g.nodes[-1].output[0] = "output"
-    inp = helper.make_tensor_value_info("input", tp.FLOAT, ["N", spec.in_channels, "H", "W"])
-    out = helper.make_tensor_value_info("output", tp.FLOAT, ["N", spec.out_channels, "H", "W"])
-    return g.model([inp], [out], metadata=metadata, doc=f"rawlab {model.name}: packed Bayer U-Net, NCHW")
+    shape_in, shape_out = _io_shapes(spec)
+    inp = helper.make_tensor_value_info("input", tp.FLOAT, shape_in)
+    out = helper.make_tensor_value_info("output", tp.FLOAT, shape_out)
+    kind = "joint demosaic+denoise U-Net (RGB out)" if spec.head == "rgb" else "packed Bayer U-Net"
+    return g.model([inp], [out], metadata=metadata, doc=f"rawlab {model.name}: {kind}, NCHW")
 
 
 def op_types(model_proto) -> list[str]:
@@ -405,6 +450,11 @@ def export_onnx(
     say(f"writing {model.name} as ONNX (opset {OPSET}, NCHW, dynamic H x W, {len(ops)} op types)")
     if quantize not in ("none", "int8"):
         raise RawlabError(f"--format onnx takes --quantize none or int8, not {quantize!r}")
+    if quantize != "none" and model.spec.head == "rgb":
+        raise RawlabError(
+            f"{model.name} is a joint demosaic model, which exports to ONNX as float32 only for now; drop "
+            f"--quantize {quantize}"
+        )
     _, result = network_parity(model, proto, crops, described)
     if quantize == "int8":
         if not result["max_abs"] <= FP32_TOLERANCE:  # the float graph must be faithful before quantising it
@@ -438,8 +488,8 @@ def export_onnx(
             "opset": OPSET,
             "layout": "NCHW",
             "multiple": spec.multiple,
-            "input": {"name": "input", "shape": ["N", spec.in_channels, "H", "W"], "dtype": "float32"},
-            "output": {"name": "output", "shape": ["N", spec.out_channels, "H", "W"], "dtype": "float32"},
+            "input": {"name": "input", "shape": _io_shapes(spec)[0], "dtype": "float32"},
+            "output": {"name": "output", "shape": _io_shapes(spec)[1], "dtype": "float32"},
             "ops": ops,
             "parity": result,
             "source": source_entry(model_dir, model),

@@ -1,0 +1,114 @@
+"""The joint demosaic+denoise model through ONNX (issues 13 and 16): `rawlab export --format onnx` of a joint
+model directory writes builtin ops with float32 parity against JAX, the `.onnx` demosaics any CFA as the JAX
+model does on the same tiles, `rawlab denoise --model FILE.onnx --output rgb` writes what the model directory
+writes, and running it imports neither JAX nor TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from _models import make_joint_model
+from click.testing import CliRunner
+
+pytest.importorskip("onnx", reason="the onnx extra is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+from rawlab.cli import main
+from rawlab.deploy.export import FP32_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory):
+    """``(model_dir, onnx_path, export_result)``: the perturbed joint model and its ONNX export."""
+    from rawlab.deploy.export import export_model
+
+    root = tmp_path_factory.mktemp("joint-onnx")
+    make_joint_model(root / "model")
+    res = export_model(root / "model", root / "joint.onnx", fmt="onnx", n_eval=2)
+    return root / "model", root / "joint.onnx", res
+
+
+def test_export_writes_builtin_ops_with_rgb_output_and_parity(joint):
+    import onnx
+
+    model_dir, path, res = joint
+    assert res.parity["max_abs"] <= FP32_TOLERANCE
+    assert {"Pad", "DepthToSpace", "Conv", "ConvTranspose"} <= set(res.ops)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 3, "2H", "2W"]
+    meta = json.loads((path.parent / "joint.onnx.json").read_text())
+    assert meta["export"]["output"]["shape"] == ["N", 3, "2H", "2W"]
+    assert meta["config"]["model"]["spec"]["head"] == "rgb"
+    # The joint model exports float32 only: int8 is refused before anything is written.
+    from rawlab.deploy.export import export_model
+    from rawlab.errors import RawlabError
+
+    with pytest.raises(RawlabError, match="float32 only"):
+        export_model(model_dir, path.parent / "int8.onnx", fmt="onnx", quantize="int8", n_eval=1)
+    assert not (path.parent / "int8.onnx").exists()
+
+
+def test_onnx_demosaics_every_cfa_as_jax_does_on_the_same_tiles(joint):
+    from rawlab.bayer import CFA_PATTERNS
+    from rawlab.deploy.runtime import load_denoiser
+
+    model_dir, path, _ = joint
+    onnx_model, jax_model = load_denoiser(path), load_denoiser(model_dir)
+    assert onnx_model.kind == "onnx" and onnx_model.head == "rgb"
+    rng = np.random.default_rng(2)
+    planes = (
+        rng.random((46, 70, 4), dtype=np.float32) * 0.6
+    )  # not a multiple of the tile: padding, 2 x 3 tiles
+    a, b = np.full(4, 2e-3, np.float32), np.full(4, 1e-5, np.float32)
+    for cfa in CFA_PATTERNS:
+        got, ref = onnx_model.demosaic(planes, a, b, cfa), jax_model.demosaic(planes, a, b, cfa)
+        assert got.shape == ref.shape == (92, 140, 3)
+        # Each tile agrees within the parity tolerance; the blend weights sum to 1, so the image does too.
+        np.testing.assert_allclose(got, ref, atol=FP32_TOLERANCE)
+    # The perturbed network is far from its bilinear start, so this compared the residual path too.
+    from rawlab.deploy.render import demosaic_bilinear
+
+    bilinear = demosaic_bilinear(np.moveaxis(planes, -1, 0), "RGGB")
+    assert np.abs(ref - bilinear).max() > 100 * FP32_TOLERANCE
+
+
+def test_denoise_output_rgb_with_the_onnx_writes_what_the_model_directory_writes(
+    joint, small_synth, tmp_path
+):
+    model_dir, path, _ = joint
+    src = sorted((small_synth.out / "SynthCam_MP-2").rglob("*iso800*.dng"))[0]
+    runner = CliRunner()
+    outs = {}
+    for name, model in (("onnx", path), ("jax", model_dir)):
+        res = runner.invoke(main, ["denoise", str(src), "--model", str(model), "--output", "rgb",
+                                   "--format", "tiff", "--out", str(tmp_path / name)])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        outs[name] = tifffile.imread(tmp_path / name / src.with_suffix(".tiff").name).astype(np.int64)
+    assert outs["onnx"].shape == (96, 128, 3)
+    # 16-bit linear TIFF, white = 65535: the models agree within FP32_TOLERANCE * 65535 = 6.6 DN before
+    # rounding (measured 6e-8 of white, so rounding may differ by 1 DN).
+    assert np.abs(outs["onnx"] - outs["jax"]).max() <= 1
+
+
+def test_denoise_output_rgb_with_onnx_never_imports_jax_or_tensorflow(joint, small_synth, tmp_path):
+    _, path, _ = joint
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*.dng"))[0]
+    watch = ("tensorflow", "jax", "flax", "keras", "ai_edge_litert")
+    code = (
+        "import sys\n"
+        "from rawlab.cli import main\n"
+        f"main(['denoise', {str(src)!r}, '--model', {str(path)!r}, '--output', 'rgb', '--format', 'tiff', "
+        f"'--out', {str(tmp_path)!r}], standalone_mode=False)\n"
+        f"print('LOADED', [m for m in {watch!r} if m in sys.modules])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "LOADED []"
+    assert (tmp_path / src.with_suffix(".tiff").name).is_file()
