@@ -19,6 +19,8 @@ from rawlab.evaluation.demosaic import (
     chroma_edge_error,
     demosaic_all,
     denoise_raw,
+    joint_model,
+    model_denoiser,
     run_chains,
     score_rgb,
 )
@@ -166,16 +168,33 @@ def test_raw_first_and_rgb_after_run_and_beat_the_noisy_demosaic():
     )
     rows = run_chains(
         noisy, sensor.cfa, a, b, truth, methods=["PPG", "AHD"], rgb_after=["AHD"], lower=lower,
-        joint={"oracle": lambda x, cfa, a_, b_: truth},
+        joint={"oracle": lambda x, cfa, a_, b_: truth}, denoiser=model_denoiser("builtin"),
     )  # fmt: skip
     got = {(r["chain"], r["method"]): r for r in rows}
     assert set(got) == {("noisy", "PPG"), ("noisy", "AHD"), ("raw-first", "PPG"), ("raw-first", "AHD"),
-                        ("rgb-after", "AHD"), ("joint", "oracle")}  # fmt: skip
+                        ("model-first", "PPG"), ("model-first", "AHD"), ("rgb-after", "AHD"),
+                        ("joint", "oracle")}  # fmt: skip
     # The oracle returns the truth, through float32 (a relative error of 6e-8, so about 140 dB and more).
     assert got[("joint", "oracle")]["cpsnr"] > 120 and got[("joint", "oracle")]["chroma"] < 1e-6
     # At ISO 6400 the noise (PSNR about 10 log10(1 / (a * 0.2)) = 32 dB at a mean level of 0.2) dominates the
     # demosaic error of this scene (about 38 dB noise-free): both denoising chains must gain on the noisy one.
-    for chain in ("raw-first", "rgb-after"):
+    # The built-in denoiser (model-first) is guarded, so never expected worse than its input; it must gain too.
+    for chain in ("raw-first", "model-first", "rgb-after"):
         assert got[(chain, "AHD")]["cpsnr"] > got[("noisy", "AHD")]["cpsnr"] + 1.0, chain
         assert got[(chain, "AHD")]["ssim"] > got[("noisy", "AHD")]["ssim"], chain
     assert score_rgb(truth, truth)["ssim"] == pytest.approx(1.0)
+
+
+def test_model_denoiser_and_joint_model_refuse_the_other_kind(tmp_path):
+    from _models import make_joint_model
+
+    from rawlab.errors import RawlabError
+
+    make_joint_model(tmp_path / "joint")
+    with pytest.raises(RawlabError, match="joint demosaic model"):
+        model_denoiser(str(tmp_path / "joint"))
+    with pytest.raises(RawlabError, match="Bayer denoiser"):
+        joint_model("builtin")
+    planes = np.random.default_rng(4).random((40, 56, 4), dtype=np.float32)
+    rgb = joint_model(str(tmp_path / "joint"))(planes, "GRBG", np.full(4, 2e-3), np.full(4, 1e-5))
+    assert rgb.shape == (80, 112, 3) and rgb.dtype == np.float32

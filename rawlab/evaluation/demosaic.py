@@ -8,7 +8,10 @@ the catalog's ``truth_path``):
 - ``noisy``: LibRaw's demosaic of the noisy mosaic;
 - ``raw-first``: VST + NL-means on the packed planes (:func:`denoise_raw`: ``vst-nlm`` of
   :mod:`rawlab.evaluation.baselines` with a strength ``h``), then the demosaic;
-- ``rgb-after``: the demosaic, then VST + NL-means on the RGB image (:func:`denoise_rgb`).
+- ``model-first``: rawlab's own Bayer denoiser on the packed planes (a callable; :func:`model_denoiser` runs a
+  model as ``rawlab denoise`` does: the deploy runtime, tiled, SURE-guarded), then the demosaic;
+- ``rgb-after``: the demosaic, then VST + NL-means on the RGB image (:func:`denoise_rgb`);
+- ``joint``: a joint demosaicing and denoising model, noisy planes in, RGB out (:func:`joint_model`).
 
 Both NL-means take a strength ``h``; :func:`tune_strength` picks each chain's on frames that are then not
 scored (the benchmark tunes on training scenes), so neither chain is compared at the other's best setting.
@@ -43,6 +46,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..bayer import unpack
+from ..errors import RawlabError
 from .baselines import GAT, denoise_baseline, nl_means
 from .metrics import psnr, ssim
 
@@ -57,6 +61,8 @@ __all__ = [
     "denoise_raw",
     "denoise_rgb",
     "edge_mask",
+    "joint_model",
+    "model_denoiser",
     "rgb_noise",
     "run_chains",
     "score_rgb",
@@ -64,7 +70,7 @@ __all__ = [
 ]
 
 DEMOSAICS = ("LINEAR", "VNG", "PPG", "AHD", "DCB", "DHT", "AAHD")
-CHAINS = ("noisy", "raw-first", "rgb-after")
+CHAINS = ("noisy", "raw-first", "model-first", "rgb-after", "joint")
 MARGIN = 8  # mosaic px left out of every score: the demosaics treat the border differently
 EDGE_QUANTILE = 0.9  # chroma error on the 10 % of pixels with the truth's strongest gradient
 _FULL = 65535.0
@@ -155,6 +161,49 @@ def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np
     """The ``vst-nlm`` baseline (:func:`rawlab.evaluation.baselines.denoise_baseline`) with strength ``h``:
     ``(h, w, 4)`` normalised planes in and out."""
     return denoise_baseline("vst-nlm", planes, a, b, lower, h=h)
+
+
+def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..., np.ndarray]:
+    """``fn(planes, a, b)``: a rawlab Bayer denoiser as ``rawlab denoise`` runs it, for the ``model-first`` chain.
+
+    ``model`` is ``"builtin"``, a model directory, a ``.tflite`` or an ``.onnx``, loaded once by the deploy
+    runtime (:func:`rawlab.deploy.runtime.load_denoiser`): overlapping tiles, and the SURE guard unless ``guard``
+    is False. ``fn`` takes ``(h, w, 4)`` normalised planes and the noise law ``(a, b)`` (4 values, normalised
+    units) and returns the denoised planes. The evaluation gives it the frame's law, as it gives the classical
+    chains; ``rawlab denoise`` would take the model's law for the sensor, the same law where the model knows it.
+    """
+    from ..deploy.runtime import load_denoiser
+
+    denoiser = load_denoiser(model)
+    if denoiser.head != "bayer":
+        raise RawlabError(
+            f"{model!r} is a joint demosaic model, not a Bayer denoiser; pass it as a joint model"
+        )
+    denoiser.guard = guard
+
+    def fn(planes: np.ndarray, a, b) -> np.ndarray:
+        return denoiser.denoise(np.asarray(planes, np.float32), a, b)
+
+    return fn
+
+
+def joint_model(model: str) -> Callable[..., np.ndarray]:
+    """``fn(planes, cfa, a, b)``: a joint demosaic+denoise model (config ``joint``; a model directory, ``.tflite``
+    or ``.onnx``) as ``rawlab denoise --output rgb`` runs it (tiled, no guard): ``(h, w, 4)`` normalised planes
+    of a ``cfa`` mosaic and its law in, linear camera RGB ``(2h, 2w, 3)`` out, for :func:`run_chains`' ``joint``.
+    """
+    from ..deploy.runtime import load_denoiser
+
+    denoiser = load_denoiser(model)
+    if denoiser.head != "rgb":
+        raise RawlabError(
+            f"{model!r} is a Bayer denoiser, not a joint demosaic model (`rawlab train STORE --config joint`)"
+        )
+
+    def fn(planes: np.ndarray, cfa: str, a, b) -> np.ndarray:
+        return denoiser.demosaic(np.asarray(planes, np.float32), a, b, cfa)
+
+    return fn
 
 
 # -- RGB after: VST + NL-means on the demosaiced image ---------------------------------------------------------
@@ -276,6 +325,7 @@ def run_chains(
     rgb_after: Sequence[str] | None = None,
     lower=None,
     joint: Mapping[str, Callable[..., np.ndarray]] | None = None,
+    denoiser: Callable[..., np.ndarray] | None = None,
     h_raw: float = H_RAW,
     h_rgb: float = H_RGB,
     margin: int = MARGIN,
@@ -302,6 +352,9 @@ def run_chains(
         Extra columns: name -> ``fn(noisy, cfa, a, b)`` returning linear camera RGB ``(2h, 2w, 3)``,
         normalised, from the noisy planes (a joint demosaicing and denoising model), scored as chain
         ``"joint"``.
+    denoiser
+        ``fn(noisy, a, b)`` returning denoised planes ``(h, w, 4)`` (rawlab's Bayer denoiser,
+        :func:`model_denoiser`): the ``model-first`` chain, demosaiced with every one of ``methods``.
     h_raw, h_rgb
         NL-means strengths of the raw-first and RGB-after chains (:func:`tune_strength`).
     margin
@@ -323,6 +376,9 @@ def run_chains(
     clean = denoise_raw(noisy, a, b, lower, h=h_raw)
     for m, rgb in demosaic_all(clean, cfa, methods).items():
         add("raw-first", m, rgb)
+    if denoiser is not None:
+        for m, rgb in demosaic_all(np.asarray(denoiser(noisy, a, b), np.float32), cfa, methods).items():
+            add("model-first", m, rgb)
     for m in methods if rgb_after is None else rgb_after:
         rgb = plain[m] if m in plain else demosaic(noisy, cfa, m)
         add("rgb-after", m, denoise_rgb(rgb, a, b, rgb_noise(m, cfa, a, b), h=h_rgb))
