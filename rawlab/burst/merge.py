@@ -167,13 +167,10 @@ def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win):
     fr = np.fft.rfft2(ref_tiles * win)
     mu = np.maximum(ref_tiles.mean(axis=(-2, -1)), 0.0)
     s2 = ((a * mu + b) * float((win * win).sum()))[..., None, None].astype(np.float32)
-    fz = np.stack(
-        [
-            np.fft.rfft2(shifted_tiles(frames[k], y0, x0, tile, alignments[k].displacement[rows]) * win)
-            for k in range(len(frames))
-            if k != reference
-        ]
-    )
+    fz = np.empty((len(frames) - 1, *fr.shape), fr.dtype)
+    others = [k for k in range(len(frames)) if k != reference]
+    for i, k in enumerate(others):
+        fz[i] = np.fft.rfft2(shifted_tiles(frames[k], y0, x0, tile, alignments[k].displacement[rows]) * win)
     return fr, fz, s2
 
 
