@@ -4,7 +4,7 @@ Wiener merge) and its gain, on static bursts; and on bursts with a moving object
 region the object covers in any frame (where a merge ghosts). The learned burst model's column comes later.
 
     python benchmarks/burst.py [--size 384x256] [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
-                               [--isos 800,1600,3200,6400] [--robustness 8] [--out FILE.json]
+                               [--isos 800,1600,3200,6400] [--robustness 8] [--per-plane] [--out FILE.json]
 
 Bursts come from the library (:func:`rawlab.synth.burst.simulate_burst`: hand shake up to 4 mosaic pixels and
 0.25 degrees a frame, sub-pixel, rendered on a 2x supersampled scene; each frame its own Poisson-Gaussian noise),
@@ -33,7 +33,9 @@ def _psnr(mse: float) -> float:
     return float(10 * np.log10(1.0 / max(mse, 1e-20)))
 
 
-def measure(sensor, scene: str, iso: int, size, seed: int, counts, robustness: float) -> dict:
+def measure(
+    sensor, scene: str, iso: int, size, seed: int, counts, robustness: float, per_plane: bool
+) -> dict:
     """Squared errors of reference and merge for each frame count, static and with a moving object."""
     from rawlab.bayer import pack
     from rawlab.burst import merge_burst
@@ -49,7 +51,9 @@ def measure(sensor, scene: str, iso: int, size, seed: int, counts, robustness: f
         truth = np.clip(burst.clean[0], 0.0, 1.0)
         region = pack(burst.moving_region().astype(np.uint8), sensor.cfa).astype(bool) if moving else None
         for n in counts:
-            merged = merge_burst(x[:n], a, b, robustness=robustness).planes
+            merged = merge_burst(
+                x[:n], a, b, robustness=robustness, cfa=None if per_plane else sensor.cfa
+            ).planes
             for name, img in (("ref", x[0]), ("merge", merged)):
                 err = (img - truth) ** 2
                 key = (n, name, "moving" if moving else "static")
@@ -67,6 +71,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--isos", default="800,1600,3200,6400")
     p.add_argument("--robustness", type=float, default=None)
+    p.add_argument("--per-plane", action="store_true", help="resample each Bayer plane alone (no demosaic)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -83,7 +88,11 @@ def main() -> None:
         f"{'sensor':<14} {'ISO':>5} {'N':>2} | {'ref':>6} {'merge':>6} {'gain':>6} | "
         f"{'moving ref':>10} {'moving merge':>12} {'diff':>6}"
     )
-    print(f"size {args.size[0]}x{args.size[1]}, scenes {', '.join(scenes)}, robustness c = {robustness:g}")
+    how = "each plane alone" if args.per_plane else "through the demosaic"
+    print(
+        f"size {args.size[0]}x{args.size[1]}, scenes {', '.join(scenes)}, robustness c = {robustness:g}, "
+        f"alternates resampled {how}"
+    )
     print(header)
     print("-" * len(header))
     for sensor in get_sensors(args.sensors):
@@ -91,7 +100,7 @@ def main() -> None:
             sums: dict = {}
             for k, scene in enumerate(scenes):
                 for key, (s, n) in measure(
-                    sensor, scene, iso, args.size, args.seed + k, counts, robustness
+                    sensor, scene, iso, args.size, args.seed + k, counts, robustness, args.per_plane
                 ).items():
                     s0, n0 = sums.get(key, (0.0, 0))
                     sums[key] = (s0 + s, n0 + n)

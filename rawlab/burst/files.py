@@ -203,7 +203,7 @@ def merge_files(
         ref = frames[reference]
         planes = np.stack([f.normalized() for f in frames])
         a, b, res.noise = _noise(noise, ref.info, planes[reference])
-        merged = merge_burst(planes, a, b, reference=reference, robustness=robustness)
+        merged = merge_burst(planes, a, b, reference=reference, robustness=robustness, cfa=ref.info.cfa)
         ma, mb = merged.noise(a, b)
         profile = [(ma[0], mb[0]), ((ma[1] + ma[2]) / 2, (mb[1] + mb[2]) / 2), (ma[3], mb[3])]
         from ..dng import write_dng

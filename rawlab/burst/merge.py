@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .align import TILES, Alignment, align_frame, grey, shifted_tiles, tile_origins
+from .resample import mosaic_tiles
 
 __all__ = ["PASSES", "ROBUSTNESS", "Merged", "merge_burst", "window"]
 
@@ -105,6 +106,7 @@ def merge_burst(
     robustness: float = ROBUSTNESS,
     alignments: list[Alignment] | None = None,
     passes: int = PASSES,
+    cfa: str | None = None,
 ) -> Merged:
     """Align every frame to the reference and merge them (module docstring).
 
@@ -123,6 +125,10 @@ def merge_burst(
         ``c`` of the Wiener weight: larger merges more and rejects motion less.
     alignments
         Precomputed alignments (one per frame), else computed with :func:`rawlab.burst.align.align_frame`.
+    cfa
+        The frames' CFA pattern: alternate tiles are then resampled through a demosaic of the frame at mosaic
+        resolution (:func:`rawlab.burst.resample.mosaic_tiles`), which undoes much of each plane's aliasing;
+        without it each plane is resampled alone (:func:`rawlab.burst.align.shifted_tiles`).
     passes
         1: HDR+'s merge against the reference; 2 (default): the rejection decided again against the first
         merge (module docstring).
@@ -151,7 +157,7 @@ def merge_burst(
     factor_sum = np.zeros(4)
     for r0 in range(0, len(y0), _BLOCK):  # a block of tile rows at a time bounds the memory
         rows = slice(r0, r0 + _BLOCK)
-        fr, fz, s2 = _spectra(frames, reference, alignments, y0[rows], x0, rows, tile, a, b, win)
+        fr, fz, s2 = _spectra(frames, reference, alignments, y0[rows], x0, rows, tile, a, b, win, cfa)
         m, f = _wiener(fr, fz, s2, robustness, passes)
         merged[:, rows] = np.fft.irfft2(m, s=(tile, tile))
         factor_sum += f.sum(axis=(1, 2, 3, 4))
@@ -159,7 +165,7 @@ def merge_burst(
     return Merged(_overlap_add(merged, h, w, tile), factor, alignments, reference)
 
 
-def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win):
+def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win, cfa):
     """DFTs of the windowed tiles of the reference ``(4, ny, nx, T, T/2+1)`` and of every other frame at its
     aligned position ``(N-1, ...)``, and the noise variance of one coefficient per tile ``(4, ny, nx, 1, 1)``."""
     zero = np.zeros((len(y0), len(x0), 2), np.float32)
@@ -170,7 +176,13 @@ def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win):
     fz = np.empty((len(frames) - 1, *fr.shape), fr.dtype)
     others = [k for k in range(len(frames)) if k != reference]
     for i, k in enumerate(others):
-        fz[i] = np.fft.rfft2(shifted_tiles(frames[k], y0, x0, tile, alignments[k].displacement[rows]) * win)
+        d = alignments[k].displacement[rows]
+        tiles = (
+            shifted_tiles(frames[k], y0, x0, tile, d)
+            if cfa is None
+            else mosaic_tiles(frames[k], cfa, y0, x0, tile, d)
+        )
+        fz[i] = np.fft.rfft2(tiles * win)
     return fr, fz, s2
 
 
