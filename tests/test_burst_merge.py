@@ -105,8 +105,8 @@ def test_resampling_through_the_demosaic_beats_each_plane_alone():
     closer to the reference's than each plane resampled alone (whose aliasing no interpolation undoes), and
     a whole-period displacement gives the plane's own samples exactly (away from the frame's edges, which
     the two extend differently)."""
-    from rawlab.burst.align import shifted_tiles, tile_origins
-    from rawlab.burst.resample import mosaic_tiles
+    from rawlab.burst.align import tile_origins
+    from rawlab.burst.resample import mosaic_tiles, shifted_tiles
 
     burst = simulate_burst(SENSORS[0], "coffee", 800, 3, (192, 128), seed=21, moving=False)
     y0, x0 = tile_origins(64, 16), tile_origins(96, 16)

@@ -17,14 +17,16 @@ matched from the coarsest level down:
 - at the finest level the integer optimum is refined to sub-pixel precision by a separable parabola through
   the L2 distances of its 3x3 neighbourhood (clamped to half a pixel), then by ``LK_STEPS`` Lucas-Kanade
   steps (Gauss-Newton on the windowed squared difference, with the alternate tile resampled at the current
-  displacement by :func:`shifted_tiles`; both images blurred by ``LK_SIGMA`` so the gradients are not noise):
+  displacement by :func:`rawlab.burst.resample.shifted_tiles`; both images blurred by ``LK_SIGMA`` so the gradients are not noise):
   the parabola alone is biased towards whole pixels by up to a tenth of a pixel. A tile whose gradients
   cannot fix both directions (flat, or a single edge) keeps the parabola's estimate.
 
-Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each plane of
-each alternate tile by its own sub-pixel displacement (:func:`shifted_tiles`), so the CFA
-phase never changes. Convention: ``alt(p + d) = ref(p)``, i.e. the content moved by ``d``, the catalog's shift
-convention (``alt(y, x) = ref(y - dy, x - dx)``) in packed pixels; twice it in mosaic pixels.
+Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each alternate
+tile at its own sub-pixel displacement (through a demosaic at mosaic resolution,
+:func:`rawlab.burst.resample.mosaic_tiles`, or each plane alone, :func:`~rawlab.burst.resample.shifted_tiles`), taking every plane's
+samples at its own CFA sites, so the CFA phase never changes. Convention: ``alt(p + d) = ref(p)``, i.e. the
+content moved by ``d``, the catalog's shift convention (``alt(y, x) = ref(y - dy, x - dx)``) in packed
+pixels; twice it in mosaic pixels.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "shifted_tiles", "tile_origins"]
+from .resample import shifted_tiles
+
+__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "tile_origins"]
 
 FACTORS = (2, 4, 4)  # each coarser level's decimation relative to the one below it
 TILES = (16, 16, 8, 8)  # tile size per level, finest first (packed pixels of that level)
 RADII = (1, 4, 4, 4)  # search radius per level, finest first
-_LANCZOS = 3  # Lanczos-3 resampling of tiles: 6 taps per axis
 LK_STEPS = 2  # Lucas-Kanade refinements of the finest level's sub-pixel estimate
 LK_SIGMA = 1.0  # packed pixels: Gaussian blur of both grey images for the Lucas-Kanade gradients
 MIN_TILES = 2  # a level is used only if it holds at least this many tiles across its smaller side
@@ -79,42 +82,6 @@ def tile_origins(n: int, tile: int) -> np.ndarray:
     ``i = 0 .. ceil(n / s)`` where ``s = tile / 2``; every pixel lies in exactly two tiles."""
     s = tile // 2
     return np.arange(-(-n // s) + 1) * s - s
-
-
-def _lanczos(frac: np.ndarray) -> np.ndarray:
-    """Lanczos-3 weights ``(..., 6)`` for taps ``-2 .. 3`` around the floor, for fractional offsets in [0, 1)."""
-    t = np.arange(-_LANCZOS + 1, _LANCZOS + 1)
-    x = frac[..., None] - t
-    w = np.sinc(x) * np.sinc(x / _LANCZOS)
-    return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def shifted_tiles(
-    planes: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int, disp: np.ndarray
-) -> np.ndarray:
-    """Tiles of ``planes (C, h, w)`` sampled at ``p + d`` for each tile's real displacement ``d = disp[i, j]``
-    (``(dy, dx)``, packed pixels): ``(C, ny, nx, tile, tile)``, separable Lanczos-3 resampling, the image
-    edges extended. A whole-pixel displacement copies pixels exactly."""
-    lo = np.floor(disp).astype(np.int64)
-    frac = (disp - lo).astype(np.float32)
-    if not frac.any():  # whole pixels: a copy
-        return _gather(planes, (y0[:, None] + lo[..., 0])[..., None, None] + np.arange(tile)[:, None],
-                       (x0[None, :] + lo[..., 1])[..., None, None] + np.arange(tile)[None, :])  # fmt: skip
-    n = tile + 2 * _LANCZOS - 1
-    r = np.arange(n) - (_LANCZOS - 1)
-    ys = (y0[:, None] + lo[..., 0])[..., None, None] + r[:, None]  # (ny, nx, n, 1)
-    xs = (x0[None, :] + lo[..., 1])[..., None, None] + r[None, :]  # (ny, nx, 1, n)
-    h, w = planes.shape[-2:]
-    g = planes[:, np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]  # (C, ny, nx, n, n)
-    wy, wx = _lanczos(frac[..., 0]), _lanczos(frac[..., 1])  # (ny, nx, 6)
-    taps = 2 * _LANCZOS
-    out = wx[None, :, :, None, None, 0] * g[..., :tile]  # (C, ny, nx, n, tile)
-    for t in range(1, taps):
-        out += wx[None, :, :, None, None, t] * g[..., t : t + tile]
-    res = wy[None, :, :, 0, None, None] * out[..., :tile, :]
-    for t in range(1, taps):
-        res += wy[None, :, :, t, None, None] * out[..., t : t + tile, :]
-    return res
 
 
 def _pyramid(image: np.ndarray) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ Each packed plane is cut into tiles of ``tile`` pixels overlapping by half (:fun
 tile_origins`), each multiplied by the raised-cosine window ``w(n) = sin^2(pi (n + 1/2) / tile)``, whose
 half-overlapped copies sum to exactly 1, so the merged tiles are simply added back. For each tile, with ``R``
 the DFT of the reference's tile and ``Z_k`` that of frame ``k``'s tile at its aligned position (resampled by
-its sub-pixel displacement, :func:`rawlab.burst.align.shifted_tiles`), every frequency is merged as
+its sub-pixel displacement, :func:`rawlab.burst.resample.shifted_tiles`), every frequency is merged as
 
     ``M = (1 / N) sum_k (Z_k + A_k (R - Z_k))``,  ``A_k = |R - Z_k|^2 / (|R - Z_k|^2 + c s^2)``
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .align import TILES, Alignment, align_frame, grey, shifted_tiles, tile_origins
-from .resample import mosaic_tiles
+from .align import TILES, Alignment, align_frame, grey, tile_origins
+from .resample import mosaic_tiles, shifted_tiles
 
 __all__ = ["PASSES", "ROBUSTNESS", "Merged", "merge_burst", "window"]
 
@@ -128,7 +128,7 @@ def merge_burst(
     cfa
         The frames' CFA pattern: alternate tiles are then resampled through a demosaic of the frame at mosaic
         resolution (:func:`rawlab.burst.resample.mosaic_tiles`), which undoes much of each plane's aliasing;
-        without it each plane is resampled alone (:func:`rawlab.burst.align.shifted_tiles`).
+        without it each plane is resampled alone (:func:`rawlab.burst.resample.shifted_tiles`).
     passes
         1: HDR+'s merge against the reference; 2 (default): the rejection decided again against the first
         merge (module docstring).

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..bayer import channel_offsets, unpack
 
-__all__ = ["demosaic_mhc", "lanczos_weights", "mosaic_tiles"]
+__all__ = ["demosaic_mhc", "lanczos_weights", "mosaic_tiles", "shifted_tiles"]
 
 LANCZOS = 3  # Lanczos-3: 6 taps per axis, -2 .. 3 around the floor
 
@@ -40,6 +40,34 @@ def lanczos_weights(frac: np.ndarray) -> np.ndarray:
     x = frac[..., None] - t
     w = np.sinc(x) * np.sinc(x / LANCZOS)
     return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def shifted_tiles(
+    planes: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int, disp: np.ndarray
+) -> np.ndarray:
+    """Tiles of ``planes (C, h, w)`` sampled at ``p + d`` for each tile's real displacement ``d = disp[i, j]``
+    (``(dy, dx)``, packed pixels): ``(C, ny, nx, tile, tile)``, separable Lanczos-3 resampling, the image
+    edges extended. A whole-pixel displacement copies pixels exactly."""
+    lo = np.floor(disp).astype(np.int64)
+    frac = (disp - lo).astype(np.float32)
+    whole = not frac.any()  # whole pixels: a copy
+    n = tile if whole else tile + 2 * LANCZOS - 1
+    r = np.arange(n) - (0 if whole else LANCZOS - 1)
+    ys = (y0[:, None] + lo[..., 0])[..., None, None] + r[:, None]  # (ny, nx, n, 1)
+    xs = (x0[None, :] + lo[..., 1])[..., None, None] + r[None, :]  # (ny, nx, 1, n)
+    h, w = planes.shape[-2:]
+    g = planes[..., np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]  # (C, ny, nx, n, n)
+    if whole:
+        return g
+    wy, wx = lanczos_weights(frac[..., 0]), lanczos_weights(frac[..., 1])  # (ny, nx, 6)
+    taps = 2 * LANCZOS
+    out = wx[None, :, :, None, None, 0] * g[..., :tile]  # (C, ny, nx, n, tile)
+    for t in range(1, taps):
+        out += wx[None, :, :, None, None, t] * g[..., t : t + tile]
+    res = wy[None, :, :, 0, None, None] * out[..., :tile, :]
+    for t in range(1, taps):
+        res += wy[None, :, :, t, None, None] * out[..., t : t + tile, :]
+    return res
 
 
 def demosaic_mhc(planes: np.ndarray, cfa: str) -> np.ndarray:

@@ -519,7 +519,7 @@ def _truth(sensors, plans, bursts, n_frames, width, height, seed, moving) -> Noi
             "max_shift": MAX_SHIFT,
             "max_rotation_deg": MAX_ROTATION,
         },
-        "burst_truth": "bursts[]: folder and frames (paths relative to this file; frames[0] the reference), "
+        "burst_truth": "bursts[]: folder (relative to this file) and frames (file names in it; frames[0] the reference), "
         "motion per frame relative to the reference (the content moved by dx, dy mosaic pixels and turned by "
         "rotation_deg about the frame centre: frame(p) = ref(R(-t) (p - c - d) + c)), the moving object per "
         "frame (centre, radius, box [x0, y0, x1, y1) in that frame's mosaic pixels), clean_reference: float32 "
