@@ -1,10 +1,11 @@
-"""Catalog build: scan raw folders, pair frames, check pair quality, ingest pixels into a Zarr store."""
+"""Catalog build: scan raw folders, pair frames (or recognise bursts), check their quality, ingest pixels into a
+Zarr store."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["build_catalog", "catalog_summary", "open_catalog", "open_store"]
+__all__ = ["build_catalog", "catalog_summary", "open_burst", "open_bursts", "open_catalog", "open_store"]
 
 
 def open_catalog(store: str | os.PathLike[str], storage_options: dict | None = None):
@@ -43,6 +44,10 @@ def __getattr__(name: str):
         from .store import open_store
 
         return open_store
+    if name in ("open_burst", "open_bursts"):
+        from . import bursts
+
+        return getattr(bursts, name)
     if name == "catalog_summary":
         from .summary import catalog_summary
 

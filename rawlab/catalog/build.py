@@ -37,7 +37,7 @@ COLUMNS = [
     "saturated_frac", "mean_level", "align_dy", "align_dx", "align_match", "gain", "gain_r", "gain_g1",
     "gain_g2", "gain_b", "expected_gain", "ref_saturated_frac", "qa_reason", "raw_format", "wb", "make_source",
     "model_source", "iso_source", "exposure_source", "relpath", "source_root", "size", "mtime", "other_paths",
-    "recipe",
+    "recipe", "capture_time", "burst_id", "burst_index", "sharpness",
 ]  # fmt: skip
 # Copies of a row's content: their paths (for people) and their scan details as JSON (for the next run).
 DUPLICATE_COLUMNS = ("other_paths", "other_sources")
@@ -64,10 +64,13 @@ class BuildSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     n_duplicates: int = 0  # copies of another file's content, listed in its row's other_paths
     n_kept: int = 0  # files of other sources, from earlier builds into the store
+    n_bursts: int = 0  # bursts recognised (recipe rule "bursts"), and the frames in them
+    n_burst_frames: int = 0
 
     def line(self) -> str:
         extra = f", {self.n_duplicates} duplicate copies listed once" if self.n_duplicates else ""
         extra += f", {self.n_kept} from earlier builds of other sources" if self.n_kept else ""
+        extra += f", {self.n_bursts} bursts of {self.n_burst_frames} frames" if self.n_bursts else ""
         return (
             f"catalog build: {self.n_files} files -> {self.store}: {self.n_ingested} ingested, "
             f"{self.n_reused} already there, {self.n_failed} failed, {self.n_excluded} excluded by QA, "
@@ -309,7 +312,8 @@ def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
     extra = sorted(c for c in cat.columns if c not in COLUMNS and c not in ("reused", "store_error"))
     cat = cat[COLUMNS + extra]  # a fixed order, whichever rows came first
     cat = cat.sort_values("path", kind="stable").reset_index(drop=True)
-    for col in ("iso", "exposure_time", "saturated_frac", "mean_level", "align_dy", "align_dx", "gain"):
+    numeric = ("iso", "exposure_time", "saturated_frac", "mean_level", "align_dy", "align_dx", "gain")
+    for col in (*numeric, "capture_time", "burst_index", "sharpness"):
         cat[col] = pd.to_numeric(cat[col], errors="coerce")
     cat["other_paths"] = [
         list(v) if isinstance(v, list | tuple | np.ndarray) else [] for v in cat["other_paths"]
@@ -325,6 +329,7 @@ def _pair(cat: pd.DataFrame, recipe_obj, key: str) -> pd.DataFrame:
 
     cat["recipe"] = cat["recipe"].where(cat["recipe"].notna(), key)
     mine = cat["recipe"] == key
+    cat.loc[mine, ["burst_id", "burst_index"]] = None  # recognised afresh, by this recipe if it has bursts
     if mine.all():
         return pair_frames(cat, recipe_obj)
     cat = cat.copy()
@@ -343,6 +348,7 @@ def build_catalog(
     *,
     recipe: str | None = None,
     thresholds=None,
+    burst_thresholds=None,
     wait: float = 300.0,
     options: RunOptions | None = None,
 ) -> tuple[pd.DataFrame, BuildSummary]:
@@ -365,6 +371,9 @@ def build_catalog(
         Pairing recipe name (``catalogs/<name>.yaml``) or YAML path; ``None`` uses the default rule.
     thresholds
         :class:`rawlab.catalog.qa.QAThresholds` for the pair checks.
+    burst_thresholds
+        :class:`rawlab.catalog.burst_qa.BurstThresholds` for the burst checks (bursts are recognised by a
+        recipe with ``rule: bursts``: ``bursts``, ``auto``; :mod:`rawlab.catalog.bursts`).
     wait
         Seconds to wait for another build that holds the store (:class:`~rawlab.catalog.store.StoreLock`).
     options
@@ -382,6 +391,7 @@ def build_catalog(
         past ``wait``, or a failure to write the store (:class:`~rawlab.catalog.store.StoreWriteError`: disk
         full, quota, read-only, denied), which stops the build with the store as it was before that file.
     """
+    from .burst_qa import BurstThresholds
     from .pairing import load_recipe
     from .qa import QAThresholds
 
@@ -389,7 +399,11 @@ def build_catalog(
     options = options or RunOptions()
     storage_options = options.storage_options or {}
     thresholds = thresholds or QAThresholds()
+    burst_thresholds = burst_thresholds or BurstThresholds()
     recipe_obj = load_recipe(recipe) if recipe else None  # validate before any work
+    params = {}
+    if recipe_obj is not None and recipe_obj.rule == "bursts":
+        params["burst_qa_thresholds"] = burst_thresholds.to_dict()
     store = FrameStore(out, storage_options)
     store.check_target()
     scan = scan_sources(list(sources), storage_options)
@@ -401,15 +415,18 @@ def build_catalog(
     with store.lock(wait, options.echo):
         try:
             store.initialise(
-                {"sources": list(sources), "recipe": recipe, "qa_thresholds": thresholds.to_dict(),
+                {"sources": list(sources), "recipe": recipe, "qa_thresholds": thresholds.to_dict(), **params,
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             )  # fmt: skip
         except OSError as e:
             raise RawlabError(f"cannot write the store {out!r}: {e}; choose a writable --out") from None
-        return _build(scan, store, recipe_obj, thresholds, options, t0, c0)
+        return _build(scan, store, recipe_obj, (thresholds, burst_thresholds), options, t0, c0)
 
 
 def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions, t0: float, c0: float):
+    from .bursts import run_bursts
+
+    thresholds, burst_thresholds = thresholds
     key = recipe_obj.name if recipe_obj is not None else "default"
     old = store.read_catalog()
     old_rows = _expand_rows(old.to_dict("records")) if old is not None else []
@@ -465,6 +482,12 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
         with clock("qa (client, scheduler)"):
             cat = _run_qa(client, cat, store.url, options, thresholds, previous, cpu, max(1, info.n_workers))
         timings["qa"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with clock("bursts (client, scheduler)"):
+            rule = recipe_obj.bursts if recipe_obj is not None and recipe_obj.rule == "bursts" else None
+            candidates = rule.reference_candidates if rule is not None else 1
+            cat = run_bursts(client, cat, store, burst_thresholds, cpu, candidates)
+        timings["bursts"] = time.perf_counter() - t
     with clock("catalog"):
         cat = _finalise(cat.to_dict("records"))
         store.write_catalog(cat)
@@ -488,5 +511,7 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
         failures=list(zip(failed["path"], failed["error"], strict=True)),
         n_duplicates=n_copies,
         n_kept=len(kept),
+        n_bursts=int(cat["burst_id"].nunique()),
+        n_burst_frames=int(cat["burst_id"].notna().sum()),
     )
     return cat, summary

@@ -51,6 +51,7 @@ ROLES = ("clean", "noisy", "single")
 REFERENCE_KEYS = ("lowest_iso", "longest_exposure")
 FILL_COLUMNS = {"iso": "iso_source", "exposure_time": "exposure_source"}
 _KEYS = ("name", "description", "rule", "patterns", "scene", "roles", "pair_by", "reference", "metadata")
+_BURST_KEYS = ("name", "description", "rule", "bursts")  # rule: bursts (rawlab.catalog.bursts)
 _OUT_COLUMNS = ("scene", "role", "clean_path", "pair_note", "pair_group")
 
 
@@ -78,7 +79,7 @@ class Recipe:
 
     name: str
     description: str
-    rule: str = "patterns"  # or "default": the built-in rule, no other keys
+    rule: str = "patterns"  # or "default" (the built-in rule, no other keys), or "bursts" (catalog.bursts)
     patterns: tuple[re.Pattern, ...] = ()
     scene: str = "{scene}"
     roles: tuple[RoleRule, ...] = ()
@@ -86,14 +87,23 @@ class Recipe:
     reference: tuple[str, ...] = REFERENCE_KEYS
     metadata: tuple[FillRule, ...] = ()
     source: str | None = None
+    bursts: Any = None  # rule "bursts": its rawlab.catalog.bursts.BurstRule
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
 
 def available_recipes() -> list[str]:
-    """Names of the recipes shipped in ``catalogs/``."""
-    return sorted(p.stem for p in CATALOGS_DIR.glob("*.yaml"))
+    """Names of the recipes shipped in ``catalogs/``: the pairing recipes in name order, then the burst
+    recipes (``rule: bursts``) in name order."""
+    pairs, bursts = [], []
+    for p in sorted(CATALOGS_DIR.glob("*.yaml")):
+        try:
+            rule = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("rule")
+        except (OSError, yaml.YAMLError, AttributeError):
+            rule = None
+        (bursts if rule == "bursts" else pairs).append(p.stem)
+    return pairs + bursts
 
 
 def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
@@ -137,7 +147,10 @@ def _parse(data: Any, where: str) -> Recipe:
 
     if not isinstance(data, dict):
         raise fail(f"expected a mapping with keys {', '.join(_KEYS)}; got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    keys = _BURST_KEYS if data.get("rule") == "bursts" else _KEYS
+    unknown = sorted(str(k) for k in data if k not in keys)
+    if unknown and data.get("rule") == "bursts":
+        raise fail(f"key(s) {', '.join(map(repr, unknown))} have no effect with rule: bursts; remove them")
     if unknown:
         raise fail(
             f"unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(_KEYS))}"
@@ -146,13 +159,20 @@ def _parse(data: Any, where: str) -> Recipe:
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise fail(f"missing required field {key!r} (a non-empty string)")
     rule = data.get("rule", "patterns")
+    if rule == "bursts":  # burst recognition (rawlab.catalog.bursts), configured by its own section
+        from .bursts import parse_burst_rule
+
+        return Recipe(
+            name=data["name"], description=data["description"], rule="bursts",
+            bursts=parse_burst_rule(data.get("bursts"), fail), source=where,
+        )  # fmt: skip
     if rule == "default":
         extra = sorted(k for k in data if k not in ("name", "description", "rule"))
         if extra:
             raise fail(f"key(s) {', '.join(extra)} have no effect with rule: default; remove them")
         return Recipe(name=data["name"], description=data["description"], rule="default", source=where)
     if rule != "patterns":
-        raise fail(f"rule is {rule!r}; expected 'patterns' (the default) or 'default'")
+        raise fail(f"rule is {rule!r}; expected 'patterns' (the default), 'default' or 'bursts'")
     for key in ("patterns", "roles"):
         if key not in data:
             raise fail(f"missing required field {key!r}")
@@ -451,6 +471,10 @@ def apply_recipe(recipe: Recipe, df: pd.DataFrame) -> pd.DataFrame:
     """
     if recipe.rule == "default":
         return pair_default(df)
+    if recipe.rule == "bursts":
+        from .bursts import recognise_bursts
+
+        return recognise_bursts(df, recipe)
     out, frames = _prepare(df)
     for fill in recipe.metadata:
         if fill.column not in out.columns:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..bayer import normalise as bayer_normalise
 from ..errors import RawlabError
 
 __all__ = ["QA_COLUMNS", "QAThresholds", "check_pair", "estimate_gain", "estimate_shift", "expected_gain"]
-__all__ += ["PreparedFrame", "frame_stats", "normalise", "prepare_frame", "saturation_fraction"]
+__all__ += ["PreparedFrame", "Thresholds", "frame_stats", "normalise", "prepare_frame", "saturation_fraction"]
 
 #: The catalog columns :func:`check_pair` fills for a noisy frame, in this order.
 QA_COLUMNS: tuple[str, ...] = tuple(
@@ -50,8 +50,46 @@ _MIN_BLOCKS = 8  # fewer usable blocks in a channel -> its gain is NaN
 _WHITE_MARGIN = 0.95  # normalised level from which a sample counts as (nearly) saturated for the gain
 
 
+class Thresholds:
+    """What QA threshold sets share (:class:`QAThresholds` for pairs, ``BurstThresholds`` for bursts): every
+    field a number >= 0 (those in ``_SIGNED`` may be negative), checked on construction, read from a dict."""
+
+    _SIGNED: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise RawlabError(f"QA threshold {f.name} must be a number, got {value!r}") from None
+            if math.isnan(value) or (value < 0 and f.name not in self._SIGNED):
+                raise RawlabError(f"QA threshold {f.name} must be a number >= 0, got {value!r}")
+            object.__setattr__(self, f.name, value)
+
+    def to_dict(self) -> dict[str, float]:
+        """The thresholds as a plain dict (stored in the store's attributes)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Thresholds from a dict; missing keys keep their defaults.
+
+        Raises
+        ------
+        RawlabError
+            If a key is not a threshold name or a value is not a valid number.
+        """
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise RawlabError(f"unknown QA threshold(s) {names}; allowed keys: {', '.join(allowed)}")
+        return cls(**dict(d))
+
+
 @dataclasses.dataclass(frozen=True)
-class QAThresholds:
+class QAThresholds(Thresholds):
     """Limits beyond which a noisy frame is ``excluded``. Every value can be overridden.
 
     Parameters
@@ -77,42 +115,13 @@ class QAThresholds:
         frame is a dark frame: its alignment and exposure cannot be checked. SID-style short exposures pass.
     """
 
+    _SIGNED = ("min_match",)
+
     max_shift: float = 2.0
     min_match: float = 0.4
     gain_tolerance: float = 0.25
     max_saturated: float = 0.10
     min_mean_level: float = 1e-3
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise RawlabError(f"QA threshold {f.name} must be a number, got {value!r}") from None
-            if math.isnan(value) or (value < 0 and f.name != "min_match"):
-                raise RawlabError(f"QA threshold {f.name} must be a number >= 0, got {value!r}")
-            object.__setattr__(self, f.name, value)
-
-    def to_dict(self) -> dict[str, float]:
-        """The thresholds as a plain dict (stored in the store's attributes)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> QAThresholds:
-        """Thresholds from a dict; missing keys keep their defaults.
-
-        Raises
-        ------
-        RawlabError
-            If a key is not a threshold name or a value is not a valid number.
-        """
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(allowed))
-        if unknown:
-            names = ", ".join(map(repr, unknown))
-            raise RawlabError(f"unknown QA threshold(s) {names}; allowed keys: {', '.join(allowed)}")
-        return cls(**dict(d))
 
 
 # -- per-frame statistics ------------------------------------------------------------------------------------
@@ -221,9 +230,15 @@ def _dft_patch(spec: np.ndarray, cy: float, cx: float, half: int, step: float) -
     return (ky @ spec @ kx).real
 
 
-def _correlate(lr: np.ndarray, lm: np.ndarray, max_lag: float, upsample: int) -> tuple[float, ...]:
+def _correlate(
+    lr: np.ndarray, lm: np.ndarray, max_lag: float, upsample: int, choose: Callable | None = None
+) -> tuple[float, ...]:
     """Shift of ``lm`` relative to ``lr`` (working px) within ``|lag| <= max_lag``, the match, and the
-    band-passed variance of each luminance (in units of a white noise's per-pixel variance)."""
+    band-passed variance of each luminance (in units of a white noise's per-pixel variance).
+
+    ``choose(candidates) -> index``, if given, picks the shift among the refined shifts of the surface's
+    six highest local peaks (in that order) instead of taking the highest: the burst QA picks the motion
+    most of the scene agrees with, where a textured moving object can give the highest peak."""
     h, w = lr.shape
     win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fa, fb = sfft.fft2((lr - lr.mean()) * win), sfft.fft2((lm - lm.mean()) * win)
@@ -237,13 +252,18 @@ def _correlate(lr: np.ndarray, lm: np.ndarray, max_lag: float, upsample: int) ->
     spec = (cross / np.maximum(mag, mag.max() * np.float32(1e-12)) * weight).astype(np.complex64)
     surface = sfft.ifft2(spec).real
     lags = np.r_[0 : int(max_lag) + 1, -int(max_lag) : 0]
-    iy, ix = np.unravel_index(int(np.argmax(surface[np.ix_(lags % h, lags % w)])), (lags.size, lags.size))
-    py, px = float(lags[iy]), float(lags[ix])
-    for half, step in ((4, 0.25), (upsample // 4, 1.0 / upsample)):  # quarter px over +-1, then 1/upsample
-        patch = _dft_patch(spec, py, px, half, step)
-        jy, jx = np.unravel_index(int(np.argmax(patch)), patch.shape)
-        py, px = py + (jy - half) * step, px + (jx - half) * step
-    py, px = float(np.clip(py, -max_lag, max_lag)), float(np.clip(px, -max_lag, max_lag))
+    sub = surface[np.ix_(lags % h, lags % w)]
+    starts = [np.unravel_index(int(np.argmax(sub)), sub.shape)] if choose is None else _peaks(sub, lags, 6)
+    shifts = []
+    for iy, ix in starts:
+        py, px = float(lags[iy]), float(lags[ix])
+        # quarter px over +-1, then 1/upsample
+        for half, step in ((4, 0.25), (upsample // 4, 1.0 / upsample)):
+            patch = _dft_patch(spec, py, px, half, step)
+            jy, jx = np.unravel_index(int(np.argmax(patch)), patch.shape)
+            py, px = py + (jy - half) * step, px + (jx - half) * step
+        shifts.append((float(np.clip(py, -max_lag, max_lag)), float(np.clip(px, -max_lag, max_lag))))
+    py, px = shifts[choose(shifts) if choose is not None and len(shifts) > 1 else 0]
     # Match: correlation coefficient of the band-passed luminances at (py, px), by Parseval. The high-pass
     # drops the large-scale layout (bright sky on top...) that unrelated scenes share.
     w2 = (weight * (1 - np.exp(-f2 / np.float32(2 * _HIGHPASS**2)))) ** 2
@@ -253,6 +273,17 @@ def _correlate(lr: np.ndarray, lm: np.ndarray, max_lag: float, upsample: int) ->
     match = float(np.sum(w2 * cross * phase).real) / math.sqrt(ea * eb) if ea * eb > 0 else 0.0
     white = float(np.sum(win.astype(np.float64) ** 2)) * float(np.sum(w2))  # E of ea for unit white noise
     return py, px, match, ea / white, eb / white
+
+
+def _peaks(sub: np.ndarray, lags: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Indices into ``sub`` (the surface over ``lags`` x ``lags``) of its ``k`` highest local maxima (3x3)."""
+    from scipy.ndimage import maximum_filter
+
+    order = np.argsort(lags)  # neighbours in lag order
+    s = sub[np.ix_(order, order)]
+    top = (maximum_filter(s, size=3, mode="constant", cval=-np.inf) == s).nonzero()
+    best = np.argsort(-s[top], kind="stable")[:k]
+    return [(int(order[top[0][i]]), int(order[top[1][i]])) for i in best]
 
 
 def estimate_shift(ref, moving, *, max_shift: float = 16.0, upsample: int = 20) -> tuple[float, float, float]:
@@ -287,9 +318,10 @@ def estimate_shift(ref, moving, *, max_shift: float = 16.0, upsample: int = 20) 
     return _align(ref, moving, max_shift, upsample)[:3]
 
 
-def _align(ref, moving, max_shift: float, upsample: int) -> tuple[float, ...]:
+def _align(ref, moving, max_shift: float, upsample: int, choose: Callable | None = None) -> tuple[float, ...]:
     """:func:`estimate_shift`, plus the band-passed variance of each frame's luminance, in units of the
-    per-pixel variance of an unbinned luminance (comparable with its noise variance)."""
+    per-pixel variance of an unbinned luminance (comparable with its noise variance). ``choose(lr, lm, b,
+    shifts)``: see :func:`_correlate` (``lr``, ``lm`` the luminances binned ``b`` x ``b``, shifts in their px)."""
     ref, moving = _check_planes(ref, "ref"), _check_planes(moving, "moving")
     if ref.shape != moving.shape:
         raise ValueError(f"ref and moving must have the same shape, got {ref.shape} and {moving.shape}")
@@ -298,9 +330,9 @@ def _align(ref, moving, max_shift: float, upsample: int) -> tuple[float, ...]:
     max_lag = max_shift / (2 * b)
     if max_lag > min(lr.shape) / 4:
         raise ValueError(f"max_shift {max_shift} mosaic px is too large for a {ref.shape[1:]} packed frame")
-    dy, dx, match, tr, tm = _correlate(
-        lr.astype(np.float32), lm.astype(np.float32), max_lag, 2 * b * int(upsample)
-    )
+    lr, lm = lr.astype(np.float32), lm.astype(np.float32)
+    pick = None if choose is None else (lambda shifts: choose(lr, lm, b, shifts))
+    dy, dx, match, tr, tm = _correlate(lr, lm, max_lag, 2 * b * int(upsample), pick)
     return 2 * b * dy, 2 * b * dx, match, tr * b * b, tm * b * b
 
 

@@ -4,6 +4,8 @@ Layout::
 
     STORE/zarr.json                 root group; attrs: format, rawlab version, build parameters
     STORE/frames/<id>/raw           uint16 (channel=4, y, x) packed R, G1, G2, B planes, raw DN as captured
+    STORE/bursts/<sensor>/<bid>/raw uint16 (frame, channel=4, y, x): a burst's frames in capture order, their
+                                    chunks the frames' own (hard links); attrs: the reference, frame ids, QA
     STORE/catalog.parquet           one row per distinct file content (rawlab.open_catalog)
     STORE/.rawlab-build.lock        while a build writes: who holds the store (see :class:`StoreLock`)
 
@@ -278,6 +280,88 @@ class FrameStore:
         for fid in ids:
             self.fs.rm(f"{self.root}/frames/{fid}", recursive=True)
 
+    # -- bursts --------------------------------------------------------------------------------------------
+    def burst_path(self, sensor: str, burst_id: str) -> str:
+        """``bursts/<sensor>/<burst id>``, the sensor's ``/`` replaced as :func:`open_store` does."""
+        return f"bursts/{str(sensor).replace('/', '_')}/{burst_id}"
+
+    def burst_attrs(self, path: str) -> dict[str, Any] | None:
+        """A burst group's attributes if it is completely written, else ``None``."""
+        try:
+            with self.fs.open(f"{self.root}/{path}/zarr.json", "r") as f:
+                attrs = json.load(f).get("attributes", {})
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+        return attrs if attrs.get("complete") else None
+
+    def write_burst(self, path: str, frame_ids: list[str], attrs: dict[str, Any]) -> None:
+        """Write burst group ``path``: ``raw`` uint16 ``(frame, channel, y, x)`` holding the stored frames
+        ``frame_ids`` in this order, then its attributes with ``complete`` in one metadata write.
+
+        A frame's chunk ``(4, cy, cx)`` and the burst's ``(1, 4, cy, cx)`` encode to the same bytes (same
+        samples, order and codec), so the burst's chunks are the frames' chunk files: hard links on a local
+        store (no second copy of the pixels), byte copies elsewhere. Frames written with another layout are
+        decoded and written again. A group already complete with these frames keeps its pixels and only gets
+        the new attributes (a re-run, other QA thresholds).
+        """
+        import zarr
+
+        done = self.burst_attrs(path)
+        if done is not None and done.get("frame_ids") == list(frame_ids):
+            group = zarr.open_group(self.zstore, path=path, mode="a", zarr_format=3)
+            group.update_attributes({**_jsonable(attrs), "frame_ids": list(frame_ids), "complete": True})
+            return
+        frames = [zarr.open_array(self.zstore, path=f"{self.frame_path(f)}/raw", mode="r") for f in frame_ids]
+        first = frames[0]
+        for fid, arr in zip(frame_ids, frames, strict=True):
+            if arr.shape != first.shape or arr.dtype != first.dtype:
+                raise ValueError(
+                    f"frame {fid} is {arr.dtype} {arr.shape}, the burst's first frame {first.dtype} {first.shape}"
+                )
+        group = zarr.open_group(self.zstore, path=path, mode="w", zarr_format=3)  # an unfinished one goes
+        codec = default_codec()
+        burst = group.create_array(
+            "raw",
+            shape=(len(frames), *first.shape),
+            dtype=first.dtype,
+            chunks=(1, *first.chunks),
+            compressors=[codec],
+            dimension_names=("frame", "channel", "y", "x"),
+        )
+        same = all(_codecs(a) == _codecs(burst) and a.chunks == first.chunks for a in frames)
+        for k, (fid, arr) in enumerate(zip(frame_ids, frames, strict=True)):
+            if same:
+                self._link_chunks(f"{self.frame_path(fid)}/raw", f"{path}/raw", k)
+            else:
+                burst[k] = arr[...]
+        group.update_attributes({**_jsonable(attrs), "frame_ids": list(frame_ids), "complete": True})
+
+    def _link_chunks(self, src: str, dst: str, k: int) -> None:
+        """Chunk files ``src/c/<i>/<j>/<l>`` of a frame as ``dst/c/<k>/<i>/<j>/<l>`` of a burst."""
+        import shutil
+
+        base = f"{self.root}/{src}/c/"
+        for name in self.fs.find(base):
+            rel = name[len(base) :] if name.startswith(base) else name.rsplit("/c/", 1)[-1]
+            target = f"{self.root}/{dst}/c/{k}/{rel}"
+            if _is_url(self.url):
+                self.fs.copy(name, target)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            try:
+                os.link(name, target)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(name, target)
+
+    def burst_array(self, path: str):
+        """A burst's frames as a lazy dask array ``(frame, 4, h, w)`` backed by its Zarr chunks."""
+        import dask.array as da
+        import zarr
+
+        return da.from_zarr(zarr.open_array(self.zstore, path=f"{path}/raw", mode="r"))
+
     # -- catalog -------------------------------------------------------------------------------------------
     def write_catalog(self, df) -> None:
         """Write the catalog atomically (a temporary file renamed into place)."""
@@ -491,6 +575,11 @@ class StoreLock:
                 os.unlink(self.path)
             else:
                 self.store.fs.rm(self.path)
+
+
+def _codecs(arr) -> list:
+    """An array's codec chain as JSON (what decides the bytes of its chunks)."""
+    return [c.to_dict() for c in arr.metadata.codecs]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def catalog_summary(cat: pd.DataFrame) -> dict[str, Any]:
         for p, other in zip(cat["path"], copies, strict=False)
         if other is not None and len(other)
     ]
-    return {
+    out = {
         "files": len(cat) + sum(len(d["other_paths"]) for d in duplicates),
         "duplicates": duplicates,
         "status": {k: int(v) for k, v in cat["status"].value_counts().sort_index().items()},
@@ -59,6 +59,32 @@ def catalog_summary(cat: pd.DataFrame) -> dict[str, Any]:
             )
         ],
     }
+    bursts = _bursts(cat)
+    if bursts:  # only stores with bursts (rawlab.catalog.bursts) get the key
+        out["bursts"] = bursts
+    return out
+
+
+def _bursts(cat: pd.DataFrame) -> dict[str, Any] | None:
+    """Counts of the bursts and their frames by role, and one line per burst."""
+    if "burst_id" not in cat.columns or not cat["burst_id"].notna().any():
+        return None
+    rows = cat[cat["burst_id"].notna()]
+    each = []
+    for bid, r in rows.groupby("burst_id", sort=True):
+        r = r.sort_values("burst_index")
+        ref = r.loc[r["role"] == "reference", "burst_index"]
+        each.append({
+            "burst_id": bid, "sensor": r["sensor"].iloc[0], "scene": r["scene"].iloc[0], "frames": len(r),
+            "iso": None if pd.isna(r["iso"].iloc[0]) else float(r["iso"].iloc[0]),
+            "reference": int(ref.iloc[0]) if len(ref) else None,
+            "excluded": int((r["role"] == "excluded").sum()),
+        })  # fmt: skip
+    roles = rows["role"].value_counts()
+    return {
+        "n": len(each), "frames": len(rows), "references": int(roles.get("reference", 0)),
+        "excluded": int(roles.get("excluded", 0)), "bursts": each,
+    }  # fmt: skip
 
 
 def format_summary(summary: dict[str, Any], store: str) -> str:
@@ -76,6 +102,18 @@ def format_summary(summary: dict[str, Any], store: str) -> str:
             lines.append(
                 f"{name[:34]:<34} {label:>7} {r.get('clean', 0):>6} {r.get('noisy', 0):>6} "
                 f"{r.get('single', 0):>6} {st.get('excluded', 0):>6}"
+            )
+    if summary.get("bursts"):
+        b = summary["bursts"]
+        lines.append(
+            f"bursts: {b['n']} ({b['frames']} frames: {b['references']} references, "
+            f"{b['frames'] - b['references'] - b['excluded']} frames, {b['excluded']} excluded)"
+        )
+        for e in b["bursts"]:
+            iso = "n/a" if e["iso"] is None else f"{e['iso']:g}"
+            lines.append(
+                f"  {e['burst_id']}  {e['sensor']}  {e['scene']}  ISO {iso}: {e['frames']} frames, reference "
+                f"{e['reference']}, {e['excluded']} excluded"
             )
     if summary.get("duplicates"):
         lines.append("identical content, stored once (the copies are listed with the first path):")
