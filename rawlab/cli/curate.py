@@ -156,7 +156,9 @@ def catalog():
     "--out", "out", required=True, help="Store to create or update: a path or an fsspec URL (s3://...)."
 )
 @click.option(
-    "--recipe", default=None, help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind) or a YAML file."
+    "--recipe",
+    default=None,
+    help="Pairing recipe: a name in catalogs/ (sid, sidd, rawnind; bursts, auto for bursts) or a YAML file.",
 )
 @_cluster_options("Address of a running Dask scheduler to use instead of a local cluster.")
 @click.option(
@@ -179,6 +181,25 @@ def catalog():
     "--qa-max-saturated", type=float, default=None, help="Exclude pairs with a larger saturated fraction."
 )
 @click.option(
+    "--qa-burst-max-motion",
+    type=float,
+    default=None,
+    help="Exclude burst frames moved further from their reference (mosaic px; default 64).",
+)
+@click.option(
+    "--qa-burst-exposure-tolerance",
+    type=float,
+    default=None,
+    help="Exclude burst frames whose brightness departs more than this (relative) from the reference's "
+    "(default 0.1, widened by the noise).",
+)
+@click.option(
+    "--qa-burst-min-sharpness",
+    type=float,
+    default=None,
+    help="Exclude burst frames less sharp than this fraction of their burst's median (default 0.5).",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(min=0),
     default=300,
@@ -197,6 +218,9 @@ def catalog_build(
     qa_max_shift,
     qa_gain_tolerance,
     qa_max_saturated,
+    qa_burst_max_motion,
+    qa_burst_exposure_tolerance,
+    qa_burst_min_sharpness,
     wait,
     as_json,
 ):
@@ -204,6 +228,9 @@ def catalog_build(
 
     Reads metadata, pairs noisy frames with their clean reference (same folder, lowest ISO; or a --recipe),
     checks each pair (alignment, exposure gain, saturation) and stores the Bayer pixels losslessly in Zarr.
+    With --recipe bursts (or auto), bursts are recognised instead (one folder and body, one ISO and
+    exposure, consecutive capture times), checked per burst (motion to the reference, exposure, blur) and
+    stored as one group each with a frame axis.
     Re-running ingests only new or changed files. A file that cannot be read is recorded as failed and the
     build goes on; SOURCES holding no raw file at all is an error (exit 2).
 
@@ -225,6 +252,7 @@ def catalog_build(
     import json
 
     from ..catalog.build import build_catalog
+    from ..catalog.burst_qa import BurstThresholds
     from ..catalog.qa import QAThresholds
     from ..cluster import RunOptions
 
@@ -238,12 +266,19 @@ def catalog_build(
         if v is not None
     }
     thresholds = QAThresholds.from_dict({**QAThresholds().to_dict(), **overrides})
+    burst = {
+        "max_motion": qa_burst_max_motion,
+        "exposure_tolerance": qa_burst_exposure_tolerance,
+        "min_sharpness": qa_burst_min_sharpness,
+    }
+    burst_thresholds = BurstThresholds.from_dict({k: v for k, v in burst.items() if v is not None})
     with _reporting("ingest") as report:
         _, summary = build_catalog(
             list(sources),
             out,
             recipe=recipe,
             thresholds=thresholds,
+            burst_thresholds=burst_thresholds,
             wait=wait,
             options=RunOptions(scheduler=scheduler, workers=workers, threads=threads, **report),
         )
@@ -261,7 +296,8 @@ def catalog_build(
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def catalog_show(store, as_json):
-    """Summarise a store: counts per sensor, ISO, role and status, and every failed or excluded file."""
+    """Summarise a store: counts per sensor, ISO, role and status, its bursts, and every failed or excluded
+    file with the reason."""
     import json
 
     from ..catalog import open_catalog
