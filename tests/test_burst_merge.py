@@ -188,6 +188,28 @@ def test_cli_merges_frames_to_a_dng_rawpy_reads(data, tmp_path):
     )
 
 
+def test_cli_noise_from_a_profile_or_the_image(data, tmp_path):
+    """--noise PROFILE wins for a sensor it knows; a DNG without NoiseProfile falls back on the image."""
+    from rawlab.rawio import read_raw
+    from rawlab.synth.generate import write_frame
+
+    out = tmp_path / "m.dng"
+    truth = data / "d" / "truth.json"
+    result = CliRunner().invoke(
+        main, ["burst", "merge", *_frames(data), "--out", str(out), "--noise", str(truth)]
+    )
+    assert result.exit_code == 0 and "noise from --noise profile" in result.output, result.output
+    bare = []
+    for k, path in enumerate(_frames(data)):  # the same frames without their NoiseProfile
+        frame = read_raw(path)
+        bare.append(tmp_path / f"bare_{k}.dng")
+        write_frame(bare[-1], frame.mosaic, cfa=frame.info.cfa, black_level=list(frame.info.black_level),
+                    white_level=frame.info.white_level, make="SynthCam", model="PG-1", iso=3200)  # fmt: skip
+    result = CliRunner().invoke(main, ["burst", "merge", *map(str, bare), "--out", str(tmp_path / "b.dng")])
+    assert result.exit_code == 0 and "noise from single-image" in result.output, result.output
+    assert "no --noise profile" in result.output
+
+
 def test_cli_folder_mode_through_dask(data, tmp_path):
     out = tmp_path / "merged"
     args = ["burst", "merge", str(data / "d" / "SynthCam_PG-1"), "--out", str(out), "--workers", "1"]

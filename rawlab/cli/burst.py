@@ -33,7 +33,12 @@ class FrameNoise:
         from ..deploy.noiseparams import noise_for_frame
 
         est = noise_for_frame(self, info, planes)
-        return replace(est, source="--noise profile") if est.source == "model law" else est
+        if est.source == "model law":
+            return replace(est, source="--noise profile")
+        detail = est.detail.replace("the model has no noise law", "no --noise profile")
+        return replace(
+            est, detail=detail.replace("the model's noise law does not know", "the --noise profile lacks")
+        )
 
 
 def _bursts(sources: list[str]) -> list[tuple[list[str], str]]:
