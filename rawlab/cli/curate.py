@@ -72,6 +72,8 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, m
     ladder at the same brightness, with Poisson-Gaussian noise clipped and quantised as a sensor does, and
     OUT/truth.json with the true noise parameters (rawlab.noise/1 schema). With --calibration, writes
     OUT/<sensor>/darks/ and OUT/<sensor>/flats/ for `rawlab calibrate` (--scenes and --clean-frames unused).
+    With --burst N, writes bursts of N frames per sensor, scene and ISO for `rawlab burst merge`, their
+    motion, moving object and clean reference in OUT/truth.json.
     """
     from ..synth import get_sensors, write_dataset
     from ..synth.generate import plan_dataset
