@@ -1,7 +1,7 @@
 """Single-image noise estimates on photographs recorded by sensors no estimator was tuned on: the estimate
 ``rawlab denoise`` falls back on when neither the model's law nor the file knows the sensor (#12).
 
-    python benchmarks/noise_estimate.py [--size 384x512] [--scenes all] [--no-real] [--rows]
+    python benchmarks/noise_estimate.py [--size 384x512] [--scenes all] [--no-real] [--rows] [--sensors tune]
 
 Scenes: scikit-image's bundled photographs, unprocessed to linear raw (:mod:`rawlab.synth.scenes`); crops of
 real base-ISO raws from ``../shared/raw-samples/bayer`` (skipped when absent), made demosaic-free: the packed
@@ -9,7 +9,9 @@ planes, averaged over 2x2 (their own noise variance drops to a quarter, an eight
 that is mosaicked again through the sensor's CFA; and two textured dead-leaves scenes
 (:func:`rawlab.synth.procedural.dead_leaves`), reported apart (not photographs). Sensors: four defined here
 (10 to 16 bits, black clipped or not, ``a`` from 1e-5 to 1e-2 and ``b`` from 1e-8 to 1e-4 over their ISOs)
-and four drawn by :func:`rawlab.synth.procedural.random_sensor` with seeds no estimator was tuned on. Each
+and four drawn by :func:`rawlab.synth.procedural.random_sensor` with seeds no estimator was tuned on
+(``--sensors tune`` swaps them for the ten random sensors, seeds 100-109, that the estimator's settings were
+chosen on: the texture threshold ``kappa``; the read-noise prior comes from real cameras, not from here). Each
 frame is Poisson-Gaussian noise at the sensor's ``(a, b)``, quantised to its DN and clipped to ``[0, white]``.
 The truth ``b`` is the variance at zero signal of the recorded DN, rounding included: the read noise (before
 and after the gain) plus ``1 / 12`` DN^2, as the sensors here define it and as a fit of the recorded frame
@@ -17,8 +19,9 @@ sees it (the frame draws ``b - 1/12 DN^2`` of Gaussian noise, then rounds to who
 The real crops keep some noise of their own (about ``a_src / 8`` in green), so they are used only where the
 added ``a`` is at least 1e-3, and they count in the medians.
 
-Estimators: ``old``, Foi et al. per plane (:func:`rawlab.noise.single.fit_single`, as ``single_image_noise``
-ran it before #12), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
+Estimators: ``old``, the green quincunx as it was before the read-noise prior (:func:`estimate_noise` with
+``prior=False, kappa=1.5``; Foi et al. per plane, before that, failed on most frames: median ``|da|/a``
+100 %), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
 are ``|estimate - truth| / truth`` per channel; the medians are over channels and frames (photographs and real
 crops), against the targets 15 % (a) and 25 % (b). ``b`` is measurable only where the frame has signal near
 black: each frame's Cramer-Rao bound for ``b`` (:func:`b_bound`, column ``crlb b``) says how well any estimator
@@ -73,6 +76,17 @@ def physical(name, cfa, bits, black, full_well, read_e, post_dn, gains) -> list[
         a = np.full(4, g / full_well) * span / span[1]  # one electron is the same DN in every channel
         b = (read_e * a) ** 2 + (post_dn / span) ** 2 + 1.0 / (12.0 * span**2)
         out.append(Sensor(f"{name} x{g:g}", cfa, bits, black4, a, b))
+    return out
+
+
+def tuning_sensors() -> list[Sensor]:
+    """The ten random sensors the estimator's settings were chosen on (never in the headline)."""
+    from rawlab.synth.procedural import random_sensor
+
+    out = []
+    for seed in range(100, 110):
+        s = random_sensor(np.random.default_rng(seed))
+        out.append(Sensor(f"tune#{seed}", s.cfa, s.bits, tuple(s.black_level), s.a, s.b))
     return out
 
 
@@ -166,20 +180,11 @@ def b_bound(clean: np.ndarray, s: Sensor) -> float:
 
 
 def old_estimate(planes, black, white) -> tuple[np.ndarray, np.ndarray]:
-    """``single_image_noise`` before #12: Foi et al. per packed plane, unfitted channels take the median; no
-    channel fitted: ``a = 0``, ``b`` from the median squared diagonal detail."""
-    from rawlab.deploy.noiseparams import _detail_energy
-    from rawlab.noise.moments import clip_bounds
-    from rawlab.noise.single import fit_single, single_moments
+    """The green quincunx before the read-noise prior (and with the texture threshold it had then)."""
+    from rawlab.noise.quincunx import estimate_noise
 
-    lower, upper, step = clip_bounds(black, white)
-    fit = fit_single([single_moments(planes, lower=lower, upper=upper)], lower=lower, upper=upper,
-                     dn_step=step, bootstrap=0, min_pixels=4000)  # fmt: skip
-    a, b = np.asarray(fit.a, float), np.asarray(fit.b, float)
-    ok = np.isfinite(a) & np.isfinite(b) & (a > 0)
-    if not ok.any():
-        return np.zeros(4), _detail_energy(planes) / 0.4549
-    return np.where(ok, a, np.median(a[ok])), np.where(ok, b, np.median(b[ok]))
+    est = estimate_noise(planes, black, white, prior=False, kappa=1.5)
+    return est.a, est.b
 
 
 def new_estimate(planes, black, white) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +203,8 @@ def main():
                     help="Gaussian blur (mosaic px) of the photographs and dead leaves before the CFA: the lens and "
                          "anti-aliasing filter a real raw has (0: none)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sensors", choices=("held-out", "tune"), default="held-out",
+                    help="held-out: the eight sensors of the headline; tune: the ten the settings were chosen on")  # fmt: skip
     args = ap.parse_args()
     from rawlab.synth.scenes import NATURAL_SCENES
 
@@ -210,7 +217,7 @@ def main():
     elif not args.no_real:
         print(f"(no real raws: {SAMPLES} is absent)")
     scenes += [("texture", f"dead-leaves-{k}", k) for k in (1, 2)]
-    cams = sensors()
+    cams = sensors() if args.sensors == "held-out" else tuning_sensors()
     rgb: dict = {}
     floors: dict = {}
     for kind, label, src in scenes:

@@ -1,4 +1,5 @@
-"""The numerical core of ``rawlab noise-fit``: binned moments, the joint paired fit, the single-image method.
+"""The numerical core of ``rawlab noise-fit``: binned moments and the joint paired fit (the single-image method,
+the green quincunx, is tested in ``tests/test_noise_single.py``).
 
 Synthetic data come from the virtual sensors (true ``a, b`` known): SynthCam PG-1 (RGGB, 12 bit, black 0, so
 shadows clip at 0 DN) and SynthCam MP-2 (BGGR, 10 bit, black ~64, per-channel gains, a conversion-gain step at
@@ -29,7 +30,6 @@ from rawlab.noise.moments import (
     reduce_moments,
 )
 from rawlab.noise.profile import ISOProfile
-from rawlab.noise.single import N_SINGLE_STATS, N_TEXTURE, fit_single, single_moments
 from rawlab.synth.generate import simulate_frame
 from rawlab.synth.scenes import render_scene
 from rawlab.synth.sensors import SENSORS
@@ -48,10 +48,10 @@ def bounds(sensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def make_dataset(si: int, *, seed: int = 0, scenes=SCENES, n_self: int = 1):
-    """Pairs (FrameMoments) and single-image moments per ISO of the noisy frames, for sensor ``si``."""
+    """Pairs (FrameMoments) of the noisy frames, for sensor ``si``."""
     sensor = SENSORS[si]
     lo, hi, step = bounds(sensor)
-    frames, single = [], {}
+    frames = []
     brightness = np.random.default_rng(seed)
     for k, scene in enumerate(scenes):
         clean = render_scene(scene, sensor, H, W) * (
@@ -65,8 +65,7 @@ def make_dataset(si: int, *, seed: int = 0, scenes=SCENES, n_self: int = 1):
             frames.append(
                 FrameMoments(iso, sensor.base_iso, np.ones(4), 1, m, lo, hi, f"{scene}-{iso}-{j}", step)
             )
-            single.setdefault(iso, []).append(single_moments(y, lower=lo, upper=hi))
-    return frames, single
+    return frames
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +130,6 @@ def test_moments_are_additive_over_chunks():
     total = reduce_moments(parts)
     np.testing.assert_array_equal(total[..., 0], whole[..., 0])  # counts exactly
     np.testing.assert_allclose(total, whole, rtol=1e-9, atol=1e-9)
-    single = [single_moments(noisy[:, ys], lower=0.0, upper=1.0) for ys in (slice(0, 32), slice(32, 64))]
-    single_whole = single_moments(noisy, lower=0.0, upper=1.0)
-    assert single_whole.shape == (4, N_BINS, N_TEXTURE, N_SINGLE_STATS)
-    np.testing.assert_allclose(reduce_moments(single), single_whole, rtol=1e-9, atol=1e-9)
 
 
 def test_pair_moments_drop_clipped_reference_and_bad_pixels():
@@ -253,7 +248,7 @@ def test_fit_recovers_parameters_from_a_large_sample(a, crossover, seed):
 def test_paired_fit_meets_the_accuracy_targets(dataset, si):
     """Acceptance: over all ISOs and channels, median |da|/a <= 2 %, worst <= 5 %; median |db|/b <= 5 %,
     worst <= 15 % (measured here: see the report printed with -s)."""
-    frames, _ = dataset[si]
+    frames = dataset[si]
     fits = fit_pairs(frames, bootstrap=200)
     da, db = np.abs(errors(fits, SENSORS[si]))
     print(
@@ -269,7 +264,7 @@ def test_paired_fit_meets_the_accuracy_targets(dataset, si):
 def test_clipping_model_removes_the_black_clipping_bias(dataset):
     """SynthCam PG-1 clips black at 0 DN: the naive fit (a x + b on all bins) underestimates b badly and
     overestimates a; the clipped model is unbiased; dropping the clipped bins loses precision on b."""
-    frames, _ = dataset[0]
+    frames = dataset[0]
     sensor = SENSORS[0]
     results = {}
     for mode in ("model", "exclude", "ignore"):
@@ -287,7 +282,7 @@ def test_clipping_model_removes_the_black_clipping_bias(dataset):
 
 
 def test_too_little_signal_is_flagged_not_fitted(dataset):
-    frames, _ = dataset[1]
+    frames = dataset[1]
     sensor = SENSORS[1]
     lo, hi, _ = bounds(sensor)
     rng = np.random.default_rng(5)
@@ -310,7 +305,7 @@ def test_too_little_signal_is_flagged_not_fitted(dataset):
 
 
 def test_bootstrap_standard_errors_are_in_the_right_ballpark(dataset):
-    frames, _ = dataset[1]
+    frames = dataset[1]
     fits = fit_pairs(frames, bootstrap=200, seed=1)
     da, db = errors(fits, SENSORS[1])
     sa = np.array([fits[i].a_stderr / fits[i].a for i in sorted(fits)])
@@ -324,7 +319,7 @@ def test_bootstrap_standard_errors_are_in_the_right_ballpark(dataset):
 
 
 def test_reference_without_self_pairs_falls_back_and_says_so(dataset):
-    frames, _ = dataset[1]
+    frames = dataset[1]
     sensor = SENSORS[1]
     no_self = [f for f in frames if f.iso != sensor.base_iso]
     scaled = fit_pairs(no_self, bootstrap=0)
@@ -339,36 +334,6 @@ def test_reference_without_self_pairs_falls_back_and_says_so(dataset):
     assert np.median(da_free[0]) > 0.3
 
 
-# -- single-image method --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("si", [0, 1])
-def test_single_image_method_on_the_same_frames(dataset, si):
-    """Foi et al. on unpaired frames: no acceptance target; the figures are reported (texture in the small
-    photographs biases a upwards at low ISO). On the chart alone it is accurate."""
-    _, single = dataset[si]
-    sensor = SENSORS[si]
-    lo, hi, step = bounds(sensor)
-    isos = sensor.iso_ladder[::2]
-    fits = {
-        iso: fit_single(single[iso], lower=lo, upper=hi, iso=iso, dn_step=step, bootstrap=50) for iso in isos
-    }
-    da, db = np.abs(errors(fits, sensor))
-    print(
-        f"\n{sensor.name} single-image (ISOs {isos}): |da|/a median {np.nanmedian(da):.1%} worst {np.nanmax(da):.1%}; "
-        f"|db|/b median {np.nanmedian(db):.1%} worst {np.nanmax(db):.1%}"
-    )
-    assert np.isfinite(da).mean() > 0.9
-    assert np.nanmedian(da) < 0.25
-    chart = {
-        iso: fit_single(single[iso][:1], lower=lo, upper=hi, dn_step=step, bootstrap=0, kappa=2.0)
-        for iso in isos[-1:]
-    }
-    da_chart, _ = errors(chart, sensor)
-    print(f"chart alone, one frame, ISO {isos[-1]}: da/a {np.round(da_chart[0], 3)}")
-    assert np.nanmedian(np.abs(da_chart)) < 0.05 and np.nanmax(np.abs(da_chart)) < 0.1
-
-
 # -- contracts ------------------------------------------------------------------------------------------------
 
 
@@ -378,11 +343,7 @@ def test_errors_and_profile_export(dataset):
     bad = FrameMoments(100, 100, np.ones(4), 1, np.zeros((4, N_BINS, 3)), np.zeros(4), np.ones(4), "x")
     with pytest.raises(RawlabError, match="moments must have shape"):
         fit_pairs([bad])
-    with pytest.raises(RawlabError):
-        fit_single([])
-    tiny = fit_single([single_moments(np.full((4, 16, 16), 0.3), lower=0.0, upper=1.0)], bootstrap=0)
-    assert np.all(np.isnan(tiny.a)) and any("too little signal" in f for f in tiny.flags)
-    frames, _ = dataset[1]
+    frames = dataset[1]
     fits = fit_pairs(frames[:8], bootstrap=0)
     profile = next(iter(fits.values())).to_profile()
     assert isinstance(profile, ISOProfile) and len(profile.a) == 4

@@ -10,8 +10,8 @@ Order of preference (:func:`noise_for_frame`), and the ``source`` each reports:
    convention as rawlab's), when the file is a DNG that carries one;
 3. ``"single-image"``: an estimate from the image alone (:func:`single_image_noise`): the green quincunx
    (:mod:`rawlab.noise.quincunx`: greens predicted from their diagonal green neighbours, fitted with the
-   clipped Poisson-Gaussian model of Foi et al. 2008), else Foi et al. per packed plane
-   (:mod:`rawlab.noise.single`), else a signal-independent ``b``.
+   clipped Poisson-Gaussian model of Foi et al. 2008, with a read-noise prior), else a signal-independent
+   ``b``.
 
 ``a`` is clamped to at least 1e-12 and ``b`` to at least 0: the network's noise map needs a real standard
 deviation, and a fitted read term can come out slightly negative.
@@ -76,43 +76,28 @@ def single_image_noise(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` per channel estimated from one frame's normalised packed planes ``(4, h, w)``.
 
-    First the green quincunx (:func:`rawlab.noise.quincunx.estimate_noise`: green pixels predicted from their
+    The green quincunx (:func:`rawlab.noise.quincunx.estimate_noise`: green pixels predicted from their
     diagonal green neighbours, which texture does not fool; red and blue carried over through the
-    normalisation). If the green channel cannot be fitted, Foi et al. per packed plane
-    (:func:`rawlab.noise.single.fit_single`), channels it cannot measure taking the median of the others.
-    When no channel can be fitted (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the
-    noise is taken as signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail (its
-    median over 2x2 blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)).
+    normalisation; a read-noise prior decides ``b`` where the frame cannot). When the green cannot be fitted
+    (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the noise is taken as
+    signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail (its median over 2x2
+    blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)).
 
     Raises
     ------
     RawlabError
         If not even that can be measured (an image with no pixels that vary).
     """
-    from ..noise.moments import clip_bounds
     from ..noise.quincunx import estimate_noise
-    from ..noise.single import fit_single, single_moments
 
     green = estimate_noise(planes, black_level, white_level)
     if green.ok:
         return green.a, green.b
-    lower, upper, step = clip_bounds(black_level, white_level)
-    moments = single_moments(np.asarray(planes), lower=lower, upper=upper)
-    fit = fit_single(
-        [moments], lower=lower, upper=upper, iso=math.nan if iso is None else float(iso), dn_step=step,
-        bootstrap=0, min_pixels=4000,
-    )  # fmt: skip
-    a, b = np.asarray(fit.a, float), np.asarray(fit.b, float)
-    ok = np.isfinite(a) & np.isfinite(b) & (a > 0)
-    if not ok.any():
-        b = _detail_energy(planes) / 0.4549
-        if not np.all(np.isfinite(b)) or not np.any(b > 0):
-            reasons = "; ".join(fit.flags + green.flags) or "no smooth region to measure"
-            raise RawlabError(f"the noise could not be estimated from the image alone ({reasons})")
-        return np.zeros(4), b
-    a = np.where(ok, a, np.median(a[ok]))
-    b = np.where(ok, b, np.median(b[ok]))
-    return a, b
+    b = _detail_energy(planes) / 0.4549
+    if not np.all(np.isfinite(b)) or not np.any(b > 0):
+        reasons = "; ".join(green.flags) or "no smooth region to measure"
+        raise RawlabError(f"the noise could not be estimated from the image alone ({reasons})")
+    return np.zeros(4), b
 
 
 def _dng_profile(pairs) -> tuple[np.ndarray, np.ndarray] | None:

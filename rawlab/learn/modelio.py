@@ -16,7 +16,7 @@ A model directory (the training ``--workdir``) holds::
      "step": 1200, "training": {...the training config...}}
 
 The noise law travels with the model, so ``noise_params(sensor, iso)`` gives ``(a, b)`` for any ISO of a
-sensor it was trained on; for other sensors the caller estimates them (``rawlab.noise.single``).
+sensor it was trained on; for other sensors the caller estimates them (``rawlab.noise.quincunx``).
 """
 
 from __future__ import annotations

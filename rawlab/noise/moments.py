@@ -301,7 +301,7 @@ def clip_bounds(black_level, white_level) -> tuple[np.ndarray, np.ndarray, np.nd
 
     ``lower = -black_c / (white - black_c)`` (0 DN), ``upper = 1`` (white), ``dn_step = 1 / (white - black_c)``;
     the arguments in DN (``black_level`` one value or 4). Pass all three to the fits
-    (:class:`rawlab.noise.fit.FrameMoments`, :func:`rawlab.noise.single.fit_single`).
+    (:class:`rawlab.noise.fit.FrameMoments`, :func:`rawlab.noise.quincunx.fit_frames`).
     """
     black = np.broadcast_to(np.asarray(black_level, dtype=np.float64), (4,))
     span = float(white_level) - black

@@ -1,7 +1,7 @@
 """``rawlab noise-fit``: walk a store with Dask, accumulate noise moments, fit per ISO and over ISO.
 
 One pass over the pixels: one task per frame (or pair) reads its chunks from the store and returns binned
-partial sums (:mod:`rawlab.noise.moments`, :mod:`rawlab.noise.single`) — a few kilobytes — plus the statistics
+partial sums (:mod:`rawlab.noise.moments`, :mod:`rawlab.noise.quincunx`) — a few kilobytes — plus the statistics
 of held-out tiles for validation. Memory stays bounded by one frame per worker, whatever the store size. The
 fits (:mod:`rawlab.noise.fit`, :mod:`rawlab.noise.isolaw`) then run on the reduced sums in this process.
 
@@ -97,18 +97,16 @@ def _pair_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, Any
 
 
 def _single_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, Any]:
+    """Green quincunx moments of one frame (runs on a worker): the whole frame at once, since a tile would
+    lose its border to the stencil and the ring (:mod:`rawlab.noise.quincunx`); one frame per worker."""
     from ..catalog.store import FrameStore
-    from .single import single_moments
+    from .quincunx import green_moments, green_offset
 
     planes = FrameStore(store_url, storage_options).read_frame(job["frame_id"])
-    lower, upper, _ = clip_bounds(job["black_level"], job["white_level"])
-    total = None
-    for _i, _j, ys, xs in _tiles(*planes.shape[1:]):
-        m = single_moments(
-            normalise(planes[:, ys, xs], job["black_level"], job["white_level"]), lower=lower, upper=upper
-        )
-        total = m if total is None else total + m
-    return {"moments": total, **job}
+    cfa = job.get("cfa")
+    offset = green_offset(cfa) if isinstance(cfa, str) and cfa else None  # None: found from the data
+    x = normalise(planes, job["black_level"], job["white_level"])
+    return {"moments": green_moments(x, offset=offset), **job}
 
 
 def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list[dict], list[str]]:
@@ -147,7 +145,7 @@ def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list
             if r["iso"] is None or not np.isfinite(r["iso"]):
                 continue
             singles.append({"frame_id": r["frame_id"], "iso": float(r["iso"]), "black_level": list(r["black_level"]),
-                            "white_level": float(r["white_level"])})  # fmt: skip
+                            "white_level": float(r["white_level"]), "cfa": r.get("cfa")})  # fmt: skip
     return pairs, singles, [f"{sensor}: {n}" for n in notes]
 
 
@@ -169,8 +167,9 @@ def fit_store(
     Parameters
     ----------
     method
-        ``"paired"`` (noisy frames against their clean references), ``"single"`` (each frame alone, Foi et al.
-        2008) or ``"auto"`` (pairs where the sensor has them, single frames otherwise).
+        ``"paired"`` (noisy frames against their clean references), ``"single"`` (each frame alone: the green
+        quincunx, :func:`rawlab.noise.quincunx.fit_frames`) or ``"auto"`` (pairs where the sensor has them,
+        single frames otherwise).
     bootstrap
         Bootstrap resamples over frames for the standard errors.
     options
@@ -240,7 +239,7 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
     from .fit import FrameMoments, fit_pairs
     from .isolaw import fit_iso_law
     from .profile import ISOProfile, NoiseProfileSet, SensorProfile
-    from .single import fit_single
+    from .quincunx import fit_frames
 
     sensors, laws, binned, validation, notes = [], {}, {}, {}, []
     for s, parts in results.items():
@@ -272,10 +271,19 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
             fits = {}
             for iso, ps in sorted(by_iso.items()):
                 lower, upper, step = clip_bounds(ps[0]["black_level"], ps[0]["white_level"])
-                fits[iso] = fit_single(
-                    [p["moments"] for p in ps], lower=lower, upper=upper, iso=iso, dn_step=step, seed=seed
+                fits[iso] = fit_frames(
+                    [p["moments"] for p in ps],
+                    lower=lower,
+                    upper=upper,
+                    dn_step=step,
+                    iso=iso,
+                    bootstrap=bootstrap,
+                    seed=seed,
                 )
             method = "single"
+            notes.append(
+                f"{s}: single-image fits of the green quincunx; R and B carried over through their span"
+            )
             binned[s] = {}
             validation[s] = {"note": "validation needs held-out pairs; single-image fits are not validated"}
         profiles = []

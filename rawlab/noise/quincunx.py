@@ -4,7 +4,8 @@ On a Bayer sensor the two greens ``G1`` and ``G2`` sample one colour on a quincu
 has four green neighbours on the diagonals, one mosaic pixel away in each direction. A prediction of a green
 pixel from its four diagonal neighbours removes the scene at a much finer scale than any single packed plane
 can (there, the nearest same-colour neighbour is two mosaic pixels away), so what is left is mostly noise,
-even on photographs whose texture a per-plane estimator (:mod:`rawlab.noise.single`) reads as noise.
+even on photographs whose texture a per-plane estimator (Foi et al. per packed plane, rawlab's before #12)
+reads as noise.
 
 The sample (per green pair ``G1[i, j]``, ``G2[i, j]``: diagonal neighbours in the mosaic)::
 
@@ -15,11 +16,13 @@ The two residuals are each exact on a locally linear scene; their sum also cance
 PowerShot S40), which would otherwise add ``(0.01 x)^2`` to the variance, more than the shot noise at base
 ISO. ``e`` weighs eight pixels (3/4 twice, 1/4 six times; the sum of squares is 1.5), so
 ``Var[e / sqrt(1.5)] = a x + b`` on white noise. The sample's signal is the mean of the four neighbours of
-``G1``; it is binned by the mean signal, and its texture class is the octave of the mean ``e^2``, of the 40
+``G1``; it is binned by the mean signal, and its texture class is the half-octave of the mean ``e^2``, of the 40
 samples two and three packed pixels away (whose pixels are not its own: binning and selecting on them does not
-bias its statistics). Forty neighbours measure the local level tightly enough to keep only classes up to 1.5
-times the model's variance (``kappa``), which rejects texture that a looser threshold lets through. The partial
-sums have the layout of :func:`rawlab.noise.single.single_moments` in the green channel.
+bias its statistics). Forty neighbours measure the local level tightly enough to keep only classes up to
+``kappa`` = 1.15 times the model's variance, which rejects texture that a looser threshold lets through (a
+frame that is texture nearly everywhere gets a looser one, up to 8 times, rather than nothing). The partial
+sums per channel, signal bin and texture class (count, sum and sum of squares of the signal and of ``e``) are
+in the green channel of a 4-channel array, and add across chunks and frames.
 
 :func:`fit_green` fits them: per signal bin the samples of the classes compatible with noise alone, first
 against a low quantile of the bin's own levels, then against the model (iterated); the model is the clipped
@@ -57,11 +60,24 @@ import math
 import numpy as np
 
 from ..bayer import channel_offsets
-from .fit import clipped_normal
+from ..errors import RawlabError
+from .fit import ISOFit, clipped_normal
 from .moments import BIN_EDGES, bin_cells, binned_sums, clip_bounds
-from .single import _Q0, _Q0_CHI2, N_SINGLE_STATS, N_TEXTURE, _quantile_level, _texture_upper, texture_class
+from .prior import prior_residual
 
-__all__ = ["GREEN_OFFSETS", "QuincunxEstimate", "estimate_noise", "fit_green", "green_moments", "green_offset"]  # fmt: skip
+__all__ = [
+    "GREEN_OFFSETS", "N_STATS", "N_TEXTURE", "QuincunxEstimate", "estimate_noise", "fit_frames", "fit_green",
+    "green_moments", "green_offset", "texture_class",
+]  # fmt: skip
+
+#: Partial sums per (channel, bin, texture class): count, sum and sum of squares of the signal, sum and sum
+#: of squares of the sample ``e``.
+STAT_NAMES: tuple[str, ...] = ("n", "m", "m2", "d", "d2")
+N_STATS: int = len(STAT_NAMES)
+_TEX_LOW = -36  # the classes start at 2**-36 (class 0 also below) and end at 2**0 (the last also above)
+N_TEXTURE: int = 2 * 37  # two per octave: [2**e, 1.5 * 2**e) and [1.5 * 2**e, 2**(e + 1))
+_Q0, _Q0_CHI2 = 0.2, 0.335  # first pass: the 20 % quantile of a bin's levels, over that quantile of chi2(3)/3
+KAPPA = 1.15  # texture threshold (chosen on photographs recorded by sensors the benchmark does not use)
 
 #: Mosaic offset (rows, cols) of G2 from G1 for each diagonal the CFA can put it on.
 GREEN_OFFSETS: tuple[tuple[int, int], ...] = ((1, -1), (-1, 1), (1, 1), (-1, -1))
@@ -69,6 +85,40 @@ _NORM = math.sqrt(1.5)  # sqrt of the sum of the squared weights of e
 _R = 3  # the ring: the 40 sites 2 or 3 packed pixels away (Chebyshev), none sharing a pixel with the centre
 _RING = tuple((u, v) for u in range(-_R, _R + 1) for v in range(-_R, _R + 1) if max(abs(u), abs(v)) >= 2)
 _MARGIN = 1 + _R  # packed pixels lost at each border: 1 for the stencil, _R for the ring
+
+
+def _texture_upper(t: np.ndarray) -> np.ndarray:
+    """Upper edge of texture class ``t`` (normalised variance units)."""
+    t = np.asarray(t)
+    return np.ldexp(np.where(t % 2 == 0, 0.75, 1.0), t // 2 + _TEX_LOW + 1)
+
+
+def _texture_lower(t: np.ndarray) -> np.ndarray:
+    """Lower edge of texture class ``t``."""
+    t = np.asarray(t)
+    return np.ldexp(np.where(t % 2 == 0, 0.5, 0.75), t // 2 + _TEX_LOW + 1)
+
+
+def texture_class(level: np.ndarray) -> np.ndarray:
+    """Texture class of float32 neighbour levels (normalised variance): the octave, and whether the mantissa
+    is at least 1.5 (half-octave classes: the selection's threshold is at most 1.5 times too strict, where
+    whole octaves made it up to 2), from the exponent and first mantissa bits, clamped to the classes."""
+    with np.errstate(invalid="ignore"):
+        tex = (np.maximum(level, np.float32(0.0)).view(np.int32) >> 22) - 2 * (127 + _TEX_LOW)
+    np.clip(tex, 0, N_TEXTURE - 1, out=tex)
+    return tex
+
+
+def _quantile_level(counts: np.ndarray, q: float) -> np.ndarray:
+    """Per bin, the ``q`` quantile of the neighbour level, from the class histogram (log-interpolated)."""
+    cum = np.cumsum(counts, axis=1)
+    target = cum[:, -1:] * q
+    t = np.argmax(cum >= target, axis=1)
+    below = np.where(t > 0, np.take_along_axis(cum, np.maximum(t - 1, 0)[:, None], axis=1)[:, 0], 0.0)
+    inside = np.maximum(np.take_along_axis(counts, t[:, None], axis=1)[:, 0], 1e-300)
+    frac = np.clip((target[:, 0] - below) / inside, 0.0, 1.0)
+    lo, hi = _texture_lower(t), _texture_upper(t)
+    return lo * (hi / lo) ** frac
 
 
 def green_offset(cfa: str) -> tuple[int, int]:
@@ -116,8 +166,8 @@ def green_moments(planes, *, offset=None, edges: np.ndarray = BIN_EDGES) -> np.n
     Returns
     -------
     numpy.ndarray
-        ``(4, n_bins, N_TEXTURE, N_SINGLE_STATS)`` float64 sums, the layout of
-        :func:`rawlab.noise.single.single_moments`, with the samples in channel G1 (the other channels zero).
+        ``(4, n_bins, N_TEXTURE, N_STATS)`` float64 sums (:data:`STAT_NAMES`), with the samples in channel
+        G1 (the other channels zero).
         Add with ``+``.
     """
     p = np.asarray(planes)
@@ -127,7 +177,7 @@ def green_moments(planes, *, offset=None, edges: np.ndarray = BIN_EDGES) -> np.n
     if offset is None:
         offset = detect_offset(g1, g2)
     n_bins = len(edges) - 1
-    out = np.zeros((4, n_bins, N_TEXTURE, N_SINGLE_STATS))
+    out = np.zeros((4, n_bins, N_TEXTURE, N_STATS))
     if min(g1.shape) <= 2 * _MARGIN:
         return out
     e, m = _residual(g1, g2, offset)
@@ -143,7 +193,7 @@ def green_moments(planes, *, offset=None, edges: np.ndarray = BIN_EDGES) -> np.n
     e, m = e[_R:-_R, _R:-_R], m[_R:-_R, _R:-_R]
     keep = np.isfinite(e) & np.isfinite(m) & np.isfinite(level) & np.isfinite(around)
     cells = bin_cells(around, keep, edges) * N_TEXTURE + texture_class(level)
-    out[1] = binned_sums(cells, n_bins * N_TEXTURE, [m, e]).reshape(n_bins, N_TEXTURE, N_SINGLE_STATS)
+    out[1] = binned_sums(cells, n_bins * N_TEXTURE, [m, e]).reshape(n_bins, N_TEXTURE, N_STATS)
     return out
 
 
@@ -160,7 +210,14 @@ class QuincunxEstimate:
 
 
 def estimate_noise(
-    planes, black_level, white_level, *, cfa: str | None = None, min_pixels: int = 4000, kappa: float = 1.5
+    planes,
+    black_level,
+    white_level,
+    *,
+    cfa: str | None = None,
+    min_pixels: int = 4000,
+    kappa: float = KAPPA,
+    prior: bool = True,
 ) -> QuincunxEstimate:
     """``(a, b)`` per channel of one frame from its green quincunx (see the module docstring).
 
@@ -172,7 +229,7 @@ def estimate_noise(
         In DN (black one value or 4), as the planes were normalised with.
     cfa
         The mosaic's pattern, if known (else the green offset is found from the data).
-    min_pixels, kappa
+    min_pixels, kappa, prior
         As in :func:`fit_green`.
 
     Returns
@@ -183,20 +240,109 @@ def estimate_noise(
     p = np.asarray(planes)
     offset = green_offset(cfa) if cfa else detect_offset(p[1], p[2])
     lower, upper, step = clip_bounds(black_level, white_level)
-    a, b, flags = fit_green(
-        green_moments(p, offset=offset), float(lower[1]), float(upper[1]), float(step[1]), kappa=kappa,
-        min_pixels=min_pixels,
-    )  # fmt: skip
-    # The green fit carried over to every channel through its span (one electron, one read noise in DN).
+    fit = _fit(green_moments(p, offset=offset), float(lower[1]), float(upper[1]), float(step[1]), kappa=kappa,
+               min_pixels=min_pixels, prior=prior)  # fmt: skip
+    a, b = _carry(fit.a, fit.b, step)
+    return QuincunxEstimate(a, b, fit.flags, offset)
+
+
+def _carry(a: float, b: float, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The green ``(a, b)`` carried over to every channel through its span (one electron and one read noise
+    in DN for all), ``b`` never below the rounding to whole DN (``step^2 / 12``)."""
     ratio = step / step[1]
     if math.isfinite(a):
-        b = max(b, float(step[1]) ** 2 / 12.0)  # never below the rounding to whole DN
-    return QuincunxEstimate(a * ratio, b * ratio**2, flags, offset)
+        b = max(b, float(step[1]) ** 2 / 12.0)
+    return a * ratio, b * ratio**2
+
+
+def fit_frames(
+    parts: list[np.ndarray], *, lower, upper, dn_step, iso: float = math.nan, bootstrap: int = 200, seed: int = 0,
+    kappa: float = KAPPA, min_pixels: int = 20_000, prior: bool = True, edges: np.ndarray = BIN_EDGES,
+) -> ISOFit:  # fmt: skip
+    """``(a, b)`` per channel at one ISO from the green quincunx moments of several frames (``noise-fit
+    --method single``): one fit of their summed moments (:func:`fit_green`), carried over to red and blue as
+    :func:`estimate_noise` does.
+
+    Parameters
+    ----------
+    parts
+        :func:`green_moments` of each frame; frames are the bootstrap units.
+    lower, upper, dn_step
+        Per channel (4,), from :func:`rawlab.noise.moments.clip_bounds` of the frames' levels.
+    iso
+        Reported in the result.
+    bootstrap, seed
+        Resamples of the frames for the standard errors (with 3 frames or more; otherwise, and when
+        ``bootstrap`` is 0, the fit's own: the Gauss-Newton covariance of its loss, prior included).
+    kappa, min_pixels, prior, edges
+        As in :func:`fit_green`.
+
+    Returns
+    -------
+    ISOFit
+        ``method = "single"``; too little signal is flagged (NaN), never raised.
+
+    Raises
+    ------
+    RawlabError
+        No parts, or parts of the wrong shape.
+    """
+    if not parts:
+        raise RawlabError("fit_frames got no frames: nothing to fit")
+    arr = np.stack([np.asarray(p, dtype=np.float64) for p in parts])
+    if arr.ndim != 5 or arr.shape[1] != 4 or arr.shape[3:] != (N_TEXTURE, N_STATS):
+        raise RawlabError(
+            f"green quincunx moments must have shape (4, n_bins, {N_TEXTURE}, {N_STATS}) as green_moments "
+            f"returns, got {arr.shape[1:]}"
+        )
+    lo, hi, step = (np.broadcast_to(np.asarray(v, np.float64), (4,)) for v in (lower, upper, dn_step))
+    n_parts = len(arr)
+    result = ISOFit.empty(float(iso), n_parts, "single")
+    args = (float(lo[1]), float(hi[1]), float(step[1]))
+    fit = _fit(arr.sum(axis=0), *args, kappa=kappa, min_pixels=min_pixels, prior=prior, edges=edges)
+    for f in fit.flags:
+        result.flag(f)
+    if not math.isfinite(fit.a):
+        return result
+    result.a, result.b = _carry(fit.a, fit.b, step)
+    ratio = step / step[1]
+    se_fit = np.array([fit.a_sd, fit.b_sd])
+    se = se_fit
+    if n_parts >= 3 and bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(bootstrap):  # the selection of the full fit, one round from its (a, b): fast
+            pick = arr[rng.integers(n_parts, size=n_parts)].sum(axis=0)
+            f = _fit(pick, *args, kappa=kappa, min_pixels=min_pixels, prior=prior, edges=edges, start=fit)
+            if math.isfinite(f.a):
+                draws.append((f.a, max(f.b, float(step[1]) ** 2 / 12.0)))
+        if len(draws) >= 2:
+            se = np.std(np.array(draws), axis=0, ddof=1)
+            result.extra["a_stderr_bootstrap"] = (se[0] * ratio).tolist()
+            result.extra["b_stderr_bootstrap"] = (se[1] * ratio**2).tolist()
+    elif bootstrap > 0:
+        result.flag(
+            "fewer than 3 frames: standard errors from the fit's covariance (bootstrap not meaningful)"
+        )
+    result.a_stderr, result.b_stderr = se[0] * ratio, se[1] * ratio**2
+    result.extra["a_stderr_wls"] = (se_fit[0] * ratio).tolist()
+    result.extra["b_stderr_wls"] = (se_fit[1] * ratio**2).tolist()
+    result.extra["n_pixels_channel"] = [2 * int(fit.n)] * 4  # a sample: one G1 and one G2 pixel
+    result.n_pixels = 2 * int(fit.n)
+    return result
 
 
 # -- the fit ---------------------------------------------------------------------------------------------------
 
 _ROUNDS = 4
+_RELAX = (
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    8.0,
+)  # texture thresholds tried in turn, times kappa, while too few samples pass
 _MIN_BIN = 16  # samples a bin needs to count
 _ROBUST = 2.0  # a bin this many sd above the model starts losing its pull (Cauchy above, least squares below)
 
@@ -232,9 +378,11 @@ def _envelope(z: np.ndarray) -> np.ndarray:
     return np.where(z > 0, _ROBUST * np.sqrt(np.log1p((up / _ROBUST) ** 2)), z)
 
 
-def _solve(xm, v, n, a0, b0, lo, hi, step) -> tuple[float, float]:
+def _solve(xm, v, n, a0, b0, lo, hi, step, prior: bool) -> tuple[float, float, float, float]:
     """``(a, b) >= 0`` minimising the lower-envelope loss of the log-ratios of observed to modelled bin
-    variance, each in units of its sampling sd (``sqrt(2 / n)``)."""
+    variance, each in units of its sampling sd (``sqrt(2 / n)``), plus the read-noise prior's term
+    (:func:`rawlab.noise.prior.prior_residual`) if ``prior``; and the sd of ``a`` and ``b`` from the loss's
+    Gauss-Newton curvature."""
     from scipy.optimize import least_squares
 
     sa, sb = max(a0, 1e-9), max(b0, 1e-12)
@@ -245,45 +393,86 @@ def _solve(xm, v, n, a0, b0, lo, hi, step) -> tuple[float, float]:
 
     def res(q):
         model = np.maximum(_model(xm, q[0] * sa, q[1] * sb, lo, hi, step), 1e-30)
-        return _envelope(np.sqrt(n / 2.0) * np.log(v / model))
+        r = _envelope(np.sqrt(n / 2.0) * np.log(v / model))
+        return np.append(r, prior_residual(q[0] * sa, q[1] * sb)) if prior else r
 
-    q = least_squares(res, [a0 / sa, b0 / sb], bounds=([0.0, 0.0], [np.inf, np.inf])).x
-    return float(q[0] * sa), float(q[1] * sb)
+    out = least_squares(res, [a0 / sa, b0 / sb], bounds=([0.0, 0.0], [np.inf, np.inf]))
+    q = out.x
+    cov = np.linalg.pinv(out.jac.T @ out.jac)
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    return float(q[0] * sa), float(q[1] * sb), float(sd[0] * sa), float(sd[1] * sb)
 
 
-def fit_green(moments: np.ndarray, lower: float, upper: float, step: float, *, kappa: float = 1.5,
-              min_pixels: int = 4000, edges: np.ndarray = BIN_EDGES) -> tuple[float, float, list[str]]:  # fmt: skip
+class _GreenFit:
+    """What :func:`_fit` found: ``(a, b)`` of the green channel, their sd, the samples used, the selection
+    limit per bin, and why not (NaN) if not."""
+
+    def __init__(self, a=math.nan, b=math.nan, a_sd=math.nan, b_sd=math.nan, n=0, limit=None, flags=()):
+        self.a, self.b, self.a_sd, self.b_sd, self.n, self.limit = a, b, a_sd, b_sd, n, limit
+        self.flags = list(flags)
+
+
+def fit_green(moments: np.ndarray, lower: float, upper: float, step: float, *, kappa: float = KAPPA,
+              min_pixels: int = 4000, edges: np.ndarray = BIN_EDGES, prior: bool = True,
+              ) -> tuple[float, float, list[str]]:  # fmt: skip
     """``(a, b)`` of the green channel from :func:`green_moments` (channel G1), and why not (NaN) if not.
 
     Per signal bin the samples are summed over the texture classes compatible with noise alone: first those
     up to ``kappa`` times a low quantile of the bin's own levels, then up to ``kappa`` times the model's
     variance (iterated). The model is fitted to the bins' mean ``e^2 / 1.5`` with the clipped Poisson-Gaussian
     model everywhere (Foi et al. 2008), bins next to black and white included: they carry ``b``. The fit
-    follows the lower envelope of the bins (texture only adds variance).
+    follows the lower envelope of the bins (texture only adds variance). With ``prior``, the read-noise prior
+    of :mod:`rawlab.noise.prior` joins the loss: it decides ``b`` where the bins cannot.
     """
+    fit = _fit(moments, lower, upper, step, kappa=kappa, min_pixels=min_pixels, edges=edges, prior=prior)
+    return fit.a, fit.b, fit.flags
+
+
+def _fit(moments, lower, upper, step, *, kappa, min_pixels, prior, edges=BIN_EDGES, start=None) -> _GreenFit:
+    """:func:`fit_green`'s work. Where too few samples pass the texture threshold (a frame that is texture
+    nearly everywhere), the threshold is relaxed (``kappa`` times 1.5, 2, 3) before giving up: a looser
+    selection lets some texture in, but says more than nothing. ``start``: a previous :class:`_GreenFit`
+    whose selection and ``(a, b)`` are reused for one round (the bootstrap of :func:`fit_frames`)."""
+    if start is not None:
+        return _fit_once(moments, lower, upper, step, kappa=kappa, min_pixels=min_pixels, prior=prior,
+                         edges=edges, start=start)  # fmt: skip
+    for relax in _RELAX:
+        fit = _fit_once(moments, lower, upper, step, kappa=kappa * relax, min_pixels=min_pixels, prior=prior,
+                        edges=edges)  # fmt: skip
+        if math.isfinite(fit.a) or not fit.flags[0].startswith("too little"):
+            return fit
+    return fit
+
+
+def _fit_once(moments, lower, upper, step, *, kappa, min_pixels, prior, edges, start=None) -> _GreenFit:
     g = np.asarray(moments, np.float64)[1]  # (bins, classes, stats)
     counts = g[:, :, 0]
     upper_edge = _texture_upper(np.arange(N_TEXTURE))[None, :]
-    limit = kappa * _quantile_level(counts, _Q0) / _Q0_CHI2
-    a = b = math.nan
-    for _ in range(_ROUNDS):
+    if start is None:
+        limit = kappa * _quantile_level(counts, _Q0) / _Q0_CHI2
+        a = b = math.nan
+        rounds = _ROUNDS
+    else:
+        limit, a, b, rounds = start.limit, start.a, start.b, 1
+    for _ in range(rounds):
         sel = (g * (upper_edge <= limit[:, None])[..., None]).sum(axis=1)
         n = sel[:, 0]
         ok = (n >= _MIN_BIN) & (sel[:, 4] > 0)
         if 4 * n[ok].sum() < min_pixels or ok.sum() < 3:
             why = f"too little smooth green signal: {4 * int(n[ok].sum())} usable pixels (< {min_pixels})"
-            return math.nan, math.nan, [why]
+            return _GreenFit(flags=[why])
         xm, v, nk = sel[ok, 1] / n[ok], sel[ok, 4] / n[ok], n[ok]
         if not np.isfinite(a):  # start: a line through the bins' lower envelope, far from the bounds
             a, b = _start(xm, v, nk, lower, upper)
-        a, b = _solve(xm, v, nk, a, b, lower, upper, step)
+        a, b, a_sd, b_sd = _solve(xm, v, nk, a, b, lower, upper, step, prior)
         if not a + b > 0:
-            return math.nan, math.nan, ["the green fit found no noise"]
-        centre = np.clip(0.5 * (edges[:-1] + edges[1:]), lower, upper)
-        limit = kappa * np.maximum(_model(centre, a, b, lower, upper, step), 1e-30)
+            return _GreenFit(flags=["the green fit found no noise"])
+        if start is None:
+            centre = np.clip(0.5 * (edges[:-1] + edges[1:]), lower, upper)
+            limit = kappa * np.maximum(_model(centre, a, b, lower, upper, step), 1e-30)
     if np.ptp(xm) <= 0:
-        return math.nan, math.nan, ["the green signal spans one bin: a cannot be told from b"]
-    return a, b, []
+        return _GreenFit(flags=["the green signal spans one bin: a cannot be told from b"])
+    return _GreenFit(a, b, a_sd, b_sd, int(nk.sum()), limit)
 
 
 def _start(xm, v, n, lo, hi) -> tuple[float, float]:
