@@ -274,6 +274,7 @@ def test_train_with_physics_noise_runs_from_the_cli(learn_store, tmp_path):
             "--batch-size", "4", "--noise", str(truth), "--calibration", str(cal)]  # fmt: skip
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
+    assert f"synthetic noise: physics, drawn from the calibration {cal}" in r.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["training"]["noise"]["kind"] == "physics" and config["step"] == 4
     assert config["training"]["noise"]["calibration"] == str(cal)

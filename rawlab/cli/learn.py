@@ -96,6 +96,8 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
         **physics,
     )
     options = RunOptions(echo=lambda m: click.echo(m, err=True))
+    if calibration:
+        options.note(f"synthetic noise: physics, drawn from the calibration {calibration}")
     result = train_and_evaluate(cfg, workdir, store, options=options, init=init)
     click.echo(result.line())
 
