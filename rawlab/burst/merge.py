@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sfft  # float32 in, complex64 out (numpy's FFT works in float64)
 
 from .align import TILES, Alignment, align_frame, grey, tile_origins
 from .resample import mosaic_tiles, shifted_tiles
@@ -159,7 +160,7 @@ def merge_burst(
         rows = slice(r0, r0 + _BLOCK)
         fr, fz, s2 = _spectra(frames, reference, alignments, y0[rows], x0, rows, tile, a, b, win, cfa)
         m, f = _wiener(fr, fz, s2, robustness, passes)
-        merged[:, rows] = np.fft.irfft2(m, s=(tile, tile))
+        merged[:, rows] = sfft.irfft2(m, s=(tile, tile))
         factor_sum += f.sum(axis=(1, 2, 3, 4))
     factor = factor_sum / (len(y0) * len(x0) * tile * (tile // 2 + 1))
     return Merged(_overlap_add(merged, h, w, tile), factor, alignments, reference)
@@ -170,7 +171,7 @@ def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win, cfa):
     aligned position ``(N-1, ...)``, and the noise variance of one coefficient per tile ``(4, ny, nx, 1, 1)``."""
     zero = np.zeros((len(y0), len(x0), 2), np.float32)
     ref_tiles = shifted_tiles(frames[reference], y0, x0, tile, zero)
-    fr = np.fft.rfft2(ref_tiles * win)
+    fr = sfft.rfft2(ref_tiles * win)
     mu = np.maximum(ref_tiles.mean(axis=(-2, -1)), 0.0)
     s2 = ((a * mu + b) * float((win * win).sum()))[..., None, None].astype(np.float32)
     fz = np.empty((len(frames) - 1, *fr.shape), fr.dtype)
@@ -182,7 +183,7 @@ def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win, cfa):
             if cfa is None
             else mosaic_tiles(frames[k], cfa, y0, x0, tile, d)
         )
-        fz[i] = np.fft.rfft2(tiles * win)
+        fz[i] = sfft.rfft2(tiles * win)
     return fr, fz, s2
 
 
