@@ -280,6 +280,14 @@ def test_train_with_physics_noise_runs_from_the_cli(learn_store, tmp_path):
     assert config["training"]["noise"]["calibration"] == str(cal)
     r = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "missing.json")])
     assert r.exit_code == 2 and "rawlab calibrate" in r.output
+    # without --noise the noise map is the calibration's own law, written beside the model
+    r = CliRunner().invoke(
+        main, [a for a in args if a not in ("--noise", str(truth))] + ["--workdir", str(tmp_path / "own")]
+    )
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "own" / "config.json").read_text())
+    assert config["training"]["noise"]["profile"] == str(tmp_path / "own" / "calibration-noise.json")
+    assert config["noise"]["sensors"][0]["method"] == "calibration"
 
 
 def test_synth_writes_a_calibrated_sensors_frames_with_physics_noise(tmp_path):

@@ -48,8 +48,8 @@ from ._common import _GUARD_HELP, _cluster_options, _reporting, main
     default=None,
     help="Draw the synthetic noise from this sensor calibration (calibration.json of `rawlab calibrate`, or its "
     "folder): shot noise through the system gain, Tukey-lambda read noise, row noise, DSNU, PRNU, dark current "
-    "(noise.kind physics). Give --noise the same calibration's law for a matching noise map "
-    "(rawlab.noise.physics.equivalent_profiles).",
+    "(noise.kind physics). Without --noise, the model's noise map is the calibration's own Poisson-Gaussian law "
+    "(written to WORKDIR/calibration-noise.json).",
 )
 @click.option(
     "--init",
@@ -84,9 +84,15 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
             raise click.UsageError(f"--init {init}: no config.json naming its config there; give --config")
     physics = {"noise__kind": "physics", "noise__calibration": calibration} if calibration else {}
     if calibration:  # a wrong path fails now, not after the noise fit
-        from ..noise.physics import load_calibration
+        from ..noise.physics import equivalent_profiles, load_calibration
 
-        load_calibration(calibration)
+        doc = load_calibration(calibration)
+        if noise_profile is None:  # the noise map: the calibration's own law, the physics noise's variance
+            from ..noise.profile import save_profiles
+            from ..outputs import output_folder
+
+            noise_profile = str(output_folder(workdir, "--workdir") / "calibration-noise.json")
+            save_profiles(equivalent_profiles(doc), noise_profile)
     cfg = load_config(
         config_name,
         steps=steps,
