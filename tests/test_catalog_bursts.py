@@ -342,6 +342,12 @@ def test_an_interrupted_burst_write_is_redone_on_the_next_run(tree, tmp_path, cl
     assert open_burst(store, bid2)["raw"].shape[0] == len(b2)
     # The bursts recipe keeps frames in no burst single (the pair folder's two frames differ in ISO).
     assert set(cat.loc[cat["path"].str.contains("/pair/"), "role"]) == {"single"}
+    # Built again with the default rule, the same files are pairs again, with nothing left of the bursts.
+    paired, summary = build_catalog([str(data)], str(store), options=opts)
+    assert summary.n_bursts == 0 and paired["burst_id"].isna().all() and paired["sharpness"].isna().all()
+    assert set(paired.loc[paired["status"] != "failed", "role"]) == {"clean", "noisy"}
+    noisy = paired[paired["role"] == "noisy"]
+    assert noisy["align_dy"].notna().all() and noisy["qa_key"].notna().all()  # checked as pairs
 
 
 # ------------------------------------------------------------------------------------------ rawlab synth --burst

@@ -325,11 +325,16 @@ def _finalise(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def _pair(cat: pd.DataFrame, recipe_obj, key: str) -> pd.DataFrame:
     """Pair the rows built with this build's recipe, over all of them (every source of the store built with it,
     as one build of all those sources would); rows another recipe paired keep their pairs."""
+    from .burst_qa import BURST_QA_COLUMNS
     from .pairing import pair_frames
 
     cat["recipe"] = cat["recipe"].where(cat["recipe"].notna(), key)
     mine = cat["recipe"] == key
-    cat.loc[mine, ["burst_id", "burst_index"]] = None  # recognised afresh, by this recipe if it has bursts
+    # Bursts are recognised afresh (by this recipe, if it has them) and checked again; what the burst QA
+    # wrote on a frame that was in a burst goes, so a frame paired now starts clean.
+    was = mine & cat["burst_id"].notna()
+    cat.loc[was, [*BURST_QA_COLUMNS, "qa_reason"]] = None
+    cat.loc[mine, ["burst_id", "burst_index"]] = None
     if mine.all():
         return pair_frames(cat, recipe_obj)
     cat = cat.copy()

@@ -297,7 +297,6 @@ def run_bursts(
     if in_burst is None or not in_burst.any():
         return cat
     cat["sharpness"] = pd.to_numeric(cat["sharpness"], errors="coerce")
-    cat.loc[~in_burst, "sharpness"] = np.nan  # left from a build with another recipe
     tkey = json.dumps(sorted(thresholds.to_dict().items()))
     todo, verdicts = [], {}
     for bid, rows in cat[in_burst].groupby("burst_id", sort=True):

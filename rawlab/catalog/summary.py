@@ -93,15 +93,20 @@ def format_summary(summary: dict[str, Any], store: str) -> str:
         f"{store}: {summary['files']} files; status "
         + ", ".join(f"{k} {v}" for k, v in summary["status"].items())
     ]
-    lines.append(f"{'sensor':<34} {'ISO':>7} {'clean':>6} {'noisy':>6} {'single':>6} {'excl.':>6}")
+    bursts = bool(summary.get("bursts"))  # a column of burst frames, only in stores that have bursts
+    lines.append(
+        f"{'sensor':<34} {'ISO':>7} {'clean':>6} {'noisy':>6} {'single':>6} {'excl.':>6}"
+        + (f" {'burst':>6}" if bursts else "")
+    )
     for s in summary["sensors"]:
         for i, iso in enumerate(s["isos"]):
             name = f"{s['sensor']} ({', '.join(s['cfa'])}, {', '.join(s['sizes'])})" if i == 0 else ""
             r, st = iso["roles"], iso["status"]
             label = "n/a" if iso["iso"] is None else f"{iso['iso']:g}"
+            in_bursts = sum(r.get(k, 0) for k in ("reference", "frame", "excluded"))
             lines.append(
                 f"{name[:34]:<34} {label:>7} {r.get('clean', 0):>6} {r.get('noisy', 0):>6} "
-                f"{r.get('single', 0):>6} {st.get('excluded', 0):>6}"
+                f"{r.get('single', 0):>6} {st.get('excluded', 0):>6}" + (f" {in_bursts:>6}" if bursts else "")
             )
     if summary.get("bursts"):
         b = summary["bursts"]
