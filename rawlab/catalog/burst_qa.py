@@ -66,9 +66,10 @@ class BurstThresholds(Thresholds):
         Largest accepted ``|gain - 1|`` of a frame against the reference (a light that flickers, a changed
         exposure the metadata does not show). The noise of the two frames widens it (module docstring).
     min_sharpness
-        Smallest accepted sharpness relative to the burst's median (0..). A Gaussian blur of 1 px (sigma,
-        packed) on a photograph's spectrum leaves about 0.3 of the gradient energy; the frames of a sharp
-        burst differ by a few percent.
+        Smallest accepted sharpness relative to the burst's median (0..). On a scene with a natural image's
+        1/f spectrum, a Gaussian blur of sigma 0.5 / 1 / 1.5 mosaic px leaves 0.45 / 0.24 / 0.14 of the
+        median at low noise and 0.57 / 0.38 / 0.24 at ten times the shot noise; the sharp frames of a burst
+        lie within a few percent of 1.
     """
 
     _SIGNED = ("min_match",)
