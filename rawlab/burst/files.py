@@ -277,14 +277,12 @@ def merge_bursts(
         (list(p), os.fspath(o), noise, reference, overwrite, robustness)
         for p, o in zip(bursts, outs, strict=True)
     ]
-    results: list[BurstResult] = []
     with opts.session() as (client, _info):
         outcomes = run_tasks(
             client, _task, args, name="burst-merge", progress=opts.progress,
             on_result=(lambda o: on_result(_result(args[o.index], o))) if on_result else None,
         )  # fmt: skip
-    results = [_result(a, o) for a, o in zip(args, outcomes, strict=True)]
-    return results
+    return [_result(a, o) for a, o in zip(args, outcomes, strict=True)]
 
 
 def _task(paths, out, noise, reference, overwrite, robustness) -> BurstResult:
