@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from _models import TILE, make_model
+from _models import TILE, make_joint_model, make_model
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
 pytest.importorskip("onnx", reason="the onnx extra (onnx) is not installed")
@@ -133,3 +133,12 @@ def test_ksigma_models_are_refused(tmp_path):
     with pytest.raises(RawlabError, match="noise-map model"):
         export_dtmodel(tmp_path / "k", tmp_path / "k.dtmodel", n_eval=1)
     assert not (tmp_path / "k.dtmodel").exists()
+
+
+def test_joint_models_are_refused_with_a_reason(tmp_path):
+    from rawlab.deploy.dtmodel import export_dtmodel
+
+    make_joint_model(tmp_path / "j")
+    with pytest.raises(RawlabError, match="joint demosaic"):
+        export_dtmodel(tmp_path / "j", tmp_path / "j.dtmodel", n_eval=1)
+    assert not (tmp_path / "j.dtmodel").exists()

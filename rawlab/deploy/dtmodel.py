@@ -249,6 +249,11 @@ def export_dtmodel(
     say = echo or (lambda _m: None)
     out = output_file(out, companions=(".json",))
     model, size, overlap = load_model_tile(model_dir, tile)
+    if model.spec.head != "bayer":
+        raise RawlabError(
+            f"a darktable raw-denoise package (bayer_v1) holds a Bayer denoiser; {model.name} is a joint "
+            "demosaic+denoise model (RGB out): export it with --format onnx or tflite"
+        )
     pkg_id = model_id(Path(out).stem)
     crops, described = eval_crops(model, calibration, size, n_eval, seed, say)
     net, result = network_parity(model, network_model(model), crops, described)
