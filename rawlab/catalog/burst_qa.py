@@ -247,9 +247,11 @@ def _consensus():
     """
 
     def choose(lr: np.ndarray, lm: np.ndarray, b: int, shifts: list[tuple[float, float]]) -> int:
+        import scipy.fft as sfft
+
         h, w = lr.shape
-        fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-        spec = np.fft.fft2(lr)
+        fy, fx = sfft.fftfreq(h)[:, None], sfft.fftfreq(w)[None, :]
+        spec = sfft.fft2(lr.astype(np.float32))
         m = int(max(max(abs(dy), abs(dx)) for dy, dx in shifts)) + 2  # circular wrap stays outside
         inner = (slice(m, h - m), slice(m, w - m))
         hb, wb = (h - 2 * m) // _BLOCK, (w - 2 * m) // _BLOCK
@@ -263,7 +265,9 @@ def _consensus():
         mov = blocks(lm)
         scores = []
         for dy, dx in shifts:
-            moved = np.fft.ifft2(spec * np.exp(-2j * np.pi * (fy * dy + fx * dx))).real
+            ry = np.exp(-2j * np.pi * fy * dy).astype(np.complex64)  # the shift's phase ramp, separable
+            rx = np.exp(-2j * np.pi * fx * dx).astype(np.complex64)
+            moved = sfft.ifft2(spec * ry * rx).real
             scores.append(float(np.median(np.mean((mov - blocks(moved)) ** 2, axis=-1))))
         return int(np.argmin(scores))
 
