@@ -137,9 +137,10 @@ def _deploy_stage(out: Path, model_dir: Path, data: Path, echo: Callable[[str], 
 
     import numpy as np
 
-    from .deploy.denoise import color_matrix, denoise_files
+    from .deploy.denoise import denoise_files
     from .deploy.export import export_tflite
     from .deploy.render import linear_preview, render_preview, write_image
+    from .dng import color_matrix_of
     from .errors import RawlabError
     from .rawio import read_raw
 
@@ -172,7 +173,7 @@ def _deploy_stage(out: Path, model_dir: Path, data: Path, echo: Callable[[str], 
     ref = read_raw(clean).normalized()
     after = read_raw(res.out).normalized()
     # The input rendered like the denoised preview (same exposure), for a side-by-side look.
-    cm = color_matrix(frame.info)
+    cm = color_matrix_of(frame.info)
     white = float(np.percentile(linear_preview(after, frame.info, cm), 99.0))  # as the denoised preview
     before = target / f"{noisy.stem}_input.png"
     write_image(before, render_preview(frame.normalized(), frame.info, cm, white=white), "png")

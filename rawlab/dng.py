@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike
 
 from rawlab.bayer import CFA_PATTERNS, channel_offsets, normalise, per_site
 
-__all__ = ["read_dng_tags", "write_dng", "write_linear_dng"]
+__all__ = ["color_matrix_of", "raw_metadata", "read_dng_tags", "write_dng", "write_linear_dng"]
 
 # TIFF field types.
 _BYTE, _ASCII, _SHORT, _LONG, _RATIONAL = 1, 2, 3, 4, 5
@@ -995,3 +995,39 @@ def _first_rational(value: Any) -> float | None:
 
 def _opt_rationals(value: Any) -> tuple[float, ...] | None:
     return None if value is None else tuple(_rationals(value))
+
+
+def color_matrix_of(info) -> np.ndarray | None:
+    """XYZ -> camera 3x3 of a raw file (a :class:`rawlab.rawio.RawInfo`): LibRaw's, else (LibRaw reports none
+    for many DNGs) the file's DNG ColorMatrix1; None when neither is known."""
+    if info.color_matrix is not None:
+        return np.asarray(info.color_matrix, np.float64)
+    if info.raw_format == "DNG":
+        try:
+            cm = read_dng_tags(info.path).get("color_matrix1")
+        except (ValueError, OSError):
+            return None
+        if cm is not None and np.shape(cm) == (3, 3) and np.all(np.isfinite(cm)):
+            return np.asarray(cm, np.float64)
+    return None
+
+
+def raw_metadata(info) -> dict[str, Any]:
+    """The :func:`write_dng` keywords that carry a raw file's metadata (a :class:`rawlab.rawio.RawInfo`) into
+    a mosaic DNG derived from it (denoised, merged): CFA, levels, make, model, ISO, exposure, white balance
+    and colour matrix, each left out (None) where the file's value is unknown or one a DNG cannot hold."""
+    iso = round(info.iso) if info.iso and 1 <= round(info.iso) <= 65535 else None
+    neutral = None
+    if info.wb is not None and all(v > 0 for v in info.wb):
+        neutral = (1.0 / info.wb[0], 1.0 / info.wb[1], 1.0 / info.wb[3])
+    return {
+        "cfa": info.cfa,
+        "black_level": list(info.black_level),
+        "white_level": int(info.white_level),
+        "make": (info.make or "Unknown").strip() or "Unknown",
+        "model": (info.model or info.sensor or "Unknown").strip() or "Unknown",
+        "iso": iso,
+        "exposure_time": info.exposure_time if info.exposure_time and info.exposure_time > 0 else None,
+        "as_shot_neutral": neutral,
+        "color_matrix1": color_matrix_of(info),
+    }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import RawlabError
 
-__all__ = ["output_file", "output_folder"]
+__all__ = ["exists_reason", "output_file", "output_folder", "publish"]
 
 
 def _folder(folder: Path, what: str, given: str) -> None:
@@ -84,3 +84,28 @@ def output_file(
                     f"{what} {p}: cannot replace {q} ({e.strerror or e}); choose a writable location"
                 ) from None
     return p
+
+
+def exists_reason(out: str | os.PathLike[str]) -> str:
+    """Why an output was not written: it exists, and nothing is replaced unless asked."""
+    return f"{os.fspath(out)} exists; kept it (pass --overwrite to replace it)"
+
+
+def publish(tmp: Path, out: Path, overwrite: bool) -> bool:
+    """Move the finished ``tmp`` to ``out``; without ``overwrite`` never replace a file that appeared there
+    meanwhile (a hard link is the atomic no-clobber rename). Returns False if ``out`` was kept (``tmp`` is then
+    the caller's to remove)."""
+    if overwrite:
+        tmp.replace(out)
+        return True
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: check, then rename (a narrow race remains)
+        if os.path.lexists(out):
+            return False
+        tmp.replace(out)
+        return True
+    tmp.unlink()
+    return True

@@ -26,6 +26,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import RawlabError
+from ..outputs import exists_reason, publish
 from .merge import ROBUSTNESS, merge_burst
 
 if TYPE_CHECKING:
@@ -112,36 +113,6 @@ def read_burst(paths: Sequence[str | os.PathLike[str]]):
     return frames
 
 
-def _dng_tags(info) -> dict:
-    """Metadata of the merged DNG from the reference's :class:`rawlab.rawio.RawInfo` (as ``rawlab denoise``
-    writes its DNGs): levels, CFA, make, model, ISO, exposure, white balance and colour matrix."""
-    iso = round(info.iso) if info.iso and 1 <= round(info.iso) <= 65535 else None
-    neutral = None
-    if info.wb is not None and all(v > 0 for v in info.wb):
-        neutral = (1.0 / info.wb[0], 1.0 / info.wb[1], 1.0 / info.wb[3])
-    matrix = np.asarray(info.color_matrix, np.float64) if info.color_matrix is not None else None
-    if matrix is None and info.raw_format == "DNG":  # LibRaw reports no matrix for many DNGs: the tag's
-        from ..dng import read_dng_tags
-
-        try:
-            cm = read_dng_tags(info.path).get("color_matrix1")
-        except (ValueError, OSError):
-            cm = None
-        if cm is not None and np.shape(cm) == (3, 3) and np.all(np.isfinite(cm)):
-            matrix = np.asarray(cm, np.float64)
-    return {
-        "cfa": info.cfa,
-        "black_level": list(info.black_level),
-        "white_level": int(info.white_level),
-        "make": (info.make or "Unknown").strip() or "Unknown",
-        "model": (info.model or info.sensor or "Unknown").strip() or "Unknown",
-        "iso": iso,
-        "exposure_time": info.exposure_time if info.exposure_time and info.exposure_time > 0 else None,
-        "as_shot_neutral": neutral,
-        "color_matrix1": matrix,
-    }
-
-
 def _to_dn(planes: np.ndarray, info) -> np.ndarray:
     """Normalised packed planes to the mosaic in DN (rounded, clipped to ``[0, white]``)."""
     from ..bayer import levels, unpack
@@ -197,7 +168,7 @@ def merge_files(
                 f"(0 to {len(res.paths) - 1})"
             )
         if not overwrite and os.path.lexists(out):
-            res.skipped = f"{out} exists; kept it (pass --overwrite to replace it)"
+            res.skipped = exists_reason(out)
             return res
         frames = read_burst(res.paths)
         ref = frames[reference]
@@ -206,25 +177,20 @@ def merge_files(
         merged = merge_burst(planes, a, b, reference=reference, robustness=robustness, cfa=ref.info.cfa)
         ma, mb = merged.noise(a, b)
         profile = [(ma[0], mb[0]), ((ma[1] + ma[2]) / 2, (mb[1] + mb[2]) / 2), (ma[3], mb[3])]
-        from ..dng import write_dng
+        from ..dng import raw_metadata, write_dng
 
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             write_dng(
                 tmp,
                 _to_dn(merged.planes, ref.info),
-                **_dng_tags(ref.info),
+                **raw_metadata(ref.info),
                 noise_profile=[(float(s), float(o)) for s, o in profile],
                 software=f"rawlab {__version__} burst merge ({len(frames)} frames)",
             )
-            if overwrite:
-                tmp.replace(out)
-            else:  # no clobber: a hard link fails if the output appeared meanwhile
-                try:
-                    os.link(tmp, out)
-                except FileExistsError:
-                    res.skipped = f"{out} exists; kept it (pass --overwrite to replace it)"
-                    return res
+            if not publish(tmp, out, overwrite):
+                res.skipped = exists_reason(out)
+                return res
         except ValueError as e:  # metadata a DNG cannot hold
             raise RawlabError(f"the merged frame could not be written as a DNG ({e})") from None
         res.variance_factor = float(merged.variance_factor[1])

@@ -44,7 +44,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
+from ..dng import color_matrix_of
 from ..errors import RawlabError
+from ..outputs import exists_reason, publish
 
 if TYPE_CHECKING:
     from ..cluster import RunOptions
@@ -54,7 +56,6 @@ __all__ = [
     "DenoiseSummary",
     "Denoised",
     "FileResult",
-    "color_matrix",
     "demosaic_frame",
     "denoise_file",
     "denoise_files",
@@ -215,77 +216,27 @@ def _write_rgb(path: Path, frame, result: Demosaiced, fmt: str, software: str) -
         from .render import camera_to_srgb_linear, srgb_preview, write_image
 
         rgb = np.clip(result.rgb, 0.0, 1.0)
-        write_image(path, srgb_preview(camera_to_srgb_linear(rgb, frame.info, color_matrix(frame.info))), fmt)
-
-
-def color_matrix(info):
-    """XYZ -> camera 3x3 of a file: LibRaw's, else (LibRaw reports none for many DNGs) the DNG ColorMatrix1."""
-    if info.color_matrix is not None:
-        return np.asarray(info.color_matrix, np.float64)
-    if info.raw_format == "DNG":
-        from ..dng import read_dng_tags
-
-        try:
-            cm = read_dng_tags(info.path).get("color_matrix1")
-        except (ValueError, OSError):
-            return None
-        if cm is not None and np.shape(cm) == (3, 3) and np.all(np.isfinite(cm)):
-            return np.asarray(cm, np.float64)
-    return None
+        write_image(
+            path, srgb_preview(camera_to_srgb_linear(rgb, frame.info, color_matrix_of(frame.info))), fmt
+        )
 
 
 def write_denoised_dng(
     path: str | os.PathLike[str], frame, result: Denoised, software: str = "rawlab"
 ) -> None:
     """Write ``result.mosaic`` as a DNG carrying ``frame``'s levels, CFA and metadata."""
-    from ..dng import write_dng
+    from ..dng import raw_metadata, write_dng
 
-    info = frame.info
-    iso = round(info.iso) if info.iso and 1 <= round(info.iso) <= 65535 else None
-    neutral = None
-    if info.wb is not None and all(v > 0 for v in info.wb):
-        neutral = (1.0 / info.wb[0], 1.0 / info.wb[1], 1.0 / info.wb[3])
     try:
         write_dng(
             path,
             result.mosaic,
-            cfa=info.cfa,
-            black_level=list(info.black_level),
-            white_level=int(info.white_level),
-            make=(info.make or "Unknown").strip() or "Unknown",
-            model=(info.model or info.sensor or "Unknown").strip() or "Unknown",
-            iso=iso,
-            exposure_time=info.exposure_time if info.exposure_time and info.exposure_time > 0 else None,
-            as_shot_neutral=neutral,
-            color_matrix1=color_matrix(info),
+            **raw_metadata(frame.info),
             noise_profile=result.noise_profile,
             software=software,
         )
     except ValueError as e:  # metadata a DNG cannot hold: say so for this file, the others go on
         raise RawlabError(f"the denoised frame could not be written as a DNG ({e})") from None
-
-
-def _exists_reason(out) -> str:
-    return f"{os.fspath(out)} exists; kept it (pass --overwrite to replace it)"
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> bool:
-    """Move the finished ``tmp`` to ``out``; without ``overwrite`` never replace a file that appeared there
-    meanwhile (a hard link is the atomic no-clobber rename). Returns False if ``out`` was kept."""
-    if overwrite:
-        tmp.replace(out)
-        return True
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        return False
-    except OSError:  # a filesystem without hard links: check, then rename (a narrow race remains)
-        if os.path.lexists(out):
-            return False
-        tmp.replace(out)
-        return True
-    tmp.unlink()
-    return True
 
 
 def denoise_file(
@@ -327,8 +278,8 @@ def denoise_file(
         else:
             from .render import render_preview, write_image
 
-            write_image(tmp, render_preview(result.clean, frame.info, color_matrix(frame.info)), fmt)
-        written = _publish(tmp, out, overwrite)
+            write_image(tmp, render_preview(result.clean, frame.info, color_matrix_of(frame.info)), fmt)
+        written = publish(tmp, out, overwrite)
     except BaseException as e:
         if isinstance(e, OSError):  # the disk or the folder refused the output: this file fails, with why
             e = RawlabError(f"cannot write {out}: {e.strerror or e}")
@@ -342,7 +293,7 @@ def denoise_file(
         tmp.unlink(missing_ok=True)
     res.seconds = time.perf_counter() - t0
     if not written:
-        res.skipped = _exists_reason(out)
+        res.skipped = exists_reason(out)
         return res
     res.noise_source = result.noise.source
     res.noise = result.noise.describe()
@@ -440,7 +391,7 @@ def _plan(files, targets: list[Path], overwrite: bool) -> list[FileResult | None
                 "collision",
             )
         elif st is not None and not overwrite:
-            res.skipped = _exists_reason(target)
+            res.skipped = exists_reason(target)
         else:
             res = None
         claimed.setdefault(key, f.path)
