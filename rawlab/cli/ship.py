@@ -109,7 +109,20 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     "--config joint`) into clean linear camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an "
     "sRGB preview; the SURE guard (a Bayer denoiser's) is not applied.",
 )
-def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, output):
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="RAWS are the frames of one burst (or folders, each a burst): a burst model (scripts/train_burst.py) "
+    "denoises the reference from all of them, aligned by rawlab burst's aligner, into OUT/<burst folder>.dng.",
+)
+@click.option(
+    "--reference",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --burst: index of the frame to denoise (the others are aligned onto it), in name order.",
+)
+def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, output, burst, reference):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
@@ -133,6 +146,8 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
     Exit status: 0; 1 when every file failed (or any, with --strict); 2 for a usage error, such as a missing,
     truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
     """
+    if burst:
+        return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference)
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files
 
@@ -151,6 +166,49 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
         click.echo(r.line(), err=r.failed)
     click.echo(summary.line())
     if summary.all_failed or (strict and summary.n_failed):
+        raise SystemExit(1)
+
+
+def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference):
+    """``denoise --burst``: the frames of one burst, or folders of bursts, one after the other."""
+    import os
+    import time
+
+    from ..deploy.burst import burst_model, denoise_burst_files
+    from ..errors import RawlabError
+    from ..outputs import output_folder
+    from .burst import _bursts
+
+    t0 = time.perf_counter()
+    if fmt != "dng":
+        raise RawlabError(f"--burst writes a Bayer DNG; drop --format {fmt}")
+    dirs = [os.path.isdir(r) for r in raws]
+    missing = [r for r in raws if not os.path.exists(r)]
+    if missing:
+        raise RawlabError(f"{missing[0]} does not exist; pass the frames of a burst or folders of bursts")
+    if any(dirs) and not all(dirs):
+        raise RawlabError("give either the frames of one burst (files) or folders of bursts, not both")
+    if all(dirs):
+        found = _bursts(raws)
+    else:
+        found = [(sorted(raws), os.path.basename(os.path.dirname(os.path.abspath(raws[0]))) or "burst")]
+    if not found:
+        raise RawlabError(f"no raw files found in {', '.join(raws)}; pass burst folders or the frames")
+    runner = burst_model(model)  # a bad model fails now, before any file is read
+    outdir = output_folder(out)
+    results = []
+    for paths, name in found:
+        r = denoise_burst_files(paths, os.path.join(outdir, f"{name}.dng"), model, reference=reference,
+                                overwrite=overwrite, runner=runner)  # fmt: skip
+        click.echo(r.line(), err=r.error is not None)
+        results.append(r)
+    n_ok = sum(r.ok for r in results)
+    n_failed = sum(r.error is not None for r in results)
+    click.echo(
+        f"denoise --burst: {n_ok} of {len(results)} bursts denoised to {outdir}, {n_failed} failed, "
+        f"{len(results) - n_ok - n_failed} skipped (output exists) ({time.perf_counter() - t0:.1f} s)"
+    )
+    if n_failed and (strict or n_failed == len(results)):
         raise SystemExit(1)
 
 

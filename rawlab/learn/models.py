@@ -40,6 +40,7 @@ __all__ = [
     "UNetSpec",
     "bilinear_kernel",
     "build_model",
+    "burst_spec",
     "describe",
     "from_rggb",
     "macs_per_megapixel",
@@ -213,6 +214,19 @@ def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = Fals
     if noise_map and spec.in_channels == 4:
         spec = dataclasses.replace(spec, in_channels=8)
     return UNet(spec, dtype=dtype)
+
+
+def burst_spec(arch: str | UNetSpec | dict[str, Any], frames: int) -> UNetSpec:
+    """The burst model's spec (:mod:`rawlab.learn.burstdata`): ``arch``'s U-Net with ``frames`` aligned frames as
+    channels, reference first, and each frame's noise map: ``in_channels = 8 * frames``, out 4 (the reference)."""
+    base = build_model(arch).spec
+    if base.head != "bayer" or frames < 1:
+        from ..errors import RawlabError
+
+        raise RawlabError(
+            f"a burst model needs a Bayer head and at least one frame, got {base.head!r}, {frames}"
+        )
+    return dataclasses.replace(base, in_channels=8 * int(frames), out_channels=4)
 
 
 def macs_per_megapixel(spec: UNetSpec) -> float:

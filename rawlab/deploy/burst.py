@@ -1,0 +1,163 @@
+"""``rawlab denoise --burst``: a burst of raw frames in, the burst model's clean reference out as a Bayer DNG.
+
+Per burst (:func:`denoise_burst_files`): the frames are read and checked as ``rawlab burst merge`` reads them
+(:func:`rawlab.burst.read_burst`), the reference's noise law taken by ``rawlab denoise``'s rule
+(:func:`rawlab.deploy.noiseparams.noise_for_frame`: the model's law for the sensor, else the DNG NoiseProfile,
+else a single-image estimate), every alternate aligned and resampled onto the reference by rawlab.burst's
+aligner and resampler (:func:`rawlab.learn.burstdata.aligned_frames`), the frames stacked as channels (a burst
+shorter than the model's ``K`` repeats its reference, as in training; a longer one keeps its first ``K``
+frames, the reference first) and the network run tile by tile with overlap (:func:`rawlab.deploy.tiling.run_tiled`)
+through the runtime of :func:`rawlab.deploy.runtime.load_denoiser` (a model directory with JAX, or a ``.tflite``
+export). The DNG has the reference's size, CFA, levels and metadata, as ``burst merge`` writes it; it carries
+no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import RawlabError
+
+__all__ = ["BurstDenoised", "burst_model", "denoise_burst", "denoise_burst_files"]
+
+
+@dataclass
+class BurstDenoised:
+    """What became of one burst: written to ``out``, ``skipped`` (the output exists) or failed (``error``)."""
+
+    paths: list[str]
+    out: str
+    error: str | None = None
+    skipped: str | None = None
+    reference: int = 0
+    frames_used: int = 0
+    noise: str | None = None
+    shape: tuple[int, int] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.skipped is None
+
+    def line(self) -> str:
+        where = self.paths[0].rsplit("/", 1)[0] if self.paths else "?"
+        if self.error is not None:
+            return f"failed: {where}: {self.error}"
+        if self.skipped is not None:
+            return f"skipped: {where}: {self.skipped}"
+        h, w = self.shape or (0, 0)
+        return (
+            f"denoised burst: {len(self.paths)} frames ({w}x{h}), {self.frames_used} used -> {self.out}; "
+            f"reference {self.reference}; noise from {self.noise} ({self.seconds:.1f} s)"
+        )
+
+
+def burst_model(path: str | os.PathLike[str], *, num_threads: int | None = None):
+    """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``.
+
+    Raises
+    ------
+    RawlabError
+        ``path`` is not a model, or a single-frame model (its config has no ``burst`` block).
+    """
+    from ..learn.bursttrain import burst_frames
+    from .runtime import load_denoiser
+
+    runner = load_denoiser(path, num_threads=num_threads)
+    k = burst_frames(runner.config)
+    if k is None:
+        raise RawlabError(
+            f"--model {os.fspath(path)} is a single-frame denoiser, not a burst model; pass a burst model's "
+            "directory (scripts/train_burst.py --workdir) or drop --burst"
+        )
+    return runner, k
+
+
+def denoise_burst(
+    runner, frames: int, planes: np.ndarray, cfa: str, a, b, *, reference: int = 0
+) -> np.ndarray:
+    """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
+
+    ``runner`` and ``frames`` (``K``) are :func:`burst_model`'s; ``a``, ``b`` the reference's noise law per
+    channel (normalised units).
+    """
+    from ..learn.burstdata import aligned_frames, burst_stack
+    from .tiling import run_tiled
+
+    aligned = aligned_frames(planes, cfa, reference=reference)
+    x = burst_stack(aligned, frames)
+    reps = x.shape[-1] // 4
+    a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
+    an, bn = np.tile(a4, reps), np.tile(b4, reps)  # one law for every frame
+    norm, t = runner.normalisation, runner.tile
+
+    def net(tiles):
+        return norm.from_network(runner._run(norm.to_network(tiles, an, bn)), a4, b4)
+
+    out = run_tiled(net, x, t["size"], t["overlap"], batch=runner.batch)
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
+
+
+def denoise_burst_files(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    model: str | os.PathLike[str],
+    *,
+    reference: int = 0,
+    overwrite: bool = False,
+    runner=None,
+) -> BurstDenoised:
+    """Denoise one burst of raw files into the DNG ``out`` with the burst model ``model`` (module docstring);
+    a burst that cannot be used is returned as a failed result with the reason, never raised (a bad model is
+    raised: it fails every burst)."""
+    from ..burst import read_burst
+    from ..burst.files import _to_dn  # the merge's normalised-planes-to-DN: one home
+    from ..dng import raw_metadata, write_dng
+    from ..outputs import exists_reason, publish
+    from .noiseparams import noise_for_frame
+
+    t0 = time.perf_counter()
+    runner, k = runner or burst_model(model)
+    res = BurstDenoised([os.fspath(p) for p in paths], os.fspath(out), reference=reference)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp.dng")
+    try:
+        if not 0 <= reference < len(res.paths):
+            raise RawlabError(
+                f"--reference {reference} is not a frame of this burst of {len(res.paths)} "
+                f"(0 to {len(res.paths) - 1})"
+            )
+        if not overwrite and os.path.lexists(out):
+            res.skipped = exists_reason(out)
+            return res
+        frames = read_burst(res.paths)
+        ref = frames[reference]
+        planes = np.stack([f.normalized() for f in frames])
+        est = noise_for_frame(runner, ref.info, planes[reference])
+        res.noise = est.describe()
+        clean = denoise_burst(runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_dng(tmp, _to_dn(clean, ref.info), **raw_metadata(ref.info),
+                      software=f"rawlab {__version__} denoise --burst ({len(frames)} frames)")  # fmt: skip
+            if not publish(tmp, out, overwrite):
+                res.skipped = exists_reason(out)
+                return res
+        except ValueError as e:  # metadata a DNG cannot hold
+            raise RawlabError(f"the denoised burst could not be written as a DNG ({e})") from None
+        res.frames_used, res.shape = min(len(frames), k), (ref.info.height, ref.info.width)
+    except OSError as e:
+        res.error = f"cannot write {out}: {e.strerror or e}"
+    except RawlabError as e:
+        res.error = str(e)
+    finally:
+        tmp.unlink(missing_ok=True)
+        res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,247 @@
+"""Training bursts made on the fly, and the burst model's input: frames aligned onto the reference, as channels.
+
+The burst model (config ``burst``, :mod:`rawlab.learn.configs.burst`) is the U-Net family with the frames as
+channels: the reference's packed planes first, then ``K - 1`` alternates already resampled onto it, ``(h, w,
+4 K)``, and the noise map of each (``noisemap`` normalisation, :mod:`rawlab.learn.normalize`, on all ``4 K``
+channels), so ``in_channels = 8 K``; out 4, the clean reference. The U-Net adds its residual to the first 4
+input channels, the reference, so an untrained network is the reference frame.
+
+**Aligned frames** (:func:`aligned_frames`): each alternate is resampled onto the reference exactly as
+``rawlab burst merge`` does it (:mod:`rawlab.burst`): per half-overlapping tile at the tile's displacement,
+through the demosaic at mosaic resolution (:func:`rawlab.burst.resample.mosaic_tiles`), windowed by the merge's
+raised cosine and added back (:func:`rawlab.burst.merge.window`), so a whole frame comes out. The displacements
+are the aligner's (:func:`rawlab.burst.align.align_frame`) at inference, and in training either the aligner's
+too (``align = "aligner"``) or the true camera motion at each tile's centre (``align = "true"``, cheaper):
+either way what the network sees is what the resampler leaves, and a moving object is never compensated, so
+the network learns to fall back on the reference where the frames disagree.
+
+**Bursts** (:class:`BurstSource`): a procedural dead-leaves scene (:func:`rawlab.synth.procedural.dead_leaves`,
+reused for ``reuse`` batches) is filmed by :func:`rawlab.synth.burst.simulate_burst`: hand shake (sub-pixel
+translation up to ``max_shift`` mosaic px and a small rotation per frame), sometimes a moving disc, each frame
+with its own Poisson-Gaussian noise, rounded to DN and clipped, recorded by a randomly drawn sensor
+(:func:`rawlab.synth.procedural.random_sensor`). A burst has between 1 and ``K`` real frames (``full`` of the
+examples have ``K``); the missing slots repeat the reference, as :func:`burst_stack` fills a short burst at
+inference, so one model serves 2, 4 and 8 frames. The target is the reference's clean planes, clipped at
+white. Every example is a pure function of ``(seed, stream, k, i)`` (the input pipeline's contract).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..burst.align import TILES, align_frame, grey, tile_origins
+from ..burst.merge import _overlap_add, window  # the merge's overlap-add: one home for it
+from ..burst.resample import mosaic_tiles
+from ..synth.burst import SUPERSAMPLE, FrameMotion, _margin, simulate_burst
+from ..synth.procedural import dead_leaves, random_sensor
+
+__all__ = [
+    "ALIGN",
+    "SENSOR",
+    "BurstPipeline",
+    "BurstSource",
+    "aligned_frames",
+    "burst_stack",
+    "true_displacements",
+]
+
+SENSOR = "procedural-burst"  # the sensor name burst examples carry in a batch
+ALIGN = ("true", "aligner")
+PAD = 8  # packed px simulated around a crop, so the resampler's extended edges stay outside it
+
+
+def true_displacements(m: FrameMotion, h: int, w: int, tile: int = TILES[0]) -> np.ndarray:
+    """The aligner's ``(ny, nx, 2)`` displacement field (``(dy, dx)`` packed px, ``alt(p + d) = ref(p)``) that a
+    frame with camera motion ``m`` has at each tile's centre, for packed planes ``(h, w)``.
+
+    ``frame(q) = ref(R(-t)(q - c - d_k) + c)`` (:mod:`rawlab.synth.burst`), so the reference's point ``p`` is
+    at ``q = R(t)(p - c) + c + d_k`` in the frame: ``d = (q - p) / 2`` in packed px.
+    """
+    y0, x0 = tile_origins(h, tile), tile_origins(w, tile)
+    py = 2.0 * (y0 + tile / 2) - 0.5  # tile centres in mosaic px
+    px = 2.0 * (x0 + tile / 2) - 0.5
+    gy, gx = np.meshgrid(py, px, indexing="ij")
+    cy, cx = (2 * h - 1) / 2.0, (2 * w - 1) / 2.0
+    t = math.radians(m.rotation)
+    c, s = math.cos(t), math.sin(t)
+    ux, uy = gx - cx, gy - cy
+    qx, qy = c * ux - s * uy + cx + m.dx, s * ux + c * uy + cy + m.dy
+    return (np.stack([qy - gy, qx - gx], axis=-1) / 2.0).astype(np.float32)
+
+
+def aligned_frames(
+    frames: np.ndarray,
+    cfa: str,
+    *,
+    reference: int = 0,
+    displacements: list[np.ndarray | None] | None = None,
+    tile: int = TILES[0],
+) -> np.ndarray:
+    """Every frame of ``frames`` ``(N, 4, h, w)`` (packed, normalised) resampled onto the reference: ``(N, 4,
+    h, w)`` float32, the reference first, then the others in order.
+
+    ``displacements`` gives each frame's tile field (``(ny, nx, 2)``, packed px; None or absent: the aligner's,
+    :func:`rawlab.burst.align.align_frame`). ``h`` and ``w`` must be even multiples of nothing: any size the
+    merge takes.
+    """
+    frames = np.asarray(frames, np.float32)
+    n, _, h, w = frames.shape
+    ref = frames[reference]
+    y0, x0 = tile_origins(h, tile), tile_origins(w, tile)
+    win = window(tile)
+    g = grey(ref)
+    out = [ref]
+    for k in range(n):
+        if k == reference:
+            continue
+        d = displacements[k] if displacements is not None else None
+        if d is None:
+            d = align_frame(g, grey(frames[k]), tile).displacement
+        tiles = mosaic_tiles(frames[k], cfa, y0, x0, tile, np.asarray(d, np.float32))
+        out.append(_overlap_add(tiles * win, h, w, tile))
+    return np.stack(out)
+
+
+def burst_stack(aligned: np.ndarray, frames: int) -> np.ndarray:
+    """The network's frames, channels last ``(h, w, 4 frames)``, from aligned frames ``(N, 4, h, w)`` (reference
+    first): the first ``frames`` of them; a shorter burst is filled with copies of the reference."""
+    aligned = np.asarray(aligned, np.float32)
+    idx = list(range(min(len(aligned), frames))) + [0] * max(0, frames - len(aligned))
+    return np.ascontiguousarray(np.concatenate([np.moveaxis(aligned[i], 0, -1) for i in idx], axis=-1))
+
+
+@dataclass(frozen=True)
+class _Recorder:
+    """A :class:`~rawlab.synth.procedural.RandomSensor` in the shape :func:`rawlab.synth.burst.simulate_burst`
+    records with (its ``noise_params`` at any ISO are the drawn ``(a, b)``)."""
+
+    cfa: str
+    black_level: tuple[float, float, float, float]
+    white_level: float
+    a: np.ndarray
+    b: np.ndarray
+
+    @property
+    def dn_range(self) -> np.ndarray:
+        return self.white_level - np.asarray(self.black_level, dtype=np.float64)
+
+    def noise_params(self, iso: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.a, self.b
+
+
+class BurstSource:
+    """Training bursts of ``crop x crop`` packed px with ``frames`` frames (module docstring).
+
+    Parameters
+    ----------
+    crop
+        Example size, packed px.
+    frames
+        ``K``: the network's frame slots.
+    seed, stream
+        The pipeline's seed and stream (train/eval never share scenes).
+    pool, reuse
+        Scenes alive at once, and consecutive batches that share them.
+    align
+        ``"true"``: alternates resampled at the true camera motion; ``"aligner"``: at the aligner's estimate.
+    full
+        Share of examples with all ``K`` frames; the others have 1 to ``K - 1``.
+    moving
+        Share of bursts with a moving object.
+    max_shift, max_rotation
+        Hand shake per frame: mosaic px per axis and degrees (:func:`rawlab.synth.burst.simulate_burst`).
+    """
+
+    def __init__(
+        self,
+        crop: int,
+        frames: int,
+        *,
+        seed: int = 0,
+        stream: int = 0,
+        pool: int = 8,
+        reuse: int = 4,
+        align: str = "true",
+        full: float = 0.5,
+        moving: float = 0.5,
+        max_shift: float = 4.0,
+        max_rotation: float = 0.25,
+    ):
+        if align not in ALIGN:
+            raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
+        self.crop, self.frames, self.seed, self.stream = int(crop), int(frames), int(seed), int(stream)
+        self.pool, self.reuse = max(1, int(pool)), max(1, int(reuse))
+        self.align, self.full, self.moving = align, float(full), float(moving)
+        self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
+        self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
+        margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
+        self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
+        self.scene_size = 2 * self.render
+        self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
+
+    def _make_scene(self, group: int, j: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.stream, 0xB5CE9E, group, j])
+        return dead_leaves(rng, self.scene_size, self.scene_size)
+
+    def burst(self, rng: np.random.Generator, k: int):
+        """A simulated burst for batch ``k`` (:class:`rawlab.synth.burst.Burst`) and the sensor drawn for it."""
+        scene = self._scene(k // self.reuse, int(rng.integers(self.pool)))
+        y, x = (int(v) for v in rng.integers(0, self.scene_size - self.render + 1, 2))
+        sensor = random_sensor(rng)
+        rec = _Recorder(sensor.cfa, sensor.black_level, sensor.white_level, sensor.a, sensor.b)
+        n = self.frames if rng.random() < self.full else int(rng.integers(1, max(2, self.frames)))
+        burst = simulate_burst(
+            rec, "procedural", 0, n, (self.size, self.size), seed=int(rng.integers(2**63)),
+            moving=bool(rng.random() < self.moving), max_shift=self.max_shift,
+            max_rotation=self.max_rotation, scene_rgb=scene[y : y + self.render, x : x + self.render],
+        )  # fmt: skip
+        return burst, sensor
+
+    def example(self, rng: np.random.Generator, k: int) -> dict[str, Any]:
+        """One example for batch ``k``: ``noisy (c, c, 4 K)`` aligned frames, ``clean (c, c, 4)``, ``a``, ``b``."""
+        burst, sensor = self.burst(rng, k)
+        h = w = self.size // 2
+        frames = burst.normalized()
+        disp = None
+        if self.align == "true":
+            disp = [true_displacements(m, h, w) for m in burst.motion]
+        aligned = aligned_frames(frames, sensor.cfa, displacements=disp)
+        c, p = self.crop, PAD
+        noisy = burst_stack(aligned[:, :, p : p + c, p : p + c], self.frames)
+        clean = np.minimum(np.moveaxis(burst.clean[0, :, p : p + c, p : p + c], 0, -1), 1.0)
+        return {
+            "noisy": noisy, "clean": np.ascontiguousarray(clean, np.float32), "a": sensor.a, "b": sensor.b,
+            "iso": float("nan"), "sensor": SENSOR, "synthetic": True, "frame_id": None, "ref_id": None,
+            "y": 0, "x": 0, "op": 0, "n_frames": burst.n_frames,
+        }  # fmt: skip
+
+
+class BurstPipeline:
+    """Batches of :class:`BurstSource` examples in the input pipeline's form (``noisy (B, c, c, 4 K)``,
+    ``clean``, ``a``, ``b``, ``iso``, ``sensor_idx``, ``synthetic``), with its determinism and prefetching: the
+    batching and the threads are :class:`rawlab.learn.input_pipeline.Pipeline`'s own (:meth:`batch`,
+    :meth:`batches`, :meth:`throughput`), bound to this class, which has no store to read."""
+
+    def __init__(self, source: BurstSource, *, batch_size: int, seed: int = 0, stream: int = 0,
+                 workers: int = 2, prefetch: int = 4):  # fmt: skip
+        import threading
+
+        self.source, self.crop = source, source.crop
+        self.batch_size, self.seed, self.stream = int(batch_size), int(seed), int(stream)
+        self.workers, self.prefetch = int(workers), max(1, int(prefetch))
+        self.sensors, self.rgb = [SENSOR], False
+        self._build = [0, 0.0]
+        self._build_lock = threading.Lock()
+
+    def example(self, k: int, i: int) -> dict[str, Any]:
+        return self.source.example(np.random.default_rng([self.seed, self.stream, k, i]), k)
+
+    from .input_pipeline import Pipeline as _P
+
+    batch, batches, throughput = _P.batch, _P.batches, _P.throughput
+    del _P

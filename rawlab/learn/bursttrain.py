@@ -1,0 +1,204 @@
+"""Training the burst model: ``rawlab train``'s loop on bursts simulated on the fly (no store needed).
+
+:func:`train_burst` is :func:`rawlab.learn.train.train_and_evaluate` with the data swapped: the batches come from
+:class:`rawlab.learn.burstdata.BurstPipeline` (procedural scenes, random sensors, hand shake, a moving object,
+alternates resampled onto the reference), the held-out batches from the same source's eval stream. Everything
+else is the trainer's own: the jitted steps (:func:`rawlab.learn.train.train_step`, whose loss takes a burst's
+``4 K`` channels with the frame's one noise law), the optimiser, the NaN guard, orbax checkpoints, resume
+(bit for bit: batch ``k`` is a pure function of ``(seed, k)``) and ``WORKDIR/config.json`` +
+``model.msgpack``, which also record the ``burst`` block (``frames``: ``K``) that inference reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from ..errors import RawlabError
+from .configs import merge, validate
+from .configs.default import get_config as default_config
+
+__all__ = ["BURST_KEYS", "burst_frames", "load_burst_config", "train_burst"]
+
+BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse")
+
+
+def burst_frames(config: dict[str, Any]) -> int | None:
+    """``K`` of a burst model's config (``config.json`` or a training config), None for a single-frame model."""
+    b = config.get("burst")
+    return int(b["frames"]) if isinstance(b, dict) and "frames" in b else None
+
+
+def load_burst_config(name_or_path: str | os.PathLike[str] = "burst", **overrides: Any) -> dict[str, Any]:
+    """The full, validated burst config: ``"burst"`` (:mod:`rawlab.learn.configs.burst`) or a ``.py`` file
+    whose ``get_config()`` returns one; ``overrides`` as :func:`rawlab.learn.configs.load_config`'s
+    (``steps=10``, ``burst__frames=4``, ``data__crop=32``). With ``burst.frames`` overridden, the spec's
+    ``in_channels`` follows (``8 K``).
+
+    Raises
+    ------
+    RawlabError
+        Unknown keys, invalid values, or a spec whose input channels are not ``8 * burst.frames``.
+    """
+    from .configs import _from_file
+    from .configs.burst import get_config as burst_config
+
+    s = os.fspath(name_or_path)
+    cfg = burst_config() if s == "burst" else _from_file(Path(s))
+    if not isinstance(cfg.get("burst"), dict):
+        raise RawlabError(f"config {s!r} has no 'burst' block: a burst model's config needs burst.frames")
+    block = merge(burst_config()["burst"], cfg.pop("burst"), "burst.")
+    full = {**merge(default_config(), cfg), "burst": block}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *path, last = key.split("__")
+        node = full
+        for p in path:
+            node = node[p]
+        node[last] = value
+    if overrides.get("burst__frames") is not None and full["model"].get("spec"):
+        full["model"]["spec"]["in_channels"] = 8 * int(block["frames"])
+    return validate_burst(validate(full))
+
+
+def validate_burst(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check a burst config's ``burst`` block against its model; returns ``cfg``."""
+    from .burstdata import ALIGN
+
+    b, spec = cfg["burst"], cfg["model"].get("spec") or {}
+    k = b["frames"]
+    problems = [
+        (isinstance(k, int) and k >= 1, f"burst.frames must be an integer >= 1, got {k!r}"),
+        (b["align"] in ALIGN, f"burst.align must be one of {', '.join(ALIGN)}, got {b['align']!r}"),
+        (
+            0 <= b["full"] <= 1 and 0 <= b["moving"] <= 1,
+            "burst.full and burst.moving must be between 0 and 1",
+        ),
+        (cfg["normalisation"]["kind"] == "noisemap", "a burst model needs normalisation.kind 'noisemap'"),
+        (
+            spec.get("in_channels") == 8 * k if isinstance(k, int) else True,
+            f"model.spec.in_channels must be 8 x burst.frames = {8 * k if isinstance(k, int) else '?'} (the "
+            f"frames and their noise maps), got {spec.get('in_channels')}",
+        ),
+    ]
+    for ok, msg in problems:
+        if not ok:
+            raise RawlabError(f"invalid burst config: {msg}")
+    return cfg
+
+
+def burst_data(cfg: dict[str, Any]):
+    """The training :class:`~rawlab.learn.burstdata.BurstPipeline` and the fixed held-out batches."""
+    from .burstdata import BurstPipeline, BurstSource
+    from .input_pipeline import EVAL_STREAM
+    from .train import _device_batch
+
+    d, b = cfg["data"], cfg["burst"]
+    kw = {k: b[k] for k in BURST_KEYS if k != "frames"}
+
+    def source(stream: int) -> BurstSource:
+        return BurstSource(d["crop"], b["frames"], seed=cfg["seed"], stream=stream, **kw)
+
+    pipeline = BurstPipeline(source(0), batch_size=d["batch_size"], seed=cfg["seed"], workers=d["workers"],
+                             prefetch=d["prefetch"])  # fmt: skip
+    ev = BurstPipeline(source(EVAL_STREAM), batch_size=d["batch_size"], seed=cfg["seed"], stream=EVAL_STREAM,
+                       workers=0)  # fmt: skip
+    return pipeline, [_device_batch(ev.batch(k)) for k in range(d["eval_batches"])]
+
+
+def train_burst(
+    config: dict[str, Any],
+    workdir: str | Path,
+    *,
+    devices=None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    echo=None,
+):
+    """Train the burst model of ``config`` (:func:`load_burst_config`) into ``workdir``, resuming from its last
+    checkpoint; returns a :class:`rawlab.learn.train.TrainResult`.
+
+    ``stop_after`` stops (with a checkpoint) at that step as if interrupted; the schedule spans ``steps``.
+
+    Raises
+    ------
+    RawlabError
+        An invalid config, a workdir holding another model, or a diverged run.
+    """
+    from ..outputs import output_folder
+    from .modelio import init_model, save_model
+    from .train import (
+        TRACES,
+        TrainedModel,
+        TrainResult,
+        _check_devices,
+        _check_workdir,
+        _compiled_steps,
+        _device_line,
+        _evaluate,
+        _Loop,
+        _Meter,
+        checkpoint_manager,
+        create_train_state,
+        resolve_precision,
+        restore_checkpoint,
+        train_steps,
+    )  # fmt: skip
+    from .trainlog import MetricsLog
+
+    t0 = time.perf_counter()
+    echo = echo or (lambda _m: None)
+    if not isinstance(config.get("burst"), dict):
+        raise RawlabError("a burst model's config needs a 'burst' block (load_burst_config gives one)")
+    rest = {k: v for k, v in config.items() if k != "burst"}
+    cfg = validate_burst({**validate(merge(default_config(), rest)), "burst": config["burst"]})
+    workdir = Path(workdir).absolute()
+    devices = list(devices or jax.devices())
+    _check_devices(devices, cfg["data"]["batch_size"])
+    echo(_device_line(devices))
+    base = {"name": cfg["name"], "model": {k: v for k, v in cfg["model"].items() if v is not None},
+            "normalisation": cfg["normalisation"], "tile": cfg["tile"], "burst": cfg["burst"]}  # fmt: skip
+    _check_workdir(workdir, init_model(base, abstract=True).config)
+    output_folder(workdir, "--workdir")
+    pipeline, eval_batches = burst_data(cfg)
+    tm = init_model(base, seed=cfg["seed"])
+    model_config = {**tm.config, "training": {**cfg, "store": None, "devices": len(devices)},
+                    "split": {"train_scenes": [], "eval_scenes": []}}  # fmt: skip
+    precision = resolve_precision(cfg["precision"], devices)
+    model_config["training"]["precision"] = precision
+    key = [tm.config["model"]["spec"], tm.config["normalisation"], cfg["optim"], cfg["steps"], cfg["loss"],
+           precision]  # fmt: skip
+    tx, repl, train_fn, eval_fn = _compiled_steps(json.dumps(key, sort_keys=True), tuple(devices))
+    mngr = checkpoint_manager(workdir, cfg["keep_checkpoints"])
+    state, start = restore_checkpoint(mngr, create_train_state(tm.params, tx, repl))
+    if start:
+        echo(f"resuming from the checkpoint at step {start} in {workdir / 'checkpoints'}")
+    stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
+    traces, log = dict(TRACES), MetricsLog(workdir, start)
+    meter = _Meter(t0, cfg["data"]["batch_size"])
+    loop = _Loop(
+        cfg, workdir, model_config, train_fn, eval_fn, pipeline, eval_batches, mngr, log, meter, echo
+    )
+    try:
+        eval_start = _evaluate(eval_fn, state.params, eval_batches) if start == 0 and stop > 0 else None
+        if eval_start is not None:
+            log.write(0, "eval", eval_start)
+        state, step = train_steps(loop, state, start, stop, progress)
+    finally:
+        log.close()
+        mngr.wait_until_finished()
+        mngr.close()
+    if stop <= start:
+        save_model(workdir, TrainedModel({**model_config, "step": start}, jax.device_get(state.params)))
+    return TrainResult(
+        workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
+        loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
+        feed=meter.feed(pipeline), wall_s=time.perf_counter() - t0,
+        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
+    )  # fmt: skip
