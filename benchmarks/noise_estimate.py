@@ -19,14 +19,15 @@ sees it (the frame draws ``b - 1/12 DN^2`` of Gaussian noise, then rounds to who
 The real crops keep some noise of their own (about ``a_src / 8`` in green), so they are used only where the
 added ``a`` is at least 1e-3, and they count in the medians.
 
-Estimators: ``old``, the green quincunx as it was before the read-noise prior (:func:`estimate_noise` with
-``prior=False, kappa=1.5``; Foi et al. per plane, before that, failed on most frames: median ``|da|/a``
-100 %), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
+Estimators: ``old``, an ablation: :func:`rawlab.noise.quincunx.estimate_noise` without the read-noise prior
+and with the texture threshold of before (``prior=False, kappa=1.5``; the estimator of commit 8618123
+measured 14.0 % and 69.8 % here, and Foi et al. per plane, before it, failed on most frames: median
+``|da|/a`` 100 %), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
 are ``|estimate - truth| / truth`` per channel; the medians are over channels and frames (photographs and real
 crops), against the targets 15 % (a) and 25 % (b). ``b`` is measurable only where the frame has signal near
 black: each frame's Cramer-Rao bound for ``b`` (:func:`b_bound`, column ``crlb b``) says how well any estimator
 could do; the frames where it is at most 10 % are summarised apart as well (the headline stays over all
-frames). About 35 s on 2 cores.
+frames). About a minute on 2 cores.
 """
 
 from __future__ import annotations

@@ -65,11 +65,36 @@ def test_offset_of_each_cfa_is_found_from_the_data():
     assert set(GREEN_OFFSETS) == {(1, -1), (-1, 1), (1, 1), (-1, -1)}
 
 
-def test_moments_layout_and_additivity(coffee):
+def test_moments_layout(coffee):
+    """G1 holds the quincunx samples (all but a 4-pixel border), R and B their own (all but 4), G2 nothing."""
     y = record(coffee, 1e-3, 1e-5, 1)
     m = green_moments(y, offset=(1, -1))
     assert m.shape[0] == 4 and m.shape[2:] == (N_TEXTURE, N_STATS)
-    assert m[[0, 2, 3]].sum() == 0 and m[1, ..., 0].sum() > 0.9 * (384 - 8) * (512 - 8)
+    assert m[2].sum() == 0 and m[1, ..., 0].sum() == (384 - 8) * (512 - 8)
+    assert m[0, ..., 0].sum() == m[3, ..., 0].sum() == (384 - 8) * (512 - 8)
+
+
+def test_red_and_blue_near_black_sharpen_b():
+    """A scene whose green keeps above 5 % of white but whose red and blue reach black (raw, not white-balanced:
+    they are the darker planes): the red and blue bins near black join the fit of ``b``. Measured over seeds
+    50-54 at (1e-3, 2e-5): green alone -32 to +19 % (its own sd 10 %), with red and blue -11 to -1 % (sd
+    2.7 %); bounds: every |db|/b under 20 %, the median under the green's alone, ``a`` untouched."""
+    from rawlab.noise.quincunx import _fit
+
+    ramp = np.broadcast_to(np.arange(512) / 511.0, (384, 512))
+    clean = np.stack([0.3 * ramp, 0.05 + 0.85 * ramp, 0.05 + 0.85 * ramp, 0.4 * ramp])
+    a, b = 1e-3, 2e-5
+    lower, _, step = clip_bounds(0.0, WHITE)
+    kw = dict(kappa=1.15, min_pixels=4000, prior=True)
+    green, both = [], []
+    for seed in range(50, 55):
+        m = green_moments(record(clean, a, b, seed), offset=(1, -1))
+        g = _fit(m, 0.0, 1.0, float(step[1]), **kw)
+        f = _fit(m, 0.0, 1.0, float(step[1]), planes=(lower, step), **kw)
+        assert f.a == g.a and f.b_sd < g.b_sd
+        green.append(abs(g.b / b - 1))
+        both.append(abs(f.b / b - 1))
+    assert max(both) < 0.2 and np.median(both) < np.median(green), (both, green)
 
 
 def test_chart_is_exact():
@@ -188,9 +213,10 @@ def test_prior_constants_are_those_the_eld_cameras_give():
 def test_fit_frames_recovers_known_parameters_on_textured_scenes():
     """Two virtual sensors (PG-1: 12 bit, black clipped at 0 DN; MP-2: 10 bit, black 64, per-channel gains and
     a conversion-gain step), every ISO, four frames each (chart, astronaut, coffee, chelsea; 384x512 mosaic).
-    Measured over 3 seeds: |da|/a at most 6.6 % (mean +3 %, sd ~3 %), |db|/b at most 15 % (sd ~7 %). Bounds:
-    max |da| 12 % and |db| 30 % (about 3-4 sd past the mean), medians 6 % and 12 %. G1 only: R and B are the
-    green carried over by span, which MP-2's per-channel gains (+-3 %) break on purpose."""
+    Measured over 3 seeds (and this test's seeds): |da|/a at most 8.4 % (9.8 %) (mean +5 %: texture, sd ~2 %),
+    |db|/b at most 9 % (sd ~3 %). Bounds: max |da| 15 % and |db| 20 % (about 4-5 sd past the mean), medians
+    8 % and 8 %. G1 only: R and B are the green carried over by span, which MP-2's per-channel gains (+-3 %)
+    break on purpose."""
     da, db = [], []
     for si in (0, 1):
         s = SENSORS[si]
@@ -212,8 +238,12 @@ def test_fit_frames_recovers_known_parameters_on_textured_scenes():
             assert np.all(fit.a_stderr > 0) and np.all(fit.b_stderr > 0)
             np.testing.assert_allclose(fit.a * step[1] / step, fit.a[1])  # one electron in every channel
     da, db = np.abs(da), np.abs(db)
-    assert da.max() < 0.12 and db.max() < 0.30, (da.round(3), db.round(3))
-    assert np.median(da) < 0.06 and np.median(db) < 0.12, (np.median(da), np.median(db))
+    n0 = len(SENSORS[0].iso_ladder)
+    for name, sl in (("PG-1", slice(0, n0)), ("MP-2", slice(n0, None))):
+        print(f"\n{name} noise-fit single (4 frames per ISO): |da|/a median {np.median(da[sl]):.1%} worst "
+              f"{da[sl].max():.1%}, |db|/b median {np.median(db[sl]):.1%} worst {db[sl].max():.1%}")  # fmt: skip
+    assert da.max() < 0.15 and db.max() < 0.20, (da.round(3), db.round(3))
+    assert np.median(da) < 0.08 and np.median(db) < 0.08, (np.median(da), np.median(db))
 
 
 def test_fit_frames_refuses_bad_input_and_flags_too_little_signal():

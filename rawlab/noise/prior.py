@@ -13,11 +13,15 @@ with ``K14 = a * 16383`` the gain in 14-bit DN per electron (the ELD cameras' AD
 rescales the post-gain noise in DN with its step, so the gain is compared in 14-bit units). The constants are
 fitted by :func:`fit_eld` on the five calibrated cameras of ``../shared/noise-anchors/eld-camera-params.json``
 (Canon 5D4, 700D, 70D, Nikon D850, Sony A7S2: the Gaussian read-noise fit of each over its gain range), with
-``S`` the spread between cameras and within each camera's fit added in quadrature. They are constants here, so
-nothing is read at run time; ``tests/test_noise_prior.py`` re-derives them when ``../shared`` is present.
+``S`` the spread between cameras and within each camera's fit added in quadrature, and the law is held at its
+ends outside the gains those cameras cover (``K_RANGE``: no extrapolation). They are constants here, so nothing
+is read at run time; ``tests/test_noise_single.py`` re-derives them when ``../shared`` is present. No frame
+of ``benchmarks/noise_estimate.py`` took part.
 
 It is weak on purpose (``S`` 0.72 in log ``sigma_e``: ``b`` within a factor 4 either way at one sd), so it
-decides ``b`` only where the frame cannot: a frame whose shadows measure ``b`` overrules it.
+decides ``b`` only where the frame cannot: a frame whose shadows measure ``b`` overrules it. Five large-sensor
+cameras are a thin sample: sensors with much post-gain noise (``b`` several DN at base gain) read higher than
+its mean, and a frame without shadows then gets a ``b`` a few times too low.
 """
 
 from __future__ import annotations

@@ -38,19 +38,31 @@ carried over through the normalisation: one electron is ``a_c = a_G span_G / spa
 ``white - black_c`` in DN) and the read noise in DN is shared, ``b_c = b_G (span_G / span_c)^2``. That is
 exact when the channels share one conversion gain (the usual case: raw data is not white-balanced, and a DNG
 ``NoiseProfile`` usually has one pair for all planes); sensors with per-channel analog gain differ from it by
-that gain (a few per cent on some phones).
+that gain (a few per cent on some phones). The same tie lets red and blue help measure ``b``: they are the
+darker planes of a raw, so they have more signal near black; their own samples (each pixel less its four
+same-colour neighbours, :func:`_plane_moments`) join the fit of ``b`` in the bins where the read term
+dominates (:func:`_with_planes`; ``a`` stays the green's).
+
+Where a frame has no signal near black, nothing in it measures ``b``: the read-noise prior of
+:mod:`rawlab.noise.prior` (the read noise in electrons of real cameras against their gain; Wei et al. 2020)
+joins the loss as one more residual, so ``b`` comes out at the prior's mean there (it used to drop to the
+rounding floor, -100 %) and where the bins do measure it the prior moves it by under 1 %.
 
 The CFA fixes where ``G2`` sits against ``G1`` (one of four diagonal offsets); without it the offset is the
 one that leaves the least residual (the three wrong stencils are not exact on gradients).
 
-Measured (``benchmarks/noise_estimate.py``, 178 frames, 384x512 mosaic): on eight photographs and three real
-raw crops recorded by eight sensors none of this was tuned on (``a`` 1.3e-5 to 3.9e-2, 146 frames), median
-``|da|/a`` 14.0 % (Foi per plane: 100 %, it fails on most frames and falls back to ``a = 0``), 13.5 % where
-the added ``a`` is at least ten times the photograph's own grain; real crops 12.3 %. ``|db|/b`` 69.8 %: ``b``
-is read from signal near black, which many photographs lack (where the fit cannot tell ``b`` from 0 it
-reports the rounding floor ``step^2 / 12``) or show only in textured shadows (read as ``b``: chelsea,
-stereo_motorcycle, immunohistochemistry, up to 1000x); on the 42 frames whose Cramer-Rao bound for ``b`` is
-at most 10 %, 15.2 %. Dead-leaves texture still fools ``a`` (median 100 %).
+:func:`estimate_noise` fits one frame (``rawlab denoise`` with no profile); :func:`fit_frames` fits the summed
+moments of several frames at one ISO, with standard errors from a bootstrap over frames (``rawlab noise-fit
+--method single``).
+
+Measured (``benchmarks/noise_estimate.py``, 384x512 mosaic): on eight photographs and three real raw crops
+recorded by eight sensors none of this was tuned on (``a`` 1.3e-5 to 3.9e-2, 146 frames), median ``|da|/a``
+12.6 % (real crops 10.4 %) and ``|db|/b`` 51.5 % (the estimator before the prior, half-octave classes and the
+red and blue: 14.0 % and 69.8 %). ``b`` is identifiable only where the frame has smooth signal near black:
+on the 42 frames whose Cramer-Rao bound for ``b`` is at most 10 %, ``|db|/b`` is 10.8 % (75 frames at most
+25 %: 16.1 %); beyond that the frame cannot say and the error is the prior's (a factor of a few) or texture
+in the shadows read as ``b``. ``kappa`` was chosen on the same photographs recorded by ten other random
+sensors (``--sensors tune``). A star field (hubble_deep_field) and dead-leaves texture still fool ``a``.
 """
 
 from __future__ import annotations
@@ -85,6 +97,13 @@ _NORM = math.sqrt(1.5)  # sqrt of the sum of the squared weights of e
 _R = 3  # the ring: the 40 sites 2 or 3 packed pixels away (Chebyshev), none sharing a pixel with the centre
 _RING = tuple((u, v) for u in range(-_R, _R + 1) for v in range(-_R, _R + 1) if max(abs(u), abs(v)) >= 2)
 _MARGIN = 1 + _R  # packed pixels lost at each border: 1 for the stencil, _R for the ring
+_R_PLANE = 3  # red and blue: the ring of 24 samples 3 packed pixels away
+_RING_PLANE = tuple(
+    (u, v)
+    for u in range(-_R_PLANE, _R_PLANE + 1)
+    for v in range(-_R_PLANE, _R_PLANE + 1)
+    if max(abs(u), abs(v)) == 3
+)
 
 
 def _texture_upper(t: np.ndarray) -> np.ndarray:
@@ -194,7 +213,33 @@ def green_moments(planes, *, offset=None, edges: np.ndarray = BIN_EDGES) -> np.n
     keep = np.isfinite(e) & np.isfinite(m) & np.isfinite(level) & np.isfinite(around)
     cells = bin_cells(around, keep, edges) * N_TEXTURE + texture_class(level)
     out[1] = binned_sums(cells, n_bins * N_TEXTURE, [m, e]).reshape(n_bins, N_TEXTURE, N_STATS)
+    for c in (0, 3):
+        out[c] = _plane_moments(p[c].astype(np.float32), edges)
     return out
+
+
+def _plane_moments(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Red or blue: each pixel less the mean of its 4 same-colour neighbours (two mosaic pixels away; weights
+    1 and 1/4 four times, so ``Var[e / sqrt(1.25)] = a x + b`` on white noise), binned by that mean; texture
+    class from the 24 samples three packed pixels away (Chebyshev), which share no pixel with the sample.
+    Coarser than the quincunx (texture leaks more), so the fit uses these only near black, where the read
+    term ``b`` dominates and texture, which scales with the signal, is faint."""
+    n_bins = len(edges) - 1
+    h, w = x.shape
+    if min(h, w) <= 2 * (1 + _R_PLANE):
+        return np.zeros((n_bins, N_TEXTURE, N_STATS))
+    m = 0.25 * (x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:])
+    e = (x[1:-1, 1:-1] - m) * np.float32(1.0 / math.sqrt(1.25))
+    e2 = e * e
+    hh, ww = e.shape
+    r = _R_PLANE
+    scale = np.float32(1.0 / len(_RING_PLANE))
+    level = sum(e2[r + u : hh - r + u, r + v : ww - r + v] for u, v in _RING_PLANE) * scale
+    around = sum(m[r + u : hh - r + u, r + v : ww - r + v] for u, v in _RING_PLANE) * scale
+    e, m = e[r:-r, r:-r], m[r:-r, r:-r]
+    keep = np.isfinite(e) & np.isfinite(m) & np.isfinite(level) & np.isfinite(around)
+    cells = bin_cells(around, keep, edges) * N_TEXTURE + texture_class(level)
+    return binned_sums(cells, n_bins * N_TEXTURE, [m, e]).reshape(n_bins, N_TEXTURE, N_STATS)
 
 
 class QuincunxEstimate:
@@ -241,6 +286,7 @@ def estimate_noise(
     offset = green_offset(cfa) if cfa else detect_offset(p[1], p[2])
     lower, upper, step = clip_bounds(black_level, white_level)
     fit = _fit(green_moments(p, offset=offset), float(lower[1]), float(upper[1]), float(step[1]), kappa=kappa,
+               planes=(lower, step),
                min_pixels=min_pixels, prior=prior)  # fmt: skip
     a, b = _carry(fit.a, fit.b, step)
     return QuincunxEstimate(a, b, fit.flags, offset)
@@ -299,7 +345,15 @@ def fit_frames(
     n_parts = len(arr)
     result = ISOFit.empty(float(iso), n_parts, "single")
     args = (float(lo[1]), float(hi[1]), float(step[1]))
-    fit = _fit(arr.sum(axis=0), *args, kappa=kappa, min_pixels=min_pixels, prior=prior, edges=edges)
+    fit = _fit(
+        arr.sum(axis=0),
+        *args,
+        kappa=kappa,
+        min_pixels=min_pixels,
+        prior=prior,
+        edges=edges,
+        planes=(lo, step),
+    )
     for f in fit.flags:
         result.flag(f)
     if not math.isfinite(fit.a):
@@ -313,7 +367,16 @@ def fit_frames(
         draws = []
         for _ in range(bootstrap):  # the selection of the full fit, one round from its (a, b): fast
             pick = arr[rng.integers(n_parts, size=n_parts)].sum(axis=0)
-            f = _fit(pick, *args, kappa=kappa, min_pixels=min_pixels, prior=prior, edges=edges, start=fit)
+            f = _fit(
+                pick,
+                *args,
+                kappa=kappa,
+                min_pixels=min_pixels,
+                prior=prior,
+                edges=edges,
+                start=fit,
+                planes=(lo, step),
+            )
             if math.isfinite(f.a):
                 draws.append((f.a, max(f.b, float(step[1]) ** 2 / 12.0)))
         if len(draws) >= 2:
@@ -378,27 +441,41 @@ def _envelope(z: np.ndarray) -> np.ndarray:
     return np.where(z > 0, _ROBUST * np.sqrt(np.log1p((up / _ROBUST) ** 2)), z)
 
 
-def _solve(xm, v, n, a0, b0, lo, hi, step, prior: bool) -> tuple[float, float, float, float]:
+def _solve(groups, a0, b0, prior: bool, fix_a: bool = False) -> tuple[float, float, float, float]:
     """``(a, b) >= 0`` minimising the lower-envelope loss of the log-ratios of observed to modelled bin
     variance, each in units of its sampling sd (``sqrt(2 / n)``), plus the read-noise prior's term
     (:func:`rawlab.noise.prior.prior_residual`) if ``prior``; and the sd of ``a`` and ``b`` from the loss's
-    Gauss-Newton curvature."""
+    Gauss-Newton curvature. ``groups``: ``(xm, v, n, ratio, lo, hi, step)`` per channel, whose ``(a, b)`` are
+    the green's times ``(ratio, ratio^2)``."""
     from scipy.optimize import least_squares
 
     sa, sb = max(a0, 1e-9), max(b0, 1e-12)
-    # Bins mostly clipped (a saturated sky, a black-clipped shadow) say little and depend on the tail of the
-    # model: left out, as in rawlab.noise.fit (fewer than a quarter of the pixels unclipped).
-    use = _model(xm, a0, b0, lo, hi, step, inside=True)[1] >= 0.25
-    xm, v, n = xm[use], v[use], n[use]
+    used = []
+    for xm, v, n, r, lo, hi, step in groups:
+        # Bins mostly clipped (a saturated sky, a black-clipped shadow) say little and depend on the tail of
+        # the model: left out, as in rawlab.noise.fit (fewer than a quarter of the pixels unclipped).
+        keep = _model(xm, a0 * r, b0 * r * r, lo, hi, step, inside=True)[1] >= 0.25
+        used.append((xm[keep], v[keep], n[keep], r, lo, hi, step))
 
     def res(q):
-        model = np.maximum(_model(xm, q[0] * sa, q[1] * sb, lo, hi, step), 1e-30)
-        r = _envelope(np.sqrt(n / 2.0) * np.log(v / model))
-        return np.append(r, prior_residual(q[0] * sa, q[1] * sb)) if prior else r
+        if fix_a:
+            q = (a0 / sa, q[0])
+        out = []
+        for xm, v, n, r, lo, hi, step in used:
+            model = np.maximum(_model(xm, q[0] * sa * r, q[1] * sb * r * r, lo, hi, step), 1e-30)
+            out.append(_envelope(np.sqrt(n / 2.0) * np.log(v / model)))
+        if prior:
+            out.append([prior_residual(q[0] * sa, q[1] * sb)])
+        return np.concatenate(out)
 
-    out = least_squares(res, [a0 / sa, b0 / sb], bounds=([0.0, 0.0], [np.inf, np.inf]))
-    q = out.x
-    cov = np.linalg.pinv(out.jac.T @ out.jac)
+    if fix_a:
+        fit = least_squares(res, [b0 / sb], bounds=([0.0], [np.inf]))
+        q = np.array([a0 / sa, fit.x[0]])
+        sd = np.array([math.nan, math.sqrt(max(np.linalg.pinv(fit.jac.T @ fit.jac)[0, 0], 0.0))])
+        return float(q[0] * sa), float(q[1] * sb), float(sd[0]), float(sd[1] * sb)
+    fit = least_squares(res, [a0 / sa, b0 / sb], bounds=([0.0, 0.0], [np.inf, np.inf]))
+    q = fit.x
+    cov = np.linalg.pinv(fit.jac.T @ fit.jac)
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     return float(q[0] * sa), float(q[1] * sb), float(sd[0] * sa), float(sd[1] * sb)
 
@@ -428,24 +505,29 @@ def fit_green(moments: np.ndarray, lower: float, upper: float, step: float, *, k
     return fit.a, fit.b, fit.flags
 
 
-def _fit(moments, lower, upper, step, *, kappa, min_pixels, prior, edges=BIN_EDGES, start=None) -> _GreenFit:
+def _fit(moments, lower, upper, step, *, kappa, min_pixels, prior, edges=BIN_EDGES, start=None,
+         planes=None) -> _GreenFit:  # fmt: skip
     """:func:`fit_green`'s work. Where too few samples pass the texture threshold (a frame that is texture
-    nearly everywhere), the threshold is relaxed (``kappa`` times 1.5, 2, 3) before giving up: a looser
+    nearly everywhere), the threshold is relaxed (``kappa`` times 1.5 up to 8) before giving up: a looser
     selection lets some texture in, but says more than nothing. ``start``: a previous :class:`_GreenFit`
-    whose selection and ``(a, b)`` are reused for one round (the bootstrap of :func:`fit_frames`)."""
+    whose selection and ``(a, b)`` are reused for one round (the bootstrap of :func:`fit_frames`).
+    ``planes``: ``(lower, step)`` per channel (4,), to add the red and blue samples near black
+    (:func:`_with_planes`); ``None``: green only."""
+    kw = dict(min_pixels=min_pixels, prior=prior, edges=edges, planes=planes)
     if start is not None:
-        return _fit_once(moments, lower, upper, step, kappa=kappa, min_pixels=min_pixels, prior=prior,
-                         edges=edges, start=start)  # fmt: skip
+        return _fit_once(moments, lower, upper, step, kappa=kappa, start=start, **kw)
     for relax in _RELAX:
-        fit = _fit_once(moments, lower, upper, step, kappa=kappa * relax, min_pixels=min_pixels, prior=prior,
-                        edges=edges)  # fmt: skip
+        fit = _fit_once(moments, lower, upper, step, kappa=kappa * relax, **kw)
         if math.isfinite(fit.a) or not fit.flags[0].startswith("too little"):
             return fit
     return fit
 
 
-def _fit_once(moments, lower, upper, step, *, kappa, min_pixels, prior, edges, start=None) -> _GreenFit:
-    g = np.asarray(moments, np.float64)[1]  # (bins, classes, stats)
+def _fit_once(
+    moments, lower, upper, step, *, kappa, min_pixels, prior, edges, planes, start=None
+) -> _GreenFit:
+    m = np.asarray(moments, np.float64)
+    g = m[1]  # (bins, classes, stats)
     counts = g[:, :, 0]
     upper_edge = _texture_upper(np.arange(N_TEXTURE))[None, :]
     if start is None:
@@ -464,7 +546,8 @@ def _fit_once(moments, lower, upper, step, *, kappa, min_pixels, prior, edges, s
         xm, v, nk = sel[ok, 1] / n[ok], sel[ok, 4] / n[ok], n[ok]
         if not np.isfinite(a):  # start: a line through the bins' lower envelope, far from the bounds
             a, b = _start(xm, v, nk, lower, upper)
-        a, b, a_sd, b_sd = _solve(xm, v, nk, a, b, lower, upper, step, prior)
+        green = [(xm, v, nk, 1.0, lower, upper, step)]
+        a, b, a_sd, b_sd = _solve(green, a, b, prior)
         if not a + b > 0:
             return _GreenFit(flags=["the green fit found no noise"])
         if start is None:
@@ -472,7 +555,41 @@ def _fit_once(moments, lower, upper, step, *, kappa, min_pixels, prior, edges, s
             limit = kappa * np.maximum(_model(centre, a, b, lower, upper, step), 1e-30)
     if np.ptp(xm) <= 0:
         return _GreenFit(flags=["the green signal spans one bin: a cannot be told from b"])
+    if planes is not None and (m[0, ..., 0].any() or m[3, ..., 0].any()):
+        b, b_sd = _with_planes(m, green, a, b, b_sd, kappa, prior, planes, edges, 1 if start else 2)
     return _GreenFit(a, b, a_sd, b_sd, int(nk.sum()), limit)
+
+
+def _with_planes(m, green, a, b, b_sd, kappa, prior, planes, edges, rounds):
+    """Refit ``b`` (``a`` kept: the green measures it best) with the red and blue bins near black added to the
+    green ones: bins where the model's read term is at least its shot term (``a_c x <= b_c``), of the
+    texture classes up to ``kappa`` times the model. (A threshold from the bins' own levels, which would let
+    them correct a green ``b`` far too low, also lets dark texture in: on the tuning sensors it doubled the
+    median ``|db|/b``.) Red and blue are darker than green in a raw (not white-balanced), so they add signal near black,
+    where ``b`` is measured; their ``(a, b)`` are the green's carried over by span, as :func:`estimate_noise`
+    reports them."""
+    lower4, step4 = (np.broadcast_to(np.asarray(v, np.float64), (4,)) for v in planes)
+    ratio = step4 / step4[1]
+    upper_edge = _texture_upper(np.arange(N_TEXTURE))[None, :]
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    for _ in range(rounds):
+        groups = list(green)
+        for c in (0, 3):
+            r, lo, st = float(ratio[c]), float(lower4[c]), float(step4[c])
+            model = _model(np.clip(centre, lo, 1.0), a * r, b * r * r, lo, 1.0, st)
+            sel = (m[c] * (upper_edge <= kappa * np.maximum(model, 1e-30)[:, None])[..., None]).sum(axis=1)
+            n = sel[:, 0]
+            xm = sel[:, 1] / np.maximum(n, 1.0)
+            v = sel[:, 4] / np.maximum(n, 1.0)
+            ok = (
+                (n >= _MIN_BIN) & (v > 0) & (a * r * np.maximum(xm, 0.0) <= b * r * r)
+            )  # the read term dominates
+            if ok.any():
+                groups.append((xm[ok], v[ok], n[ok], r, lo, 1.0, st))
+        if len(groups) == 1:
+            break
+        _, b, _, b_sd = _solve(groups, a, b, prior, fix_a=True)
+    return b, b_sd
 
 
 def _start(xm, v, n, lo, hi) -> tuple[float, float]:
