@@ -18,8 +18,8 @@ from ._common import _cluster_options, _reporting, main
     type=click.Choice(["auto", "paired", "single"]),
     default="auto",
     show_default=True,
-    help="paired: noisy frames against clean references; single: each frame alone (Foi et al. 2008); "
-    "auto: pairs where the sensor has them.",
+    help="paired: noisy frames against clean references; single: each frame alone (the green quincunx, "
+    "texture-robust; R and B carried over by span); auto: pairs where the sensor has them.",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Profile file to write.")
 @click.option(
