@@ -310,3 +310,22 @@ def test_synth_writes_a_calibrated_sensors_frames_with_physics_noise(tmp_path):
     assert [f.read_bytes() for f in files] == [f.read_bytes() for f in sorted(again.out.rglob("*.dng"))]
     with pytest.raises(RawlabError, match="outside the calibrated ISOs"):
         write_physics_dataset(tmp_path / "bad", cal, isos=[100, 6400], size=(64, 48))
+
+
+def test_synth_cli_physics_writes_what_the_library_writes(tmp_path):
+    from rawlab.cli import main
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps(_doc(_iso(100, k=0.4, read=3.0, row=1.0, lam=-0.1),
+                                   _iso(1600, k=6.4, read=30.0, row=12.0, dsnu=5.0, lam=-0.1))))  # fmt: skip
+    from rawlab.synth.physics import write_physics_dataset
+
+    args = ["synth", str(tmp_path / "cli"), "--physics", str(cal), "--size", "64x48", "--scenes", "2"]
+    r = CliRunner().invoke(main, [*args, "--clean-frames", "1", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert "physics noise" in r.output
+    lib = write_physics_dataset(tmp_path / "lib", cal, seed=1, size=(64, 48), n_scenes=2, n_clean=1)
+    cli_files = sorted((tmp_path / "cli").rglob("*.dng"))
+    assert [f.read_bytes() for f in cli_files] == [f.read_bytes() for f in sorted(lib.out.rglob("*.dng"))]
+    both = CliRunner().invoke(main, [*args, "--burst", "4"])
+    assert both.exit_code == 2 and "choose one of --burst and --physics" in both.output
+    assert "Traceback" not in both.output

@@ -65,7 +65,23 @@ from ._common import _cluster_options, _Group, _reporting, _size, main
     show_default=True,
     help="With --burst: a textured disc moves across the scene between frames (its mask in the truth).",
 )
-def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, moving):
+@click.option(
+    "--physics",
+    "physics",
+    default=None,
+    type=click.Path(exists=True),
+    help="Write the scenes as recorded by a calibrated sensor instead: physics noise (shot noise through the "
+    "gain K, PRNU, dark current, Tukey-lambda read noise, row noise, DSNU, rounding and clipping) drawn from this "
+    "calibration.json of `rawlab calibrate` (or its folder); --sensors is unused.",
+)
+@click.option(
+    "--physics-sensor",
+    default=None,
+    help="With --physics: which calibrated sensor, when the calibration holds several.",
+)
+def synth(
+    out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, moving, physics, physics_sensor
+):
     """Write a synthetic dataset of real DNG files with known noise.
 
     Writes OUT/<sensor>/<scene>/*.dng, each scene shot at the base ISO (clean) and up the sensor's ISO
@@ -73,12 +89,29 @@ def synth(out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, m
     OUT/truth.json with the true noise parameters (rawlab.noise/1 schema). With --calibration, writes
     OUT/<sensor>/darks/ and OUT/<sensor>/flats/ for `rawlab calibrate` (--scenes and --clean-frames unused).
     With --burst N, writes bursts of N frames per sensor, scene and ISO for `rawlab burst merge`, their
-    motion, moving object and clean reference in OUT/truth.json.
+    motion, moving object and clean reference in OUT/truth.json. With --physics CALIBRATION, writes the same
+    layout as recorded by a calibrated sensor (physics noise, rawlab.noise.physics).
     """
     from ..synth import get_sensors, write_dataset
     from ..synth.generate import plan_dataset
 
     t0 = time.perf_counter()
+    chosen = [o for o, on in (("--calibration", calibration), ("--burst", n_burst is not None),
+                              ("--physics", physics)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one of {' and '.join(chosen)}: each writes a different dataset")
+    if physics:
+        from ..synth.physics import plan_physics_dataset, write_physics_dataset
+
+        kw = {"sensor": physics_sensor, "seed": seed, "n_scenes": n_scenes, "n_clean": n_clean}
+        with _reporting("synth", len(plan_physics_dataset(physics, **kw))) as report:
+            summary = write_physics_dataset(out, physics, size=size, progress=report["progress"], **kw)
+        click.echo(
+            f"synth: wrote {summary.n_files} DNG files ({summary.nbytes / 1e6:.1f} MB) with physics noise from "
+            f"{physics}, {summary.n_scenes} scenes at {size[0]}x{size[1]} to {summary.out}; truth in "
+            f"{summary.truth_path} ({time.perf_counter() - t0:.1f} s)"
+        )
+        return
     if calibration:
         from ..synth.calibration import CALIBRATION_SENSORS, plan_calibration, write_calibration_set
 
