@@ -173,3 +173,24 @@ def test_denoise_burst_bad_input_is_one_line(tiny_model, bursts, tmp_path):
     assert "not both" in line
     one = run(main, ["denoise", "--burst", frames[0], "--model", str(tiny_model), "--out", str(tmp_path)])
     assert one.exit_code == 1 and "at least two frames" in one.output
+
+
+@pytest.mark.slow
+def test_tflite_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_path):
+    """``rawlab export`` takes the burst model's 8 K input channels: float32 parity with JAX on simulated bursts
+    (the exporter's own 1e-4 tolerance), and ``denoise --burst`` runs the .tflite."""
+    import rawpy
+
+    out = tmp_path / "burst.tflite"
+    result = CliRunner().invoke(main, ["export", str(tiny_model), "--out", str(out), "--tile", "48"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_name("burst.tflite.json").read_text())
+    assert meta["export"]["input"]["shape"] == [1, 48, 48, 16] and meta["export"]["parity"]["max_abs"] < 1e-4
+    assert "simulated bursts" in meta["export"]["parity"]["crops"]
+    frames = sorted(str(p) for p in (bursts / "burst_iso800").glob("*.dng"))
+    res = CliRunner().invoke(
+        main, ["denoise", "--burst", *frames, "--model", str(out), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    with rawpy.imread(str(tmp_path / "burst_iso800.dng")) as raw:
+        assert raw.raw_image.shape == (96, 128)

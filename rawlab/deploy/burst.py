@@ -25,7 +25,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import RawlabError
 
-__all__ = ["BurstDenoised", "burst_model", "denoise_burst", "denoise_burst_files"]
+__all__ = ["BurstDenoised", "burst_crops", "burst_model", "denoise_burst", "denoise_burst_files"]
 
 
 @dataclass
@@ -78,6 +78,28 @@ def burst_model(path: str | os.PathLike[str], *, num_threads: int | None = None)
             "directory (scripts/train_burst.py --workdir) or drop --burst"
         )
     return runner, k
+
+
+def burst_crops(source, size: int, n: int, model, *, split: str = "eval", seed: int = 0):
+    """Crops for a burst model's export (:func:`rawlab.deploy.export.export_tflite`: int8 calibration and the
+    parity check), in :func:`rawlab.deploy.crops.find_crops`' form: ``n`` bursts of ``size`` packed px simulated
+    by the training source (:class:`rawlab.learn.burstdata.BurstSource`, its held-out stream for ``"eval"``),
+    ``noisy`` the ``4 K`` aligned frames, ``a`` and ``b`` tiled to match, ``clean`` the reference's truth.
+    ``source`` is not used (a burst model trains on no store)."""
+    from ..learn.burstdata import BurstSource
+    from ..learn.bursttrain import burst_frames
+    from ..learn.input_pipeline import EVAL_STREAM, TRAIN_STREAM
+    from .crops import Crop
+
+    k = burst_frames(model.config)
+    stream = EVAL_STREAM if split == "eval" else TRAIN_STREAM
+    src = BurstSource(size, k, seed=seed, stream=stream, pool=1, reuse=max(1, n), full=1.0)
+    crops = []
+    for i in range(n):
+        ex = src.example(np.random.default_rng([seed, stream, i]), 0)
+        a, b = (np.tile(np.asarray(ex[v], np.float32), k) for v in ("a", "b"))
+        crops.append(Crop(ex["noisy"], ex["clean"], a, b, f"simulated burst {i} ({k} frames)"))
+    return crops, f"simulated bursts ({k} frames, procedural scenes, {split} stream)"
 
 
 def denoise_burst(

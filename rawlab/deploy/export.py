@@ -302,21 +302,26 @@ def export_tflite(
     model, size, overlap = load_model_tile(model_dir, tile)
     # Crops: training scenes to calibrate, held-out scenes to check.
     source, why = crop_source(model.config, calibration)
-    if source is None:
+    # A burst model (rawlab.deploy.burst) takes simulated bursts, not single-frame crops.
+    burst = bool(model.config.get("burst"))
+    if source is None and not burst:
         say(
             f"warning: {why}: calibrating and checking on synthetic crops; int8 accuracy on real data may be "
             "worse. Pass --calibration STORE"
         )
-    eval_crops, described = find_crops(source, size, n_eval, model, split="eval", seed=seed)
+    crops = find_crops
+    if burst:
+        from .burst import burst_crops as crops
+    eval_crops, described = crops(source, size, n_eval, model, split="eval", seed=seed)
     calib_crops, calib_described = (
-        find_crops(source, size, n_calibration, model, split="train", seed=seed + 1)
+        crops(source, size, n_calibration, model, split="train", seed=seed + 1)
         if quantize == "int8"
         else ([], None)
     )
     norm = model.normalisation
 
     tf, jax2tf = _tensorflow()
-    c = norm.channels
+    c = model.spec.in_channels  # the normalisation's channels; a burst model's 8 K
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         converted = jax2tf.convert(model.network_fn(), with_gradient=False)
