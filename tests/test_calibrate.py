@@ -166,3 +166,18 @@ def test_user_mistakes_are_rawlab_errors(cal2, client, tmp_path):
         )
     with pytest.raises(RawlabError, match=r"does not exist|no such"):
         calibrate([str(tmp_path / "missing")], options=RunOptions(client=client))
+
+
+@pytest.mark.parametrize("lam", [-0.15, 0.0, 0.14])
+def test_the_tukey_ppcc_fit_is_scipys(lam):
+    """The closed-form PPCC maximum finds what ``scipy.stats.ppcc_max`` and ``probplot`` find on the same sample
+    (both run Brent on 1 - r over the same Filliben medians; they differ by float rounding only)."""
+    from scipy import stats
+
+    from rawlab.calibrate.stats import _ppcc
+
+    x = stats.tukeylambda(lam).rvs(size=20000, random_state=np.random.default_rng(3))
+    ref = float(stats.ppcc_max(x, brack=(-0.3, 0.3), dist="tukeylambda"))
+    (_, _), (_, _, r) = stats.probplot(x, sparams=(ref,), dist="tukeylambda")
+    got, quality = _ppcc(x)
+    assert got == pytest.approx(ref, abs=1e-5) and quality == pytest.approx(r, abs=1e-9)
