@@ -42,8 +42,9 @@ def test_true_motion_of_whole_bayer_periods_aligns_exactly():
 
 def test_training_bursts_are_aligned_by_their_true_motion():
     """Sub-pixel shake and rotation (no moving object): the noise-free frames resampled at the true motion land
-    on the reference, far closer than unaligned (under half the error; what is left is the aliasing of
-    pixel-scale textures, which no resampler undoes) and than at the opposite displacement (the sign)."""
+    on the reference: under half the error left unaligned (a frame moved by about a pixel starts close) and under
+    0.3 of the error at the opposite displacement (the sign); what is left is the Bayer planes' aliasing of
+    one-pixel detail, which no resampler undoes (whole-period shifts, above, are exact)."""
     src = BurstSource(32, 4, moving=0.0, full=1.0, seed=3)
     burst, sensor = src.burst(np.random.default_rng(7), 0)
     assert burst.n_frames == 4 and not burst.masks.any()
@@ -58,7 +59,7 @@ def test_training_bursts_are_aligned_by_their_true_motion():
 
     for k in range(1, 4):
         err, unaligned, opposite = rms(aligned[k]), rms(burst.clean[k]), rms(wrong[k])
-        assert err < 0.5 * unaligned and err < 0.5 * opposite, (k, err, unaligned, opposite)
+        assert err < 0.5 * unaligned and err < 0.3 * opposite, (k, err, unaligned, opposite)
 
 
 def test_training_bursts_have_the_drawn_noise_law():

@@ -181,7 +181,7 @@ class BurstSource:
         self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
-        self.scene_size = 2 * self.render
+        self.scene_size = self.render  # at mosaic resolution: upsampled to the render's SUPERSAMPLE (see burst)
         self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
 
     def _make_scene(self, group: int, j: int) -> np.ndarray:
@@ -190,15 +190,23 @@ class BurstSource:
 
     def burst(self, rng: np.random.Generator, k: int):
         """A simulated burst for batch ``k`` (:class:`rawlab.synth.burst.Burst`) and the sensor drawn for it."""
+        from scipy.ndimage import zoom
+
         scene = self._scene(k // self.reuse, int(rng.integers(self.pool)))
-        y, x = (int(v) for v in rng.integers(0, self.scene_size - self.render + 1, 2))
+        n = self.render // SUPERSAMPLE
+        y, x = (int(v) for v in rng.integers(0, self.scene_size - n + 1, 2))
+        # The procedural scene is drawn at mosaic resolution (its finest detail one mosaic pixel, as in
+        # ProceduralSource) and upsampled for simulate_burst's supersampled render: drawn at the render's own
+        # resolution, detail at half a mosaic pixel aliases so hard in the Bayer planes that no resampler can
+        # move it by a sub-pixel shift, and the alternates would carry no information.
+        render = zoom(scene[y : y + n, x : x + n], (SUPERSAMPLE, SUPERSAMPLE, 1), order=1)
         sensor = random_sensor(rng)
         rec = _Recorder(sensor.cfa, sensor.black_level, sensor.white_level, sensor.a, sensor.b)
         n = self.frames if rng.random() < self.full else int(rng.integers(1, max(2, self.frames)))
         burst = simulate_burst(
             rec, "procedural", 0, n, (self.size, self.size), seed=int(rng.integers(2**63)),
             moving=bool(rng.random() < self.moving), max_shift=self.max_shift,
-            max_rotation=self.max_rotation, scene_rgb=scene[y : y + self.render, x : x + self.render],
+            max_rotation=self.max_rotation, scene_rgb=render,
         )  # fmt: skip
         return burst, sensor
 
