@@ -181,7 +181,7 @@ class BurstSource:
         self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
-        self.scene_size = self.render  # at mosaic resolution: upsampled to the render's SUPERSAMPLE (see burst)
+        self.scene_size = self.render  # mosaic px: upsampled to the render in burst()
         self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
 
     def _make_scene(self, group: int, j: int) -> np.ndarray:
