@@ -45,7 +45,15 @@ import numpy as np
 from .._version import __version__
 from ..bayer import unpack
 from ..noise.profile import ISOProfile, NoiseProfileSet, SensorProfile, save_profiles
-from .generate import TRUTH_DIR, SynthSummary, check_size, sensor_dirname, simulate_frame, write_frame
+from .generate import (
+    TRUTH_DIR,
+    SynthSummary,
+    check_size,
+    frame_tags,
+    sensor_dirname,
+    simulate_frame,
+    write_frame,
+)
 from .procedural import mosaic
 from .scenes import NATURAL_SCENES, render_scene_rgb
 from .sensors import VirtualSensor, get_sensors
@@ -456,22 +464,12 @@ def write_bursts(
             sensor, plan.scene, plan.iso, n_frames, size, seed=np.random.SeedSequence([seed, 0xB0257, bi]),
             moving=moving, brightness=plan.brightness, exposure_time=plan.exposure_time, scene_rgb=scene_rgb,
         )  # fmt: skip
-        a, b = sensor.noise_params(plan.iso)
         for k, planes in enumerate(burst.frames):
             path = out / plan.frame_relpath(k)
             write_frame(
                 path,
                 unpack(planes, sensor.cfa),
-                cfa=sensor.cfa,
-                black_level=sensor.black_level,
-                white_level=sensor.white_level,
-                make=sensor.make,
-                model=sensor.model,
-                iso=plan.iso,
-                exposure_time=plan.exposure_time,
-                as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
-                color_matrix1=sensor.xyz_to_cam,
-                noise_profile=[(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])],
+                **frame_tags(sensor, plan.iso, plan.exposure_time),
                 # Capture times in frame order, a second apart (EXIF DateTime holds whole seconds), one
                 # minute between bursts: a catalog can tell the sequence from the times alone.
                 datetime=_T0 + _dt.timedelta(minutes=bi, seconds=k),

@@ -330,7 +330,7 @@ def write_calibration_set(
         If ``out`` cannot be written, or ``n_sensors`` is outside 1..len(CALIBRATION_SENSORS).
     """
     from ..outputs import output_folder
-    from .generate import check_size, write_frame
+    from .generate import check_size, frame_tags, write_frame
 
     width, height = size
     if width % 2 or height % 2 or width < 16 or height < 16:
@@ -352,19 +352,8 @@ def write_calibration_set(
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0xCA1, p.sensor_index, i]))
         planes = simulate_calibration_frame(s, pats[p.sensor_index], p.iso, p.kind, p.exposure_time, rng)
         path = out / p.relpath
-        write_frame(
-            path,
-            unpack(planes, s.base.cfa),
-            cfa=s.base.cfa,
-            black_level=s.base.black_level,
-            white_level=s.base.white_level,
-            make=s.base.make,
-            model=s.base.model,
-            iso=p.iso,
-            exposure_time=p.exposure_time,
-            as_shot_neutral=[1.0 / g for g in s.base.wb_gains],
-            color_matrix1=s.base.xyz_to_cam,
-        )
+        tags = frame_tags(s.base, p.iso, p.exposure_time, noise_profile=False)
+        write_frame(path, unpack(planes, s.base.cfa), **tags)
         nbytes += path.stat().st_size
         if progress is not None:
             progress(1)

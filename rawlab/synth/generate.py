@@ -51,6 +51,7 @@ __all__ = [
     "SynthSummary",
     "available_memory",
     "check_size",
+    "frame_tags",
     "plan_dataset",
     "simulate_frame",
     "truth_rgb_relpath",
@@ -128,6 +129,21 @@ def simulate_frame(
     black = np.asarray(sensor.black_level, dtype=np.float64)[:, None, None]
     dn = np.rint(black + x * (sensor.white_level - black))
     return np.clip(dn, 0, sensor.white_level).astype(np.uint16)
+
+
+def frame_tags(sensor: VirtualSensor, iso: int, exposure_time: float, *, noise_profile: bool = True) -> dict:
+    """The DNG tags a virtual sensor writes on a frame (:func:`rawlab.dng.write_dng` keywords): CFA, levels,
+    make and model, ISO and exposure, white balance and colour matrix and, with ``noise_profile``, the true
+    NoiseProfile at ``iso`` (one ``(S, O)`` pair per colour plane: R, G (mean of G1, G2), B)."""
+    tags = {
+        "cfa": sensor.cfa, "black_level": sensor.black_level, "white_level": sensor.white_level,
+        "make": sensor.make, "model": sensor.model, "iso": iso, "exposure_time": exposure_time,
+        "as_shot_neutral": [1.0 / g for g in sensor.wb_gains], "color_matrix1": sensor.xyz_to_cam,
+    }  # fmt: skip
+    if noise_profile:
+        a, b = sensor.noise_params(iso)
+        tags["noise_profile"] = [(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])]
+    return tags
 
 
 def write_frame(path: Path, mosaic: np.ndarray, **tags) -> None:
@@ -306,23 +322,8 @@ def write_dataset(
             np.random.SeedSequence([seed, plan.sensor_index, plan.scene_index, plan.frame_index])
         )
         planes = simulate_frame(scene_cache[key], sensor, plan.iso, rng)
-        a, b = sensor.noise_params(plan.iso)
         path = out / plan.relpath
-        write_frame(
-            path,
-            unpack(planes, sensor.cfa),
-            cfa=sensor.cfa,
-            black_level=sensor.black_level,
-            white_level=sensor.white_level,
-            make=sensor.make,
-            model=sensor.model,
-            iso=plan.iso,
-            exposure_time=plan.exposure_time,
-            as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
-            color_matrix1=sensor.xyz_to_cam,
-            # DNG NoiseProfile has one (S, O) pair per colour plane: R, G (mean of G1, G2), B.
-            noise_profile=[(a[0], b[0]), ((a[1] + a[2]) / 2, (b[1] + b[2]) / 2), (a[3], b[3])],
-        )
+        write_frame(path, unpack(planes, sensor.cfa), **frame_tags(sensor, plan.iso, plan.exposure_time))
         nbytes += path.stat().st_size
         if progress is not None:
             progress(1)

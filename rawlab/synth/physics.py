@@ -31,6 +31,7 @@ from .generate import (
     SynthSummary,
     _scenes,
     check_size,
+    frame_tags,
     plan_dataset,
     truth_rgb_relpath,
     write_frame,
@@ -90,10 +91,8 @@ def record_dataset(
         )
         planes = record(cache[plan.scene_index], plan.iso, plan.exposure_time, rng)
         path = out / plan.relpath
-        write_frame(path, unpack(planes, sensor.cfa), cfa=sensor.cfa, black_level=sensor.black_level,
-                    white_level=sensor.white_level, make=sensor.make, model=sensor.model, iso=plan.iso,
-                    exposure_time=plan.exposure_time, as_shot_neutral=[1.0 / g for g in sensor.wb_gains],
-                    color_matrix1=sensor.xyz_to_cam)  # fmt: skip
+        tags = frame_tags(sensor, plan.iso, plan.exposure_time, noise_profile=False)
+        write_frame(path, unpack(planes, sensor.cfa), **tags)
         nbytes += path.stat().st_size
         if progress is not None:
             progress(1)
