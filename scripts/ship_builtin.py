@@ -33,6 +33,11 @@ def main() -> None:
     ap.add_argument("workdir", type=Path, help="the trained model directory (rawlab train --workdir)")
     ap.add_argument("--hardware", required=True, help="what it trained on, e.g. '2-core CPU'")
     ap.add_argument("--note", default="", help="anything a reader of the config should know")
+    ap.add_argument(
+        "--stage-command",
+        default=None,
+        help="the command that trained this stage, when it was not the default one (another --config)",
+    )
     args = ap.parse_args()
     model = load_model(args.workdir)  # checks it loads
     config = json.loads((args.workdir / CONFIG).read_text())
@@ -43,7 +48,8 @@ def main() -> None:
         before = json.loads((BUILTIN_DIR / CONFIG).read_text()).get("builtin", {})
         n = len(before.get("stages", [None])) + 1
         prev = "runs/builtin" if n == 2 else f"runs/builtin-{n - 1}"
-        retrain = [*before.get("retrain", []), STAGE.format(prev=prev, n=n, steps=steps)]
+        stage = args.stage_command or STAGE.format(prev=prev, n=n, steps=steps)
+        retrain = [*before.get("retrain", []), stage]
         stages = [*before.get("stages", [before.get("steps")]), steps]
     else:
         retrain, stages = [c.format(steps=steps) for c in RETRAIN], [steps]
