@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rawlab.cli import main
+from rawlab.errors import RawlabError
 from rawlab.learn.burstdata import BurstSource, aligned_frames, burst_stack, true_displacements
 from rawlab.learn.bursttrain import load_burst_config, train_burst
 
@@ -76,7 +77,16 @@ def test_training_bursts_have_the_drawn_noise_law():
     assert abs(z2.mean() - 1) < 5 * math.sqrt(2 / z2.size) + 0.02, z2.mean()  # 0.02: clipping at 1, shot skew
 
 
-def test_model_shape_contract():
+def _write_config(tmp_path, burst: dict):
+    path = tmp_path / "my_burst.py"
+    path.write_text(
+        "from rawlab.learn.configs.burst import get_config as base\n\n\ndef get_config():\n"
+        f"    c = base()\n    c['burst'].update({burst!r})\n    return c\n"
+    )
+    return path
+
+
+def test_model_shape_contract(tmp_path):
     """K frames as channels plus a noise map each: in 8K, out 4; an untrained network is the reference frame."""
     from rawlab.learn.modelio import init_model
     from rawlab.learn.models import burst_spec
@@ -85,6 +95,10 @@ def test_model_shape_contract():
     assert (spec.in_channels, spec.out_channels) == (64, 4)
     cfg = load_burst_config("burst", burst__frames=3)
     assert cfg["model"]["spec"]["in_channels"] == 24
+    with pytest.raises(RawlabError, match="a_range"):
+        load_burst_config("burst", burst__a_range=[1e-2, 1e-3])
+    with pytest.raises(RawlabError, match=r"unknown config key 'burst\.nope'"):
+        load_burst_config(_write_config(tmp_path, {"nope": 1}))
     tm = init_model({"model": {"spec": spec.to_dict()}, "burst": {"frames": 8}})
     ex = BurstSource(32, 8, seed=1).example(np.random.default_rng(0), 0)
     assert ex["noisy"].shape == (32, 32, 32) and ex["clean"].shape == (32, 32, 4)

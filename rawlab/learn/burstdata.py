@@ -38,7 +38,7 @@ from ..burst.align import TILES, align_frame, grey, tile_origins
 from ..burst.merge import _overlap_add, window  # the merge's overlap-add: one home for it
 from ..burst.resample import mosaic_tiles
 from ..synth.burst import SUPERSAMPLE, FrameMotion, _margin, simulate_burst
-from ..synth.procedural import dead_leaves, random_sensor
+from ..synth.procedural import A_RANGE, dead_leaves, random_sensor
 
 __all__ = [
     "ALIGN",
@@ -155,6 +155,8 @@ class BurstSource:
         Share of bursts with a moving object.
     max_shift, max_rotation
         Hand shake per frame: mosaic px per axis and degrees (:func:`rawlab.synth.burst.simulate_burst`).
+    a_range
+        The shot term ``a`` the random sensors draw from (log-uniform; default the procedural source's).
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class BurstSource:
         moving: float = 0.5,
         max_shift: float = 4.0,
         max_rotation: float = 0.25,
+        a_range: tuple[float, float] | None = None,
     ):
         if align not in ALIGN:
             raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
@@ -178,6 +181,7 @@ class BurstSource:
         self.pool, self.reuse = max(1, int(pool)), max(1, int(reuse))
         self.align, self.full, self.moving = align, float(full), float(moving)
         self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
+        self.a_range = tuple(a_range) if a_range else A_RANGE
         self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
@@ -200,7 +204,7 @@ class BurstSource:
         # resolution, detail at half a mosaic pixel aliases so hard in the Bayer planes that no resampler can
         # move it by a sub-pixel shift, and the alternates would carry no information.
         render = zoom(scene[y : y + n, x : x + n], (SUPERSAMPLE, SUPERSAMPLE, 1), order=1)
-        sensor = random_sensor(rng)
+        sensor = random_sensor(rng, a_range=self.a_range)
         rec = _Recorder(sensor.cfa, sensor.black_level, sensor.white_level, sensor.a, sensor.b)
         n = self.frames if rng.random() < self.full else int(rng.integers(1, max(2, self.frames)))
         burst = simulate_burst(

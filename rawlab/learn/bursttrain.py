@@ -25,7 +25,7 @@ from .configs.default import get_config as default_config
 
 __all__ = ["BURST_KEYS", "burst_frames", "load_burst_config", "train_burst"]
 
-BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse")
+BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse", "a_range")
 
 
 def burst_frames(config: dict[str, Any]) -> int | None:
@@ -81,6 +81,10 @@ def validate_burst(cfg: dict[str, Any]) -> dict[str, Any]:
             "burst.full and burst.moving must be between 0 and 1",
         ),
         (cfg["normalisation"]["kind"] == "noisemap", "a burst model needs normalisation.kind 'noisemap'"),
+        (
+            b["a_range"] is None or (len(b["a_range"]) == 2 and 0 < b["a_range"][0] <= b["a_range"][1]),
+            f"burst.a_range must be None or [lo, hi] with 0 < lo <= hi, got {b['a_range']!r}",
+        ),
         (
             spec.get("in_channels") == 8 * k if isinstance(k, int) else True,
             f"model.spec.in_channels must be 8 x burst.frames = {8 * k if isinstance(k, int) else '?'} (the "
