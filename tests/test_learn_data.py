@@ -332,3 +332,20 @@ def test_procedural_examples_mix_in_with_their_own_sensors_and_noise(learn):
     assert ok.sum() > 10_000 and abs(ratio - 1) < 0.05, (ok.sum(), ratio)
     # the drawn sensors span decades of noise, not one law
     assert a[:, 0, 0, 1].max() / a[:, 0, 0, 1].min() > 10
+
+
+def test_procedural_a_range_bounds_the_random_sensors_noise():
+    """data.procedural.a_range: every example's shot-noise term lies in the range asked for (per channel the
+    drawn a times the sensor's channel spread, 0.95 to 1.05), and a bad range is refused by the config."""
+    from rawlab.learn.configs import load_config
+    from rawlab.learn.procedural import ProceduralSource
+
+    src = ProceduralSource(32, seed=5, pool=2, reuse=2, scene_size=128, a_range=(1e-3, 2e-3))
+    rng = np.random.default_rng(0)
+    a = np.array([src.example(rng, k)["a"] for k in range(40)])
+    assert a.min() >= 1e-3 * 0.95 and a.max() <= 2e-3 * 1.05
+    wide = np.array([ProceduralSource(32, seed=5, scene_size=128).example(rng, k)["a"] for k in range(40)])
+    assert wide.min() < 1e-3 * 0.95 or wide.max() > 2e-3 * 1.05  # the default range is wider
+    assert load_config("tiny", data__procedural__a_range=[1e-4, 5e-2])["data"]["procedural"]["a_range"]
+    with pytest.raises(RawlabError, match="a_range"):
+        load_config("tiny", data__procedural__a_range=[5e-2, 1e-4])

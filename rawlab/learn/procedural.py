@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..synth.procedural import dead_leaves, mosaic, random_sensor
+from ..synth.procedural import A_RANGE, dead_leaves, mosaic, random_sensor
 from .synthnoise import synthesize
 
 __all__ = ["SENSOR", "ProceduralSource"]
@@ -48,6 +48,9 @@ class ProceduralSource:
         Scene side in mosaic pixels (default: 4 crops' worth, at least 256).
     rgb
         Add the crop's linear camera RGB as ``"rgb"`` and flip every array into the RGGB phase (joint model).
+    a_range
+        ``(lo, hi)`` of the random sensors' shot-noise term ``a`` (log-uniform); None: the synth default
+        (:data:`rawlab.synth.procedural.A_RANGE`).
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class ProceduralSource:
         reuse: int = 4,
         scene_size: int | None = None,
         rgb: bool = False,
+        a_range: tuple[float, float] | None = None,
     ):
         self.crop, self.seed, self.stream = int(crop), int(seed), int(stream)
         self.pool, self.reuse = max(1, int(pool)), max(1, int(reuse))
         self.scene_size = int(scene_size or max(256, 4 * self.crop))
         self.rgb = bool(rgb)
+        self.a_range = tuple(float(v) for v in a_range) if a_range else A_RANGE
         if self.scene_size < 2 * self.crop:
             raise ValueError(f"scene_size {self.scene_size} must hold a crop of {self.crop} packed px")
         self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
@@ -76,7 +81,7 @@ class ProceduralSource:
     def example(self, rng: np.random.Generator, k: int) -> dict[str, Any]:
         """One example for batch ``k``, drawn with ``rng`` (the pipeline's per-example generator)."""
         scene = self._scene(k // self.reuse, int(rng.integers(self.pool)))
-        sensor = random_sensor(rng)
+        sensor = random_sensor(rng, a_range=self.a_range)
         n = 2 * self.crop  # mosaic pixels
         y = 2 * int(rng.integers(0, (self.scene_size - n) // 2 + 1))
         x = 2 * int(rng.integers(0, (self.scene_size - n) // 2 + 1))

@@ -377,7 +377,7 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
 
         pr = d["procedural"]
         procedural = ProceduralSource(d["crop"], seed=cfg["seed"], pool=pr["pool"], reuse=pr["reuse"],
-                                      scene_size=pr["scene_size"] or None)  # fmt: skip
+                                      scene_size=pr["scene_size"] or None, a_range=pr.get("a_range"))  # fmt: skip
     pipeline = Pipeline(
         fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
         procedural=procedural, procedural_fraction=d["procedural_fraction"],
@@ -447,7 +447,7 @@ def joint_data(cfg, store: str, fstore, train_pairs, eval_pairs, noise):
 
     def source(stream: int) -> ProceduralSource:
         return ProceduralSource(d["crop"], seed=cfg["seed"], stream=stream, pool=pr["pool"], reuse=pr["reuse"],
-                                scene_size=pr["scene_size"] or None, rgb=True)  # fmt: skip
+                                scene_size=pr["scene_size"] or None, rgb=True, a_range=pr.get("a_range"))  # fmt: skip
 
     common = {"crop": d["crop"], "batch_size": d["batch_size"], "seed": cfg["seed"], "augment": False,
               "rgb": True}  # fmt: skip

@@ -122,6 +122,11 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     need(0.0 <= d["procedural_fraction"] <= 1.0, "data.procedural_fraction must be between 0 and 1")
     pr = d["procedural"]
     need(pr["pool"] >= 1 and pr["reuse"] >= 1, "data.procedural.pool and .reuse must be at least 1")
+    ar = pr["a_range"]
+    need(
+        ar is None or (len(ar) == 2 and 0 < ar[0] <= ar[1] < 1),
+        f"data.procedural.a_range must be None or [lo, hi] with 0 < lo <= hi < 1, got {ar!r}",
+    )
     need(
         pr["scene_size"] == 0 or pr["scene_size"] >= 2 * d["crop"],
         "data.procedural.scene_size must be 0 (automatic) or at least two crops (mosaic px = 2 x data.crop)",

@@ -28,7 +28,9 @@ def get_config() -> dict:
             # sensor (CFA, levels, bit depth, (a, b)): what lets one model serve sensors it never saw
             # (rawlab.learn.procedural). The rest come from the store as above.
             "procedural_fraction": 0.0,
-            "procedural": {"pool": 8, "reuse": 4, "scene_size": 0},  # scenes alive, batches sharing them, px
+            # Scenes alive, batches sharing them, scene px; a_range: [lo, hi] of the random sensors' shot-noise
+            # term a (log-uniform), or None for rawlab.synth.procedural.A_RANGE (3e-6 to 5e-2).
+            "procedural": {"pool": 8, "reuse": 4, "scene_size": 0, "a_range": None},
             "augment": True,  # Bayer-preserving flips and transposes
             "workers": 2,  # prefetch threads
             "prefetch": 4,  # batches prepared ahead
