@@ -209,3 +209,28 @@ def test_tflite_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_pat
     assert res.exit_code == 0, res.output
     with rawpy.imread(str(tmp_path / "burst_iso800.dng")) as raw:
         assert raw.raw_image.shape == (96, 128)
+
+
+def test_cli_burst_train_runs_and_resumes(tmp_path):
+    """`rawlab burst train` (no store) trains a config file's burst model, and a second call resumes it."""
+    from click.testing import CliRunner
+
+    from rawlab.cli import main
+
+    cfg = tmp_path / "tiny_burst.py"
+    cfg.write_text(
+        "from rawlab.learn.bursttrain import load_burst_config\n\n\n"
+        "def get_config():\n"
+        "    c = load_burst_config('burst', burst__frames=2, data__batch_size=2, data__eval_batches=1,\n"
+        "                          data__workers=0, log_every=1, eval_every=2, checkpoint_every=1)\n"
+        "    c['model']['spec'].update(widths=[8, 16, 32], convs_per_block=1)\n"
+        "    return c\n"
+    )
+    args = ["burst", "train", "--config", str(cfg), "--workdir", str(tmp_path / "run"), "--steps", "2"]
+    first = CliRunner().invoke(main, [*args, "--stop-after", "1"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["step"] == 2
+    bad = CliRunner().invoke(main, ["burst", "train", "--config", "nope", "--workdir", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

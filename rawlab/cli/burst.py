@@ -166,3 +166,29 @@ def merge(sources, out, reference, noise_path, robustness, overwrite, scheduler,
     if result.skipped is not None:
         raise RawlabError(result.skipped)
     click.echo(result.line())
+
+
+@burst.command("train")
+@click.option("--workdir", required=True, type=click.Path(file_okay=False),
+              help="Run directory (model, checkpoints, metrics); training resumes from its last checkpoint.")  # fmt: skip
+@click.option("--config", "config_name", default="burst", show_default=True,
+              help="'burst', or a Python file with get_config() and a burst block.")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Total steps (overrides the config).")
+@click.option("--frames", type=click.IntRange(min=2), default=None,
+              help="K, the frames the model takes (shorter bursts repeat their reference).")  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (overrides the config)."
+)
+@click.option("--stop-after", type=click.IntRange(min=1), default=None,
+              help="Stop at this step, keeping the schedule of --steps (resume later to go on).")  # fmt: skip
+def burst_train(workdir, config_name, steps, frames, batch_size, stop_after):
+    """Train the burst model: a U-Net over K aligned frames as channels with their noise maps, out the clean
+    reference, on bursts simulated on the fly (procedural scenes, random sensors, hand shake, a moving object);
+    no store needed. The same loop, checkpoints and resume as `rawlab train`; `rawlab denoise --burst` and
+    `rawlab export` take the WORKDIR.
+    """
+    from ..learn.bursttrain import load_burst_config, train_burst
+
+    cfg = load_burst_config(config_name, steps=steps, burst__frames=frames, data__batch_size=batch_size)
+    result = train_burst(cfg, workdir, stop_after=stop_after, echo=lambda m: click.echo(m, err=True))
+    click.echo(result.line())

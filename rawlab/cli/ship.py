@@ -112,7 +112,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @click.option(
     "--burst",
     is_flag=True,
-    help="RAWS are the frames of one burst (or folders, each a burst): a burst model (scripts/train_burst.py) "
+    help="RAWS are the frames of one burst (or folders, each a burst): a burst model (rawlab burst train) "
     "denoises the reference from all of them, aligned by rawlab burst's aligner, into OUT/<burst folder>.dng.",
 )
 @click.option(

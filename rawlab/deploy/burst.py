@@ -75,7 +75,7 @@ def burst_model(path: str | os.PathLike[str], *, num_threads: int | None = None)
     if k is None:
         raise RawlabError(
             f"--model {os.fspath(path)} is a single-frame denoiser, not a burst model; pass a burst model's "
-            "directory (scripts/train_burst.py --workdir) or drop --burst"
+            "directory (rawlab burst train --workdir) or drop --burst"
         )
     return runner, k
 

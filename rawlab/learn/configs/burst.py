@@ -6,7 +6,7 @@ alternates resampled onto it by :mod:`rawlab.burst`'s aligner and resampler, eac
 sensors (:mod:`rawlab.learn.burstdata`), with the training loop, checkpoints and resume of ``rawlab train``
 (:func:`rawlab.learn.bursttrain.train_burst`). The ``burst`` block is the burst source's::
 
-    python scripts/train_burst.py --workdir runs/burst
+    python rawlab burst train --workdir runs/burst
     rawlab denoise --burst burst/*.dng --model runs/burst --out out/
 """
 
