@@ -157,8 +157,34 @@ def merge_files(
     reference
         Index in ``paths`` of the frame the others are aligned and merged to.
     """
-    t0 = time.perf_counter()
     res = BurstResult([os.fspath(p) for p in paths], os.fspath(out), reference=reference)
+
+    def merge(frames, planes, ref):
+        a, b, res.noise = _noise(noise, ref.info, planes[reference])
+        merged = merge_burst(planes, a, b, reference=reference, robustness=robustness, cfa=ref.info.cfa)
+        ma, mb = merged.noise(a, b)
+        profile = [(ma[0], mb[0]), ((ma[1] + ma[2]) / 2, (mb[1] + mb[2]) / 2), (ma[3], mb[3])]
+        res.variance_factor = float(merged.variance_factor[1])
+        res.shifts = [a_.median_shift() for a_ in merged.alignments]
+        return merged.planes, {
+            "noise_profile": [(float(s), float(o)) for s, o in profile],
+            "software": f"rawlab {__version__} burst merge ({len(frames)} frames)",
+        }
+
+    return burst_to_dng(res, out, merge, overwrite=overwrite, what="merged frame")
+
+
+def burst_to_dng(res, out, work, *, overwrite: bool, what: str):
+    """One burst into one DNG, as ``burst merge`` and ``denoise --burst`` do it: check ``res.reference``, keep
+    an existing ``out`` (unless ``overwrite``), read and check the frames ``res.paths``, run ``work(frames,
+    planes, reference_frame)`` -> ``(clean normalised planes, write_dng keywords)``, and write the DNG with the
+    reference's metadata through a temporary file that is published without clobbering. Fills ``res``
+    (``skipped``, ``error``, ``shape``, ``seconds``) and returns it: a burst that cannot be used is a failed
+    result with the reason, never raised."""
+    from ..dng import raw_metadata, write_dng
+
+    t0 = time.perf_counter()
+    reference = res.reference
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp.dng")
     try:
@@ -173,28 +199,15 @@ def merge_files(
         frames = read_burst(res.paths)
         ref = frames[reference]
         planes = np.stack([f.normalized() for f in frames])
-        a, b, res.noise = _noise(noise, ref.info, planes[reference])
-        merged = merge_burst(planes, a, b, reference=reference, robustness=robustness, cfa=ref.info.cfa)
-        ma, mb = merged.noise(a, b)
-        profile = [(ma[0], mb[0]), ((ma[1] + ma[2]) / 2, (mb[1] + mb[2]) / 2), (ma[3], mb[3])]
-        from ..dng import raw_metadata, write_dng
-
+        clean, tags = work(frames, planes, ref)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_dng(
-                tmp,
-                _to_dn(merged.planes, ref.info),
-                **raw_metadata(ref.info),
-                noise_profile=[(float(s), float(o)) for s, o in profile],
-                software=f"rawlab {__version__} burst merge ({len(frames)} frames)",
-            )
+            write_dng(tmp, _to_dn(clean, ref.info), **raw_metadata(ref.info), **tags)
             if not publish(tmp, out, overwrite):
                 res.skipped = exists_reason(out)
                 return res
         except ValueError as e:  # metadata a DNG cannot hold
-            raise RawlabError(f"the merged frame could not be written as a DNG ({e})") from None
-        res.variance_factor = float(merged.variance_factor[1])
-        res.shifts = [a_.median_shift() for a_ in merged.alignments]
+            raise RawlabError(f"the {what} could not be written as a DNG ({e})") from None
         res.shape = (ref.info.height, ref.info.width)
     except OSError as e:
         res.error = f"cannot write {out}: {e.strerror or e}"

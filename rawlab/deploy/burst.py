@@ -15,10 +15,8 @@ no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -139,47 +137,17 @@ def denoise_burst_files(
     """Denoise one burst of raw files into the DNG ``out`` with the burst model ``model`` (module docstring);
     a burst that cannot be used is returned as a failed result with the reason, never raised (a bad model is
     raised: it fails every burst)."""
-    from ..burst import read_burst
-    from ..burst.files import _to_dn  # the merge's normalised-planes-to-DN: one home
-    from ..dng import raw_metadata, write_dng
-    from ..outputs import exists_reason, publish
+    from ..burst.files import burst_to_dng
     from .noiseparams import noise_for_frame
 
-    t0 = time.perf_counter()
     runner, k = runner or burst_model(model)
     res = BurstDenoised([os.fspath(p) for p in paths], os.fspath(out), reference=reference)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.dng")
-    try:
-        if not 0 <= reference < len(res.paths):
-            raise RawlabError(
-                f"--reference {reference} is not a frame of this burst of {len(res.paths)} "
-                f"(0 to {len(res.paths) - 1})"
-            )
-        if not overwrite and os.path.lexists(out):
-            res.skipped = exists_reason(out)
-            return res
-        frames = read_burst(res.paths)
-        ref = frames[reference]
-        planes = np.stack([f.normalized() for f in frames])
+
+    def denoise(frames, planes, ref):
         est = noise_for_frame(runner, ref.info, planes[reference])
         res.noise = est.describe()
+        res.frames_used = min(len(frames), k)
         clean = denoise_burst(runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_dng(tmp, _to_dn(clean, ref.info), **raw_metadata(ref.info),
-                      software=f"rawlab {__version__} denoise --burst ({len(frames)} frames)")  # fmt: skip
-            if not publish(tmp, out, overwrite):
-                res.skipped = exists_reason(out)
-                return res
-        except ValueError as e:  # metadata a DNG cannot hold
-            raise RawlabError(f"the denoised burst could not be written as a DNG ({e})") from None
-        res.frames_used, res.shape = min(len(frames), k), (ref.info.height, ref.info.width)
-    except OSError as e:
-        res.error = f"cannot write {out}: {e.strerror or e}"
-    except RawlabError as e:
-        res.error = str(e)
-    finally:
-        tmp.unlink(missing_ok=True)
-        res.seconds = time.perf_counter() - t0
-    return res
+        return clean, {"software": f"rawlab {__version__} denoise --burst ({len(frames)} frames)"}
+
+    return burst_to_dng(res, out, denoise, overwrite=overwrite, what="denoised burst")
