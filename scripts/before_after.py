@@ -18,9 +18,10 @@ import numpy as np
 def main() -> None:
     from PIL import Image
 
-    from rawlab.deploy.denoise import color_matrix, denoise_frame
+    from rawlab.deploy.denoise import denoise_frame
     from rawlab.deploy.render import linear_preview, render_preview
     from rawlab.deploy.runtime import load_denoiser
+    from rawlab.dng import color_matrix_of
     from rawlab.rawio import read_raw
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +35,7 @@ def main() -> None:
     for raw in args.raws:
         frame = read_raw(raw)
         d = denoise_frame(frame, den)
-        cm = color_matrix(frame.info)
+        cm = color_matrix_of(frame.info)
         white = float(np.percentile(linear_preview(d.clean, frame.info, cm), 99.0))
         before = render_preview(d.noisy, frame.info, cm, white=white)
         after = render_preview(d.clean, frame.info, cm, white=white)

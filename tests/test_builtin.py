@@ -3,6 +3,8 @@ and ``rawlab denoise`` with no ``--model`` on a sensor and a scene no training r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -52,7 +54,16 @@ def test_the_name_builtin_resolves_or_says_what_is_missing(tmp_path, monkeypatch
 def test_the_shipped_weights_load_and_record_how_they_were_made():
     model = modelio.load_model("builtin")
     made = model.config["builtin"]
-    assert made["retrain"][-1].startswith("rawlab train") and "--config builtin" in made["retrain"][-1]
+    assert all(c.startswith("rawlab ") for c in made["retrain"]) and made["retrain"][-1].startswith(
+        "rawlab train"
+    )
+    assert "--config builtin " in made["retrain"][2]  # the first stage trains the builtin config
+    repo = Path(__file__).resolve().parents[1]
+    for command in made["retrain"]:  # a stage with its own config names a file the repository ships
+        words = command.split()
+        config = words[words.index("--config") + 1] if "--config" in words else "builtin"
+        assert not config.endswith(".py") or (repo / config).is_file(), command
+    assert len(made["stages"]) == len(made["retrain"]) - 2 and made["steps"] == sum(made["stages"])
     assert made["steps"] >= 1 and made["hardware"] and made["date"]
     assert model.config["training"]["data"]["procedural_fraction"] > 0
     size_mb = (modelio.BUILTIN_DIR / modelio.PARAMS).stat().st_size / 1e6
