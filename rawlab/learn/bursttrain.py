@@ -136,25 +136,18 @@ def train_burst(
         An invalid config, a workdir holding another model, or a diverged run.
     """
     from ..outputs import output_folder
-    from .modelio import init_model, save_model
+    from .modelio import init_model
     from .train import (
-        TRACES,
-        TrainedModel,
-        TrainResult,
         _check_devices,
         _check_workdir,
         _compiled_steps,
         _device_line,
-        _evaluate,
-        _Loop,
-        _Meter,
         checkpoint_manager,
         create_train_state,
         resolve_precision,
         restore_checkpoint,
-        train_steps,
+        run_loop,
     )  # fmt: skip
-    from .trainlog import MetricsLog
 
     t0 = time.perf_counter()
     echo = echo or (lambda _m: None)
@@ -184,25 +177,7 @@ def train_burst(
     if start:
         echo(f"resuming from the checkpoint at step {start} in {workdir / 'checkpoints'}")
     stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
-    traces, log = dict(TRACES), MetricsLog(workdir, start)
-    meter = _Meter(t0, cfg["data"]["batch_size"])
-    loop = _Loop(
-        cfg, workdir, model_config, train_fn, eval_fn, pipeline, eval_batches, mngr, log, meter, echo
-    )
-    try:
-        eval_start = _evaluate(eval_fn, state.params, eval_batches) if start == 0 and stop > 0 else None
-        if eval_start is not None:
-            log.write(0, "eval", eval_start)
-        state, step = train_steps(loop, state, start, stop, progress)
-    finally:
-        log.close()
-        mngr.wait_until_finished()
-        mngr.close()
-    if stop <= start:
-        save_model(workdir, TrainedModel({**model_config, "step": start}, jax.device_get(state.params)))
-    return TrainResult(
-        workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
-        loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
-        feed=meter.feed(pipeline), wall_s=time.perf_counter() - t0,
-        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
+    return run_loop(
+        cfg, workdir, model_config, (train_fn, eval_fn), pipeline, eval_batches, mngr, state, (start, stop),
+        t0, echo, progress,
     )  # fmt: skip

@@ -742,7 +742,6 @@ def train_and_evaluate(
     from ..noise.profile import load_profiles
     from ..outputs import output_folder
     from .synthnoise import sensor_noise
-    from .trainlog import MetricsLog
 
     t0 = time.perf_counter()
     opts = options or RunOptions()
@@ -798,10 +797,37 @@ def train_and_evaluate(
     elif init is not None:
         echo(f"initialised from {init_from['model']} (trained {init_from['step']} steps)")
     stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
+    return run_loop(
+        cfg, workdir, model_config, (train_fn, eval_fn), pipeline, eval_batches, mngr, state, (start, stop),
+        t0, echo, progress, init=init, notes=left_out,
+    )  # fmt: skip
+
+
+def run_loop(
+    cfg,
+    workdir,
+    model_config,
+    steps_fns,
+    pipeline,
+    eval_batches,
+    mngr,
+    state,
+    span,
+    t0,
+    echo,
+    progress,
+    **extra,
+) -> TrainResult:
+    """Train from ``span[0]`` to ``span[1]`` with the compiled ``(train_fn, eval_fn)``, logging metrics and
+    checkpoints into ``workdir``; save the model when there is nothing to train; the run's
+    :class:`TrainResult` (``extra``: its ``init`` and ``notes``). The denoiser's and the burst model's loop."""
+    from .trainlog import MetricsLog
+
+    train_fn, eval_fn = steps_fns
+    start, stop = span
     traces, log = dict(TRACES), MetricsLog(workdir, start)
     if log.note:
         echo(log.note)
-    # 3. The loop.
     meter = _Meter(t0, cfg["data"]["batch_size"])
     loop = _Loop(
         cfg, workdir, model_config, train_fn, eval_fn, pipeline, eval_batches, mngr, log, meter, echo
@@ -820,7 +846,6 @@ def train_and_evaluate(
     return TrainResult(
         workdir=workdir, name=cfg["name"], step=max(step, start), start_step=start, steps=cfg["steps"],
         loss=meter.loss, eval=meter.eval, eval_start=eval_start, images_per_s=meter.images_per_s(),
-        feed=meter.feed(pipeline), init=init,
-        wall_s=time.perf_counter() - t0, notes=left_out,
-        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")},
+        feed=meter.feed(pipeline), wall_s=time.perf_counter() - t0,
+        compilations={k: TRACES[k] - traces.get(k, 0) for k in ("train_step", "eval_step")}, **extra,
     )  # fmt: skip
