@@ -495,6 +495,9 @@ def _build(scan, store: FrameStore, recipe_obj, thresholds, options: RunOptions,
         timings["bursts"] = time.perf_counter() - t
     with clock("catalog"):
         cat = _finalise(cat.to_dict("records"))
+        # Text columns stay text when every row is empty (a store with no bursts), so catalogs compare alike
+        # whichever order their folders were built in.
+        cat["burst_id"] = cat["burst_id"].astype(object).where(cat["burst_id"].notna(), None)
         store.write_catalog(cat)
     cpu.update({f"driver: {k}": v for k, v in clock.cpu.items()})
     failed = cat[cat["status"] == "failed"]
