@@ -32,14 +32,15 @@ from .merge import ROBUSTNESS, merge_burst
 if TYPE_CHECKING:
     from ..cluster import RunOptions
 
-__all__ = ["BurstResult", "merge_bursts", "merge_files", "read_burst"]
+__all__ = ["BurstOutcome", "BurstResult", "merge_bursts", "merge_files", "read_burst"]
 
 NoiseSource = Callable[[Any, np.ndarray], Any]  # (RawInfo, planes) -> object with a, b and describe()
 
 
 @dataclass
-class BurstResult:
-    """What became of one burst: merged into ``out``, ``skipped`` (the output exists) or failed (``error``)."""
+class BurstOutcome:
+    """What became of one burst written to one DNG (:func:`burst_to_dng` fills it): written to ``out``,
+    ``skipped`` (the output exists) or failed (``error``)."""
 
     paths: list[str]
     out: str
@@ -47,8 +48,6 @@ class BurstResult:
     skipped: str | None = None
     reference: int = 0
     noise: str | None = None
-    variance_factor: float | None = None  # merged over single-frame noise variance (G1)
-    shifts: list[tuple[float, float]] | None = None  # per frame, the median (dy, dx) in mosaic pixels
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
 
@@ -64,6 +63,20 @@ class BurstResult:
             return f"failed: {where}: {self.error}"
         if self.skipped is not None:
             return f"skipped: {where}: {self.skipped}"
+        return self.done()
+
+    def done(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class BurstResult(BurstOutcome):
+    """A merged burst (``burst merge``)."""
+
+    variance_factor: float | None = None  # merged over single-frame noise variance (G1)
+    shifts: list[tuple[float, float]] | None = None  # per frame, the median (dy, dx) in mosaic pixels
+
+    def done(self) -> str:
         h, w = self.shape or (0, 0)
         n = len(self.paths)
         gain = -10 * np.log10(self.variance_factor) if self.variance_factor else 0.0

@@ -21,35 +21,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._version import __version__
+from ..burst.files import BurstOutcome
 from ..errors import RawlabError
 
 __all__ = ["BurstDenoised", "burst_crops", "burst_model", "denoise_burst", "denoise_burst_files"]
 
 
 @dataclass
-class BurstDenoised:
-    """What became of one burst: written to ``out``, ``skipped`` (the output exists) or failed (``error``)."""
+class BurstDenoised(BurstOutcome):
+    """A burst denoised by the burst model (``denoise --burst``)."""
 
-    paths: list[str]
-    out: str
-    error: str | None = None
-    skipped: str | None = None
-    reference: int = 0
     frames_used: int = 0
-    noise: str | None = None
-    shape: tuple[int, int] | None = None
-    seconds: float = 0.0
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.skipped is None
-
-    def line(self) -> str:
-        where = self.paths[0].rsplit("/", 1)[0] if self.paths else "?"
-        if self.error is not None:
-            return f"failed: {where}: {self.error}"
-        if self.skipped is not None:
-            return f"skipped: {where}: {self.skipped}"
+    def done(self) -> str:
         h, w = self.shape or (0, 0)
         return (
             f"denoised burst: {len(self.paths)} frames ({w}x{h}), {self.frames_used} used -> {self.out}; "
