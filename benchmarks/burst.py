@@ -33,12 +33,11 @@ def _psnr(mse: float) -> float:
     return float(10 * np.log10(1.0 / max(mse, 1e-20)))
 
 
-def measure(
-    sensor, scene: str, iso: int, size, seed: int, counts, robustness: float, per_plane: bool
-) -> dict:
-    """Squared errors of reference and merge for each frame count, static and with a moving object."""
+def squared_errors(sensor, scene: str, iso: int, size, seed: int, counts, methods) -> dict:
+    """Squared errors ``{(n, method, static|moving): (sum, count)}`` of one held-out scene at one ISO, static
+    and with a moving object (on the region it covers). ``methods(x, a, b)``, given the burst's normalised
+    frames and noise law, returns ``images(n)``: each method's estimate of the reference from ``n`` frames."""
     from rawlab.bayer import pack
-    from rawlab.burst import merge_burst
     from rawlab.synth.burst import simulate_burst
 
     a, b = sensor.noise_params(iso)
@@ -50,17 +49,31 @@ def measure(
         x = burst.normalized()
         truth = np.clip(burst.clean[0], 0.0, 1.0)
         region = pack(burst.moving_region().astype(np.uint8), sensor.cfa).astype(bool) if moving else None
+        images = methods(x, a, b)
         for n in counts:
-            merged = merge_burst(
-                x[:n], a, b, robustness=robustness, cfa=None if per_plane else sensor.cfa
-            ).planes
-            for name, img in (("ref", x[0]), ("merge", merged)):
+            for name, img in images(n).items():
                 err = (img - truth) ** 2
                 key = (n, name, "moving" if moving else "static")
                 out[key] = (
                     (float(err[region].sum()), int(region.sum())) if moving else (float(err.sum()), err.size)
                 )
     return out
+
+
+def measure(
+    sensor, scene: str, iso: int, size, seed: int, counts, robustness: float, per_plane: bool
+) -> dict:
+    """Squared errors of reference and merge for each frame count, static and with a moving object."""
+    from rawlab.burst import merge_burst
+
+    def methods(x, a, b):
+        cfa = None if per_plane else sensor.cfa
+        return lambda n: {
+            "ref": x[0],
+            "merge": merge_burst(x[:n], a, b, robustness=robustness, cfa=cfa).planes,
+        }
+
+    return squared_errors(sensor, scene, iso, size, seed, counts, methods)
 
 
 def main() -> None:

@@ -23,42 +23,26 @@ import json
 import time
 
 import numpy as np
-from burst import _psnr, _size
+from burst import _psnr, _size, squared_errors
 
 METHODS = ("ref", "single", "merge", "model")
 
 
 def measure(sensor, scene: str, iso: int, size, seed: int, counts, single, runner, frames: int) -> dict:
     """Squared errors ``{(n, method, static|moving): (sum, count)}`` of one scene at one ISO."""
-    from rawlab.bayer import pack
     from rawlab.burst import merge_burst
     from rawlab.deploy.burst import denoise_burst
-    from rawlab.synth.burst import simulate_burst
 
-    a, b = sensor.noise_params(iso)
-    out = {}
-    for moving in (False, True):
-        burst = simulate_burst(
-            sensor, scene, iso, max(counts), size, seed=[seed, iso, int(moving)], moving=moving
-        )
-        x = burst.normalized()
-        truth = np.clip(burst.clean[0], 0.0, 1.0)
-        region = pack(burst.moving_region().astype(np.uint8), sensor.cfa).astype(bool) if moving else None
-        one = np.moveaxis(single.denoise(np.moveaxis(x[0], 0, -1), a, b), -1, 0)
-        for n in counts:
-            images = {
-                "ref": x[0],
-                "single": one,
-                "merge": merge_burst(x[:n], a, b, cfa=sensor.cfa).planes,
-                "model": denoise_burst(runner, frames, x[:n], sensor.cfa, a, b),
-            }
-            for name, img in images.items():
-                err = (img - truth) ** 2
-                key = (n, name, "moving" if moving else "static")
-                out[key] = (
-                    (float(err[region].sum()), int(region.sum())) if moving else (float(err.sum()), err.size)
-                )
-    return out
+    def methods(x, a, b):
+        one = np.moveaxis(single.denoise(np.moveaxis(x[0], 0, -1), a, b), -1, 0)  # once per burst
+        return lambda n: {
+            "ref": x[0],
+            "single": one,
+            "merge": merge_burst(x[:n], a, b, cfa=sensor.cfa).planes,
+            "model": denoise_burst(runner, frames, x[:n], sensor.cfa, a, b),
+        }
+
+    return squared_errors(sensor, scene, iso, size, seed, counts, methods)
 
 
 def main() -> None:
