@@ -20,7 +20,7 @@ from typing import Any
 import jax
 
 from ..errors import RawlabError
-from .configs import merge, validate
+from .configs import apply_overrides, merge, validate
 from .configs.default import get_config as default_config
 
 __all__ = ["BURST_KEYS", "burst_frames", "load_burst_config", "train_burst"]
@@ -53,15 +53,7 @@ def load_burst_config(name_or_path: str | os.PathLike[str] = "burst", **override
     if not isinstance(cfg.get("burst"), dict):
         raise RawlabError(f"config {s!r} has no 'burst' block: a burst model's config needs burst.frames")
     block = merge(burst_config()["burst"], cfg.pop("burst"), "burst.")
-    full = {**merge(default_config(), cfg), "burst": block}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        *path, last = key.split("__")
-        node = full
-        for p in path:
-            node = node[p]
-        node[last] = value
+    full = apply_overrides({**merge(default_config(), cfg), "burst": block}, overrides)
     if overrides.get("burst__frames") is not None and full["model"].get("spec"):
         full["model"]["spec"]["in_channels"] = 8 * int(block["frames"])
     return validate_burst(validate(full))

@@ -81,7 +81,12 @@ def load_config(name_or_path: str | os.PathLike[str], **overrides: Any) -> dict[
         )
     if not isinstance(cfg, dict):
         raise RawlabError(f"get_config() of {s!r} must return a dict, got {type(cfg).__name__}")
-    cfg = merge(default(), cfg)
+    return validate(apply_overrides(merge(default(), cfg), overrides))
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``__`` for the dot: ``data__batch_size=4``) in ``cfg``, in place; ``None`` values are
+    ignored. Returns ``cfg``."""
     for key, value in overrides.items():
         if value is None:
             continue
@@ -90,7 +95,7 @@ def load_config(name_or_path: str | os.PathLike[str], **overrides: Any) -> dict[
         for p in path:
             node = node[p]
         node[last] = value
-    return validate(cfg)
+    return cfg
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
