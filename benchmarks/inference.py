@@ -32,6 +32,7 @@ import numpy as np
 
 GOAL_SPEEDUP, GOAL_COST_DB = 2.5, 0.3
 GOAL_ONNX_VS_INT8 = 1.5  # ONNX Runtime ms/MP over int8 TFLite ms/MP
+PAUSE_S = 0.1  # between runtimes: the previous one's threads stop spinning (see the timing loop)
 
 
 def _psnr(x, ref) -> float:
@@ -139,11 +140,15 @@ def main():
     if calibrated["tflite int8"]:
         print(f"int8 calibrated on {calibrated['tflite int8']}")
 
-    # Timing in rounds: per round each runtime makes one untimed call (its threads wake up, the previous
-    # runtime's stop spinning) and two timed ones, so load changes on a shared machine hit all runtimes alike.
+    # Timing in rounds: per round each runtime makes one untimed call (its threads wake up) and two timed ones,
+    # so load changes on a shared machine hit all runtimes alike. Before it, a pause of PAUSE_S: the previous
+    # runtime's thread pool spins for a while after its last call (ONNX Runtime's by default), and without the
+    # pause it competed with the next runtime for the cores (ONNX int8 after ONNX float32 measured 2x slower
+    # than alone; with a 20 ms pause, as alone).
     times = {name: [] for name in runtimes}
     for _ in range(args.repeats):
         for name, (_, call) in runtimes.items():
+            time.sleep(PAUSE_S)
             call()
             for _ in range(2):
                 t0 = time.perf_counter()
