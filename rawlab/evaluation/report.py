@@ -16,7 +16,7 @@ import numpy as np
 
 from .scoring import EvalResult
 
-__all__ = ["EvalOutputs", "format_table", "margins", "summary_line", "write_outputs"]
+__all__ = ["EvalOutputs", "format_table", "margins", "summary_line", "write_json", "write_outputs"]
 
 _STYLE = {
     "model": ("black", "o", "-"),
@@ -149,18 +149,24 @@ def plot_psnr(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_outputs(result: EvalResult, out: str | os.PathLike[str], *, plot: bool = True) -> EvalOutputs:
-    """Write ``out`` (JSON, schema ``rawlab.eval/1``) and ``<out stem>.png`` beside it."""
+def write_json(doc: dict[str, Any], out: str | os.PathLike[str]) -> Path:
+    """Write an eval document to ``out`` through a temporary file beside it (never half-written)."""
     from ..errors import RawlabError
 
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(out)
     except OSError as e:
         raise RawlabError(f"cannot write {out}: {e.strerror}; choose another --out") from None
+    return out
+
+
+def write_outputs(result: EvalResult, out: str | os.PathLike[str], *, plot: bool = True) -> EvalOutputs:
+    """Write ``out`` (JSON, schema ``rawlab.eval/1``) and ``<out stem>.png`` beside it."""
+    out = write_json(result.to_dict(), out)
     written = [out]
     png = None
     if plot:
