@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import RawlabError
 from ._common import _GUARD_HELP, _cluster_options, _reporting, main
 
 
@@ -115,7 +116,28 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     "model",
     default=None,
     help="builtin, a model directory (`rawlab train --workdir`), or a .tflite/.onnx file; omit to score the "
-    "baselines only.",
+    "baselines only. On bursts: the single-frame model (column single).",
+)
+@click.option(
+    "--bursts",
+    is_flag=True,
+    default=False,
+    help="Score bursts (the default when STORE is a `rawlab synth OUT --burst N` folder): the reference frame, "
+    "--model on it, the classical merge and --burst-model, per frame count, on the static area and on the "
+    "moving object's region; writes OUT as rawlab.eval-bursts/1.",
+)
+@click.option(
+    "--burst-model",
+    "burst_model",
+    default=None,
+    help="Bursts: the burst model (`rawlab burst train --workdir`, or its export; column model).",
+)
+@click.option(
+    "--frames",
+    "frames",
+    default="2,4,8",
+    show_default=True,
+    help="Bursts: frame counts to score (counts above the bursts' length are left out).",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
 @click.option(
@@ -146,15 +168,43 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
 )
 @_cluster_options()
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
-def eval_(store, model, out, methods, profile, scenes, max_frames, crop, scheduler, workers, guard):
+def eval_(
+    store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
+    guard,
+):  # fmt: skip
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
     Scores packed, normalised Bayer planes against the exposure-matched clean reference (data range 1):
     the model, the noisy input (identity), and variance-stabilised (generalised Anscombe, exact unbiased
     inverse) wavelet, NL-means and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
     beside it (<out>.png).
+
+    On bursts (STORE a `rawlab synth OUT --burst N` folder, whose truth gives the clean reference and the
+    moving object): PSNR per sensor, ISO and frame count of the reference frame, the single-frame --model on
+    it, the classical merge (`rawlab burst merge`) and the --burst-model (`rawlab denoise --burst`), on the
+    static area and on the region the moving object covers; writes OUT (rawlab.eval-bursts/1) and <out>.png.
     """
     from ..cluster import RunOptions
+    from ..evaluation.bursts import is_burst_source
+
+    ctx = click.get_current_context()
+    if bursts or is_burst_source(store):
+        given = [f"--{name.replace('_', '-')}" for name in ("methods", "profile", "scenes", "max_frames", "crop")
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]  # fmt: skip
+        if given:
+            raise RawlabError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to pairs, not bursts; drop {'it' if len(given) == 1 else 'them'} (bursts are scored with the truth's "
+                "noise law, whole frames, every burst)"
+            )
+        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard)
+        return
+    extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames")
+             if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
+    if extra:
+        raise RawlabError(
+            f"{', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} to bursts, but {store} is not a `rawlab synth OUT --burst N` folder (no "
+            "truth.json listing bursts); pass such a folder, or drop them to score the pairs of a store"
+        )
     from ..evaluation import evaluate_store, write_outputs
 
     with _reporting("eval") as report:
@@ -170,6 +220,37 @@ def eval_(store, model, out, methods, profile, scenes, max_frames, crop, schedul
             guard=guard,
         )
     written = write_outputs(result, out)
+    for line in written.lines:
+        click.echo(line)
+    click.echo(written.summary)
+
+
+def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard):
+    """``rawlab eval --bursts``: check the source and the output, score, write, print the table."""
+    import os
+
+    from ..cluster import RunOptions
+    from ..evaluation.bursts import evaluate_bursts, write_burst_outputs
+    from ..outputs import output_file
+
+    if not os.path.exists(source):
+        raise RawlabError(f"{source} does not exist; pass the OUT folder of `rawlab synth OUT --burst N`")
+    if os.path.isdir(source) and os.path.isfile(os.path.join(source, "zarr.json")):
+        raise RawlabError(
+            f"{source} is a store: a burst store keeps no link to the bursts' truth (clean reference, moving "
+            "object); pass the `rawlab synth OUT --burst N` folder it was built from"
+        )
+    output_file(out, "--out")
+    with _reporting("eval bursts") as report:
+        result = evaluate_bursts(
+            source,
+            single=model,
+            burst_model=burst_model,
+            counts=frames,
+            guard=guard,
+            options=RunOptions(scheduler=scheduler, workers=workers, **report),
+        )
+    written = write_burst_outputs(result, out)
     for line in written.lines:
         click.echo(line)
     click.echo(written.summary)
