@@ -30,14 +30,19 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _psnr(mse: float) -> float:
-    return float(10 * np.log10(1.0 / max(mse, 1e-20)))
+    from rawlab.evaluation.bursts import psnr_db
+
+    return psnr_db(mse)
 
 
 def squared_errors(sensor, scene: str, iso: int, size, seed: int, counts, methods) -> dict:
     """Squared errors ``{(n, method, static|moving): (sum, count)}`` of one held-out scene at one ISO, static
-    and with a moving object (on the region it covers). ``methods(x, a, b)``, given the burst's normalised
-    frames and noise law, returns ``images(n)``: each method's estimate of the reference from ``n`` frames."""
+    (the whole frame of a burst without a moving object) and with a moving object (on the region it covers).
+    ``methods(x, a, b)``, given the burst's normalised frames and noise law, returns ``images(n)``: each
+    method's estimate of the reference from ``n`` frames. The scoring is ``rawlab eval``'s on bursts
+    (:func:`rawlab.evaluation.bursts.squared_errors`)."""
     from rawlab.bayer import pack
+    from rawlab.evaluation.bursts import squared_errors as scored
     from rawlab.synth.burst import simulate_burst
 
     a, b = sensor.noise_params(iso)
@@ -46,17 +51,9 @@ def squared_errors(sensor, scene: str, iso: int, size, seed: int, counts, method
         burst = simulate_burst(
             sensor, scene, iso, max(counts), size, seed=[seed, iso, int(moving)], moving=moving
         )
-        x = burst.normalized()
-        truth = np.clip(burst.clean[0], 0.0, 1.0)
         region = pack(burst.moving_region().astype(np.uint8), sensor.cfa).astype(bool) if moving else None
-        images = methods(x, a, b)
-        for n in counts:
-            for name, img in images(n).items():
-                err = (img - truth) ** 2
-                key = (n, name, "moving" if moving else "static")
-                out[key] = (
-                    (float(err[region].sum()), int(region.sum())) if moving else (float(err.sum()), err.size)
-                )
+        got = scored(methods(burst.normalized(), a, b), burst.clean[0], region, counts)
+        out.update({k: v for k, v in got.items() if k[2] == ("moving" if moving else "static")})
     return out
 
 
@@ -64,14 +61,10 @@ def measure(
     sensor, scene: str, iso: int, size, seed: int, counts, robustness: float, per_plane: bool
 ) -> dict:
     """Squared errors of reference and merge for each frame count, static and with a moving object."""
-    from rawlab.burst import merge_burst
+    from rawlab.evaluation.bursts import burst_estimates
 
     def methods(x, a, b):
-        cfa = None if per_plane else sensor.cfa
-        return lambda n: {
-            "ref": x[0],
-            "merge": merge_burst(x[:n], a, b, robustness=robustness, cfa=cfa).planes,
-        }
+        return burst_estimates(x, a, b, None if per_plane else sensor.cfa, robustness=robustness)
 
     return squared_errors(sensor, scene, iso, size, seed, counts, methods)
 

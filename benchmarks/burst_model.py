@@ -5,7 +5,9 @@ per sensor and ISO, for 2, 4 and 8 frames, PSNR on static bursts and on the regi
                                      [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
                                      [--isos 800,1600,3200,6400] [--out FILE.json]
 
-Bursts, seeds, scenes and the PSNR are :mod:`benchmarks.burst`'s (held-out seeds and scenes; the methods get
+Bursts, seeds, scenes and the PSNR are :mod:`benchmarks.burst`'s; the methods and the scoring are ``rawlab eval``'s on
+bursts (:func:`rawlab.evaluation.bursts.burst_estimates`, :func:`~rawlab.evaluation.bursts.squared_errors`), which
+scores bursts written to disk by ``rawlab synth --burst`` (held-out seeds and scenes here; the methods get
 the sensor's true noise law; PSNR over the packed planes against the reference's noise-free planes clipped to
 [0, 1], from the mean squared error over the scenes). Columns: ``ref`` the reference frame; ``single`` the
 single-frame model on the reference alone (``--single``, default the shipped ``builtin``, through the deploy
@@ -22,7 +24,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 from burst import _psnr, _size, squared_errors
 
 METHODS = ("ref", "single", "merge", "model")
@@ -30,17 +31,10 @@ METHODS = ("ref", "single", "merge", "model")
 
 def measure(sensor, scene: str, iso: int, size, seed: int, counts, single, runner, frames: int) -> dict:
     """Squared errors ``{(n, method, static|moving): (sum, count)}`` of one scene at one ISO."""
-    from rawlab.burst import merge_burst
-    from rawlab.deploy.burst import denoise_burst
+    from rawlab.evaluation.bursts import burst_estimates
 
     def methods(x, a, b):
-        one = np.moveaxis(single.denoise(np.moveaxis(x[0], 0, -1), a, b), -1, 0)  # once per burst
-        return lambda n: {
-            "ref": x[0],
-            "single": one,
-            "merge": merge_burst(x[:n], a, b, cfa=sensor.cfa).planes,
-            "model": denoise_burst(runner, frames, x[:n], sensor.cfa, a, b),
-        }
+        return burst_estimates(x, a, b, sensor.cfa, single=single, burst=(runner, frames))
 
     return squared_errors(sensor, scene, iso, size, seed, counts, methods)
 

@@ -82,11 +82,12 @@ def burst_estimates(
     planes: np.ndarray,
     a,
     b,
-    cfa: str,
+    cfa: str | None,
     *,
     single=None,
     burst: tuple[Any, int] | None = None,
     merge: bool = True,
+    robustness: float | None = None,
     reference: int = 0,
 ) -> Callable[[int], dict[str, np.ndarray]]:
     """Each method's estimate of the reference's clean planes, as a function of the frame count.
@@ -98,7 +99,7 @@ def burst_estimates(
     a, b
         The noise law ``Var[x] = a x + b`` per channel R, G1, G2, B (normalised units).
     cfa
-        The mosaic's CFA pattern (the merge resamples alternates through it).
+        The mosaic's CFA pattern (the merge resamples alternates through it; None: each plane alone).
     single
         A single-frame denoiser (``denoise(x (h, w, 4), a, b)``, :func:`rawlab.deploy.runtime.load_denoiser`), or
         None to leave ``single`` out.
@@ -106,15 +107,18 @@ def burst_estimates(
         ``(runner, K)`` of :func:`rawlab.deploy.burst.burst_model`, or None to leave ``model`` out.
     merge
         Include ``ref`` and ``merge`` (the classical methods).
+    robustness
+        The merge's ``c`` (:data:`rawlab.burst.merge.ROBUSTNESS` when None).
 
     Returns
     -------
     ``images(n)``: ``{method: float32 (4, h, w)}`` from the first ``n`` frames (the reference and the ``n - 1``
     after it in the burst's order). ``single`` runs once, on the reference.
     """
-    from ..burst import merge_burst
+    from ..burst.merge import ROBUSTNESS, merge_burst
     from ..deploy.burst import denoise_burst
 
+    c = ROBUSTNESS if robustness is None else robustness
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     order = [reference, *(k for k in range(len(planes)) if k != reference)]
     x = planes[order]
@@ -129,7 +133,7 @@ def burst_estimates(
         if one is not None:
             out["single"] = one
         if merge:
-            out["merge"] = merge_burst(x[:n], a4, b4, cfa=cfa).planes
+            out["merge"] = merge_burst(x[:n], a4, b4, robustness=c, cfa=cfa).planes
         if burst is not None:
             out["model"] = denoise_burst(burst[0], burst[1], x[:n], cfa, a4, b4)
         return out
