@@ -22,7 +22,7 @@ from ..bayer import CHANNELS
 from ..cluster import RunOptions, run_tasks
 from ..errors import RawlabError
 from .fit import fit_iso
-from .stats import DARK_MAX, classify_frame, group_stats
+from .stats import DARK_MAX, GroupAccumulator, as_planes, classify_frame, frame_sums, sample_positions
 
 __all__ = ["SCHEMA", "CalibrationResult", "calibrate"]
 
@@ -56,31 +56,42 @@ def _info(path: str):
 
 
 def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -> dict:
-    """Read the frames of one (sensor, ISO, exposure) group; classify; statistics of its darks and flats."""
+    """Read the frames of one (sensor, ISO, exposure) group, one at a time; classify each; streaming
+    statistics of its darks and flats (:class:`GroupAccumulator`), and the levels and size of the frames."""
     from ..rawio import read_raw
 
-    kept = {"dark": [], "flat": []}
+    acc: dict[str, GroupAccumulator] = {}
     rejected, notes = [], []
-    black = white = None
+    info = positions = None
     for path, role in zip(paths, roles, strict=True):
-        frame = read_raw(path)
-        planes = frame.packed()
-        b = np.asarray(frame.info.black_level, float)
-        kind, note = classify_frame(planes, b, float(frame.info.white_level), dark_max=dark_max, role=role)
+        try:
+            frame = read_raw(path)
+        except RawlabError as e:
+            rejected.append({"path": path, "reason": f"cannot read: {type(e).__name__}: {e}"})
+            continue
+        i = frame.info
+        b, white = np.asarray(i.black_level, float), float(i.white_level)
+        if info is not None and (
+            not np.allclose(b, info["black"]) or white != info["white"] or (i.height, i.width) != info["hw"]
+        ):
+            rejected.append({"path": path, "reason": "black or white level or size differs from its group's"})
+            continue
+        planes = as_planes(frame.mosaic, i.cfa)
+        if positions is None:
+            positions = sample_positions(*planes.shape[1:], len(paths))
+        sums = frame_sums(planes, white=white, positions=positions, mosaic=frame.mosaic)
+        del frame
+        kind, note = classify_frame(sums, b, white, dark_max=dark_max, role=role)
         if kind is None:
             rejected.append({"path": path, "reason": note})
             continue
-        if black is not None and (not np.allclose(b, black) or frame.info.white_level != white):
-            rejected.append({"path": path, "reason": "black or white level differs from its group's"})
-            continue
-        black, white = b, frame.info.white_level
-        kept[kind].append(planes.astype(np.float32) - b.astype(np.float32)[:, None, None])
+        if info is None:
+            info = {"black": b.tolist(), "white": i.white_level, "hw": (i.height, i.width), "cfa": i.cfa}
+        acc.setdefault(kind, GroupAccumulator(b, white, positions)).add(planes, sums)
         notes.append({"path": path, "kind": kind, "note": note})
-    out = {"rejected": rejected, "frames": notes}
-    for kind, frames in kept.items():
-        if frames:
-            stack = np.stack(frames)
-            out[kind] = group_stats(stack, white_above_black=white - black, dark=kind == "dark")
+    out = {"rejected": rejected, "frames": notes, "info": info}
+    for kind, a in acc.items():
+        out[kind] = a.result(dark=kind == "dark")
     return out
 
 

@@ -14,16 +14,37 @@ Statistics (EMVA 1288 notation, ``L`` frames ``y_i``, per channel):
 - ``spatial``: the spatial variance of the averaged image ``mean_i y_i`` (still holding ``temporal / L``);
 - ``row``: the variance of the row means of ``y_i - mean_j y_j`` (frame mean removed), scaled back by
   ``L / (L - 1)``: row noise plus ``1 / columns`` of the pixel noise;
+- ``clipped``: the fraction of pixels at the white level;
 - darks with ``L >= 4``: the Tukey-lambda shape of the pixel noise (:func:`tukey_shape`).
+
+They are computed streaming (:class:`GroupAccumulator`), one frame in memory at a time: each frame gives
+per-row sums (:func:`frame_sums`: of ``y`` in four column blocks, and of ``y**2``) and its values at a fixed
+set of sampled pixels; the group keeps the per-pixel sum ``S = sum_i y_i``. Every view's figure then comes
+from row sums (a band is a range of rows), and the temporal variance from
+``sum_x sum_i (y_i - S/L)**2 = sum_rows sum_i y_i**2 - sum_x S**2 / L``. The DN are integers, so these sums
+are integers held exactly in float64 per row (below 2**53 for 16-bit data and up to 16 frames of 4750
+columns) and added up as Python integers: the subtraction loses nothing to cancellation.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BANDS", "DARK_MAX", "classify_frame", "group_stats", "tukey_shape"]
+__all__ = [
+    "BANDS",
+    "DARK_MAX",
+    "FrameSums",
+    "GroupAccumulator",
+    "as_planes",
+    "classify_frame",
+    "frame_sums",
+    "group_stats",
+    "sample_positions",
+    "tukey_shape",
+]
 
 BANDS = 8
 DARK_MAX = 0.02  # a frame whose mean is at most this fraction of the range above black is a dark
@@ -31,24 +52,108 @@ _FLAT_SPREAD = 0.05  # a flat's block means may spread this much (relative): ill
 _PPCC_SAMPLES = 60000
 
 
-def classify_frame(planes: np.ndarray, black: np.ndarray, white: float, *, dark_max: float = DARK_MAX,
-                   role: str | None = None) -> tuple[str | None, str]:  # fmt: skip
-    """``("dark" | "flat", note)`` or ``(None, reason)`` for a frame that is neither.
+def as_planes(mosaic: np.ndarray, cfa: str) -> np.ndarray:
+    """The Bayer ``mosaic`` (H, W) as float64 planes (4, H/2, W/2), R, G1, G2, B: packing and conversion in
+    one pass (what ``rawlab.bayer.pack(...).astype(float64)`` gives, in a quarter of its time)."""
+    from ..bayer import channel_offsets
 
-    ``planes`` are the packed DN (4, h, w). A frame is uniform when the means of a 4x4 grid of blocks spread
-    less than the noise allows (5 sigma of a block mean) plus 5% of the level (illumination fall-off) plus 2 DN
+    h, w = mosaic.shape[0] // 2, mosaic.shape[1] // 2
+    out = np.empty((4, h, w))
+    for c, (dy, dx) in enumerate(channel_offsets(cfa)):
+        np.copyto(out[c], mosaic[dy : 2 * h : 2, dx : 2 * w : 2])
+    return out
+
+
+def _views(h: int) -> list[slice]:
+    edges = np.linspace(0, h, BANDS + 1).astype(int)
+    return [slice(0, h)] + [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+def sample_positions(h: int, w: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` of the pixels whose values feed the Tukey-lambda fit: about ``60000 / n_frames``
+    evenly spaced along the plane in reading order (so every band holds its share), all when fewer."""
+    m = min(h * w, -(-_PPCC_SAMPLES // max(n_frames, 1)))
+    flat = np.unique(np.linspace(0, h * w - 1, m).round().astype(np.int64))
+    return flat // w, flat % w
+
+
+@dataclass
+class FrameSums:
+    """One frame's per-row sums (exact: integers in float64), DN as stored (black not subtracted).
+
+    ``blocks`` (4, h, 4): row sums over the four column blocks of :func:`classify_frame` (``w // 4`` columns
+    each); ``rest`` (4, h): over the ``w % 4`` columns left; ``squares`` (4, h): row sums of ``y**2``;
+    ``clipped`` (4, BANDS): pixels at the white level per band; ``samples`` (4, m): the values at
+    :func:`sample_positions`; ``width``: the plane's columns.
+    """
+
+    blocks: np.ndarray
+    rest: np.ndarray
+    squares: np.ndarray
+    clipped: np.ndarray
+    samples: np.ndarray
+    width: int
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.blocks.sum(axis=2) + self.rest
+
+    def channel_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel mean and variance over the whole plane (exact integer sums, then one division)."""
+        _, h, _ = self.blocks.shape
+        n = h * self.width
+        means, variances = np.empty(4), np.empty(4)
+        for c in range(4):
+            s1 = int(self.rows[c].astype(np.int64).sum())
+            s2 = int(self.squares[c].astype(np.int64).sum())
+            means[c] = s1 / n
+            variances[c] = (n * s2 - s1 * s1) / (n * n)
+        return means, variances
+
+
+def frame_sums(planes: np.ndarray, *, white: float, positions: tuple[np.ndarray, np.ndarray],
+               mosaic: np.ndarray | None = None) -> FrameSums:  # fmt: skip
+    """The per-row sums of one frame's float64 ``planes`` (4, h, w) of DN (:class:`FrameSums`).
+
+    ``mosaic`` (the same frame's integer DN) only speeds up the check for clipped pixels.
+    """
+    _, h, w = planes.shape
+    bw = w // 4
+    if bw:
+        blocks = np.einsum("chbw->chb", planes[:, :, : 4 * bw].reshape(4, h, 4, bw))
+    else:
+        blocks = np.zeros((4, h, 4))
+    rest = planes[:, :, 4 * bw :].sum(axis=2)
+    squares = np.einsum("chw,chw->ch", planes, planes)
+    clipped = np.zeros((4, BANDS))
+    threshold = white - 0.5
+    anything = np.count_nonzero(mosaic >= threshold) if mosaic is not None else 1
+    if anything:
+        for b, v in enumerate(_views(h)[1:]):
+            clipped[:, b] = [np.count_nonzero(planes[c, v] >= threshold) for c in range(4)]
+    samples = planes[:, positions[0], positions[1]]
+    return FrameSums(blocks, rest, squares, clipped, samples, w)
+
+
+def classify_frame(sums: FrameSums, black: np.ndarray, white: float, *, dark_max: float = DARK_MAX,
+                   role: str | None = None) -> tuple[str | None, str]:  # fmt: skip
+    """``("dark" | "flat", note)`` or ``(None, reason)`` for a frame that is neither, from its row sums.
+
+    A frame is uniform when the means of a 4x4 grid of blocks spread less than the noise allows (5 sigma of a
+    block mean, sigma the plane's standard deviation) plus 5% of the level (illumination fall-off) plus 2 DN
     (row and column patterns); a uniform frame is a dark when its level is at most ``dark_max`` of the
     range, else a flat. ``role`` (from a recipe) decides dark or flat, but a frame must still be uniform.
     """
-    x = planes.astype(np.float64) - black[:, None, None]
-    rng = white - black
-    level = float(np.mean(x.reshape(4, -1).mean(axis=1) / rng))
-    _, h, w = x.shape
+    _, h, _ = sums.blocks.shape
+    w = sums.width
     bh, bw = h // 4, w // 4
-    blocks = x[:, : bh * 4, : bw * 4].reshape(4, 4, bh, 4, bw).mean(axis=(2, 4))
-    noise = x.reshape(4, -1).std(axis=1)
+    means, variances = sums.channel_moments()
+    x_mean = means - black
+    level = float(np.mean(x_mean / (white - black)))
+    blocks = sums.blocks[:, : 4 * bh].reshape(4, 4, bh, 4).sum(axis=2) / max(bh * bw, 1)
+    noise = np.sqrt(np.maximum(variances, 0.0))
     spread = blocks.reshape(4, -1).std(axis=1)
-    allowed = 5 * noise / np.sqrt(bh * bw) + _FLAT_SPREAD * np.abs(x.reshape(4, -1).mean(axis=1)) + 2.0
+    allowed = 5 * noise / np.sqrt(max(bh * bw, 1)) + _FLAT_SPREAD * np.abs(x_mean) + 2.0
     if np.any(spread > allowed):
         c = int(np.argmax(spread / allowed))
         return None, (
@@ -60,51 +165,111 @@ def classify_frame(planes: np.ndarray, black: np.ndarray, white: float, *, dark_
     return ("dark" if level <= dark_max else "flat"), f"level {level:.1%} of the range"
 
 
-def _views(h: int) -> list[slice]:
-    edges = np.linspace(0, h, BANDS + 1).astype(int)
-    return [slice(0, h)] + [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+def _int_sum(rows: np.ndarray) -> int:
+    """Exact sum of integer-valued float64 row sums."""
+    return int(np.asarray(rows).astype(np.int64).sum())
 
 
-def group_stats(stack: np.ndarray, *, white_above_black: np.ndarray, dark: bool) -> dict:
-    """Statistics of ``L`` frames ``stack`` (L, 4, h, w), float DN above black, for the views (whole, bands).
+class GroupAccumulator:
+    """Streaming :func:`group_stats` of frames added one at a time (:meth:`add`), result by :meth:`result`.
 
-    Returns arrays shaped ``(1 + BANDS, 4)`` (``means``: ``(1 + BANDS, L, 4)``) and, for darks with
-    ``L >= 4``, the Tukey-lambda fit of the whole plane.
+    Holds the per-pixel sum of the frames (float64, exact), and per frame its row sums and samples.
     """
-    n, _, h, w = stack.shape
-    out: dict = {"n": n, "shape": [h, w]}
-    keys = ["means", "temporal", "spatial", "row", "clipped"]
-    acc: dict[str, list] = {k: [] for k in keys}
-    for v in _views(h):
-        y = stack[:, :, v, :]
-        means = y.mean(axis=(2, 3))  # (L, 4)
-        avg = y.mean(axis=0)  # (4, hv, w)
-        acc["means"].append(means)
-        acc["spatial"].append(avg.reshape(4, -1).var(axis=1, ddof=1))
-        acc["clipped"].append((y >= white_above_black[None, :, None, None] - 0.5).mean(axis=(0, 2, 3)))
-        if n >= 2:
-            pix = y.var(axis=0, ddof=1).reshape(4, -1).mean(axis=1)
-            acc["temporal"].append(pix - means.var(axis=0, ddof=1))
-            resid = y - avg[None]
-            rows = resid.mean(axis=3)  # (L, 4, hv)
-            rows = rows - rows.mean(axis=2, keepdims=True)  # the frame's own offset (drift) out
-            acc["row"].append((rows**2).sum(axis=2).mean(axis=0) / (rows.shape[2] - 1) * n / (n - 1))
+
+    def __init__(self, black: np.ndarray, white: float, positions: tuple[np.ndarray, np.ndarray]):
+        self.black = np.asarray(black, float)
+        self.white = float(white)
+        self.positions = positions
+        self.total: np.ndarray | None = None
+        self.frames: list[FrameSums] = []
+
+    def add(self, planes: np.ndarray, sums: FrameSums) -> None:
+        """Add one frame: its float64 ``planes`` (4, h, w) of DN and their :func:`frame_sums`."""
+        if self.total is None:
+            self.total = planes.copy()
         else:
-            acc["temporal"].append(np.full(4, np.nan))
-            acc["row"].append(np.full(4, np.nan))
-    for k in keys:
-        out[k] = np.asarray(acc[k]).tolist()
-    if dark and n >= 4:
-        out["tukey"] = [tukey_shape(stack[:, c], seed=c) for c in range(4)]
-    return out
+            self.total += planes
+        self.frames.append(sums)
+
+    def result(self, *, dark: bool) -> dict:
+        """The statistics (see the module docstring): arrays shaped ``(1 + BANDS, 4)`` (``means``:
+        ``(1 + BANDS, L, 4)``) and, for darks with ``L >= 4``, the Tukey-lambda fit of the whole plane."""
+        n = len(self.frames)
+        _, h, w = self.total.shape
+        views = _views(h)
+        rows = np.stack([f.rows for f in self.frames])  # (L, 4, h) exact
+        squares = np.sum([f.squares for f in self.frames], axis=0)  # (4, h) exact: below 2**53 per row
+        sum_rows = rows.sum(axis=0)  # (4, h): row sums of S
+        s2 = np.einsum("chw,chw->ch", self.total, self.total)  # (4, h): row sums of S**2
+        # The averaged image, centred on its channel means so its squares do not cancel.
+        centre = np.array([_int_sum(sum_rows[c]) for c in range(4)]) / (n * h * w)
+        avg = self.total / n - centre[:, None, None]
+        a1 = avg.sum(axis=2)
+        a2 = np.einsum("chw,chw->ch", avg, avg)
+        del avg
+        row_means = rows / w - sum_rows[None] / (n * w)  # (L, 4, h): row means of y_i - mean_j y_j
+        clipped = np.sum([f.clipped for f in self.frames], axis=0)  # (4, BANDS)
+        out: dict = {"n": n, "shape": [h, w]}
+        acc: dict[str, list] = {k: [] for k in ("means", "temporal", "spatial", "row", "clipped")}
+        for k, v in enumerate(views):
+            npix = (v.stop - v.start) * w
+            means = (
+                np.array([[_int_sum(rows[i, c, v]) / npix for c in range(4)] for i in range(n)]) - self.black
+            )  # (L, 4)
+            acc["means"].append(means)
+            s1v, s2v = a1[:, v].sum(axis=1), a2[:, v].sum(axis=1)
+            acc["spatial"].append((s2v - s1v**2 / npix) / (npix - 1))
+            frac = clipped.sum(axis=1) if k == 0 else clipped[:, k - 1]
+            acc["clipped"].append(frac / (n * npix))
+            if n >= 2:
+                pix = np.array(
+                    [
+                        (n * _int_sum(squares[c, v]) - _int_sum(s2[c, v])) / (n * npix * (n - 1))
+                        for c in range(4)
+                    ]
+                )
+                acc["temporal"].append(pix - means.var(axis=0, ddof=1))
+                rm = row_means[:, :, v]
+                rm = rm - rm.mean(axis=2, keepdims=True)  # the frame's own offset (drift) out
+                acc["row"].append((rm**2).sum(axis=2).mean(axis=0) / (rm.shape[2] - 1) * n / (n - 1))
+            else:
+                acc["temporal"].append(np.full(4, np.nan))
+                acc["row"].append(np.full(4, np.nan))
+        for k, vals in acc.items():
+            out[k] = np.asarray(vals).tolist()
+        if dark and n >= 4:
+            # The whole plane's leave-one-out residual variance (tukey_shape), from the same exact sums:
+            # sum over frames and pixels of (y_i - mean_j y_j)**2, less each frame-row's squared mean.
+            ts = np.array([n * _int_sum(squares[c]) - _int_sum(s2[c]) for c in range(4)]) / n
+            ts = ts - w * (row_means**2).sum(axis=(0, 2))
+            var_pix = ts * (n / (n - 1)) ** 2 / (n * h * w) * (n - 1) / n
+            samples = np.stack([f.samples for f in self.frames])  # (L, 4, m)
+            rowmean = rows / w  # (L, 4, h)
+            out["tukey"] = [
+                tukey_shape(
+                    samples[:, c],
+                    rowmean[:, c, self.positions[0]],
+                    self.positions[0],
+                    h,
+                    var_pix=float(var_pix[c]),
+                    seed=c,
+                )
+                for c in range(4)
+            ]
+        return out
 
 
-def _loo_residual(y: np.ndarray) -> np.ndarray:
-    """Each frame minus the mean of the others, with its row means removed: pixel noise without FPN or rows."""
-    n = y.shape[0]
-    total = y.sum(axis=0)
-    r = y - (total[None] - y) / (n - 1)
-    return r - r.mean(axis=2, keepdims=True)
+def group_stats(frames, *, black: np.ndarray, white: float, dark: bool, cfa: str | None = None) -> dict:
+    """:class:`GroupAccumulator`'s statistics of ``frames``: an iterable of planes (4, h, w) of DN (or of
+    mosaics (H, W) with ``cfa``), consumed one at a time."""
+    acc = None
+    frames = list(frames) if not hasattr(frames, "__len__") else frames
+    for y in frames:
+        planes = as_planes(y, cfa) if cfa is not None else np.asarray(y, np.float64)
+        if acc is None:
+            acc = GroupAccumulator(black, white, sample_positions(*planes.shape[1:], len(frames)))
+        acc.add(planes, frame_sums(planes, white=white, positions=acc.positions))
+    return acc.result(dark=dark)
 
 
 def _tukey_ppf(p: np.ndarray, lam: float) -> np.ndarray:
@@ -138,17 +303,18 @@ def _ppcc(x: np.ndarray) -> tuple[float, float]:
     return lam, corr(lam)
 
 
-def _sample(r: np.ndarray, k: int) -> np.ndarray:
-    flat = r.reshape(-1)
-    step = max(1, flat.size // k)
-    return flat[::step][:k]
+def tukey_shape(samples: np.ndarray, row_means: np.ndarray, sample_rows: np.ndarray, h: int, *,
+                var_pix: float, seed: int = 0) -> dict:  # fmt: skip
+    """The Tukey-lambda shape of the pixel read noise of ``L`` dark frames, one channel, DN.
 
+    ``samples`` (L, m) are the frames' values at sampled pixels in rows ``sample_rows`` (m,) of ``h``;
+    ``row_means`` (L, m) the frames' means of those rows; ``var_pix`` the variance of the whole plane's
+    residual below, per frame (its sampled values would do; the exact one is free in
+    :meth:`GroupAccumulator.result`).
 
-def tukey_shape(y: np.ndarray, *, seed: int = 0) -> dict:
-    """The Tukey-lambda shape of the pixel read noise in ``L`` dark frames ``y`` (L, h, w), DN.
-
-    The fixed pattern and the row noise are removed first (:func:`_loo_residual`: each frame minus the mean
-    of the others, then its row means). That residual mixes the frame's noise with ``1 / (L - 1)`` of the
+    The fixed pattern and the row noise are removed first: each frame minus the mean of the others, then
+    that residual's row mean (from the row means of the frames: ``rowmean(r_i) = rowmean(y_i) -
+    (rowmean(S) - rowmean(y_i)) / (L - 1)``). That residual mixes the frame's noise with ``1 / (L - 1)`` of the
     others' and with rounding to integer DN, which pulls the shape towards Gaussian. So the probability-plot
     correlation (PPCC) maximum found on the data is de-biased by simulation: the same residual is built from
     Tukey-lambda draws of the measured sigma, rounded on the same fractional offsets, its PPCC maximum found,
@@ -158,15 +324,18 @@ def tukey_shape(y: np.ndarray, *, seed: int = 0) -> dict:
     """
     from scipy import stats
 
-    n, h, _ = y.shape
-    r = _loo_residual(y)
-    var_pix = float(r.var()) * (n - 1) / n  # r = e_i - mean(others): variance (1 + 1/(L-1)) sigma^2
-    raw, quality = _ppcc(_sample(r, _PPCC_SAMPLES))
+    n = samples.shape[0]
+    total = samples.sum(axis=0)
+    r = samples - (total[None] - samples) / (n - 1)
+    r = r - (row_means - (row_means.sum(axis=0)[None] - row_means) / (n - 1))
+    raw, quality = _ppcc(r.reshape(-1))
     bands = []
     for v in _views(h)[1:]:
-        bands.append(_ppcc(_sample(r[:, v], _PPCC_SAMPLES // BANDS))[0])
+        inside = (sample_rows >= v.start) & (sample_rows < v.stop)
+        bands.append(_ppcc(r[:, inside].reshape(-1))[0])
     sigma = np.sqrt(max(var_pix - 1.0 / 12.0, 1e-6))
-    frac = np.mod(y.mean(axis=0), 1.0).reshape(-1)[: 2 * _PPCC_SAMPLES // n + 1]
+    # The fractional parts of the per-pixel means at the samples, repeated to twice the data's sample size.
+    frac = np.resize(np.mod(total / n, 1.0), 2 * _PPCC_SAMPLES // n + 1)
     rng = np.random.default_rng(np.random.SeedSequence([0x70C, seed]))
     m = frac.size
 
@@ -174,8 +343,8 @@ def tukey_shape(y: np.ndarray, *, seed: int = 0) -> dict:
         u = np.clip(rng.uniform(size=(n, m)), 1e-12, 1 - 1e-12)
         t = np.log(u / (1 - u)) if abs(lam) < 1e-9 else (u**lam - (1 - u) ** lam) / lam
         e = np.rint(t / np.sqrt(stats.tukeylambda(lam).var()) * sigma + frac[None])
-        total = e.sum(axis=0)
-        return _ppcc((e - (total[None] - e) / (n - 1)).reshape(-1))[0]
+        tot = e.sum(axis=0)
+        return _ppcc((e - (tot[None] - e) / (n - 1)).reshape(-1))[0]
 
     lam = raw
     for _ in range(2):
@@ -185,5 +354,5 @@ def tukey_shape(y: np.ndarray, *, seed: int = 0) -> dict:
         "lambda_raw": raw,
         "ppcc": quality,
         "lambda_raw_bands": bands,
-        "n_samples": int(min(r.size, _PPCC_SAMPLES)),
+        "n_samples": int(r.size),
     }
