@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from rawlab.cli import main
 from rawlab.cluster import RunOptions
 from rawlab.errors import RawlabError
-from rawlab.evaluation.bursts import SCHEMA, evaluate_bursts, find_bursts, psnr_db, write_burst_outputs
+from rawlab.evaluation.burst_report import write_burst_outputs
+from rawlab.evaluation.burst_sources import find_bursts
+from rawlab.evaluation.bursts import SCHEMA, evaluate_bursts, psnr_db
 
 FRAMES = 4
 
@@ -98,7 +100,7 @@ def test_schema_methods_and_counts(result, bursts, tmp_path):
 def test_reference_column_is_the_reference_frames_psnr(result, bursts):
     """The ``ref`` column, per ISO, equals the PSNR of the frames f0 against the truth computed directly, on the
     static area and on the moving region, and the region's size is the union of the object's masks."""
-    cases = find_bursts(bursts)
+    cases, _ = find_bursts(bursts)
     for iso in sorted({c.iso for c in cases}):
         direct = _direct_reference([c for c in cases if c.iso == iso])
         for n in (2, 4):
@@ -141,6 +143,29 @@ def test_static_bursts_have_no_moving_numbers(tmp_path, client):
     assert all(r["psnr_moving"] is None and r["moving_sites"] == 0 for r in res.rows)
 
 
+def test_a_burst_store_is_scored_on_the_frames_its_qa_kept(bursts, result, tmp_path, client):
+    """A store built from the synth folder (--recipe bursts) finds its truth through the catalog's source paths;
+    it scores the frames QA kept (the store's reference first), read losslessly from the store: the reference
+    column equals the folder's wherever every burst of the ISO is there."""
+    from rawlab.catalog import open_catalog
+    from rawlab.catalog.build import build_catalog
+
+    store = tmp_path / "s.zarr"
+    build_catalog([str(bursts)], str(store), recipe="bursts", options=RunOptions(client=client))
+    cat = open_catalog(store)
+    on_disk, _ = find_bursts(bursts)
+    cases, notes = find_bursts(store)
+    assert [c.folder for c in cases] == [c.folder for c in on_disk] and notes == []
+    for case, disk in zip(cases, on_disk, strict=True):
+        rows = cat[cat["burst_id"] == case.burst_id]
+        assert case.n_frames == int((rows["status"] == "ok").sum()) and case.paths[0] == disk.paths[0]
+    got = evaluate_bursts(store, counts=[2], options=RunOptions(client=client))
+    for r in got.rows:
+        if r["method"] == "ref":
+            assert r["psnr_static"] == _row(result, r["iso"], 2, "ref")["psnr_static"]
+            assert r["psnr_moving"] == _row(result, r["iso"], 2, "ref")["psnr_moving"]
+
+
 def _one_line_error(res) -> str:
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
@@ -170,6 +195,13 @@ def test_cli_happy_path_and_user_mistakes(bursts, tmp_path, client):
     ]
     for args, message in bad:
         assert message in _one_line_error(runner.invoke(main, args)), args
+    from rawlab.catalog.build import build_catalog
+
+    pairs = tmp_path / "pairs.zarr"  # the same files built with the default rule: no bursts
+    build_catalog([str(bursts / "SynthCam_PG-1" / "chart")], str(pairs), options=RunOptions(client=client))
+    assert "has no bursts" in _one_line_error(
+        runner.invoke(main, ["eval", str(pairs), "--bursts", "--out", str(out)])
+    )
     with pytest.raises(RawlabError, match="lists no bursts"):
         (tmp_path / "truth.json").write_text(json.dumps({"schema": "rawlab.noise/1", "sensors": []}))
         find_bursts(tmp_path)

@@ -122,9 +122,9 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     "--bursts",
     is_flag=True,
     default=False,
-    help="Score bursts (the default when STORE is a `rawlab synth OUT --burst N` folder): the reference frame, "
-    "--model on it, the classical merge and --burst-model, per frame count, on the static area and on the "
-    "moving object's region; writes OUT as rawlab.eval-bursts/1.",
+    help="Score bursts (the default when STORE is a `rawlab synth OUT --burst N` folder, or a store with bursts "
+    "and no pairs): the reference frame, --model on it, the classical merge and --burst-model, per frame count, "
+    "on the static area and on the moving object's region; writes OUT as rawlab.eval-bursts/1.",
 )
 @click.option(
     "--burst-model",
@@ -180,12 +180,12 @@ def eval_(
     beside it (<out>.png).
 
     On bursts (STORE a `rawlab synth OUT --burst N` folder, whose truth gives the clean reference and the
-    moving object): PSNR per sensor, ISO and frame count of the reference frame, the single-frame --model on
+    moving object, or a store built from one with --recipe bursts, scored on the frames its QA kept): PSNR per sensor, ISO and frame count of the reference frame, the single-frame --model on
     it, the classical merge (`rawlab burst merge`) and the --burst-model (`rawlab denoise --burst`), on the
     static area and on the region the moving object covers; writes OUT (rawlab.eval-bursts/1) and <out>.png.
     """
     from ..cluster import RunOptions
-    from ..evaluation.bursts import is_burst_source
+    from ..evaluation.burst_sources import is_burst_source
 
     ctx = click.get_current_context()
     if bursts or is_burst_source(store):
@@ -230,15 +230,13 @@ def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, gu
     import os
 
     from ..cluster import RunOptions
-    from ..evaluation.bursts import evaluate_bursts, write_burst_outputs
+    from ..evaluation.burst_report import write_burst_outputs
+    from ..evaluation.bursts import evaluate_bursts
     from ..outputs import output_file
 
-    if not os.path.exists(source):
-        raise RawlabError(f"{source} does not exist; pass the OUT folder of `rawlab synth OUT --burst N`")
-    if os.path.isdir(source) and os.path.isfile(os.path.join(source, "zarr.json")):
+    if "://" not in source and not os.path.exists(source):
         raise RawlabError(
-            f"{source} is a store: a burst store keeps no link to the bursts' truth (clean reference, moving "
-            "object); pass the `rawlab synth OUT --burst N` folder it was built from"
+            f"{source} does not exist; pass the OUT folder of `rawlab synth OUT --burst N` or a store built from it"
         )
     output_file(out, "--out")
     with _reporting("eval bursts") as report:

@@ -4,8 +4,10 @@ held-out noisy/clean pairs of a store, and the ``rawlab.eval/1`` report.
 It sits above ``learn`` and ``deploy`` (it loads their models) and below the CLI (docs/architecture.md,
 "Layers"). Modules: :mod:`~rawlab.evaluation.metrics` (PSNR, SSIM), :mod:`~rawlab.evaluation.baselines`
 (variance stabilisation + classical denoisers), :mod:`~rawlab.evaluation.scoring` (which pairs, which noise
-parameters, the Dask run), :mod:`~rawlab.evaluation.report` (JSON, plot, table). Heavy imports happen inside
-the submodules; ``import rawlab.evaluation`` is cheap.
+parameters, the Dask run), :mod:`~rawlab.evaluation.report` (JSON, plot, table); on bursts,
+:mod:`~rawlab.evaluation.bursts` (reference, single-frame model, merge and burst model per frame count),
+:mod:`~rawlab.evaluation.burst_sources` (the bursts and their truth), :mod:`~rawlab.evaluation.burst_report`.
+Heavy imports happen inside the submodules; ``import rawlab.evaluation`` is cheap.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ __all__ = [
     "METHODS",
     "EvalResult",
     "denoise_baseline",
+    "evaluate_bursts",
     "evaluate_store",
     "load_denoiser",
     "psnr",
     "select_pairs",
     "ssim",
+    "write_burst_outputs",
     "write_outputs",
 ]
 
@@ -34,6 +38,8 @@ _WHERE = {
     "psnr": "metrics",
     "ssim": "metrics",
     "write_outputs": "report",
+    "evaluate_bursts": "bursts",
+    "write_burst_outputs": "burst_report",
 }
 
 

@@ -1,11 +1,10 @@
 """``rawlab eval`` on bursts: the reference frame, the single-frame model, the classical merge and the burst
 model, for 2, 4 and 8 frames, per sensor and ISO, on the static area and on the region a moving object covers.
 
-What is scored: the bursts of a ``rawlab synth --burst`` folder (``OUT/truth.json``, ``bursts[]``), whose truth
-gives each burst's frames, the reference's noise-free mosaic (``clean_reference``) and the moving object's
-mask per frame (``object_mask``). A burst store (``catalog build --recipe bursts``) keeps no link to that truth
-(its catalog's ``truth_path`` is the pair dataset's colour truth, found through ``scenes[]``), so the source is
-the synth folder; the frames are read as ``rawlab burst merge`` reads them (:func:`rawlab.burst.read_burst`).
+What is scored (:mod:`rawlab.evaluation.burst_sources`): the bursts of a ``rawlab synth --burst`` folder, whose
+``truth.json`` gives each burst's clean reference and moving object, read as ``rawlab burst merge`` reads them;
+or those of a store built from such a folder (``catalog build --recipe bursts``), as its QA kept them, the truth
+found through the catalog's source paths. What is written and printed: :mod:`rawlab.evaluation.burst_report`.
 
 Per burst and frame count ``n`` (the first ``n`` frames, the reference first), every method estimates the
 reference's noise-free packed planes (:func:`burst_estimates`):
@@ -32,42 +31,33 @@ simulate in memory with the same two functions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..cluster import RunOptions
 from ..errors import RawlabError
+from .burst_sources import BurstCase, find_bursts, load_case
 
 __all__ = [
     "COUNTS",
     "METHODS",
     "SCHEMA",
-    "BurstCase",
     "BurstEvalResult",
     "burst_estimates",
     "evaluate_bursts",
-    "find_bursts",
-    "format_burst_table",
-    "is_burst_source",
     "psnr_db",
     "squared_errors",
-    "write_burst_outputs",
 ]
 
 SCHEMA = "rawlab.eval-bursts/1"
 METHODS = ("ref", "single", "merge", "model")
 REGIONS = ("static", "moving")
 COUNTS = (2, 4, 8)
-_TRUTH = "truth.json"
-_STYLE = {"ref": "tab:gray", "single": "tab:blue", "merge": "tab:green", "model": "black"}
-_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 # -- scoring: one home for the benchmarks and the eval ------------------------------------------------------
@@ -165,122 +155,6 @@ def squared_errors(
     return out
 
 
-# -- bursts on disk -----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class BurstCase:
-    """One burst of a synth folder with its truth: frame paths (the reference first), the clean reference
-    (``.npy``, float32 ``(H, W)`` normalised mosaic), the object's mask (``.npy``, uint8 ``(N, H, W)``) or None,
-    and the true noise law ``(a, b)`` at its ISO."""
-
-    sensor: str
-    scene: str
-    iso: int
-    folder: str
-    paths: tuple[str, ...]
-    clean: str
-    mask: str | None
-    a: tuple[float, ...]
-    b: tuple[float, ...]
-
-    @property
-    def n_frames(self) -> int:
-        return len(self.paths)
-
-
-def _truth_file(source: str | os.PathLike[str]) -> Path:
-    p = Path(source)
-    return p if p.name == _TRUTH and p.is_file() else p / _TRUTH
-
-
-def is_burst_source(source: str | os.PathLike[str]) -> bool:
-    """Whether ``source`` is a ``rawlab synth --burst`` folder (or its ``truth.json``) listing bursts."""
-    path = _truth_file(source)
-    if not path.is_file():
-        return False
-    try:
-        return bool(json.loads(path.read_text()).get("bursts"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def find_bursts(source: str | os.PathLike[str]) -> list[BurstCase]:
-    """The bursts of a ``rawlab synth --burst`` folder, in sensor, ISO, scene order.
-
-    Raises
-    ------
-    RawlabError
-        ``source`` has no ``truth.json`` listing bursts, or a burst's frames or truth files are missing.
-    """
-    from ..noise.profile import load_profiles
-
-    path = _truth_file(source)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RawlabError(
-            f"{os.fspath(source)} has no {_TRUTH}: burst evaluation needs the truth of a `rawlab synth OUT "
-            "--burst N` folder (the clean reference and the moving object); pass that OUT"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise RawlabError(
-            f"cannot read {path}: {e}; write it again with `rawlab synth OUT --burst N`"
-        ) from None
-    bursts = doc.get("bursts") if isinstance(doc, dict) else None
-    if not bursts:
-        raise RawlabError(
-            f"{path} lists no bursts (a pair or calibration dataset?); burst evaluation needs a folder written "
-            "by `rawlab synth OUT --burst N`"
-        )
-    profiles = load_profiles(path)
-    root = path.parent
-    cases = []
-    for entry in bursts:
-        folder = root / entry["folder"]
-        paths = [folder / f for f in entry["frames"]]
-        ref = int(entry.get("reference", 0))
-        paths = [paths[ref], *(p for k, p in enumerate(paths) if k != ref)]
-        clean = root / entry["clean_reference"]
-        mask = root / entry["object_mask"] if entry.get("object_mask") else None
-        missing = [p for p in (*paths, clean, *([mask] if mask else [])) if not p.is_file()]
-        if missing:
-            raise RawlabError(
-                f"{missing[0]} is missing ({len(missing)} file(s) of burst {entry['folder']}); write the folder "
-                "again with `rawlab synth`"
-            )
-        law = profiles.noise_at(entry["sensor"], entry["iso"], outside="none")
-        if law is None:
-            raise RawlabError(f"{path} has no noise law for {entry['sensor']} at ISO {entry['iso']}")
-        case = BurstCase(
-            entry["sensor"], entry["scene"], int(entry["iso"]), entry["folder"],
-            tuple(map(os.fspath, paths)), os.fspath(clean), os.fspath(mask) if mask else None,
-            tuple(map(float, law.a)), tuple(map(float, law.b)),
-        )  # fmt: skip
-        cases.append(case)
-    cases.sort(key=lambda c: (c.sensor, c.iso, c.scene, c.folder))
-    return cases
-
-
-def load_case(case: BurstCase):
-    """``(planes (N, 4, h, w) float32 normalised, cfa, truth (4, h, w), region (4, h, w) bool or None)``."""
-    from ..bayer import pack
-    from ..burst import read_burst
-
-    frames = read_burst(case.paths)
-    cfa = frames[0].info.cfa
-    planes = np.stack([f.normalized() for f in frames]).astype(np.float32)
-    truth = pack(np.load(case.clean), cfa)
-    region = None
-    if case.mask is not None:
-        region = pack(np.load(case.mask).any(axis=0).astype(np.uint8), cfa).astype(bool)
-    if truth.shape != planes.shape[1:]:
-        raise RawlabError(
-            f"{case.clean} is {truth.shape} packed but the frames of {case.folder} are {planes.shape[1:]}"
-        )
-    return planes, cfa, truth, region
-
-
 def merge_task(case: BurstCase, counts: Sequence[int]) -> dict:
     """Squared errors of ``ref`` and ``merge`` on one burst (runs on a Dask worker)."""
     planes, cfa, truth, region = load_case(case)
@@ -360,7 +234,8 @@ def evaluate_bursts(
     Parameters
     ----------
     source
-        A ``rawlab synth OUT --burst N`` folder (or its ``truth.json``).
+        A ``rawlab synth OUT --burst N`` folder (or its ``truth.json``), or a store built from one with
+        ``catalog build --recipe bursts`` (its bursts' frames as QA kept them; :func:`find_bursts`).
     single
         The single-frame model: ``"builtin"``, a model directory or an exported file, or a loaded denoiser;
         None leaves the ``single`` column out.
@@ -386,13 +261,18 @@ def evaluate_bursts(
     t0 = time.perf_counter()
     opts = options or RunOptions()
     want = _counts(counts)
-    cases = find_bursts(source)
+    cases, notes = find_bursts(source, opts.storage_options)
     longest = max(c.n_frames for c in cases)
     chosen = [n for n in want if n <= longest]
-    notes = []
     if not chosen:
         raise RawlabError(
             f"the bursts of {os.fspath(source)} have at most {longest} frames; ask for --frames up to {longest}"
+        )
+    short = [c.folder for c in cases if c.n_frames < chosen[-1]]
+    if short:
+        notes.append(
+            f"{len(short)} burst(s) with fewer than {chosen[-1]} usable frames are scored only at the counts they "
+            f"have ({', '.join(short[:4])}{' ...' if len(short) > 4 else ''})"
         )
     if len(chosen) < len(want):
         left = ", ".join(str(n) for n in want if n > longest)
@@ -512,118 +392,3 @@ def _aggregate(per_burst, methods) -> tuple[list[dict[str, Any]], list[dict[str,
             "n_bursts": len(scenes[(sensor, iso, n, m)]), "scenes": sorted(scenes[(sensor, iso, n, m)]),
         })  # fmt: skip
     return rows, bursts
-
-
-# -- what the command writes and prints ----------------------------------------------------------------------
-
-
-def _by_key(rows) -> dict[tuple[str, int, int], dict[str, dict[str, Any]]]:
-    t: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        t.setdefault((r["sensor"], r["iso"], r["frames"]), {})[r["method"]] = r
-    return t
-
-
-def _cell(v: float | None, width: int = 7) -> str:
-    return f"{v:>{width}.2f}" if v is not None else f"{'-':>{width}}"
-
-
-def format_burst_table(result: BurstEvalResult) -> list[str]:
-    """One line per sensor, ISO and frame count: PSNR (dB) per method on the static area, then on the moving
-    region, and the merge's gain over the reference (static)."""
-    ms = result.methods
-    width = max([len("sensor"), *(len(r["sensor"]) for r in result.rows)])
-    head = (
-        f"{'sensor':<{width}} {'ISO':>6} {'N':>2} | static: " + " ".join(f"{m:>7}" for m in ms)
-        + f" {'merge-ref':>9} | moving: " + " ".join(f"{m:>7}" for m in ms)
-    )  # fmt: skip
-    lines = [head, "-" * len(head)]
-    for (sensor, iso, n), by_m in _by_key(result.rows).items():
-        st = " ".join(_cell(by_m[m]["psnr_static"] if m in by_m else None) for m in ms)
-        mv = " ".join(_cell(by_m[m]["psnr_moving"] if m in by_m else None) for m in ms)
-        gain = by_m["merge"]["psnr_static"] - by_m["ref"]["psnr_static"] if "merge" in by_m else None
-        lines.append(f"{sensor:<{width}} {iso:>6} {n:>2} | static: {st} {_cell(gain, 9)} | moving: {mv}")
-    lines.append(
-        "PSNR in dB over the packed planes vs the reference's clean planes (peak 1 = white), pooled over the "
-        "bursts; moving: the sites the moving object covers in any frame ('-': no moving object)"
-    )
-    lines += [f"note: {n}" for n in result.notes]
-    return lines
-
-
-def summary_line(result: BurstEvalResult, written: Sequence[Path] = ()) -> str:
-    """``eval bursts: ...``: what was scored, and at the most frames the mean static gain of each method over
-    the reference."""
-    n = max(result.counts)
-    at = [r for r in result.rows if r["frames"] == n]
-    ref = {(r["sensor"], r["iso"]): r["psnr_static"] for r in at if r["method"] == "ref"}
-    parts = []
-    for m in result.methods:
-        if m == "ref":
-            continue
-        gains = [r["psnr_static"] - ref[(r["sensor"], r["iso"])] for r in at if r["method"] == m]
-        if gains:
-            parts.append(f"{m} {np.mean(gains):+.1f} dB")
-    keys = {(r["sensor"], r["iso"]) for r in result.rows}
-    where = f"; wrote {', '.join(map(str, written))}" if written else ""
-    return (
-        f"eval bursts: {len(result.bursts)} bursts, {len(keys)} sensor-ISOs, frames {','.join(map(str, result.counts))}; "
-        f"static gain over the reference at {n} frames: {', '.join(parts)}{where} ({result.seconds:.1f} s)"
-    )
-
-
-def plot_burst_psnr(result: BurstEvalResult, path: str | os.PathLike[str]) -> Path:
-    """PSNR against ISO: one row of panels per sensor (static area, moving region), one line per method and
-    frame count (``ref`` and ``single`` once: they do not depend on the count)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    sensors = sorted({r["sensor"] for r in result.rows})
-    fig = Figure(figsize=(10.0, 3.8 * len(sensors)), layout="constrained")
-    axes = fig.subplots(len(sensors), 2, squeeze=False)
-    for row, sensor in zip(axes, sensors, strict=True):
-        mine = [r for r in result.rows if r["sensor"] == sensor]
-        xs = sorted({r["iso"] for r in mine})
-        for ax, region in zip(row, REGIONS, strict=True):
-            for m in result.methods:
-                counts = result.counts if m in ("merge", "model") else result.counts[:1]
-                for k, n in enumerate(counts):
-                    pts = [
-                        (r["iso"], r[f"psnr_{region}"]) for r in mine if r["method"] == m and r["frames"] == n
-                    ]
-                    pts = [(x, y) for x, y in pts if y is not None]
-                    if not pts:
-                        continue
-                    label = f"{m} N={n}" if m in ("merge", "model") else m
-                    ax.plot(*zip(*sorted(pts), strict=True), color=_STYLE[m], marker=_MARKERS[k % len(_MARKERS)],
-                            alpha=0.4 + 0.6 * (k + 1) / len(counts), label=label)  # fmt: skip
-            ax.set_xscale("log")
-            ax.set_xticks(xs, [f"{i:g}" for i in xs], minor=False)
-            ax.minorticks_off()
-            ax.set_xlabel("ISO")
-            ax.set_ylabel("PSNR (dB, packed raw, peak 1)")
-            ax.set_title(f"{sensor}: {region} {'area' if region == 'static' else 'region'}")
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize="x-small")
-    fig.suptitle(f"rawlab eval: bursts of {Path(result.source).name}", fontsize="medium")
-    FigureCanvasAgg(fig)
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def write_burst_outputs(result: BurstEvalResult, out: str | os.PathLike[str], *, plot: bool = True):
-    """Write ``out`` (JSON, ``rawlab.eval-bursts/1``) and ``<out stem>.png`` beside it; return
-    :class:`rawlab.evaluation.report.EvalOutputs` (paths, table lines, summary)."""
-    from .report import EvalOutputs, write_json
-
-    out = write_json(result.to_dict(), out)
-    written = [out]
-    png = None
-    if plot:
-        png = plot_burst_psnr(
-            result, out.with_suffix(".png") if out.suffix != ".png" else out.with_suffix(".plot.png")
-        )
-        written.append(png)
-    return EvalOutputs(out, png, format_burst_table(result), summary_line(result, written))
