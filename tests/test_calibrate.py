@@ -181,3 +181,20 @@ def test_the_tukey_ppcc_fit_is_scipys(lam):
     (_, _), (_, _, r) = stats.probplot(x, sparams=(ref,), dist="tukeylambda")
     got, quality = _ppcc(x)
     assert got == pytest.approx(ref, abs=1e-5) and quality == pytest.approx(r, abs=1e-9)
+
+
+def test_a_damaged_frame_is_rejected_and_the_others_go_on(cal2, client, tmp_path):
+    """The metadata pass reads headers only; a frame whose pixels are cut off is still rejected with its path."""
+    import shutil
+
+    out, _ = cal2
+    for kind in ("darks", "flats"):
+        shutil.copytree(out / f"SynthCam_CAL-2/{kind}/iso800", tmp_path / kind)
+    bad = sorted((tmp_path / "darks").glob("*.dng"))[-1]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    result = calibrate([str(tmp_path)], options=RunOptions(client=client))
+    assert [r["path"] for r in result.rejected] == [str(bad)]
+    assert result.rejected[0]["reason"].startswith("cannot read: ")
+    (sensor,) = result.doc["sensors"]
+    assert sensor["black_level"] == [1024.0] * 4 and sensor["size"] == [384, 256] and sensor["cfa"] == "BGGR"
+    assert [e["iso"] for e in sensor["isos"]] == [800]

@@ -1,10 +1,12 @@
 """``rawlab calibrate``: dark and flat frames in, EMVA 1288 figures per sensor, ISO and channel out.
 
-1. The sources are scanned (:func:`rawlab.catalog.scan.scan_sources`) and each file's metadata read on Dask
-   (:func:`rawlab.rawio.read_info`): sensor, ISO, exposure time, black and white levels.
+1. The sources are scanned (:func:`rawlab.catalog.scan.scan_sources`) and each file's header read on Dask
+   (:func:`rawlab.rawmeta.read_metadata`, no decode): sensor, ISO and exposure time.
 2. Frames are grouped by sensor, ISO and exposure time; one Dask task per group reads its frames (each file
-   once), tells darks from flats (:func:`rawlab.calibrate.stats.classify_frame`: by level, or by a recipe
-   that names the darks and the flats) and returns small statistics (:func:`group_stats`).
+   decoded once, one frame in memory at a time), tells darks from flats
+   (:func:`rawlab.calibrate.stats.classify_frame`: by level, or by a recipe that names the darks and the
+   flats) and accumulates small statistics (:class:`rawlab.calibrate.stats.GroupAccumulator`); the black and
+   white levels, pattern and size come from the frames it reads.
 3. The figures are fitted per sensor and ISO (:func:`rawlab.calibrate.fit.fit_iso`).
 
 A frame that cannot be read, lacks ISO or exposure time, or is neither dark nor flat (not uniform) is
@@ -36,23 +38,20 @@ class CalibrationResult:
     groups: dict = field(default_factory=dict)  # (sensor, iso) -> {"darks": [...], "flats": [...]}
 
 
-def _info(path: str):
-    from ..rawio import read_info
+def _info(path: str) -> dict:
+    """What grouping needs (sensor, ISO, exposure time) from the file's header, without decoding it; LibRaw
+    (:func:`rawlab.rawio.read_info`, one decode) only where the header lacks a value or the file is damaged."""
+    from ..rawmeta import normalize_sensor_name, read_metadata
 
-    i = read_info(path)
-    return {
-        "path": path,
-        "sensor": i.sensor,
-        "make": i.make,
-        "model": i.model,
-        "iso": i.iso,
-        "exposure_time": i.exposure_time,
-        "cfa": i.cfa,
-        "black": list(i.black_level),
-        "white": i.white_level,
-        "height": i.height,
-        "width": i.width,
-    }
+    m = read_metadata(path)
+    partial = m.payload is not None and m.payload.state == "partial"
+    if m.damaged or partial or None in (m.make, m.model, m.iso, m.exposure_time):
+        from ..rawio import read_info
+
+        m = read_info(path)  # raises what reading the frame would raise
+    sensor = normalize_sensor_name(m.make, m.model)
+    return {"path": path, "sensor": sensor, "make": m.make, "model": m.model, "iso": m.iso,
+            "exposure_time": m.exposure_time}  # fmt: skip
 
 
 def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -> dict:
@@ -67,12 +66,14 @@ def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -
         try:
             frame = read_raw(path)
         except RawlabError as e:
-            rejected.append({"path": path, "reason": f"cannot read: {type(e).__name__}: {e}"})
+            rejected.append({"path": path, "reason": f"cannot read: {e}"})
             continue
         i = frame.info
         b, white = np.asarray(i.black_level, float), float(i.white_level)
         if info is not None and (
-            not np.allclose(b, info["black"]) or white != info["white"] or (i.height, i.width) != info["hw"]
+            not np.allclose(b, info["black"])
+            or white != info["white"]
+            or (i.height, i.width) != (info["height"], info["width"])
         ):
             rejected.append({"path": path, "reason": "black or white level or size differs from its group's"})
             continue
@@ -86,7 +87,8 @@ def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -
             rejected.append({"path": path, "reason": note})
             continue
         if info is None:
-            info = {"black": b.tolist(), "white": i.white_level, "hw": (i.height, i.width), "cfa": i.cfa}
+            info = {"black": b.tolist(), "white": i.white_level, "height": i.height, "width": i.width,
+                    "cfa": i.cfa}  # fmt: skip
         acc.setdefault(kind, GroupAccumulator(b, white, positions)).add(planes, sums)
         notes.append({"path": path, "kind": kind, "note": note})
     out = {"rejected": rejected, "frames": notes, "info": info}
@@ -167,18 +169,21 @@ def calibrate(
         outcomes = run_tasks(client, _measure_group, args, name="cal-group",
                              progress=(lambda n: progress(n)) if progress else None)  # fmt: skip
     by_iso: dict[tuple, dict] = defaultdict(lambda: {"darks": [], "flats": [], "frames": []})
+    levels: dict[str, dict] = {}  # sensor -> the levels, pattern and size its frames were read with
     for k, o in zip(keys, outcomes, strict=True):
         if not o.ok:
             for i in groups[k]:
                 rejected.append({"path": i["path"], "reason": f"cannot read: {o.error}"})
             continue
         rejected += o.value["rejected"]
+        if o.value["info"] is not None:
+            levels.setdefault(k[0], o.value["info"])
         entry = by_iso[(k[0], k[1])]
         entry["frames"] += [f | {"exposure_time": k[2]} for f in o.value["frames"]]
         for kind in ("dark", "flat"):
             if kind in o.value:
                 entry[kind + "s"].append(o.value[kind] | {"exposure_time": k[2]})
-    doc = _document(by_iso, infos, rejected)
+    doc = _document(by_iso, infos, levels, rejected)
     if not doc["sensors"]:
         raise RawlabError(
             "no sensor has both dark and flat frames at one ISO"
@@ -191,7 +196,7 @@ def calibrate(
     return CalibrationResult(doc, rejected, dict(by_iso))
 
 
-def _document(by_iso, infos, rejected) -> dict:
+def _document(by_iso, infos, levels, rejected) -> dict:
     from .._version import __version__
 
     meta = {}
@@ -207,7 +212,7 @@ def _document(by_iso, infos, rejected) -> dict:
             isos.append({"iso": int(iso) if float(iso).is_integer() else iso} | fit)
         if not isos:
             continue
-        m = meta[name]
+        m = meta[name] | levels[name]
         sensors.append(
             {
                 "sensor": name,
