@@ -136,11 +136,15 @@ def test_model_columns(result):
     assert {r["frames"] for r in result.rows if r["method"] == "model"} == {2, 4}
 
 
-def test_static_bursts_have_no_moving_numbers(tmp_path, client):
+def test_static_bursts_have_no_moving_numbers_and_a_bad_burst_is_a_note(tmp_path, client):
     src = _synth(tmp_path / "still", "--scenes", "1", "--no-moving")
+    bad = sorted(src.glob("*/chart/burst_iso800/*_f1.dng"))[0]
+    bad.write_bytes(b"not a raw file")
     res = evaluate_bursts(src, counts=[2], options=RunOptions(client=client))
     assert res.methods == ["ref", "merge"]
     assert all(r["psnr_moving"] is None and r["moving_sites"] == 0 for r in res.rows)
+    assert 800 not in {r["iso"] for r in res.rows} and len(res.bursts) == 5  # the other ISOs go on
+    assert any("1 burst(s) not scored" in n and str(bad) in n for n in res.notes), res.notes
 
 
 def test_a_burst_store_is_scored_on_the_frames_its_qa_kept(bursts, result, tmp_path, client):

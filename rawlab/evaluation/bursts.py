@@ -310,6 +310,8 @@ def evaluate_bursts(
 
     per_burst, failed = [], []
     for i, (case, o) in enumerate(zip(cases, outcomes, strict=True)):
+        if o.error is not None and not o.killed and not isinstance(o.error, RawlabError):
+            raise o.error  # a bug, not a bad burst: keep its traceback
         errs = dict(o.value) if o.ok else None
         why = ("its worker died" if o.killed else str(o.error)) if not o.ok else None
         if errs is not None and has_models:
