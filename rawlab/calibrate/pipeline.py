@@ -24,7 +24,7 @@ from ..bayer import CHANNELS
 from ..cluster import RunOptions, run_tasks
 from ..errors import RawlabError
 from .fit import fit_iso
-from .stats import DARK_MAX, GroupAccumulator, as_planes, classify_frame, frame_sums, sample_positions
+from .stats import DARK_MAX, GroupAccumulator, classify_frame, frame_sums, sample_positions
 
 __all__ = ["SCHEMA", "CalibrationResult", "calibrate"]
 
@@ -77,10 +77,9 @@ def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -
         ):
             rejected.append({"path": path, "reason": "black or white level or size differs from its group's"})
             continue
-        planes = as_planes(frame.mosaic, i.cfa)
         if positions is None:
-            positions = sample_positions(*planes.shape[1:], len(paths))
-        sums = frame_sums(planes, white=white, positions=positions, mosaic=frame.mosaic)
+            positions = sample_positions(i.height // 2, i.width // 2, len(paths))
+        planes, sums = frame_sums(frame.mosaic, white=white, positions=positions, cfa=i.cfa)
         del frame
         kind, note = classify_frame(sums, b, white, dark_max=dark_max, role=role)
         if kind is None:
