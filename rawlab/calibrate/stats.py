@@ -184,9 +184,10 @@ class GroupAccumulator:
         self.frames: list[FrameSums] = []
 
     def add(self, planes: np.ndarray, sums: FrameSums) -> None:
-        """Add one frame: what :func:`frame_sums` returns for it (float64 planes of DN and their sums)."""
+        """Add one frame: what :func:`frame_sums` returns for it (float64 planes of DN and their sums). The
+        first frame's planes become the accumulator's sum (not copied): do not change them afterwards."""
         if self.total is None:
-            self.total = planes.copy()
+            self.total = planes
         else:
             self.total += planes
         self.frames.append(sums)
@@ -201,12 +202,6 @@ class GroupAccumulator:
         squares = np.sum([f.squares for f in self.frames], axis=0)  # (4, h) exact: below 2**53 per row
         sum_rows = rows.sum(axis=0)  # (4, h): row sums of S
         s2 = np.einsum("chw,chw->ch", self.total, self.total)  # (4, h): row sums of S**2
-        # The averaged image, centred on its channel means so its squares do not cancel.
-        centre = np.array([_int_sum(sum_rows[c]) for c in range(4)]) / (n * h * w)
-        avg = self.total / n - centre[:, None, None]
-        a1 = avg.sum(axis=2)
-        a2 = np.einsum("chw,chw->ch", avg, avg)
-        del avg
         row_means = rows / w - sum_rows[None] / (n * w)  # (L, 4, h): row means of y_i - mean_j y_j
         clipped = np.sum([f.clipped for f in self.frames], axis=0)  # (4, BANDS)
         out: dict = {"n": n, "shape": [h, w]}
@@ -217,8 +212,13 @@ class GroupAccumulator:
                 np.array([[_int_sum(rows[i, c, v]) / npix for c in range(4)] for i in range(n)]) - self.black
             )  # (L, 4)
             acc["means"].append(means)
-            s1v, s2v = a1[:, v].sum(axis=1), a2[:, v].sum(axis=1)
-            acc["spatial"].append((s2v - s1v**2 / npix) / (npix - 1))
+            # The averaged image S / L: (N sum S**2 - (sum S)**2) / (L**2 N (N - 1)), in integers.
+            acc["spatial"].append(
+                [
+                    (npix * _int_sum(s2[c, v]) - _int_sum(sum_rows[c, v]) ** 2) / (n * n * npix * (npix - 1))
+                    for c in range(4)
+                ]
+            )
             frac = clipped.sum(axis=1) if k == 0 else clipped[:, k - 1]
             acc["clipped"].append(frac / (n * npix))
             if n >= 2:
