@@ -122,14 +122,8 @@ def plot_burst_psnr(result: BurstEvalResult, path: str | os.PathLike[str]) -> Pa
 def write_burst_outputs(result: BurstEvalResult, out: str | os.PathLike[str], *, plot: bool = True):
     """Write ``out`` (JSON, ``rawlab.eval-bursts/1``) and ``<out stem>.png`` beside it; return
     :class:`rawlab.evaluation.report.EvalOutputs` (paths, table lines, summary)."""
-    from .report import EvalOutputs, write_json
+    from .report import write_eval
 
-    out = write_json(result.to_dict(), out)
-    written = [out]
-    png = None
-    if plot:
-        png = plot_burst_psnr(
-            result, out.with_suffix(".png") if out.suffix != ".png" else out.with_suffix(".plot.png")
-        )
-        written.append(png)
-    return EvalOutputs(out, png, format_burst_table(result), summary_line(result, written))
+    return write_eval(
+        result, out, plot=plot, plotter=plot_burst_psnr, table=format_burst_table, summary=summary_line
+    )

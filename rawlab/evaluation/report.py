@@ -164,14 +164,21 @@ def write_json(doc: dict[str, Any], out: str | os.PathLike[str]) -> Path:
     return out
 
 
-def write_outputs(result: EvalResult, out: str | os.PathLike[str], *, plot: bool = True) -> EvalOutputs:
-    """Write ``out`` (JSON, schema ``rawlab.eval/1``) and ``<out stem>.png`` beside it."""
+def write_eval(result, out: str | os.PathLike[str], *, plot: bool, plotter, table, summary) -> EvalOutputs:
+    """Write an evaluation ``result`` (its ``to_dict()``) to ``out`` as JSON and, with ``plot``, its
+    ``plotter(result, path)`` to ``<out stem>.png`` beside it; ``table(result)`` and ``summary(result,
+    written)`` give the lines to print. One home for the pair and the burst evaluations' outputs."""
     out = write_json(result.to_dict(), out)
     written = [out]
     png = None
     if plot:
-        png = plot_psnr(
+        png = plotter(
             result, out.with_suffix(".png") if out.suffix != ".png" else out.with_suffix(".plot.png")
         )
         written.append(png)
-    return EvalOutputs(out, png, format_table(result), summary_line(result, written))
+    return EvalOutputs(out, png, table(result), summary(result, written))
+
+
+def write_outputs(result: EvalResult, out: str | os.PathLike[str], *, plot: bool = True) -> EvalOutputs:
+    """Write ``out`` (JSON, schema ``rawlab.eval/1``) and ``<out stem>.png`` beside it."""
+    return write_eval(result, out, plot=plot, plotter=plot_psnr, table=format_table, summary=summary_line)
