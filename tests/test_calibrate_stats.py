@@ -114,7 +114,7 @@ def test_tukey_pixel_variance_is_exact(monkeypatch):
     pos = sample_positions(40, 30, 5)
     acc = GroupAccumulator(np.zeros(4), 4095.0, pos)
     for p in planes:
-        acc.add(*frame_sums(p, white=4095.0, positions=pos))
+        acc.add(frame_sums(p, white=4095.0, positions=pos)[1], p)
     seen = {}
 
     def spy(*args, var_pix, seed):
@@ -161,3 +161,28 @@ def test_classification_from_row_sums(kind):
         assert f"spread {spread[c]:.1f} DN, a dark or flat field allows {allowed[c]:.1f} DN" in note
     else:
         assert note == f"level {lvl:.1%} of the range"
+
+
+def test_a_group_of_mixed_frames_is_measured_kind_by_kind(tmp_path):
+    """A group task adds each frame to the sum of the kind it guesses (the last frame's) as it reads it; a
+    wrong guess or a rejected frame is taken back out: darks, a flat, a scene and darks again in one group
+    give the statistics of the darks alone and of the flat alone."""
+    from rawlab.calibrate.pipeline import _measure_group
+    from rawlab.dng import write_dng
+
+    black, white = np.full(4, 256.0), 4095
+    darks = _stack(6, n=5, level=262.0)
+    flat = _stack(7, n=1, level=2000.0)[0]
+    scene = flat.astype(np.int64) + np.linspace(0, 1500, 30).astype(np.int64)[None, None, :]
+    order = [darks[0], darks[1], flat, scene.astype(np.uint16), darks[2], darks[3], darks[4]]
+    paths = []
+    for k, planes in enumerate(order):
+        path = tmp_path / f"f{k}.dng"
+        write_dng(path, unpack(planes, "RGGB"), cfa="RGGB", black_level=[256] * 4, white_level=white,
+                  make="SynthCam", model="MIX", iso=100, exposure_time=0.01)  # fmt: skip
+        paths.append(str(path))
+    out = _measure_group(paths, [None] * len(paths), 0.02)
+    assert [f["kind"] for f in out["frames"]] == ["dark", "dark", "flat", "dark", "dark", "dark"]
+    assert [r["path"] for r in out["rejected"]] == [paths[3]]
+    np.testing.assert_equal(out["dark"], group_stats(list(darks), black=black, white=white, dark=True))
+    np.testing.assert_equal(out["flat"], group_stats([flat], black=black, white=white, dark=False))

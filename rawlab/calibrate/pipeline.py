@@ -24,7 +24,7 @@ from ..bayer import CHANNELS
 from ..cluster import RunOptions, run_tasks
 from ..errors import RawlabError
 from .fit import fit_iso
-from .stats import DARK_MAX, GroupAccumulator, classify_frame, frame_sums, sample_positions
+from .stats import DARK_MAX, GroupAccumulator, as_planes, classify_frame, frame_sums, sample_positions
 
 __all__ = ["SCHEMA", "CalibrationResult", "calibrate"]
 
@@ -61,7 +61,7 @@ def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -
 
     acc: dict[str, GroupAccumulator] = {}
     rejected, notes = [], []
-    info = positions = None
+    info = positions = last = None
     for path, role in zip(paths, roles, strict=True):
         try:
             frame = read_raw(path)
@@ -79,17 +79,25 @@ def _measure_group(paths: list[str], roles: list[str | None], dark_max: float) -
             continue
         if positions is None:
             positions = sample_positions(i.height // 2, i.width // 2, len(paths))
-        planes, sums = frame_sums(frame.mosaic, white=white, positions=positions, cfa=i.cfa)
-        del frame
+        # The frame goes into the sum of the kind it most likely is (its role, else the last frame's) while
+        # its sums are taken; a wrong guess (rare: a group is one exposure time) takes it back out.
+        guess = role or last
+        into = acc[guess].total if guess in acc else None
+        planes, sums = frame_sums(frame.mosaic, white=white, positions=positions, cfa=i.cfa, into=into)
         kind, note = classify_frame(sums, b, white, dark_max=dark_max, role=role)
+        if into is not None and kind != guess:
+            planes = as_planes(frame.mosaic, i.cfa)
+            into -= planes
+        del frame
         if kind is None:
             rejected.append({"path": path, "reason": note})
             continue
         if info is None:
             info = {"black": b.tolist(), "white": i.white_level, "height": i.height, "width": i.width,
                     "cfa": i.cfa}  # fmt: skip
-        acc.setdefault(kind, GroupAccumulator(b, white, positions)).add(planes, sums)
+        acc.setdefault(kind, GroupAccumulator(b, white, positions)).add(sums, planes)  # None: added already
         notes.append({"path": path, "kind": kind, "note": note})
+        last = kind
     out = {"rejected": rejected, "frames": notes, "info": info}
     for kind, a in acc.items():
         out[kind] = a.result(dark=kind == "dark")

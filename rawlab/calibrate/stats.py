@@ -38,6 +38,7 @@ __all__ = [
     "DARK_MAX",
     "FrameSums",
     "GroupAccumulator",
+    "as_planes",
     "classify_frame",
     "frame_sums",
     "group_stats",
@@ -98,40 +99,57 @@ class FrameSums:
         return means, variances
 
 
-def frame_sums(y: np.ndarray, *, white: float, positions: tuple[np.ndarray, np.ndarray],
-               cfa: str | None = None) -> tuple[np.ndarray, FrameSums]:  # fmt: skip
-    """One frame's float64 planes (4, h, w) of DN and their per-row sums (:class:`FrameSums`).
-
-    ``y`` is a Bayer mosaic (H, W) of integer DN with its ``cfa`` (R, G1, G2, B as ``rawlab.bayer.pack``
-    orders them), or planes (4, h, w). Each channel is converted and summed while it is in the cache: packing,
-    conversion and the sums cost about a third of the frame's decode.
-    """
+def _channels(y: np.ndarray, cfa: str | None) -> tuple[int, int, list[np.ndarray]]:
+    """``(h, w, planes)``: the four channel views of a mosaic (H, W) with its ``cfa``, or of planes (4, h, w)."""
     from ..bayer import channel_offsets
 
-    if cfa is not None:
-        h, w = y.shape[0] // 2, y.shape[1] // 2
-        views = [y[dy : 2 * h : 2, dx : 2 * w : 2] for dy, dx in channel_offsets(cfa)]
-    else:
-        _, h, w = y.shape
-        views = list(y)
+    if cfa is None:
+        return y.shape[1], y.shape[2], list(y)
+    h, w = y.shape[0] // 2, y.shape[1] // 2
+    return h, w, [y[dy : 2 * h : 2, dx : 2 * w : 2] for dy, dx in channel_offsets(cfa)]
+
+
+def as_planes(y: np.ndarray, cfa: str | None = None) -> np.ndarray:
+    """A mosaic (H, W) with its ``cfa``, or planes (4, h, w), as float64 planes (4, h, w), R, G1, G2, B."""
+    h, w, views = _channels(y, cfa)
+    out = np.empty((4, h, w))
+    for c, v in enumerate(views):
+        out[c] = v
+    return out
+
+
+def frame_sums(y: np.ndarray, *, white: float, positions: tuple[np.ndarray, np.ndarray], cfa: str | None = None,
+               into: np.ndarray | None = None) -> tuple[np.ndarray | None, FrameSums]:  # fmt: skip
+    """One frame's per-row sums (:class:`FrameSums`), and its float64 planes (4, h, w) of DN unless ``into``.
+
+    ``y`` is a Bayer mosaic (H, W) of integer DN with its ``cfa`` (R, G1, G2, B as ``rawlab.bayer.pack``
+    orders them), or planes (4, h, w). ``into`` (a group's float64 sum of frames, 4, h, w) gets the frame added
+    as it goes, and no planes are returned. The frame is converted a few rows at a time and every sum taken
+    while those rows are in the cache: packing, conversion and the sums cost about a third of the decode.
+    """
+    h, w, views = _channels(y, cfa)
     bw = w // 4
-    planes = np.empty((4, h, w))
+    planes = np.empty((4, h, w)) if into is None else None
     blocks, rest, squares = np.zeros((4, h, 4)), np.empty((4, h)), np.empty((4, h))
     threshold = white - 0.5
     clipped = np.zeros((4, BANDS))
-    any_clipped = bool(
-        np.count_nonzero(y >= threshold)
-    )  # on the integers, contiguous: cheaper than per plane
+    any_clipped = np.count_nonzero(y >= threshold) > 0  # on the integers, contiguous: cheaper than per plane
+    step = max(8, (1 << 18) // max(w, 1))  # rows of 2 MB in float64: they stay in the cache
+    buf = np.empty((min(step, h), w))
     for c, v in enumerate(views):
-        p = planes[c]
-        p[...] = v
-        if bw:
-            blocks[c] = np.einsum("hbw->hb", p[:, : 4 * bw].reshape(h, 4, bw))
-        rest[c] = p[:, 4 * bw :].sum(axis=1)
-        squares[c] = np.einsum("hw,hw->h", p, p)
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            p = buf[: r1 - r0] if into is not None else planes[c, r0:r1]
+            p[...] = v[r0:r1]
+            if bw:
+                blocks[c, r0:r1] = np.einsum("hbw->hb", p[:, : 4 * bw].reshape(r1 - r0, 4, bw))
+            rest[c, r0:r1] = p[:, 4 * bw :].sum(axis=1)
+            squares[c, r0:r1] = np.einsum("hw,hw->h", p, p)
+            if into is not None:
+                into[c, r0:r1] += p
         if any_clipped:
-            clipped[c] = [np.count_nonzero(p[b] >= threshold) for b in _views(h)[1:]]
-    samples = planes[:, positions[0], positions[1]]
+            clipped[c] = [np.count_nonzero(v[b] >= threshold) for b in _views(h)[1:]]
+    samples = np.stack([v[positions[0], positions[1]] for v in views]).astype(np.float64)
     return planes, FrameSums(blocks, rest, squares, clipped, samples, w)
 
 
@@ -183,10 +201,14 @@ class GroupAccumulator:
         self.total: np.ndarray | None = None
         self.frames: list[FrameSums] = []
 
-    def add(self, planes: np.ndarray, sums: FrameSums) -> None:
-        """Add one frame: what :func:`frame_sums` returns for it (float64 planes of DN and their sums). The
-        first frame's planes become the accumulator's sum (not copied): do not change them afterwards."""
-        if self.total is None:
+    def add(self, sums: FrameSums, planes: np.ndarray | None = None) -> None:
+        """Add one frame: its :func:`frame_sums` and its float64 ``planes`` of DN, or none when
+        :func:`frame_sums` added it to :attr:`total` already (``into``). The first frame's planes become the
+        accumulator's sum (not copied): do not change them afterwards."""
+        if planes is None:
+            if self.total is None:
+                raise ValueError("the first frame of a group needs its planes")
+        elif self.total is None:
             self.total = planes
         else:
             self.total += planes
@@ -266,7 +288,8 @@ def group_stats(frames, *, black: np.ndarray, white: float, dark: bool, cfa: str
     h, w = (frames[0].shape[0] // 2, frames[0].shape[1] // 2) if cfa is not None else frames[0].shape[1:]
     acc = GroupAccumulator(black, white, sample_positions(h, w, len(frames)))
     for y in frames:
-        acc.add(*frame_sums(y, white=white, positions=acc.positions, cfa=cfa))
+        planes, sums = frame_sums(y, white=white, positions=acc.positions, cfa=cfa, into=acc.total)
+        acc.add(sums, planes)
     return acc.result(dark=dark)
 
 
