@@ -19,11 +19,13 @@ Statistics (EMVA 1288 notation, ``L`` frames ``y_i``, per channel):
 
 They are computed streaming (:class:`GroupAccumulator`), one frame in memory at a time: each frame gives
 per-row sums (:func:`frame_sums`: of ``y`` in four column blocks, and of ``y**2``) and its values at a fixed
-set of sampled pixels; the group keeps the per-pixel sum ``S = sum_i y_i``. Every view's figure then comes
-from row sums (a band is a range of rows), and the temporal variance from
-``sum_x sum_i (y_i - S/L)**2 = sum_rows sum_i y_i**2 - sum_x S**2 / L``. The DN are integers, so these sums
-are integers held exactly in float64 per row (below 2**53 for 16-bit data and up to 16 frames of 4750
-columns) and added up as Python integers: the subtraction loses nothing to cancellation.
+set of sampled pixels; the group keeps the per-pixel sum ``S = sum_i y_i``, and at its end takes the row
+sums of ``S**2``. Every view's figure then comes from row sums (a band is a range of rows): the temporal
+variance from ``sum_x sum_i (y_i - S/L)**2 = sum_rows sum_i y_i**2 - sum_x S**2 / L``, the averaged image's
+spatial variance from the sums of ``S`` and ``S**2``, the row means of ``y_i - S/L`` from the frames' row
+sums, the Tukey-lambda residual at the sampled pixels only. The DN are integers, so these sums are integers,
+held exactly in float64 per row (below 2**53 for 16-bit data up to 16 frames of 4750 columns; beyond, the
+rounding is 1e-16 of the sum) and added up as Python integers: the subtractions lose nothing to cancellation.
 """
 
 from __future__ import annotations
