@@ -211,6 +211,32 @@ def test_tflite_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_pat
         assert raw.raw_image.shape == (96, 128)
 
 
+@pytest.mark.slow
+def test_onnx_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_path):
+    """``rawlab export --format onnx`` of a burst model: the 8 K channels in, float32 parity with JAX on
+    simulated bursts (the exporter's own 1e-4 tolerance), no warning about a missing store (a burst model
+    trains on none), and ``denoise --burst`` runs the .onnx."""
+    import rawpy
+
+    out = tmp_path / "burst.onnx"
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_model), "--format", "onnx", "--out", str(out), "--tile", "48"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output.lower()
+    meta = json.loads(out.with_name("burst.onnx.json").read_text())
+    assert meta["export"]["input"]["shape"][:2] == ["N", 16]
+    assert meta["export"]["parity"]["max_abs"] < 1e-4
+    assert "simulated bursts" in meta["export"]["parity"]["crops"]
+    frames = sorted(str(p) for p in (bursts / "burst_iso800").glob("*.dng"))
+    res = CliRunner().invoke(
+        main, ["denoise", "--burst", *frames, "--model", str(out), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    with rawpy.imread(str(tmp_path / "burst_iso800.dng")) as raw:
+        assert raw.raw_image.shape == (96, 128)
+
+
 def test_cli_burst_train_runs_and_resumes(tmp_path):
     """`rawlab burst train` (no store) trains a config file's burst model, and a second call resumes it."""
     from click.testing import CliRunner

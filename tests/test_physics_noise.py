@@ -314,6 +314,7 @@ def test_synth_writes_a_calibrated_sensors_frames_with_physics_noise(tmp_path):
 
 def test_synth_cli_physics_writes_what_the_library_writes(tmp_path):
     from rawlab.cli import main
+
     cal = tmp_path / "calibration.json"
     cal.write_text(json.dumps(_doc(_iso(100, k=0.4, read=3.0, row=1.0, lam=-0.1),
                                    _iso(1600, k=6.4, read=30.0, row=12.0, dsnu=5.0, lam=-0.1))))  # fmt: skip

@@ -100,6 +100,20 @@ def crop_source(config: dict[str, Any], calibration: str | None) -> tuple[str | 
     return source, (why if source is None else None)
 
 
+def model_crops(model, source: str | None, size: int, n: int, *, split: str, seed: int):
+    """``(crops, description)`` for an export's int8 calibration (``split="train"``) or parity check
+    (``"eval"``): :func:`rawlab.deploy.crops.find_crops` of ``source`` for a single-frame model, bursts
+    simulated by the training source for a burst model (:func:`rawlab.deploy.burst.burst_crops`: it trains on
+    no store and takes 8 K channels). One home for TFLite and ONNX."""
+    if model.config.get("burst"):
+        from .burst import burst_crops
+
+        return burst_crops(source, size, n, model, split=split, seed=seed)
+    from .crops import find_crops
+
+    return find_crops(source, size, n, model, split=split, seed=seed)
+
+
 def load_model_tile(model_dir: str | os.PathLike[str], tile: int | None):
     """Load a model directory for export and check the tile: ``(model, size, overlap)``.
 
@@ -292,7 +306,6 @@ def export_tflite(
         float32 parity failure.
     """
     from ..outputs import output_file
-    from .crops import find_crops
 
     t0 = time.perf_counter()
     say = echo or (lambda _m: None)
@@ -309,12 +322,9 @@ def export_tflite(
             f"warning: {why}: calibrating and checking on synthetic crops; int8 accuracy on real data may be "
             "worse. Pass --calibration STORE"
         )
-    crops = find_crops
-    if burst:
-        from .burst import burst_crops as crops
-    eval_crops, described = crops(source, size, n_eval, model, split="eval", seed=seed)
+    eval_crops, described = model_crops(model, source, size, n_eval, split="eval", seed=seed)
     calib_crops, calib_described = (
-        crops(source, size, n_calibration, model, split="train", seed=seed + 1)
+        model_crops(model, source, size, n_calibration, split="train", seed=seed + 1)
         if quantize == "int8"
         else ([], None)
     )

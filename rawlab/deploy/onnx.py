@@ -50,6 +50,7 @@ from .export import (
     compare_with_jax,
     crop_source,
     load_model_tile,
+    model_crops,
     parity_line,
     source_entry,
     tiled_config,
@@ -405,12 +406,10 @@ def network_parity(model, proto, crops, described: str):
 
 def eval_crops(model, calibration: str | None, size: int, n_eval: int, seed: int, say) -> tuple[list, str]:
     """Held-out crops for the parity check, chosen as ``rawlab export`` chooses them for TFLite."""
-    from .crops import find_crops
-
     source, why = crop_source(model.config, calibration)
-    if source is None:
+    if source is None and not model.config.get("burst"):  # a burst model checks on simulated bursts
         say(f"warning: {why}: checking parity on synthetic crops. Pass --calibration STORE")
-    return find_crops(source, size, n_eval, model, split="eval", seed=seed)
+    return model_crops(model, source, size, n_eval, split="eval", seed=seed)
 
 
 def export_onnx(
@@ -511,11 +510,9 @@ def quantized_model(model, proto, calibration: str | None, size: int, n: int, se
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from .crops import find_crops
-
     onnx = _onnx()
     source, _why = crop_source(model.config, calibration)
-    crops, described = find_crops(source, size, n, model, split="train", seed=seed + 1)
+    crops, described = model_crops(model, source, size, n, split="train", seed=seed + 1)
     norm = model.normalisation
     inputs = [
         np.ascontiguousarray(np.moveaxis(np.asarray(norm.to_network(x[None], c.a, c.b), np.float32), -1, 1))
