@@ -15,14 +15,18 @@ too (``align = "aligner"``) or the true camera motion at each tile's centre (``a
 either way what the network sees is what the resampler leaves, and a moving object is never compensated, so
 the network learns to fall back on the reference where the frames disagree.
 
-**Bursts** (:class:`BurstSource`): a procedural dead-leaves scene (:func:`rawlab.synth.procedural.dead_leaves`,
-reused for ``reuse`` batches) is filmed by :func:`rawlab.synth.burst.simulate_burst`: hand shake (sub-pixel
-translation up to ``max_shift`` mosaic px and a small rotation per frame), sometimes a moving disc, each frame
-with its own Poisson-Gaussian noise, rounded to DN and clipped, recorded by a randomly drawn sensor
-(:func:`rawlab.synth.procedural.random_sensor`). A burst has between 1 and ``K`` real frames (``full`` of the
-examples have ``K``); the missing slots repeat the reference, as :func:`burst_stack` fills a short burst at
-inference, so one model serves 2, 4 and 8 frames. The target is the reference's clean planes, clipped at
-white. Every example is a pure function of ``(seed, stream, k, i)`` (the input pipeline's contract).
+**Bursts** (:class:`BurstSource`): a procedural dead-leaves scene (:func:`rawlab.synth.procedural.dead_leaves`)
+is filmed noise-free by :func:`rawlab.synth.burst.simulate_burst`: hand shake (sub-pixel translation up to
+``max_shift`` mosaic px and a small rotation per frame) and sometimes a moving disc, ``K`` frames, mosaicked
+for a randomly drawn sensor's CFA and levels (:func:`rawlab.synth.procedural.random_sensor`). That render is
+most of an example's cost, so each noise-free burst serves ``reuse`` consecutive batches (``pool`` of them alive
+at once, a batch's examples picking among them); every example draws its own noise law ``(a, b)`` from the
+random sensors' ranges, its own frame count and its own Poisson-Gaussian noise per frame, rounded to DN and
+clipped. A burst has between 1 and ``K`` real frames (``full`` of the examples have ``K``); the missing slots
+repeat the reference, as :func:`burst_stack` fills a short burst at inference, so one model serves 2, 4 and 8
+frames. The target is the reference's clean planes, clipped at white. Every example is a pure function of
+``(seed, stream, k, i)`` (the input pipeline's contract: the noise-free bursts are of ``(seed, stream, k //
+reuse, slot)``).
 """
 
 from __future__ import annotations
@@ -146,7 +150,8 @@ class BurstSource:
     seed, stream
         The pipeline's seed and stream (train/eval never share scenes).
     pool, reuse
-        Scenes alive at once, and consecutive batches that share them.
+        Noise-free bursts (each its own scene, motion and sensor) alive at once, and consecutive batches that
+        share them (each example draws its own noise law, frame count and noise).
     align
         ``"true"``: alternates resampled at the true camera motion; ``"aligner"``: at the aligner's estimate.
     full
@@ -186,17 +191,15 @@ class BurstSource:
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
         self.scene_size = self.render  # mosaic px: upsampled to the render in burst()
-        self._scene = lru_cache(maxsize=2 * self.pool)(self._make_scene)
+        self._clean = lru_cache(maxsize=2 * self.pool)(self._make_clean)
 
-    def _make_scene(self, group: int, j: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.stream, 0xB5CE9E, group, j])
-        return dead_leaves(rng, self.scene_size, self.scene_size)
-
-    def burst(self, rng: np.random.Generator, k: int):
-        """A simulated burst for batch ``k`` (:class:`rawlab.synth.burst.Burst`) and the sensor drawn for it."""
+    def _make_clean(self, group: int, j: int):
+        """Slot ``j`` of scene group ``group``: a noise-free ``K``-frame burst (:class:`rawlab.synth.burst.Burst`,
+        its ``frames`` unused) and the sensor it was mosaicked for. The expensive part of an example, cached."""
         from scipy.ndimage import zoom
 
-        scene = self._scene(k // self.reuse, int(rng.integers(self.pool)))
+        rng = np.random.default_rng([self.seed, self.stream, 0xB5CE9E, group, j])
+        scene = dead_leaves(rng, self.scene_size, self.scene_size)
         n = self.render // SUPERSAMPLE
         y, x = (int(v) for v in rng.integers(0, self.scene_size - n + 1, 2))
         # The procedural scene is drawn at mosaic resolution (its finest detail one mosaic pixel, as in
@@ -206,11 +209,31 @@ class BurstSource:
         render = zoom(scene[y : y + n, x : x + n], (SUPERSAMPLE, SUPERSAMPLE, 1), order=1)
         sensor = random_sensor(rng, a_range=self.a_range)
         rec = _Recorder(sensor.cfa, sensor.black_level, sensor.white_level, sensor.a, sensor.b)
-        n = self.frames if rng.random() < self.full else int(rng.integers(1, max(2, self.frames)))
         burst = simulate_burst(
-            rec, "procedural", 0, n, (self.size, self.size), seed=int(rng.integers(2**63)),
+            rec, "procedural", 0, self.frames, (self.size, self.size), seed=int(rng.integers(2**63)),
             moving=bool(rng.random() < self.moving), max_shift=self.max_shift,
             max_rotation=self.max_rotation, scene_rgb=render,
+        )  # fmt: skip
+        return burst, sensor
+
+    def burst(self, rng: np.random.Generator, k: int):
+        """A simulated burst for batch ``k`` (:class:`rawlab.synth.burst.Burst`) and its sensor: a cached
+        noise-free burst's first ``n`` frames with a noise law drawn for this example, recorded."""
+        from dataclasses import replace
+
+        from ..synth.generate import simulate_frame
+
+        clean, sensor = self._clean(k // self.reuse, int(rng.integers(self.pool)))
+        law = random_sensor(rng, a_range=self.a_range)  # its a and b; the levels stay the render's
+        span, law_span = (s.white_level - s.black_level[0] for s in (sensor, law))
+        b = law.b - 1.0 / (12.0 * law_span**2) + 1.0 / (12.0 * span**2)  # the rounding term of this sensor
+        sensor = replace(sensor, a=law.a, b=b)
+        rec = _Recorder(sensor.cfa, sensor.black_level, sensor.white_level, sensor.a, sensor.b)
+        n = self.frames if rng.random() < self.full else int(rng.integers(1, max(2, self.frames)))
+        frames = np.stack([simulate_frame(clean.clean[i], rec, 0, rng) for i in range(n)])
+        burst = replace(
+            clean, frames=frames, clean=clean.clean[:n], masks=clean.masks[:n], motion=clean.motion[:n],
+            objects=clean.objects[:n], sensor=rec,
         )  # fmt: skip
         return burst, sensor
 

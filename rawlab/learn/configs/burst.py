@@ -42,7 +42,7 @@ def get_config() -> dict:
         "max_shift": 4.0,  # hand shake, mosaic px per axis
         "max_rotation": 0.25,  # degrees
         "pool": 8,
-        "reuse": 4,
+        "reuse": 16,  # batches sharing the noise-free bursts (each example its own noise law and noise)
         # The shot term a of the random sensors, log-uniform: bursts are for high ISO (a = 3e-4 is ISO 800 on a
         # full-frame sensor, 3e-3 on a phone); the procedural source's range, down to 3e-6, is mostly clean
         # examples, and on CPU budgets the network then learned nothing in 500 steps (it stayed the identity).
