@@ -93,8 +93,8 @@ def test_model_shape_contract(tmp_path):
 
     spec = burst_spec("tiny", 8)
     assert (spec.in_channels, spec.out_channels) == (64, 4)
-    cfg = load_burst_config("burst", burst__frames=3)
-    assert cfg["model"]["spec"]["in_channels"] == 24
+    cfg = load_burst_config("burst", burst__frames=3)  # the merge in front: 4 + 4 K channels and their maps
+    assert (cfg["model"]["spec"]["in_channels"], cfg["model"]["spec"]["merge_frames"]) == (32, 3)
     with pytest.raises(RawlabError, match="a_range"):
         load_burst_config("burst", burst__a_range=[1e-2, 1e-3])
     with pytest.raises(RawlabError, match=r"unknown config key 'burst\.nope'"):
@@ -112,10 +112,53 @@ def test_model_shape_contract(tmp_path):
     assert short.shape == (32, 32, 32)
 
 
+def test_merge_input_starts_as_the_single_frame_model_on_the_merge(tmp_path):
+    """With the merge in front (``merge_frames``) and parameters from a single-frame model of the same U-Net
+    (``burst.init``), the burst model is exactly that model run on the classical merge with the merge's noise law:
+    the layout ``[merged, frames, maps]`` reaches the U-Net as its 8 channels, and ``frames_in`` starts at zero.
+    Its input holds the merge, which beats the reference on a static burst, and the law's variance factor."""
+    import jax
+
+    from rawlab.learn.burstdata import burst_input
+    from rawlab.learn.bursttrain import burst_init
+    from rawlab.learn.modelio import init_model, save_model
+    from rawlab.learn.models import burst_spec
+    from rawlab.synth.burst import simulate_burst
+    from rawlab.synth.sensors import SENSORS
+
+    single = init_model({"model": {"arch": "tiny"}})
+    leaves, tree = jax.tree.flatten(single.params)
+    rng = np.random.default_rng(3)  # every parameter random, the zero head too: the check is not the identity
+    single.params = jax.tree.unflatten(tree, [0.1 * rng.standard_normal(v.shape).astype(np.float32)
+                                              for v in leaves])  # fmt: skip
+    save_model(tmp_path / "single", single)
+    spec = burst_spec("tiny", 4, merge=True)
+    fresh = init_model({"model": {"spec": spec.to_dict()}, "burst": {"frames": 4}})
+    tm, record = burst_init(fresh, str(tmp_path / "single"))
+    assert record["model"] == str(tmp_path / "single")
+    burst = simulate_burst(SENSORS[1], "chart", 1600, 4, (96, 96), seed=2, moving=False)
+    a, b = (np.asarray(v, np.float32) for v in SENSORS[1].noise_params(1600))
+    x, an, bn = burst_input(burst.normalized(), SENSORS[1].cfa, 4, a, b, merged=True)
+    assert x.shape == (48, 48, 20) and an.shape == (20,)
+    truth = np.moveaxis(burst.clean[0], 0, -1)
+    inner = (slice(8, -8), slice(8, -8))
+    err = [float(np.mean((x[..., s][inner] - truth[inner]) ** 2)) for s in (slice(0, 4), slice(4, 8))]
+    assert err[0] < 0.6 * err[1]  # the merge over the reference
+    assert np.all(an[:4] < a) and np.all(an[:4] > a / 4 * 0.99) and np.array_equal(an[4:8], a)
+    got = np.asarray(tm.module.apply(tm.params, tm.normalisation.to_network(x[None], an, bn)))[0]
+    want = single.denoise(x[..., :4], an[:4], bn[:4])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(RawlabError, match=r"burst\.init"):
+        burst_init(init_model({"model": {"spec": burst_spec("mobile", 4, merge=True).to_dict()}}),
+                   str(tmp_path / "single"))  # fmt: skip
+
+
 def _tiny_config(steps: int = 4):
-    cfg = load_burst_config("burst", steps=steps, burst__frames=2, data__batch_size=2, data__eval_batches=1,
-                            data__workers=0, log_every=2, eval_every=2, checkpoint_every=2)  # fmt: skip
+    """The ``burst`` config (the merge in front of the frames) with a tiny U-Net from scratch, K = 2."""
+    cfg = load_burst_config("burst", steps=steps, burst__frames=2, data__batch_size=2, data__eval_batches=1, data__workers=0, log_every=2, eval_every=2,
+                            checkpoint_every=2)  # fmt: skip
     cfg["model"]["spec"].update(widths=[8, 16, 32], convs_per_block=1)
+    cfg["data"]["crop"], cfg["burst"]["init"] = 32, None
     return cfg
 
 
@@ -205,20 +248,20 @@ def _denoise_burst_reads_back(model, bursts, tmp_path):
 
 @pytest.mark.slow
 def test_tflite_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_path):
-    """``rawlab export`` takes the burst model's 8 K input channels: float32 parity with JAX on simulated bursts
+    """``rawlab export`` takes the burst model's 8 (K + 1) input channels (the merge, K frames, their maps): float32 parity with JAX on simulated bursts
     (the exporter's own 1e-4 tolerance), and ``denoise --burst`` runs the .tflite."""
     out = tmp_path / "burst.tflite"
     result = CliRunner().invoke(main, ["export", str(tiny_model), "--out", str(out), "--tile", "48"])
     assert result.exit_code == 0, result.output
     meta = json.loads(out.with_name("burst.tflite.json").read_text())
-    assert meta["export"]["input"]["shape"] == [1, 48, 48, 16] and meta["export"]["parity"]["max_abs"] < 1e-4
+    assert meta["export"]["input"]["shape"] == [1, 48, 48, 24] and meta["export"]["parity"]["max_abs"] < 1e-4
     assert "simulated bursts" in meta["export"]["parity"]["crops"]
     _denoise_burst_reads_back(out, bursts, tmp_path)
 
 
 @pytest.mark.slow
 def test_onnx_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_path):
-    """``rawlab export --format onnx`` of a burst model: the 8 K channels in, float32 parity with JAX on
+    """``rawlab export --format onnx`` of a burst model: the 8 (K + 1) channels in, float32 parity with JAX on
     simulated bursts (the exporter's own 1e-4 tolerance), no warning about a missing store (a burst model
     trains on none), and ``denoise --burst`` runs the .onnx."""
     out = tmp_path / "burst.onnx"
@@ -228,7 +271,7 @@ def test_onnx_export_of_a_burst_model_keeps_parity(tiny_model, bursts, tmp_path)
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output.lower()
     meta = json.loads(out.with_name("burst.onnx.json").read_text())
-    assert meta["export"]["input"]["shape"][:2] == ["N", 16]
+    assert meta["export"]["input"]["shape"][:2] == ["N", 24]
     assert meta["export"]["parity"]["max_abs"] < 1e-4
     assert "simulated bursts" in meta["export"]["parity"]["crops"]
     _denoise_burst_reads_back(out, bursts, tmp_path)
@@ -247,6 +290,7 @@ def test_cli_burst_train_runs_and_resumes(tmp_path):
         "    c = load_burst_config('burst', burst__frames=2, data__batch_size=2, data__eval_batches=1,\n"
         "                          data__workers=0, log_every=1, eval_every=2, checkpoint_every=1)\n"
         "    c['model']['spec'].update(widths=[8, 16, 32], convs_per_block=1)\n"
+        "    c['data']['crop'], c['burst']['init'] = 32, None\n"
         "    return c\n"
     )
     args = ["burst", "train", "--config", str(cfg), "--workdir", str(tmp_path / "run"), "--steps", "2"]

@@ -43,6 +43,7 @@ def tiny_burst_model(tmp_path_factory):
     cfg = load_burst_config("burst", steps=2, burst__frames=2, data__batch_size=2, data__eval_batches=1,
                             data__workers=0, log_every=2, eval_every=2, checkpoint_every=2)  # fmt: skip
     cfg["model"]["spec"].update(widths=[8, 16, 32], convs_per_block=1)
+    cfg["data"]["crop"], cfg["burst"]["init"] = 32, None  # a tiny U-Net from scratch, not the builtin's
     work = tmp_path_factory.mktemp("evalburstmodel") / "run"
     train_burst(cfg, work, progress=False)
     return work

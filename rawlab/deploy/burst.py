@@ -4,7 +4,8 @@ Per burst (:func:`denoise_burst_files`): the frames are read and checked as ``ra
 (:func:`rawlab.burst.read_burst`), the reference's noise law taken by ``rawlab denoise``'s rule
 (:func:`rawlab.deploy.noiseparams.noise_for_frame`: the model's law for the sensor, else the DNG NoiseProfile,
 else a single-image estimate), every alternate aligned and resampled onto the reference by rawlab.burst's
-aligner and resampler (:func:`rawlab.learn.burstdata.aligned_frames`), the frames stacked as channels (a burst
+aligner and resampler (:func:`rawlab.learn.burstdata.burst_input`: with the model's merge in front when its spec
+has ``merge_frames``, the alternates then resampled at the merge's alignment), the frames stacked as channels (a burst
 shorter than the model's ``K`` repeats its reference, as in training; a longer one keeps its first ``K``
 frames, the reference first) and the network run tile by tile with overlap (:func:`rawlab.deploy.tiling.run_tiled`)
 through the runtime of :func:`rawlab.deploy.runtime.load_denoiser` (a model directory with JAX, or a ``.tflite``
@@ -75,11 +76,13 @@ def burst_crops(source, size: int, n: int, model, *, split: str = "eval", seed: 
 
     k = burst_frames(model.config)
     stream = EVAL_STREAM if split == "eval" else TRAIN_STREAM
-    src = BurstSource(size, k, seed=seed, stream=stream, pool=1, reuse=max(1, n), full=1.0)
+    merged = bool(model.config["model"]["spec"].get("merge_frames"))
+    src = BurstSource(size, k, seed=seed, stream=stream, pool=1, reuse=max(1, n), full=1.0, merged=merged)
     crops = []
     for i in range(n):
         ex = src.example(np.random.default_rng([seed, stream, i]), 0)
-        a, b = (np.tile(np.asarray(ex[v], np.float32), k) for v in ("a", "b"))
+        reps = ex["noisy"].shape[-1] // len(ex["a"])
+        a, b = (np.tile(np.asarray(ex[v], np.float32), reps) for v in ("a", "b"))
         crops.append(Crop(ex["noisy"], ex["clean"], a, b, f"simulated burst {i} ({k} frames)"))
     return crops, f"simulated bursts ({k} frames, procedural scenes, {split} stream)"
 
@@ -92,14 +95,12 @@ def denoise_burst(
     ``runner`` and ``frames`` (``K``) are :func:`burst_model`'s; ``a``, ``b`` the reference's noise law per
     channel (normalised units).
     """
-    from ..learn.burstdata import aligned_frames, burst_stack
+    from ..learn.burstdata import burst_input
     from .tiling import run_tiled
 
-    aligned = aligned_frames(planes, cfa, reference=reference)
-    x = burst_stack(aligned, frames)
-    reps = x.shape[-1] // 4
+    merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
+    x, an, bn = burst_input(planes, cfa, frames, a, b, merged=merged, reference=reference)
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
-    an, bn = np.tile(a4, reps), np.tile(b4, reps)  # one law for every frame
     norm, t = runner.normalisation, runner.tile
 
     def net(tiles):

@@ -145,11 +145,17 @@ class GraphBuilder:
 def _conv(g: GraphBuilder, x: str, p, *, stride: int = 1, pad: int = 0) -> str:
     kernel = np.asarray(p["kernel"], np.float32)  # flax (kh, kw, in, out), a cross-correlation like ONNX Conv
     w = g.const(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), "w")
-    b = g.const(np.asarray(p["bias"], np.float32), "b")
+    inputs = [x, w] + ([g.const(np.asarray(p["bias"], np.float32), "b")] if "bias" in p else [])
     kh, kw = kernel.shape[:2]
     return g.op(
-        "Conv", [x, w, b], "conv", kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad]
+        "Conv", inputs, "conv", kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad]
     )
+
+
+def _channels(g: GraphBuilder, x: str, start: int, stop: int) -> str:
+    """Channels ``[start, stop)`` of NCHW ``x`` (``Slice`` with starts, ends and axes ``[1]``)."""
+    ints = [g.const(np.array([v], np.int64)) for v in (start, stop, 1)]
+    return g.op("Slice", [x, *ints], "channels")
 
 
 def _conv_transpose(g: GraphBuilder, x: str, p) -> str:
@@ -174,6 +180,11 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
     p = params["params"] if "params" in params else params
     slope = float(spec.negative_slope)
     levels = len(spec.widths)
+    frames = None
+    if spec.merge_frames:  # [merged, frames, sigma merged, sigma frames]: the U-Net's 8, frames_in's 8 K
+        c = 4 * (spec.merge_frames + 1)
+        frames = g.op("Concat", [_channels(g, x, 4, c), _channels(g, x, c + 4, 2 * c)], "frames", axis=1)
+        x = g.op("Concat", [_channels(g, x, 0, 4), _channels(g, x, c, c + 4)], "base", axis=1)
 
     def act(t: str) -> str:
         return g.op("LeakyRelu", [t], "lrelu", alpha=slope)
@@ -189,6 +200,8 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
         if i > 0:
             h = act(_conv(g, h, p[f"Conv_{i - 1}"], stride=2))
         h = block(h, i, i)
+        if i == 0 and frames is not None:
+            h = g.op("Add", [h, _conv(g, frames, p["frames_in"], pad=1)], "frames_in")
         skips.append(h)
     for j, i in enumerate(reversed(range(levels - 1))):
         h = _conv_transpose(g, h, p[f"ConvTranspose_{j}"])
@@ -197,13 +210,7 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
     residual = _conv(g, h, p[f"Conv_{levels - 1}"])
     if spec.head == "rgb":
         return _rgb_head(g, x, residual)
-    signal = g.op(
-        "Slice",
-        [x, g.const(np.array([0], np.int64)), g.const(np.array([spec.out_channels], np.int64)),
-         g.const(np.array([1], np.int64))],
-        "signal",
-    )  # fmt: skip
-    return g.op("Add", [signal, residual], "output")
+    return g.op("Add", [_channels(g, x, 0, spec.out_channels), residual], "output")
 
 
 def _rgb_head(g: GraphBuilder, x: str, residual: str) -> str:
@@ -218,16 +225,7 @@ def _rgb_head(g: GraphBuilder, x: str, residual: str) -> str:
     """
     from ..learn.models import bilinear_kernel
 
-    planes = g.op(
-        "Slice",
-        [
-            x,
-            g.const(np.array([0], np.int64)),
-            g.const(np.array([4], np.int64)),
-            g.const(np.array([1], np.int64)),
-        ],
-        "planes",
-    )
+    planes = _channels(g, x, 0, 4)
     padded = g.op("Pad", [planes, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], "pad", mode="edge")
     kernel = g.const(
         np.ascontiguousarray(bilinear_kernel().transpose(3, 2, 0, 1)), "bilinear"

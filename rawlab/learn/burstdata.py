@@ -1,10 +1,10 @@
 """Training bursts made on the fly, and the burst model's input: frames aligned onto the reference, as channels.
 
-The burst model (config ``burst``, :mod:`rawlab.learn.configs.burst`) is the U-Net family with the frames as
-channels: the reference's packed planes first, then ``K - 1`` alternates already resampled onto it, ``(h, w,
+A burst model (:func:`rawlab.learn.models.burst_spec`) is the U-Net family with the frames as channels: the reference's packed planes first, then ``K - 1`` alternates already resampled onto it, ``(h, w,
 4 K)``, and the noise map of each (``noisemap`` normalisation, :mod:`rawlab.learn.normalize`, on all ``4 K``
 channels), so ``in_channels = 8 K``; out 4, the clean reference. The U-Net adds its residual to the first 4
-input channels, the reference, so an untrained network is the reference frame.
+input channels, the reference, so an untrained network is the reference frame. Config ``burst``
+(:mod:`rawlab.learn.configs.burst`) puts the classical merge in front ("With the merge" below).
 
 **Aligned frames** (:func:`aligned_frames`): each alternate is resampled onto the reference exactly as
 ``rawlab burst merge`` does it (:mod:`rawlab.burst`): per half-overlapping tile at the tile's displacement,
@@ -24,7 +24,13 @@ at once, a batch's examples picking among them); every example draws its own noi
 random sensors' ranges, its own frame count and its own Poisson-Gaussian noise per frame, rounded to DN and
 clipped. A burst has between 1 and ``K`` real frames (``full`` of the examples have ``K``); the missing slots
 repeat the reference, as :func:`burst_stack` fills a short burst at inference, so one model serves 2, 4 and 8
-frames. The target is the reference's clean planes, clipped at white. Every example is a pure function of
+frames. The target is the reference's clean planes, clipped at white.
+
+**With the merge** (``UNetSpec.merge_frames``, config ``burst``): :func:`burst_input` puts the classical merge
+of the frames (:func:`rawlab.burst.merge_burst`, as ``rawlab burst merge`` runs it, its alignment reused for
+the frames) in front of them, ``(h, w, 4 (K + 1))``, with a noise law per channel: the merge's (the frame's
+scaled by its variance factor) for the first 4, the frame's for the rest. Training computes it per example from
+the noisy frames, as inference does. Every example is a pure function of
 ``(seed, stream, k, i)`` (the input pipeline's contract: the noise-free bursts are of ``(seed, stream, k //
 reuse, slot)``).
 """
@@ -50,6 +56,7 @@ __all__ = [
     "BurstPipeline",
     "BurstSource",
     "aligned_frames",
+    "burst_input",
     "burst_stack",
     "true_displacements",
 ]
@@ -119,6 +126,47 @@ def burst_stack(aligned: np.ndarray, frames: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([np.moveaxis(aligned[i], 0, -1) for i in idx], axis=-1))
 
 
+def burst_input(
+    frames: np.ndarray,
+    cfa: str,
+    k: int,
+    a,
+    b,
+    *,
+    merged: bool = False,
+    reference: int = 0,
+    displacements: list[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A burst model's input before normalisation: ``x (h, w, C)`` and a noise law per channel ``a, b (C,)``.
+
+    ``frames`` ``(N, 4, h, w)`` packed normalised, the reference at ``reference``, with the reference's law
+    ``a``, ``b`` (4 per channel); ``k`` the model's frame slots. Without ``merged``, ``C = 4 k``:
+    :func:`burst_stack` of :func:`aligned_frames` (``displacements`` as there; the law repeated). With it,
+    ``C = 4 (k + 1)``: the classical merge of the frames (:func:`rawlab.burst.merge_burst`, over the first ``k``
+    of them, the reference first) with its law (:meth:`rawlab.burst.merge.Merged.noise`) in front, the frames
+    resampled at the merge's alignment unless ``displacements`` is given.
+    """
+    from ..burst.merge import merge_burst
+
+    frames = np.asarray(frames, np.float32)
+    order = [reference, *(i for i in range(len(frames)) if i != reference)][:k]
+    frames = frames[order]
+    if displacements is not None:
+        displacements = [displacements[i] for i in order]
+    a4, b4 = (np.asarray(v, np.float64).reshape(4) for v in (a, b))
+    an, bn = np.tile(a4, k), np.tile(b4, k)
+    if not merged:
+        x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
+        return x, an.astype(np.float32), bn.astype(np.float32)
+    m = merge_burst(frames, a4, b4, cfa=cfa)
+    if displacements is None:
+        displacements = [al.displacement for al in m.alignments]
+    x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
+    am, bm = m.noise(a4, b4)
+    x = np.concatenate([np.moveaxis(m.planes, 0, -1), x], axis=-1)
+    return x, np.concatenate([am, an]).astype(np.float32), np.concatenate([bm, bn]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class _Recorder:
     """A :class:`~rawlab.synth.procedural.RandomSensor` in the shape :func:`rawlab.synth.burst.simulate_burst`
@@ -162,6 +210,8 @@ class BurstSource:
         Hand shake per frame: mosaic px per axis and degrees (:func:`rawlab.synth.burst.simulate_burst`).
     a_range
         The shot term ``a`` the random sensors draw from (log-uniform; default the procedural source's).
+    merged
+        The classical merge in front of the frames (:func:`burst_input`); ``a`` and ``b`` are then per channel.
     """
 
     def __init__(
@@ -179,6 +229,7 @@ class BurstSource:
         max_shift: float = 4.0,
         max_rotation: float = 0.25,
         a_range: tuple[float, float] | None = None,
+        merged: bool = False,
     ):
         if align not in ALIGN:
             raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
@@ -187,6 +238,7 @@ class BurstSource:
         self.align, self.full, self.moving = align, float(full), float(moving)
         self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
         self.a_range = tuple(a_range) if a_range else A_RANGE
+        self.merged = bool(merged)
         self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
@@ -245,12 +297,15 @@ class BurstSource:
         disp = None
         if self.align == "true":
             disp = [true_displacements(m, h, w) for m in burst.motion]
-        aligned = aligned_frames(frames, sensor.cfa, displacements=disp)
+        x, a, b = burst_input(frames, sensor.cfa, self.frames, sensor.a, sensor.b, merged=self.merged,
+                              displacements=disp)  # fmt: skip
         c, p = self.crop, PAD
-        noisy = burst_stack(aligned[:, :, p : p + c, p : p + c], self.frames)
+        noisy = np.ascontiguousarray(x[p : p + c, p : p + c])
         clean = np.minimum(np.moveaxis(burst.clean[0, :, p : p + c, p : p + c], 0, -1), 1.0)
+        if not self.merged:  # one law for every frame, tiled by the loss
+            a, b = sensor.a, sensor.b
         return {
-            "noisy": noisy, "clean": np.ascontiguousarray(clean, np.float32), "a": sensor.a, "b": sensor.b,
+            "noisy": noisy, "clean": np.ascontiguousarray(clean, np.float32), "a": a, "b": b,
             "iso": float("nan"), "sensor": SENSOR, "synthetic": True, "frame_id": None, "ref_id": None,
             "y": 0, "x": 0, "op": 0, "n_frames": burst.n_frames,
         }  # fmt: skip

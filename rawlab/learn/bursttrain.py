@@ -23,9 +23,11 @@ from ..errors import RawlabError
 from .configs import apply_overrides, merge, validate
 from .configs.default import get_config as default_config
 
-__all__ = ["BURST_KEYS", "burst_frames", "load_burst_config", "train_burst"]
+__all__ = ["BURST_KEYS", "burst_frames", "burst_init", "load_burst_config", "train_burst"]
 
-BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse", "a_range")
+BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse", "a_range",
+              "init")  # fmt: skip
+_SOURCE_KEYS = BURST_KEYS[1:-1]  # the burst source's own (frames and init are the model's)
 
 
 def burst_frames(config: dict[str, Any]) -> int | None:
@@ -54,8 +56,11 @@ def load_burst_config(name_or_path: str | os.PathLike[str] = "burst", **override
         raise RawlabError(f"config {s!r} has no 'burst' block: a burst model's config needs burst.frames")
     block = merge(burst_config()["burst"], cfg.pop("burst"), "burst.")
     full = apply_overrides({**merge(default_config(), cfg), "burst": block}, overrides)
-    if overrides.get("burst__frames") is not None and full["model"].get("spec"):
-        full["model"]["spec"]["in_channels"] = 8 * int(block["frames"])
+    spec = full["model"].get("spec")
+    if overrides.get("burst__frames") is not None and spec:
+        spec["in_channels"] = 8 * (int(block["frames"]) + bool(spec.get("merge_frames")))
+        if spec.get("merge_frames"):
+            spec["merge_frames"] = int(block["frames"])
     return validate_burst(validate(full))
 
 
@@ -78,9 +83,20 @@ def validate_burst(cfg: dict[str, Any]) -> dict[str, Any]:
             f"burst.a_range must be None or [lo, hi] with 0 < lo <= hi, got {b['a_range']!r}",
         ),
         (
-            spec.get("in_channels") == 8 * k if isinstance(k, int) else True,
-            f"model.spec.in_channels must be 8 x burst.frames = {8 * k if isinstance(k, int) else '?'} (the "
-            f"frames and their noise maps), got {spec.get('in_channels')}",
+            spec.get("merge_frames", 0) in (0, k),
+            f"model.spec.merge_frames must be 0 (no merge input) or burst.frames = {k}, got "
+            f"{spec.get('merge_frames')!r}",
+        ),
+        (
+            spec.get("in_channels") == 8 * (k + bool(spec.get("merge_frames")))
+            if isinstance(k, int)
+            else True,
+            f"model.spec.in_channels must be 8 x burst.frames (the frames and their noise maps; 8 more with "
+            f"model.spec.merge_frames, the merge and its map), got {spec.get('in_channels')}",
+        ),
+        (
+            b.get("init") is None or isinstance(b.get("init"), str),
+            f"burst.init must be None or a model ('builtin' or a directory), got {b.get('init')!r}",
         ),
     ]
     for ok, msg in problems:
@@ -96,16 +112,46 @@ def burst_data(cfg: dict[str, Any]):
     from .train import _device_batch
 
     d, b = cfg["data"], cfg["burst"]
-    kw = {k: b[k] for k in BURST_KEYS if k != "frames"}
+    kw = {k: b[k] for k in _SOURCE_KEYS}
 
     def source(stream: int) -> BurstSource:
-        return BurstSource(d["crop"], b["frames"], seed=cfg["seed"], stream=stream, **kw)
+        return BurstSource(d["crop"], b["frames"], seed=cfg["seed"], stream=stream,
+                           merged=bool(cfg["model"]["spec"].get("merge_frames")), **kw)  # fmt: skip
 
     pipeline = BurstPipeline(source(0), batch_size=d["batch_size"], seed=cfg["seed"], workers=d["workers"],
                              prefetch=d["prefetch"])  # fmt: skip
     ev = BurstPipeline(source(EVAL_STREAM), batch_size=d["batch_size"], seed=cfg["seed"], stream=EVAL_STREAM,
                        workers=0)  # fmt: skip
     return pipeline, [_device_batch(ev.batch(k)) for k in range(d["eval_batches"])]
+
+
+def burst_init(fresh, init: str):
+    """``fresh`` (a :class:`~rawlab.learn.modelio.TrainedModel`) with the parameters of the model ``init``
+    (``"builtin"`` or a directory) wherever that model has them: a burst model with the merge layer starts from a
+    single-frame model of the same U-Net (every one of its parameters is used; ``frames_in`` stays zero). Returns the model and the record of where it came from.
+
+    Raises
+    ------
+    RawlabError
+        ``init`` is not a model, or one of its parameters has no place of the same shape in ``fresh``.
+    """
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    from .modelio import TrainedModel, load_model
+
+    other = load_model(init)
+    mine, theirs = flatten_dict(fresh.params), flatten_dict(other.params)
+    for path, value in theirs.items():
+        if path not in mine or mine[path].shape != value.shape:
+            got = "nothing" if path not in mine else f"shape {mine[path].shape}"
+            raise RawlabError(
+                f"burst.init {init}: its parameter {'/'.join(path)} {value.shape} meets {got} in this burst "
+                f"model; start from a model of the same U-Net (widths {other.spec.widths}) and the merge "
+                "input (model.spec.merge_frames), or set burst.init to None"
+            )
+    params = unflatten_dict({**mine, **theirs})
+    record = {"model": str(init), "name": other.config.get("name"), "step": other.config.get("step")}
+    return TrainedModel(fresh.config, params), record
 
 
 def train_burst(
@@ -157,7 +203,12 @@ def train_burst(
     output_folder(workdir, "--workdir")
     pipeline, eval_batches = burst_data(cfg)
     tm = init_model(base, seed=cfg["seed"])
-    model_config = {**tm.config, "training": {**cfg, "store": None, "devices": len(devices)},
+    init = cfg["burst"].get("init")
+    start_from = None
+    if init:
+        tm, start_from = burst_init(tm, init)
+    model_config = {**tm.config, "training": {**cfg, "store": None, "devices": len(devices),
+                                              **({"init": start_from} if start_from else {})},
                     "split": {"train_scenes": [], "eval_scenes": []}}  # fmt: skip
     precision = resolve_precision(cfg["precision"], devices)
     model_config["training"]["precision"] = precision
@@ -168,6 +219,8 @@ def train_burst(
     state, start = restore_checkpoint(mngr, create_train_state(tm.params, tx, repl))
     if start:
         echo(f"resuming from the checkpoint at step {start} in {workdir / 'checkpoints'}")
+    elif start_from:
+        echo(f"initialised from {start_from['model']} (trained {start_from['step']} steps)")
     stop = min(cfg["steps"], stop_after) if stop_after else cfg["steps"]
     return run_loop(
         cfg, workdir, model_config, (train_fn, eval_fn), pipeline, eval_batches, mngr, state, (start, stop),

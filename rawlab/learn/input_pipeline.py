@@ -319,8 +319,8 @@ class Pipeline:
         out = {
             "noisy": np.stack([e["noisy"] for e in ex]),
             "clean": np.stack([e["clean"] for e in ex]),
-            "a": np.stack([e["a"] for e in ex]).astype(np.float32).reshape(-1, 1, 1, 4),
-            "b": np.stack([e["b"] for e in ex]).astype(np.float32).reshape(-1, 1, 1, 4),
+            "a": np.stack([e["a"] for e in ex]).astype(np.float32).reshape(len(ex), 1, 1, -1),
+            "b": np.stack([e["b"] for e in ex]).astype(np.float32).reshape(len(ex), 1, 1, -1),
             "iso": np.array([e["iso"] for e in ex], np.float32),
             "sensor_idx": np.array([self.sensors.index(e["sensor"]) for e in ex], np.int32),
             "synthetic": np.array([e["synthetic"] for e in ex], bool),

@@ -55,6 +55,12 @@ class UNetSpec:
     """Architecture of one U-Net: channel width per level (top level first) and convolutions per block.
 
     ``in_channels`` is 4 (packed R, G1, G2, B) plus 4 when the network also takes a noise-level map.
+    ``merge_frames`` ``K`` > 0: a burst model that takes the classical merge of its ``K`` aligned frames too,
+    ``in_channels = 8 (K + 1)`` laid out ``[merged, frames, merged's noise map, frames' noise maps]`` (4 channels
+    each): the U-Net proper sees the merged frame and its noise map (8 channels, as a single-frame model with a
+    noise map, whose parameters it can start from), the frames and their noise maps enter through a
+    zero-initialised 3x3 convolution added to the top level's features (``frames_in``), and the residual is added
+    to the merged frame. Untrained in ``frames_in`` it is the single-frame model run on the merge.
     ``head`` is ``"bayer"`` (``out_channels`` 4: denoised packed planes) or ``"rgb"`` (``out_channels`` 3:
     camera RGB at mosaic resolution, from RGGB-phase input; the joint model).
     """
@@ -65,6 +71,7 @@ class UNetSpec:
     out_channels: int = 4
     negative_slope: float = 0.2
     head: str = "bayer"
+    merge_frames: int = 0  # K of a burst model that also takes the classical merge of its K frames; 0: none
 
     def convs(self, level: int) -> int:
         c = self.convs_per_block
@@ -79,6 +86,8 @@ class UNetSpec:
         d = dataclasses.asdict(self)
         if d["head"] == "bayer":  # the denoisers' config.json as before (fine-tuning compares it)
             del d["head"]
+        if not d["merge_frames"]:
+            del d["merge_frames"]
         return d
 
     @classmethod
@@ -125,6 +134,13 @@ class UNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         s = self.spec
+        frames = None
+        if (
+            s.merge_frames
+        ):  # [merged, frames, sigma merged, sigma frames] -> the U-Net's 8 and the frames' 8 K
+            c = 4 * (s.merge_frames + 1)
+            frames = jnp.concatenate([x[..., 4:c], x[..., c + 4 :]], axis=-1)
+            x = jnp.concatenate([x[..., :4], x[..., c : c + 4]], axis=-1)
         skips = []
         h = x
         for i, width in enumerate(s.widths):
@@ -132,6 +148,9 @@ class UNet(nn.Module):
                 h = nn.Conv(width, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(h)
                 h = nn.leaky_relu(h, s.negative_slope)
             h = _Block(width, s.convs(i), s.negative_slope, self.dtype)(h)
+            if i == 0 and frames is not None:
+                h = h + nn.Conv(width, (3, 3), padding="SAME", use_bias=False, kernel_init=nn.initializers.zeros,
+                                dtype=self.dtype, name="frames_in")(frames)  # fmt: skip
             skips.append(h)
         for i in reversed(range(len(s.widths) - 1)):
             h = nn.ConvTranspose(s.widths[i], (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(h)
@@ -216,9 +235,11 @@ def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = Fals
     return UNet(spec, dtype=dtype)
 
 
-def burst_spec(arch: str | UNetSpec | dict[str, Any], frames: int) -> UNetSpec:
+def burst_spec(arch: str | UNetSpec | dict[str, Any], frames: int, *, merge: bool = False) -> UNetSpec:
     """The burst model's spec (:mod:`rawlab.learn.burstdata`): ``arch``'s U-Net with ``frames`` aligned frames as
-    channels, reference first, and each frame's noise map: ``in_channels = 8 * frames``, out 4 (the reference)."""
+    channels, reference first, and each frame's noise map: ``in_channels = 8 * frames``, out 4 (the reference);
+    ``merge``: the classical merge of the frames in front of them (``UNetSpec.merge_frames``), ``8 (frames + 1)``
+    channels, the U-Net proper ``arch``'s own."""
     base = build_model(arch).spec
     if base.head != "bayer" or frames < 1:
         from ..errors import RawlabError
@@ -226,13 +247,17 @@ def burst_spec(arch: str | UNetSpec | dict[str, Any], frames: int) -> UNetSpec:
         raise RawlabError(
             f"a burst model needs a Bayer head and at least one frame, got {base.head!r}, {frames}"
         )
-    return dataclasses.replace(base, in_channels=8 * int(frames), out_channels=4)
+    k = int(frames)
+    return dataclasses.replace(
+        base, in_channels=8 * (k + merge), out_channels=4, merge_frames=k if merge else 0
+    )
 
 
 def macs_per_megapixel(spec: UNetSpec) -> float:
     """Multiply-accumulates per mosaic megapixel (one packed pixel is 4 mosaic pixels), counted analytically."""
     pixels = 1e6 / 4  # packed pixels at the top level
-    macs, cin = 0.0, spec.in_channels
+    macs, cin = 0.0, 8 if spec.merge_frames else spec.in_channels
+    macs += pixels * 9 * (spec.in_channels - 8) * spec.widths[0] if spec.merge_frames else 0  # frames_in
     for i, w in enumerate(spec.widths):
         if i > 0:
             pixels /= 4

@@ -171,8 +171,11 @@ def create_train_state(params, tx: optax.GradientTransformation, sharding=None) 
 
 def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any]):
     a, b = batch["a"], batch["b"]
-    reps = batch["noisy"].shape[-1] // a.shape[-1]  # a burst's frames as channels (learn.burstdata): one law
+    # A burst's frames as channels (learn.burstdata): one law for all (4 channels, tiled), or a law per channel
+    # (with the merge in front); the last 4 are the reference frame's either way.
+    reps = batch["noisy"].shape[-1] // a.shape[-1]
     out = module.apply(params, norm.to_network(batch["noisy"], jnp.tile(a, reps), jnp.tile(b, reps)))
+    a, b = a[..., -4:], b[..., -4:]
     weights = noise_weights(batch["clean"], a, b) if loss_cfg["noise_weighted"] else None
     kind = loss_cfg.get("kind", "l1_ssim")
     if "rgb" in batch:  # the joint model: linear camera RGB (noisemap input, so no inverse normalisation)

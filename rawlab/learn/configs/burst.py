@@ -1,12 +1,13 @@
 """``burst``: the burst model (issue 14): K aligned raw frames as channels in, the clean reference out.
 
 The U-Net family (:func:`rawlab.learn.models.burst_spec`): the reference's packed planes and ``K - 1``
-alternates resampled onto it by :mod:`rawlab.burst`'s aligner and resampler, each with its noise map, so
-``in_channels = 8 K``; trained on bursts simulated on the fly from unlimited procedural scenes and random
+alternates resampled onto it by :mod:`rawlab.burst`'s aligner and resampler, each with its noise map, and in
+front of them the classical merge of the burst with its own (``model.spec.merge_frames``), so ``in_channels =
+8 (K + 1)``; the U-Net proper is the builtin's (mobile), started from its weights (``burst.init``); trained on bursts simulated on the fly from unlimited procedural scenes and random
 sensors (:mod:`rawlab.learn.burstdata`), with the training loop, checkpoints and resume of ``rawlab train``
 (:func:`rawlab.learn.bursttrain.train_burst`). The ``burst`` block is the burst source's::
 
-    python rawlab burst train --workdir runs/burst
+    rawlab burst train --workdir runs/burst
     rawlab denoise --burst burst/*.dng --model runs/burst --out out/
 """
 
@@ -21,17 +22,22 @@ def get_config() -> dict:
     c = base()
     c["name"] = "burst"
     c["model"]["arch"] = "burst"  # a name only: the spec is what is built
+    # The classical merge of the frames (rawlab.burst.merge_burst) in front of them (model.spec.merge_frames)
+    # and the builtin's U-Net (mobile), whose weights it starts from (burst.init): step 0 is the single-frame
+    # denoiser run on the merge; training adapts it to merged noise (lower, not white, not the frame's law) and
+    # teaches the zero-initialised frames_in to use the frames themselves.
     c["model"]["spec"] = {
-        "widths": [16, 32, 64],
-        "convs_per_block": [1, 2, 2],
-        "in_channels": 8 * FRAMES,
+        "widths": [8, 16, 40, 80, 160],
+        "convs_per_block": [1, 2, 2, 2, 2],
+        "in_channels": 8 * (FRAMES + 1),
         "out_channels": 4,
         "negative_slope": 0.2,
+        "merge_frames": FRAMES,
     }
     c["steps"] = 4000
-    c["data"].update(crop=32, batch_size=8, synthetic_fraction=0.0, procedural_fraction=1.0, eval_batches=4,
+    c["data"].update(crop=96, batch_size=4, synthetic_fraction=0.0, procedural_fraction=1.0, eval_batches=4,
                      augment=False, workers=2, prefetch=4)  # fmt: skip
-    c["optim"].update(learning_rate=3e-3, warmup_steps=50)
+    c["optim"].update(learning_rate=1e-4, warmup_steps=50)
     c.update(log_every=25, eval_every=250, checkpoint_every=100)
     c["tile"] = {"size": 128, "overlap": 16}
     c["burst"] = {
@@ -47,5 +53,8 @@ def get_config() -> dict:
         # full-frame sensor, 3e-3 on a phone); the procedural source's range, down to 3e-6, is mostly clean
         # examples, and on CPU budgets the network then learned nothing in 500 steps (it stayed the identity).
         "a_range": [2e-4, 5e-2],
+        # Parameters to start from: a model ("builtin" or a directory) whose U-Net is this spec's (its
+        # parameters are copied; frames_in starts at zero); None: random.
+        "init": "builtin",
     }
     return c
