@@ -32,7 +32,7 @@ from .merge import ROBUSTNESS, merge_burst
 if TYPE_CHECKING:
     from ..cluster import RunOptions
 
-__all__ = ["BurstOutcome", "BurstResult", "merge_bursts", "merge_files", "read_burst"]
+__all__ = ["BurstOutcome", "BurstResult", "merge_bursts", "merge_files", "read_burst", "run_bursts"]
 
 NoiseSource = Callable[[Any, np.ndarray], Any]  # (RawInfo, planes) -> object with a, b and describe()
 
@@ -253,39 +253,64 @@ def merge_bursts(
     RawlabError
         ``bursts`` and ``outs`` differ in length, or two bursts would write the same output.
     """
-    from ..cluster import RunOptions, run_tasks
-
     if len(bursts) != len(outs):
         raise RawlabError(f"{len(bursts)} bursts but {len(outs)} outputs")
-    seen: dict[str, int] = {}
-    for i, o in enumerate(outs):
-        key = os.fspath(o).casefold()
-        if key in seen:
-            raise RawlabError(f"bursts {seen[key]} and {i} would both be written to {o}; rename one folder")
-        seen[key] = i
-    opts = options or RunOptions()
-    opts.total(len(bursts))
     args = [
         (list(p), os.fspath(o), noise, reference, overwrite, robustness)
         for p, o in zip(bursts, outs, strict=True)
     ]
+    return run_bursts(
+        _task, args, name="burst-merge", options=options, on_result=on_result, result=BurstResult
+    )
+
+
+def run_bursts(
+    task: Callable[..., BurstOutcome],
+    args: Sequence[tuple],
+    *,
+    name: str,
+    options: RunOptions | None,
+    on_result: Callable[[BurstOutcome], None] | None,
+    result: type[BurstOutcome],
+) -> list[BurstOutcome]:
+    """``task(*a)`` for each ``a`` in ``args`` (``a[0]`` a burst's paths, ``a[1]`` its output), one Dask task
+    each (:func:`rawlab.cluster.run_tasks`; ``options`` where and how it reports), results in input order; a
+    task that raised or whose worker died becomes a ``result`` with the reason. ``burst merge`` and
+    ``denoise --burst`` over folders.
+
+    Raises
+    ------
+    RawlabError
+        Two bursts would write the same output.
+    """
+    from ..cluster import RunOptions, run_tasks
+
+    seen: dict[str, int] = {}
+    for i, a in enumerate(args):
+        key = os.fspath(a[1]).casefold()
+        if key in seen:
+            raise RawlabError(
+                f"bursts {seen[key]} and {i} would both be written to {a[1]}; rename one folder"
+            )
+        seen[key] = i
+    opts = options or RunOptions()
+    opts.total(len(args))
+
+    def outcome(a, o) -> BurstOutcome:
+        if o.ok:
+            return o.value
+        why = "the worker process died on this burst" if o.killed else o.why
+        return result(list(a[0]), a[1], error=why)
+
     with opts.session() as (client, _info):
         outcomes = run_tasks(
-            client, _task, args, name="burst-merge", progress=opts.progress,
-            on_result=(lambda o: on_result(_result(args[o.index], o))) if on_result else None,
+            client, task, args, name=name, progress=opts.progress,
+            on_result=(lambda o: on_result(outcome(args[o.index], o))) if on_result else None,
         )  # fmt: skip
-    return [_result(a, o) for a, o in zip(args, outcomes, strict=True)]
+    return [outcome(a, o) for a, o in zip(args, outcomes, strict=True)]
 
 
 def _task(paths, out, noise, reference, overwrite, robustness) -> BurstResult:
     return merge_files(
         paths, out, noise=noise, reference=reference, overwrite=overwrite, robustness=robustness
     )
-
-
-def _result(args, outcome) -> BurstResult:
-    if outcome.ok:
-        return outcome.value
-    paths, out = args[0], args[1]
-    why = "the worker process died while merging this burst" if outcome.killed else outcome.why
-    return BurstResult(list(paths), out, error=why)

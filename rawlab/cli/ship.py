@@ -147,7 +147,7 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
     truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
     """
     if burst:
-        return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference)
+        return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers)
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files
 
@@ -169,12 +169,13 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
         raise SystemExit(1)
 
 
-def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference):
-    """``denoise --burst``: the frames of one burst, or folders of bursts, one after the other."""
+def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, scheduler, workers):
+    """``denoise --burst``: the frames of one burst here, or folders of bursts through Dask (a task each)."""
     import os
     import time
 
-    from ..deploy.burst import burst_model, denoise_burst_files
+    from ..cluster import RunOptions
+    from ..deploy.burst import burst_model, denoise_burst_files, denoise_bursts
     from ..errors import RawlabError
     from ..outputs import output_folder
     from .burst import _bursts
@@ -196,12 +197,18 @@ def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference):
         raise RawlabError(f"no raw files found in {', '.join(raws)}; pass burst folders or the frames")
     runner = burst_model(model)  # a bad model fails now, before any file is read
     outdir = output_folder(out)
-    results = []
-    for paths, name in found:
-        r = denoise_burst_files(paths, os.path.join(outdir, f"{name}.dng"), model, reference=reference,
-                                overwrite=overwrite, runner=runner)  # fmt: skip
+    outs = [os.path.join(outdir, f"{name}.dng") for _, name in found]
+    if all(dirs):
+        with _reporting("denoise --burst", len(found)) as report:
+            results = denoise_bursts(
+                [p for p, _ in found], outs, model, reference=reference, overwrite=overwrite,
+                options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            )  # fmt: skip
+    else:
+        results = [denoise_burst_files(found[0][0], outs[0], model, reference=reference, overwrite=overwrite,
+                                       runner=runner)]  # fmt: skip
+    for r in results:
         click.echo(r.line(), err=r.error is not None)
-        results.append(r)
     n_ok = sum(r.ok for r in results)
     n_failed = sum(r.error is not None for r in results)
     click.echo(

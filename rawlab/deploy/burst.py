@@ -16,8 +16,10 @@ no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,7 +27,17 @@ from .._version import __version__
 from ..burst.files import BurstOutcome
 from ..errors import RawlabError
 
-__all__ = ["BurstDenoised", "burst_crops", "burst_model", "denoise_burst", "denoise_burst_files"]
+if TYPE_CHECKING:
+    from ..cluster import RunOptions
+
+__all__ = [
+    "BurstDenoised",
+    "burst_crops",
+    "burst_model",
+    "denoise_burst",
+    "denoise_burst_files",
+    "denoise_bursts",
+]
 
 
 @dataclass
@@ -136,3 +148,46 @@ def denoise_burst_files(
         return clean, {"software": f"rawlab {__version__} denoise --burst ({len(frames)} frames)"}
 
     return burst_to_dng(res, out, denoise, overwrite=overwrite, what="denoised burst")
+
+
+def denoise_bursts(
+    bursts: Sequence[Sequence[str]],
+    outs: Sequence[str | os.PathLike[str]],
+    model: str | os.PathLike[str],
+    *,
+    reference: int = 0,
+    overwrite: bool = False,
+    options: RunOptions | None = None,
+    on_result: Callable[[BurstDenoised], None] | None = None,
+) -> list[BurstDenoised]:
+    """Denoise many bursts with the burst model ``model``, one Dask task each (as ``burst merge`` runs folders:
+    :func:`rawlab.burst.files.run_bursts`; each worker loads the model once); results in input order, a burst
+    that failed carries the reason.
+
+    Raises
+    ------
+    RawlabError
+        ``bursts`` and ``outs`` differ in length, or two bursts would write the same output.
+    """
+    from ..burst.files import run_bursts
+
+    if len(bursts) != len(outs):
+        raise RawlabError(f"{len(bursts)} bursts but {len(outs)} outputs")
+    args = [
+        (list(p), os.fspath(o), os.fspath(model), reference, overwrite)
+        for p, o in zip(bursts, outs, strict=True)
+    ]
+    return run_bursts(
+        _task, args, name="denoise-burst", options=options, on_result=on_result, result=BurstDenoised
+    )
+
+
+@lru_cache(maxsize=2)
+def _worker_model(model: str):
+    return burst_model(model)
+
+
+def _task(paths, out, model, reference, overwrite) -> BurstDenoised:
+    return denoise_burst_files(
+        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model)
+    )
