@@ -112,8 +112,9 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @click.option(
     "--burst",
     is_flag=True,
-    help="RAWS are the frames of one burst (or folders, each a burst): a burst model (rawlab burst train) "
-    "denoises the reference from all of them, aligned by rawlab burst's aligner, into OUT/<burst folder>.dng.",
+    help="RAWS are the frames of one burst (or folders, each a burst): a burst model (without --model the one "
+    "shipped inside rawlab, builtin-burst; or yours, rawlab burst train) denoises the reference from all of "
+    "them, aligned and merged by rawlab burst, into OUT/<burst folder>.dng.",
 )
 @click.option(
     "--reference",
@@ -147,6 +148,12 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
     truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
     """
     if burst:
+        from click.core import ParameterSource
+
+        from ..learn.modelio import BUILTIN_BURST
+
+        if click.get_current_context().get_parameter_source("model") is ParameterSource.DEFAULT:
+            model = BUILTIN_BURST
         return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers)
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files

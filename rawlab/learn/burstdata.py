@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 SENSOR = "procedural-burst"  # the sensor name burst examples carry in a batch
+# Bundled photographs a burst may be filmed from (burst.photos); coffee, chelsea and rocket are left out: they are
+# the held-out scenes of benchmarks/burst_model.py and of the burst tests.
+PHOTOS = ("astronaut", "stereo_motorcycle", "immunohistochemistry", "hubble_deep_field", "retina")
 ALIGN = ("true", "aligner")
 PAD = 8  # packed px simulated around a crop, so the resampler's extended edges stay outside it
 
@@ -167,6 +170,27 @@ def burst_input(
     return x, np.concatenate([am, an]).astype(np.float32), np.concatenate([bm, bn]).astype(np.float32)
 
 
+def _photo_patch(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random ``n x n`` crop of a bundled photograph (:data:`PHOTOS`) at a random scale (0.5 to 1 of its own
+    resolution, never upsampled past it where it is large enough), unprocessed to linear RGB
+    (:func:`rawlab.synth.scenes.unprocess_srgb`) and exposed so that its 99th percentile is 0.4 to 1.1 (a
+    little clips at white), float32 ``(n, n, 3)``."""
+    from skimage.transform import rescale
+
+    from ..synth.scenes import photo, unprocess_srgb
+
+    img = photo(PHOTOS[int(rng.integers(len(PHOTOS)))])
+    scale = max(float(rng.uniform(0.5, 1.0)), n / min(img.shape[:2]))
+    if abs(scale - 1.0) > 1e-3:
+        img = rescale(img, scale, order=1, anti_aliasing=scale < 1, channel_axis=-1)
+    y, x = (int(rng.integers(0, s - n + 1)) for s in img.shape[:2])
+    lin = unprocess_srgb(img[y : y + n, x : x + n])
+    if rng.random() < 0.5:
+        lin = lin[:, ::-1]
+    lin = lin * (rng.uniform(0.4, 1.1) / max(float(np.percentile(lin, 99)), 1e-3))
+    return np.ascontiguousarray(lin, np.float32)
+
+
 @dataclass(frozen=True)
 class _Recorder:
     """A :class:`~rawlab.synth.procedural.RandomSensor` in the shape :func:`rawlab.synth.burst.simulate_burst`
@@ -212,6 +236,9 @@ class BurstSource:
         The shot term ``a`` the random sensors draw from (log-uniform; default the procedural source's).
     merged
         The classical merge in front of the frames (:func:`burst_input`); ``a`` and ``b`` are then per channel.
+    photos
+        Share of bursts filmed from a bundled photograph (:data:`PHOTOS`, a random crop at a random scale and
+        exposure, unprocessed to linear) instead of a dead-leaves scene.
     """
 
     def __init__(
@@ -230,6 +257,7 @@ class BurstSource:
         max_rotation: float = 0.25,
         a_range: tuple[float, float] | None = None,
         merged: bool = False,
+        photos: float = 0.0,
     ):
         if align not in ALIGN:
             raise ValueError(f"align must be one of {ALIGN}, got {align!r}")
@@ -238,7 +266,7 @@ class BurstSource:
         self.align, self.full, self.moving = align, float(full), float(moving)
         self.max_shift, self.max_rotation = float(max_shift), float(max_rotation)
         self.a_range = tuple(a_range) if a_range else A_RANGE
-        self.merged = bool(merged)
+        self.merged, self.photos = bool(merged), float(photos)
         self.size = 2 * (self.crop + 2 * PAD)  # mosaic px simulated per example
         margin = _margin(self.size, self.size, self.max_shift, self.max_rotation)
         self.render = SUPERSAMPLE * (self.size + 2 * margin)  # the scene crop simulate_burst samples
@@ -251,9 +279,12 @@ class BurstSource:
         from scipy.ndimage import zoom
 
         rng = np.random.default_rng([self.seed, self.stream, 0xB5CE9E, group, j])
-        scene = dead_leaves(rng, self.scene_size, self.scene_size)
         n = self.render // SUPERSAMPLE
-        y, x = (int(v) for v in rng.integers(0, self.scene_size - n + 1, 2))
+        if rng.random() < self.photos:
+            scene = _photo_patch(rng, n)
+        else:
+            scene = dead_leaves(rng, self.scene_size, self.scene_size)
+        y, x = (int(v) for v in rng.integers(0, scene.shape[0] - n + 1, 2))
         # The procedural scene is drawn at mosaic resolution (its finest detail one mosaic pixel, as in
         # ProceduralSource) and upsampled for simulate_burst's supersampled render: drawn at the render's own
         # resolution, detail at half a mosaic pixel aliases so hard in the Bayer planes that no resampler can

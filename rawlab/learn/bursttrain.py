@@ -26,7 +26,7 @@ from .configs.default import get_config as default_config
 __all__ = ["BURST_KEYS", "burst_frames", "burst_init", "load_burst_config", "train_burst"]
 
 BURST_KEYS = ("frames", "align", "full", "moving", "max_shift", "max_rotation", "pool", "reuse", "a_range",
-              "init")  # fmt: skip
+              "photos", "init")  # fmt: skip
 _SOURCE_KEYS = BURST_KEYS[1:-1]  # the burst source's own (frames and init are the model's)
 
 

@@ -50,24 +50,28 @@ PARAMS = "model.msgpack"
 DEFAULT_TILE = {"size": 256, "overlap": 32}
 BUILTIN = "builtin"  # the name that means the model shipped inside rawlab, wherever a model is accepted
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+BUILTIN_BURST = "builtin-burst"  # the burst model shipped inside rawlab (`rawlab denoise --burst`'s default)
+BUILTINS = {BUILTIN: BUILTIN_DIR, BUILTIN_BURST: BUILTIN_DIR.with_name("builtin_burst")}
 
 
 def resolve_model(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a filesystem path: the built-in model's directory for ``"builtin"``, else ``path`` itself.
+    """``path`` as a filesystem path: a built-in model's directory for its name (:data:`BUILTINS`: ``"builtin"``,
+    ``"builtin-burst"``), else ``path`` itself.
 
     Raises
     ------
     RawlabError
-        For ``"builtin"`` when this installation lacks the built-in model's files.
+        For a built-in name when this installation lacks that model's files.
     """
-    if os.fspath(path) != BUILTIN:
+    d = BUILTINS.get(os.fspath(path))
+    if d is None:
         return Path(path)
-    if not (BUILTIN_DIR / CONFIG).exists() or not (BUILTIN_DIR / PARAMS).exists():
+    if not (d / CONFIG).exists() or not (d / PARAMS).exists():
         raise RawlabError(
-            f"the built-in model is missing from this installation ({BUILTIN_DIR}); reinstall rawlab, or pass "
-            f"--model with a model directory or an exported .tflite/.onnx"
+            f"the built-in model {os.fspath(path)!r} is missing from this installation ({d}); reinstall rawlab, "
+            f"or pass --model with a model directory or an exported .tflite/.onnx"
         )
-    return BUILTIN_DIR
+    return d
 
 
 @dataclasses.dataclass

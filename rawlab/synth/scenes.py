@@ -28,8 +28,10 @@ __all__ = [
     "chart_rgb",
     "natural_scene",
     "natural_scene_rgb",
+    "photo",
     "render_scene",
     "render_scene_rgb",
+    "unprocess_srgb",
 ]
 
 # Photographs bundled with scikit-image (in skimage/data, not fetched).
@@ -79,15 +81,23 @@ def _camera_from_srgb(sensor: VirtualSensor) -> np.ndarray:
     return cam_from_srgb / cam_from_srgb.sum(axis=1, keepdims=True)
 
 
+def unprocess_srgb(srgb: np.ndarray) -> np.ndarray:
+    """Display sRGB in ``[0, 1]`` back to linear sRGB: the inverse of the smoothstep global tone curve of Brooks
+    et al. (2019), then of the sRGB transfer function."""
+    y = np.clip(srgb, 0.0, 1.0)
+    toned = 0.5 - np.sin(np.arcsin(np.clip(1.0 - 2.0 * y, -1.0, 1.0)) / 3.0)
+    return np.where(toned <= 0.04045, toned / 12.92, ((toned + 0.055) / 1.055) ** 2.4)
+
+
+def photo(name: str) -> np.ndarray:
+    """A bundled photograph (:data:`NATURAL_SCENES`) as display sRGB ``(H, W, 3)`` float64 in ``[0, 1]``."""
+    return _load_photo(name)
+
+
 def natural_scene_rgb(name: str, sensor: VirtualSensor, height: int, width: int) -> np.ndarray:
     """Unprocess a bundled photograph into the sensor's linear camera RGB ``(H, W, 3)`` (not white-balanced),
     scaled so that the 99th percentile of its mosaic is 1.0."""
-    srgb = np.clip(_resize_cover(_load_photo(name), height, width), 0.0, 1.0)
-    # Inverse of the smoothstep global tone curve used by Brooks et al.
-    y = np.clip(srgb, 0.0, 1.0)
-    toned = 0.5 - np.sin(np.arcsin(np.clip(1.0 - 2.0 * y, -1.0, 1.0)) / 3.0)
-    # Inverse sRGB transfer function.
-    linear = np.where(toned <= 0.04045, toned / 12.92, ((toned + 0.055) / 1.055) ** 2.4)
+    linear = unprocess_srgb(_resize_cover(_load_photo(name), height, width))
     # Colour: balanced camera RGB from sRGB, then undo the white balance.
     camera = linear @ _camera_from_srgb(sensor).T / np.asarray(sensor.wb_gains)
     camera = np.clip(camera, 0.0, None)
