@@ -253,38 +253,38 @@ def merge_bursts(
     RawlabError
         ``bursts`` and ``outs`` differ in length, or two bursts would write the same output.
     """
-    if len(bursts) != len(outs):
-        raise RawlabError(f"{len(bursts)} bursts but {len(outs)} outputs")
-    args = [
-        (list(p), os.fspath(o), noise, reference, overwrite, robustness)
-        for p, o in zip(bursts, outs, strict=True)
-    ]
     return run_bursts(
-        _task, args, name="burst-merge", options=options, on_result=on_result, result=BurstResult
-    )
+        _task, bursts, outs, (noise, reference, overwrite, robustness), name="burst-merge", options=options,
+        on_result=on_result, result=BurstResult,
+    )  # fmt: skip
 
 
 def run_bursts(
     task: Callable[..., BurstOutcome],
-    args: Sequence[tuple],
+    bursts: Sequence[Sequence[str]],
+    outs: Sequence[str | os.PathLike[str]],
+    rest: tuple,
     *,
     name: str,
     options: RunOptions | None,
     on_result: Callable[[BurstOutcome], None] | None,
     result: type[BurstOutcome],
 ) -> list[BurstOutcome]:
-    """``task(*a)`` for each ``a`` in ``args`` (``a[0]`` a burst's paths, ``a[1]`` its output), one Dask task
-    each (:func:`rawlab.cluster.run_tasks`; ``options`` where and how it reports), results in input order; a
-    task that raised or whose worker died becomes a ``result`` with the reason. ``burst merge`` and
-    ``denoise --burst`` over folders.
+    """``task(paths, out, *rest)`` for each burst's ``paths`` and its output ``out``, one Dask task each
+    (:func:`rawlab.cluster.run_tasks`; ``options`` where and how it reports), results in input order; a task
+    that raised or whose worker died becomes a ``result`` with the reason. ``burst merge`` and ``denoise
+    --burst`` over folders.
 
     Raises
     ------
     RawlabError
-        Two bursts would write the same output.
+        ``bursts`` and ``outs`` differ in length, or two bursts would write the same output.
     """
     from ..cluster import RunOptions, run_tasks
 
+    if len(bursts) != len(outs):
+        raise RawlabError(f"{len(bursts)} bursts but {len(outs)} outputs")
+    args = [(list(p), os.fspath(o), *rest) for p, o in zip(bursts, outs, strict=True)]
     seen: dict[str, int] = {}
     for i, a in enumerate(args):
         key = os.fspath(a[1]).casefold()

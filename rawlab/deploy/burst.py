@@ -171,15 +171,10 @@ def denoise_bursts(
     """
     from ..burst.files import run_bursts
 
-    if len(bursts) != len(outs):
-        raise RawlabError(f"{len(bursts)} bursts but {len(outs)} outputs")
-    args = [
-        (list(p), os.fspath(o), os.fspath(model), reference, overwrite)
-        for p, o in zip(bursts, outs, strict=True)
-    ]
     return run_bursts(
-        _task, args, name="denoise-burst", options=options, on_result=on_result, result=BurstDenoised
-    )
+        _task, bursts, outs, (os.fspath(model), reference, overwrite), name="denoise-burst", options=options,
+        on_result=on_result, result=BurstDenoised,
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=2)
