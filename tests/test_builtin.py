@@ -43,7 +43,8 @@ def _unseen_frame(path, iso: float, scene: str = "rocket", seed: int = 0):
 def test_the_name_builtin_resolves_or_says_what_is_missing(tmp_path, monkeypatch):
     assert modelio.resolve_model("builtin") == modelio.BUILTIN_DIR
     assert modelio.resolve_model(tmp_path / "runs" / "x") == tmp_path / "runs" / "x"
-    monkeypatch.setattr(modelio, "BUILTIN_DIR", tmp_path / "gone")
+    assert modelio.resolve_model("builtin-burst") == modelio.BUILTINS["builtin-burst"]
+    monkeypatch.setitem(modelio.BUILTINS, "builtin", tmp_path / "gone")
     with pytest.raises(RawlabError, match="built-in model is missing"):
         modelio.resolve_model("builtin")
     _unseen_frame(tmp_path / "x.dng", 800)

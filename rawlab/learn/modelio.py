@@ -68,7 +68,7 @@ def resolve_model(path: str | os.PathLike[str]) -> Path:
         return Path(path)
     if not (d / CONFIG).exists() or not (d / PARAMS).exists():
         raise RawlabError(
-            f"the built-in model {os.fspath(path)!r} is missing from this installation ({d}); reinstall rawlab, "
+            f"the built-in model is missing from this installation ({os.fspath(path)}: {d}); reinstall rawlab, "
             f"or pass --model with a model directory or an exported .tflite/.onnx"
         )
     return d
