@@ -10,7 +10,7 @@ the network op for op and runs at any height and width that are multiples of the
 ``[N, 4, H, W]``, both in the network's domain (:class:`rawlab.learn.normalize.Normalisation`). The joint
 demosaic+denoise model (``head="rgb"``, config ``joint``) adds its fixed bilinear demosaic (``Pad``, ``Conv``)
 and ``DepthToSpace`` (:func:`_rgb_head`): output ``[N, 3, 2H, 2W]`` linear camera RGB of the RGGB-phase input
-(the runtime flips other CFAs in and out, as for TFLite); float32 only.
+(the runtime flips other CFAs in and out, as for TFLite); float32 or int8 like the Bayer models.
 
 The same parity rule as TFLite: the graph and the JAX network run on held-out crops (the training store's
 evaluation scenes, else ``calibration``, else synthetic crops) and the clean estimates must agree within
@@ -447,11 +447,6 @@ def export_onnx(
     say(f"writing {model.name} as ONNX (opset {OPSET}, NCHW, dynamic H x W, {len(ops)} op types)")
     if quantize not in ("none", "int8"):
         raise RawlabError(f"--format onnx takes --quantize none or int8, not {quantize!r}")
-    if quantize != "none" and model.spec.head == "rgb":
-        raise RawlabError(
-            f"{model.name} is a joint demosaic model, which exports to ONNX as float32 only for now; drop "
-            f"--quantize {quantize}"
-        )
     _, result = network_parity(model, proto, crops, described)
     if quantize == "int8":
         if not result["max_abs"] <= FP32_TOLERANCE:  # the float graph must be faithful before quantising it
