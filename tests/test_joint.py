@@ -193,3 +193,65 @@ def test_store_examples_carry_their_scenes_colour_truth(learn_store):
     )
     aligned = np.abs(sites - b["clean"]).mean()
     assert aligned < 0.5 * np.abs(np.roll(sites, 1, axis=2) - b["clean"]).mean()
+
+
+def test_builtin_joint_is_the_builtin_denoiser_then_the_bilinear_demosaic(tmp_path):
+    """The shipped joint model (config ``joint_mobile`` started from ``builtin``, ``model.spec.denoise_first``):
+    its network is the built-in denoiser's network followed by the bilinear demosaic, to float32 rounding;
+    ``rawlab train --init builtin`` builds the same start, and a denoiser of another U-Net is refused with
+    the reason."""
+    import jax
+
+    from rawlab.errors import RawlabError
+    from rawlab.learn.modelio import BUILTIN, BUILTIN_JOINT, save_model
+    from rawlab.learn.train import initial_params
+
+    joint, single = load_model(BUILTIN_JOINT), load_model(BUILTIN)
+    assert joint.spec.denoise_first and joint.spec.widths == single.spec.widths
+    assert joint.config["noise"] == single.config["noise"]  # the built-in laws for the sensors it knows
+    rng = np.random.default_rng(3)
+    clean = rng.random((64, 96, 4), dtype=np.float32) * 0.3 + 0.05
+    a, b = np.full(4, 2e-3, np.float32), np.full(4, 2e-5, np.float32)
+    noisy = (clean + rng.standard_normal(clean.shape) * np.sqrt(a * clean + b)).astype(np.float32)
+    x = joint.normalisation.to_network(noisy[None], a, b)  # RGGB-phase planes and their noise map
+    got = np.asarray(joint.module.apply(joint.params, x))[0]
+    denoised = np.asarray(single.module.apply(single.params, x))[0]
+    want = demosaic_bilinear(np.moveaxis(denoised, -1, 0), "RGGB")
+    np.testing.assert_allclose(got, want, atol=1e-5)  # float32 sums of a few hundred terms near 1
+    before = demosaic_bilinear(np.moveaxis(noisy, -1, 0), "RGGB")
+    assert np.abs(got - before).mean() > 10 * 1e-5  # it is not the bilinear demosaic of the noisy planes
+    cfg = load_config("joint_mobile")
+    fresh = init_model({k: cfg[k] for k in ("model", "normalisation", "tile")}, abstract=True)
+    started, record = initial_params(BUILTIN, fresh)
+    assert record["name"] == "builtin"
+    for p, q in zip(jax.tree.leaves(started.params), jax.tree.leaves(joint.params), strict=True):
+        np.testing.assert_array_equal(p, q)
+    other = save_model(tmp_path / "tiny", init_model({"model": {"arch": "tiny"}}))
+    with pytest.raises(RawlabError, match="--init"):
+        initial_params(str(other), fresh)
+
+
+def test_denoise_output_rgb_defaults_to_the_builtin_joint_model(small_synth, tmp_path):
+    """``rawlab denoise --output rgb`` without ``--model`` runs the shipped joint model: its TIFF is the one
+    ``--model builtin-joint`` writes, and the built-in denoiser (a Bayer model) is not what ran."""
+    import tifffile
+
+    src = sorted((small_synth.out / "SynthCam_PG-1").rglob("*iso1600*.dng"))[0]
+    outs = {}
+    for name, model in (("default", []), ("joint", ["--model", "builtin-joint"])):
+        args = [
+            "denoise",
+            str(src),
+            *model,
+            "--output",
+            "rgb",
+            "--format",
+            "tiff",
+            "--out",
+            str(tmp_path / name),
+        ]
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        outs[name] = tifffile.imread(tmp_path / name / src.with_suffix(".tiff").name)
+    assert outs["default"].ndim == 3 and outs["default"].shape[-1] == 3
+    np.testing.assert_array_equal(outs["default"], outs["joint"])

@@ -123,3 +123,15 @@ def test_denoise_output_rgb_with_onnx_never_imports_jax_or_tensorflow(joint, sma
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "LOADED []"
     assert (tmp_path / src.with_suffix(".tiff").name).is_file()
+
+
+def test_builtin_joint_exports_with_parity(tmp_path):
+    """The shipped joint model denoises first (its Bayer head's planes feed the demosaic): the ONNX graph does
+    the same, within the float32 tolerance of JAX."""
+    from rawlab.deploy.export import export_model
+
+    res = export_model("builtin-joint", tmp_path / "bj.onnx", fmt="onnx", tile=80, n_eval=2)
+    assert res.parity["max_abs"] <= FP32_TOLERANCE
+    assert {"DepthToSpace", "Pad"} <= set(res.ops)
+    meta = json.loads((tmp_path / "bj.onnx.json").read_text())
+    assert meta["config"]["model"]["spec"]["denoise_first"] is True

@@ -105,9 +105,10 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     type=click.Choice(["bayer", "rgb"]),
     default="bayer",
     show_default=True,
-    help="bayer: a denoised raw (or its preview). rgb: demosaic and denoise with a joint model (`rawlab train "
-    "--config joint`) into clean linear camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an "
-    "sRGB preview; the SURE guard (a Bayer denoiser's) is not applied.",
+    help="bayer: a denoised raw (or its preview). rgb: demosaic and denoise with a joint model (without --model "
+    "the one shipped inside rawlab, builtin-joint; or yours, `rawlab train --config joint`) into clean linear "
+    "camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an sRGB preview; the SURE guard (a "
+    "Bayer denoiser's) is not applied.",
 )
 @click.option(
     "--burst",
@@ -147,13 +148,15 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
     Exit status: 0; 1 when every file failed (or any, with --strict); 2 for a usage error, such as a missing,
     truncated or corrupt model or an --out that cannot be written, which are checked before any file is read.
     """
+    from click.core import ParameterSource
+
+    from ..learn.modelio import BUILTIN_BURST, BUILTIN_JOINT
+
+    if click.get_current_context().get_parameter_source("model") is ParameterSource.DEFAULT:
+        model = (
+            BUILTIN_BURST if burst else BUILTIN_JOINT if output == "rgb" else model
+        )  # the kind's own builtin
     if burst:
-        from click.core import ParameterSource
-
-        from ..learn.modelio import BUILTIN_BURST
-
-        if click.get_current_context().get_parameter_source("model") is ParameterSource.DEFAULT:
-            model = BUILTIN_BURST
         return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers)
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files

@@ -207,16 +207,19 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
         h = _conv_transpose(g, h, p[f"ConvTranspose_{j}"])
         h = g.op("Concat", [h, skips[i]], "cat", axis=1)
         h = block(h, levels + j, i)
-    residual = _conv(g, h, p[f"Conv_{levels - 1}"])
     if spec.head == "rgb":
-        return _rgb_head(g, x, residual)
+        planes = _channels(g, x, 0, 4)
+        if spec.denoise_first:  # the Bayer head (Conv_{levels-1}) denoises the planes the demosaic reads
+            planes = g.op("Add", [planes, _conv(g, h, p[f"Conv_{levels - 1}"])], "denoised")
+        return _rgb_head(g, planes, _conv(g, h, p[f"Conv_{levels - 1 + spec.denoise_first}"]))
+    residual = _conv(g, h, p[f"Conv_{levels - 1}"])
     return g.op("Add", [_channels(g, x, 0, spec.out_channels), residual], "output")
 
 
-def _rgb_head(g: GraphBuilder, x: str, residual: str) -> str:
+def _rgb_head(g: GraphBuilder, planes: str, residual: str) -> str:
     """The joint model's head (:class:`rawlab.learn.models.UNet` with ``head="rgb"``): the fixed bilinear demosaic
-    of the input's first 4 channels (the RGGB-phase planes) plus the 12-channel ``residual``, then depth-to-space
-    to ``[N, 3, 2H, 2W]``.
+    of the 4 RGGB-phase ``planes`` (the input's, or the Bayer head's denoised ones with ``denoise_first``) plus
+    the 12-channel ``residual``, then depth-to-space to ``[N, 3, 2H, 2W]``.
 
     The bilinear demosaic is :func:`rawlab.learn.models.bilinear_demosaic` op for op: one packed pixel of edge
     padding (``Pad``, mode ``edge``), then its 3x3 kernel as a ``Conv`` without bias. Its 12 channels are ordered
@@ -225,7 +228,6 @@ def _rgb_head(g: GraphBuilder, x: str, residual: str) -> str:
     """
     from ..learn.models import bilinear_kernel
 
-    planes = _channels(g, x, 0, 4)
     padded = g.op("Pad", [planes, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], "pad", mode="edge")
     kernel = g.const(
         np.ascontiguousarray(bilinear_kernel().transpose(3, 2, 0, 1)), "bilinear"

@@ -135,21 +135,12 @@ def burst_init(fresh, init: str):
     RawlabError
         ``init`` is not a model, or one of its parameters has no place of the same shape in ``fresh``.
     """
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    from .modelio import TrainedModel, load_model
+    from .modelio import TrainedModel, load_model, params_from
 
     other = load_model(init)
-    mine, theirs = flatten_dict(fresh.params), flatten_dict(other.params)
-    for path, value in theirs.items():
-        if path not in mine or mine[path].shape != value.shape:
-            got = "nothing" if path not in mine else f"shape {mine[path].shape}"
-            raise RawlabError(
-                f"burst.init {init}: its parameter {'/'.join(path)} {value.shape} meets {got} in this burst "
-                f"model; start from a model of the same U-Net (widths {other.spec.widths}) and the merge "
-                "input (model.spec.merge_frames), or set burst.init to None"
-            )
-    params = unflatten_dict({**mine, **theirs})
+    hint = (f"start from a model of the same U-Net (widths {other.spec.widths}) and the merge input "
+            "(model.spec.merge_frames), or set burst.init to None")  # fmt: skip
+    params = params_from(fresh, other, f"burst.init {init}", hint)
     record = {"model": str(init), "name": other.config.get("name"), "step": other.config.get("step")}
     return TrainedModel(fresh.config, params), record
 

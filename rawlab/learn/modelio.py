@@ -36,10 +36,12 @@ from .normalize import Normalisation
 __all__ = [
     "BUILTIN",
     "BUILTIN_DIR",
+    "BUILTIN_JOINT",
     "SCHEMA",
     "TrainedModel",
     "init_model",
     "load_model",
+    "params_from",
     "resolve_model",
     "save_model",
 ]
@@ -51,7 +53,37 @@ DEFAULT_TILE = {"size": 256, "overlap": 32}
 BUILTIN = "builtin"  # the name that means the model shipped inside rawlab, wherever a model is accepted
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 BUILTIN_BURST = "builtin-burst"  # the burst model shipped inside rawlab (`rawlab denoise --burst`'s default)
-BUILTINS = {BUILTIN: BUILTIN_DIR, BUILTIN_BURST: BUILTIN_DIR.with_name("builtin_burst")}
+BUILTIN_JOINT = (
+    "builtin-joint"  # the joint demosaic model shipped inside rawlab (`denoise --output rgb`'s default)
+)
+BUILTINS = {
+    BUILTIN: BUILTIN_DIR,
+    BUILTIN_BURST: BUILTIN_DIR.with_name("builtin_burst"),
+    BUILTIN_JOINT: BUILTIN_DIR.with_name("builtin_joint"),
+}
+
+
+def params_from(fresh: TrainedModel, other: TrainedModel, what: str, hint: str):
+    """``fresh``'s parameter tree with every parameter of ``other`` in its place: a model grown from another
+    (a burst model from a single-frame one, a joint model from a denoiser) keeps what it adds at its
+    initial value.
+
+    Raises
+    ------
+    RawlabError
+        One of ``other``'s parameters has no place of the same shape in ``fresh``: ``what`` names the
+        source, ``hint`` says what would fit.
+    """
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    mine, theirs = flatten_dict(fresh.params), flatten_dict(other.params)
+    for path, value in theirs.items():
+        if path not in mine or mine[path].shape != value.shape:
+            got = "nothing" if path not in mine else f"shape {mine[path].shape}"
+            raise RawlabError(
+                f"{what}: its parameter {'/'.join(path)} {value.shape} meets {got} in this model; {hint}"
+            )
+    return unflatten_dict({**mine, **theirs})
 
 
 def resolve_model(path: str | os.PathLike[str]) -> Path:

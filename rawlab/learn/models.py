@@ -63,6 +63,10 @@ class UNetSpec:
     to the merged frame. Untrained in ``frames_in`` it is the single-frame model run on the merge.
     ``head`` is ``"bayer"`` (``out_channels`` 4: denoised packed planes) or ``"rgb"`` (``out_channels`` 3:
     camera RGB at mosaic resolution, from RGGB-phase input; the joint model).
+    ``denoise_first`` (``"rgb"`` only): the joint model also has the Bayer denoiser's head, and its fixed bilinear
+    demosaic reads the denoised planes instead of the noisy ones; the Bayer head is created first, so it has the
+    name a denoiser's has and the joint model can start from a denoiser of the same U-Net (``rawlab train
+    --init``): untrained in its RGB head it is that denoiser followed by the bilinear demosaic.
     """
 
     widths: tuple[int, ...]
@@ -72,6 +76,7 @@ class UNetSpec:
     negative_slope: float = 0.2
     head: str = "bayer"
     merge_frames: int = 0  # K of a burst model that also takes the classical merge of its K frames; 0: none
+    denoise_first: bool = False  # rgb head: demosaic the Bayer head's denoised planes, not the input's
 
     def convs(self, level: int) -> int:
         c = self.convs_per_block
@@ -86,8 +91,9 @@ class UNetSpec:
         d = dataclasses.asdict(self)
         if d["head"] == "bayer":  # the denoisers' config.json as before (fine-tuning compares it)
             del d["head"]
-        if not d["merge_frames"]:
-            del d["merge_frames"]
+        for key in ("merge_frames", "denoise_first"):  # absent when off: older configs compare equal
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod
@@ -157,8 +163,13 @@ class UNet(nn.Module):
             h = jnp.concatenate([h, skips[i]], axis=-1)
             h = _Block(s.widths[i], s.convs(i), s.negative_slope, self.dtype)(h)
         if s.head == "rgb":  # 12 = (dy, dx, colour) at packed resolution, then depth-to-space
+            planes = x[..., :4]
+            if s.denoise_first:  # the Bayer head first: a denoiser's name for it (Conv_{levels - 1})
+                planes = planes + nn.Conv(4, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(
+                    h
+                ).astype(x.dtype)
             residual = nn.Conv(12, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
-            return depth_to_space(bilinear_demosaic(x[..., :4]) + residual.astype(x.dtype))
+            return depth_to_space(bilinear_demosaic(planes) + residual.astype(x.dtype))
         # Zero-initialised head: an untrained network is exactly the identity, so training starts from the
         # noisy input rather than from noise.
         residual = nn.Conv(s.out_channels, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)(h)
@@ -230,6 +241,10 @@ def build_model(arch: str | UNetSpec | dict[str, Any], *, noise_map: bool = Fals
             f"model head {spec.head!r} with out_channels {spec.out_channels}: use head 'bayer' with 4 output "
             "channels, or 'rgb' with 3"
         )
+    if spec.denoise_first and spec.head != "rgb":
+        from ..errors import RawlabError
+
+        raise RawlabError("model.spec.denoise_first is for the joint model (head 'rgb') only")
     if noise_map and spec.in_channels == 4:
         spec = dataclasses.replace(spec, in_channels=8)
     return UNet(spec, dtype=dtype)
@@ -274,7 +289,7 @@ def macs_per_megapixel(spec: UNetSpec) -> float:
         for _ in range(spec.convs(i)):
             macs += pixels * 9 * cin * w
             cin = w
-    macs += pixels * cin * (12 if spec.head == "rgb" else spec.out_channels)
+    macs += pixels * cin * (12 + 4 * spec.denoise_first if spec.head == "rgb" else spec.out_channels)
     return macs
 
 

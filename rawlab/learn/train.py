@@ -464,26 +464,34 @@ def joint_data(cfg, store: str, fstore, train_pairs, eval_pairs, noise):
 
 def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[str, Any]]:
     """``fresh`` with the parameters of the model ``init`` (``"builtin"`` or a model directory), and the record
-    of where they came from (``training.init``: the model, its config name and step).
+    of where they came from (``training.init``: the model, its config name and step). A joint model that
+    denoises first (``model.spec.denoise_first``) also starts from a Bayer denoiser of its U-Net: it gets every
+    parameter of it, and its RGB head stays zero (the denoiser, then the bilinear demosaic).
 
     Raises
     ------
     RawlabError
         ``init`` is not a model, or its architecture or normalisation differs from the config's.
     """
-    from .modelio import load_model
+    from .modelio import load_model, params_from
 
     other = load_model(init)
+    grown = fresh.spec.denoise_first and other.spec == replace(
+        fresh.spec, head="bayer", out_channels=4, denoise_first=False
+    )
     for key, mine, theirs in (
         ("model", fresh.config["model"]["spec"], other.config["model"]["spec"]),
         ("normalisation", fresh.config["normalisation"], other.config.get("normalisation")),
-    ):
+    )[grown:]:
         if json.loads(json.dumps(mine)) != json.loads(json.dumps(theirs)):
             raise RawlabError(
                 f"--init {init}: its {key} ({theirs}) is not the config's ({mine}); fine-tune with the config "
                 f"it was trained with (`--config {other.config.get('name', '?')}` when that is a config name)"
             )
     record = {"model": str(init), "name": other.config.get("name"), "step": other.config.get("step")}
+    if grown:  # the joint model from its denoiser; what it adds (the RGB head) is zero whatever the seed
+        concrete = init_model(fresh.config)
+        return TrainedModel(fresh.config, params_from(concrete, other, f"--init {init}", "")), record
     return TrainedModel(fresh.config, other.params), record
 
 

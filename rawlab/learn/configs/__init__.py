@@ -21,7 +21,7 @@ __all__ = ["LOSS_KINDS", "NAMES", "PRECISIONS", "load_config", "merge", "validat
 
 LOSS_KINDS = ("l1_ssim", "mse")
 PRECISIONS = ("auto", "float32", "bfloat16")
-NAMES = ("tiny", "mobile", "large", "builtin", "r2r", "joint")
+NAMES = ("tiny", "mobile", "large", "builtin", "r2r", "joint", "joint_mobile")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
