@@ -195,11 +195,68 @@ def test_store_examples_carry_their_scenes_colour_truth(learn_store):
     assert aligned < 0.5 * np.abs(np.roll(sites, 1, axis=2) - b["clean"]).mean()
 
 
-def test_builtin_joint_is_the_builtin_denoiser_then_the_bilinear_demosaic(tmp_path):
+def _mhc_reference(mosaic: np.ndarray) -> np.ndarray:
+    """Malvar-He-Cutler on an RGGB mosaic ``(H, W)`` in the mosaic domain, the paper's 5x5 filters (x 8) as
+    written there: the independent check of the packed kernel (``models.mhc_kernel``)."""
+    from scipy.ndimage import convolve
+
+    g_at_rb = np.array(
+        [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
+    )
+    row = np.array(
+        [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
+    )
+    opposite = np.array(
+        [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]
+    )
+    f = {k: convolve(mosaic.astype(np.float64), v / 8, mode="mirror") for k, v in
+         (("g", g_at_rb), ("row", row), ("col", row.T), ("opp", opposite))}  # fmt: skip
+    # (R, G, B) at each site of the RGGB tile: "row" for a colour left and right of a green site, "col" for one
+    # above and below, "opp" for the opposite corner's colour, "g" for green at red or blue.
+    sites = {(0, 0): ("own", "g", "opp"), (0, 1): ("row", "own", "col"), (1, 0): ("col", "own", "row"),
+             (1, 1): ("opp", "g", "own")}  # fmt: skip
+    rgb = np.empty((*mosaic.shape, 3))
+    for (y, x), names in sites.items():
+        for c, name in enumerate(names):
+            rgb[y::2, x::2, c] = (mosaic if name == "own" else f[name])[y::2, x::2]
+    return rgb
+
+
+def test_mhc_demosaic_is_the_papers_filters_and_beats_bilinear_on_a_photograph():
+    """The packed MHC kernel is the paper's mosaic-domain filters (away from the 2-pixel border, where the
+    packed edge padding differs from a mirror), and on a photograph's clean mosaic it is closer to the truth
+    than bilinear (measured +4.4 dB on this crop of the astronaut)."""
+    from skimage import data
+
+    from rawlab.learn.models import depth_to_space, linear_demosaic
+
+    truth = data.astronaut()[:256, :320].astype(np.float32) / 255
+    planes = np.stack(
+        [truth[0::2, 0::2, 0], truth[0::2, 1::2, 1], truth[1::2, 0::2, 1], truth[1::2, 1::2, 2]], -1
+    )
+    got = {k: np.asarray(depth_to_space(linear_demosaic(planes[None], k)))[0] for k in ("bilinear", "mhc")}
+    np.testing.assert_allclose(
+        got["bilinear"], demosaic_bilinear(np.moveaxis(planes, -1, 0), "RGGB"), atol=EXACT
+    )
+    inner = (slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(got["mhc"][inner], _mhc_reference(_unpack_rggb(planes))[inner], atol=EXACT)
+    assert _psnr(got["mhc"][inner], truth[inner]) > _psnr(got["bilinear"][inner], truth[inner]) + 1.0
+
+
+def _unpack_rggb(planes: np.ndarray) -> np.ndarray:
+    h, w, _ = planes.shape
+    mosaic = np.empty((2 * h, 2 * w), planes.dtype)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2] = np.moveaxis(
+        planes, -1, 0
+    )
+    return mosaic
+
+
+def test_builtin_joint_is_the_builtin_denoiser_then_the_mhc_demosaic(tmp_path):
     """The shipped joint model (config ``joint_mobile`` started from ``builtin``, ``model.spec.denoise_first``):
-    its network is the built-in denoiser's network followed by the bilinear demosaic, to float32 rounding;
-    ``rawlab train --init builtin`` builds the same start, and a denoiser of another U-Net is refused with
-    the reason."""
+    its network is the built-in denoiser's network followed by the Malvar-He-Cutler demosaic, to float32
+    rounding; ``rawlab train --init builtin`` builds the same start, and a denoiser of another U-Net is refused
+    with the reason."""
     import jax
 
     from rawlab.errors import RawlabError
@@ -207,7 +264,9 @@ def test_builtin_joint_is_the_builtin_denoiser_then_the_bilinear_demosaic(tmp_pa
     from rawlab.learn.train import initial_params
 
     joint, single = load_model(BUILTIN_JOINT), load_model(BUILTIN)
-    assert joint.spec.denoise_first and joint.spec.widths == single.spec.widths
+    assert (
+        joint.spec.denoise_first and joint.spec.demosaic == "mhc" and joint.spec.widths == single.spec.widths
+    )
     assert joint.config["noise"] == single.config["noise"]  # the built-in laws for the sensors it knows
     rng = np.random.default_rng(3)
     clean = rng.random((64, 96, 4), dtype=np.float32) * 0.3 + 0.05
@@ -216,10 +275,9 @@ def test_builtin_joint_is_the_builtin_denoiser_then_the_bilinear_demosaic(tmp_pa
     x = joint.normalisation.to_network(noisy[None], a, b)  # RGGB-phase planes and their noise map
     got = np.asarray(joint.module.apply(joint.params, x))[0]
     denoised = np.asarray(single.module.apply(single.params, x))[0]
-    want = demosaic_bilinear(np.moveaxis(denoised, -1, 0), "RGGB")
-    np.testing.assert_allclose(got, want, atol=1e-5)  # float32 sums of a few hundred terms near 1
-    before = demosaic_bilinear(np.moveaxis(noisy, -1, 0), "RGGB")
-    assert np.abs(got - before).mean() > 10 * 1e-5  # it is not the bilinear demosaic of the noisy planes
+    inner = (slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(got[inner], _mhc_reference(_unpack_rggb(denoised))[inner], atol=1e-5)
+    assert np.abs(got - _mhc_reference(_unpack_rggb(noisy)))[inner].mean() > 1e-3  # it denoised first
     cfg = load_config("joint_mobile")
     fresh = init_model({k: cfg[k] for k in ("model", "normalisation", "tile")}, abstract=True)
     started, record = initial_params(BUILTIN, fresh)

@@ -211,29 +211,30 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
         planes = _channels(g, x, 0, 4)
         if spec.denoise_first:  # the Bayer head (Conv_{levels-1}) denoises the planes the demosaic reads
             planes = g.op("Add", [planes, _conv(g, h, p[f"Conv_{levels - 1}"])], "denoised")
-        return _rgb_head(g, planes, _conv(g, h, p[f"Conv_{levels - 1 + spec.denoise_first}"]))
+        return _rgb_head(g, planes, _conv(g, h, p[f"Conv_{levels - 1 + spec.denoise_first}"]), spec.demosaic)
     residual = _conv(g, h, p[f"Conv_{levels - 1}"])
     return g.op("Add", [_channels(g, x, 0, spec.out_channels), residual], "output")
 
 
-def _rgb_head(g: GraphBuilder, planes: str, residual: str) -> str:
-    """The joint model's head (:class:`rawlab.learn.models.UNet` with ``head="rgb"``): the fixed bilinear demosaic
+def _rgb_head(g: GraphBuilder, planes: str, residual: str, demosaic: str = "bilinear") -> str:
+    """The joint model's head (:class:`rawlab.learn.models.UNet` with ``head="rgb"``): the fixed linear demosaic
     of the 4 RGGB-phase ``planes`` (the input's, or the Bayer head's denoised ones with ``denoise_first``) plus
-    the 12-channel ``residual``, then depth-to-space to ``[N, 3, 2H, 2W]``.
+    the 12-channel ``residual``, then depth-to-space to ``[N, 3, 2H, 2W]``; ``demosaic`` names the fixed
+    linear demosaic (``model.spec.demosaic``: bilinear or MHC, one 3x3 packed kernel either way).
 
-    The bilinear demosaic is :func:`rawlab.learn.models.bilinear_demosaic` op for op: one packed pixel of edge
+    The demosaic is :func:`rawlab.learn.models.linear_demosaic` op for op: one packed pixel of edge
     padding (``Pad``, mode ``edge``), then its 3x3 kernel as a ``Conv`` without bias. Its 12 channels are ordered
     ``(dy, dx, colour)``, which is ONNX ``DepthToSpace``'s ``DCR`` order (channel ``(2 dy + dx) * 3 + c`` goes to
     pixel ``(2 i + dy, 2 j + dx)`` of colour ``c``), so depth-to-space is one builtin op.
     """
-    from ..learn.models import bilinear_kernel
+    from ..learn.models import demosaic_kernel
 
     padded = g.op("Pad", [planes, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], "pad", mode="edge")
     kernel = g.const(
-        np.ascontiguousarray(bilinear_kernel().transpose(3, 2, 0, 1)), "bilinear"
+        np.ascontiguousarray(demosaic_kernel(demosaic).transpose(3, 2, 0, 1)), demosaic
     )  # HWIO -> OIHW
-    bilinear = g.op("Conv", [padded, kernel], "bilinear", kernel_shape=[3, 3])
-    return g.op("DepthToSpace", [g.op("Add", [bilinear, residual], "add")], "rgb", blocksize=2, mode="DCR")
+    base = g.op("Conv", [padded, kernel], demosaic, kernel_shape=[3, 3])
+    return g.op("DepthToSpace", [g.op("Add", [base, residual], "add")], "rgb", blocksize=2, mode="DCR")
 
 
 def _io_shapes(spec) -> tuple[list, list]:

@@ -477,7 +477,7 @@ def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[s
 
     other = load_model(init)
     grown = fresh.spec.denoise_first and other.spec == replace(
-        fresh.spec, head="bayer", out_channels=4, denoise_first=False
+        fresh.spec, head="bayer", out_channels=4, denoise_first=False, demosaic="bilinear"
     )
     for key, mine, theirs in (
         ("model", fresh.config["model"]["spec"], other.config["model"]["spec"]),
