@@ -310,6 +310,7 @@ def test_denoise_output_rgb_defaults_to_the_builtin_joint_model(small_synth, tmp
         ]
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 0, res.output
+        assert "model builtin-joint (jax)" in res.output  # the summary names it as the user would
         outs[name] = tifffile.imread(tmp_path / name / src.with_suffix(".tiff").name)
     assert outs["default"].ndim == 3 and outs["default"].shape[-1] == 3
     np.testing.assert_array_equal(outs["default"], outs["joint"])

@@ -417,7 +417,10 @@ def describe_model(path: str | os.PathLike[str]) -> str:
             from ..learn.modelio import load_model
 
             load_model(p)  # raises the precise reason
-        return f"{p.name} (jax)"
+        from ..learn.modelio import BUILTINS
+
+        name = os.fspath(path) if os.fspath(path) in BUILTINS else p.name  # "builtin-joint", not its folder
+        return f"{name} (jax)"
     if not p.exists():
         load_denoiser(p)  # raises
     if p.suffix.lower() == ".onnx":
