@@ -223,7 +223,7 @@ def test_builtin_burst_model_beats_the_merge_and_the_single_frame_model():
     """The shipped burst model (``builtin-burst``, ``denoise --burst``'s default) on a burst it never saw (a
     photograph, not its procedural training scenes; a named sensor, not its random ones), 8 frames at ISO 3200
     with hand shake, scored against the noise-free reference: above the classical merge by 0.5 dB and the built-in
-    single-frame model on the reference by 1 dB. ``benchmarks/burst_model.py`` measured +2.1 and +3.5 dB here
+    single-frame model on the reference by 1 dB. ``benchmarks/burst_model.py`` measured +2.2 and +3.3 dB here
     (MP-2, ISO 3200, 8 frames, three scenes at 384x256); the bounds keep half of that for one smaller scene."""
     from rawlab.burst import merge_burst
     from rawlab.deploy.burst import burst_model, denoise_burst
