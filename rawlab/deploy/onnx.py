@@ -8,7 +8,7 @@ the network op for op and runs at any height and width that are multiples of the
 (the batch, height and width are dynamic axes). Layout is ONNX's own, NCHW: input ``input``
 ``[N, C, H, W]`` float32 (``C`` = 8 for the noise-map normalisation, 4 for k-sigma), output ``output``
 ``[N, 4, H, W]``, both in the network's domain (:class:`rawlab.learn.normalize.Normalisation`). The joint
-demosaic+denoise model (``head="rgb"``, config ``joint``) adds its fixed bilinear demosaic (``Pad``, ``Conv``)
+demosaic+denoise model (``head="rgb"``, config ``joint``) adds its fixed linear demosaic (``Pad``, ``Conv``)
 and ``DepthToSpace`` (:func:`_rgb_head`): output ``[N, 3, 2H, 2W]`` linear camera RGB of the RGGB-phase input
 (the runtime flips other CFAs in and out, as for TFLite); float32 or int8 like the Bayer models.
 
@@ -216,11 +216,11 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params) -> str:
     return g.op("Add", [_channels(g, x, 0, spec.out_channels), residual], "output")
 
 
-def _rgb_head(g: GraphBuilder, planes: str, residual: str, demosaic: str = "bilinear") -> str:
+def _rgb_head(g: GraphBuilder, planes: str, residual: str, demosaic: str) -> str:
     """The joint model's head (:class:`rawlab.learn.models.UNet` with ``head="rgb"``): the fixed linear demosaic
-    of the 4 RGGB-phase ``planes`` (the input's, or the Bayer head's denoised ones with ``denoise_first``) plus
-    the 12-channel ``residual``, then depth-to-space to ``[N, 3, 2H, 2W]``; ``demosaic`` names the fixed
-    linear demosaic (``model.spec.demosaic``: bilinear or MHC, one 3x3 packed kernel either way).
+    ``demosaic`` (``model.spec.demosaic``: bilinear or MHC) of the 4 RGGB-phase ``planes`` (the input's, or the
+    Bayer head's denoised ones with ``denoise_first``) plus the 12-channel ``residual``, then depth-to-space to
+    ``[N, 3, 2H, 2W]``.
 
     The demosaic is :func:`rawlab.learn.models.linear_demosaic` op for op: one packed pixel of edge
     padding (``Pad``, mode ``edge``), then its 3x3 kernel as a ``Conv`` without bias. Its 12 channels are ordered

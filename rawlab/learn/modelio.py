@@ -88,7 +88,7 @@ def params_from(fresh: TrainedModel, other: TrainedModel, what: str, hint: str):
 
 def resolve_model(path: str | os.PathLike[str]) -> Path:
     """``path`` as a filesystem path: a built-in model's directory for its name (:data:`BUILTINS`: ``"builtin"``,
-    ``"builtin-burst"``), else ``path`` itself.
+    ``"builtin-burst"``, ``"builtin-joint"``), else ``path`` itself.
 
     Raises
     ------

@@ -71,10 +71,10 @@ class UNetSpec:
     ``demosaic`` (``"rgb"`` only): the fixed linear demosaic the RGB residual is added to, ``"bilinear"`` or
     ``"mhc"`` (Malvar, He and Cutler 2004: bilinear plus the centre channel's Laplacian, 2-3 dB closer to the
     truth on the synthetic scenes' clean mosaics).
-    ``denoise_first`` (``"rgb"`` only): the joint model also has the Bayer denoiser's head, and its fixed bilinear
+    ``denoise_first`` (``"rgb"`` only): the joint model also has the Bayer denoiser's head, and its fixed
     demosaic reads the denoised planes instead of the noisy ones; the Bayer head is created first, so it has the
     name a denoiser's has and the joint model can start from a denoiser of the same U-Net (``rawlab train
-    --init``): untrained in its RGB head it is that denoiser followed by the bilinear demosaic.
+    --init``): untrained in its RGB head it is that denoiser followed by the fixed demosaic.
     """
 
     widths: tuple[int, ...]
@@ -257,11 +257,6 @@ def linear_demosaic(x, name: str = "bilinear"):
     x = jnp.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
     k = jnp.asarray(demosaic_kernel(name), x.dtype)
     return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def bilinear_demosaic(x):
-    """:func:`linear_demosaic` with the bilinear kernel."""
-    return linear_demosaic(x, "bilinear")
 
 
 def depth_to_space(y):

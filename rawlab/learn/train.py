@@ -466,7 +466,7 @@ def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[s
     """``fresh`` with the parameters of the model ``init`` (``"builtin"`` or a model directory), and the record
     of where they came from (``training.init``: the model, its config name and step). A joint model that
     denoises first (``model.spec.denoise_first``) also starts from a Bayer denoiser of its U-Net: it gets every
-    parameter of it, and its RGB head stays zero (the denoiser, then the bilinear demosaic).
+    parameter of it, and its RGB head stays zero (the denoiser, then the fixed demosaic).
 
     Raises
     ------
@@ -491,7 +491,10 @@ def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[s
     record = {"model": str(init), "name": other.config.get("name"), "step": other.config.get("step")}
     if grown:  # the joint model from its denoiser; what it adds (the RGB head) is zero whatever the seed
         concrete = init_model(fresh.config)
-        return TrainedModel(fresh.config, params_from(concrete, other, f"--init {init}", "")), record
+        return TrainedModel(
+            fresh.config,
+            params_from(concrete, other, f"--init {init}", "start from a denoiser of the same U-Net"),
+        ), record
     return TrainedModel(fresh.config, other.params), record
 
 
