@@ -21,7 +21,7 @@ import numpy as np
 
 from ..bayer import channel_offsets
 
-__all__ = ["N_OPS", "augment_packed", "describe_op", "op_bits"]
+__all__ = ["N_OPS", "augment_packed", "bayer_crop", "describe_op", "op_bits", "op_channels"]
 
 N_OPS = 8  # the dihedral group of the square: (transpose, flip rows, flip columns)
 _COLOUR = (0, 1, 1, 2)  # R, G1, G2, B -> R, G, B
@@ -40,28 +40,46 @@ def describe_op(op: int) -> str:
     return "+".join(names) or "identity"
 
 
-@lru_cache(maxsize=512)
-def _gather(cfa: str, op: int, h_in: int, w_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source (row, column, channel) in the input planes of every output (row, column, channel)."""
+def _source(op: int, ht: int, wt: int):
+    """The mosaic position in the original of the transformed ``(ht, wt)`` mosaic's ``(yy, xx)``: the
+    transformed mosaic is the original transposed (``op`` bit 4), then flipped in rows (2) and columns (1)."""
     t, fy, fx = op_bits(op)
-    offs = channel_offsets(cfa)
-    chan_at = {(dy, dx): c for c, (dy, dx) in enumerate(offs)}
-    ht, wt = (2 * w_in, 2 * h_in) if t else (2 * h_in, 2 * w_in)  # the transformed mosaic's size
 
-    def source(yy, xx):  # mosaic position in the original of the transformed mosaic's (yy, xx)
+    def source(yy, xx):
         yy = ht - 1 - yy if fy else yy
         xx = wt - 1 - xx if fx else xx
         return (xx, yy) if t else (yy, xx)
 
+    return source
+
+
+@lru_cache(maxsize=64)
+def bayer_crop(cfa: str, op: int) -> tuple[int, int]:
+    """The smallest crop ``(oy, ox)`` (mosaic pixels, 0 or 1) of the even-sized mosaic transformed by ``op``
+    that restores the ``cfa`` pattern (colours; a transpose may swap G1 and G2): the transformed, cropped
+    mosaic ``[oy : H - 2 + oy, ox : W - 2 + ox]`` packs to :func:`augment_packed`'s output."""
+    offs = channel_offsets(cfa)
+    chan_at = {(dy, dx): c for c, (dy, dx) in enumerate(offs)}
+    source = _source(op, 4, 4)  # any even size: only the parities matter
+
     def colour(y, x):
         return _COLOUR[chan_at[(int(y) % 2, int(x) % 2)]]
 
-    # The smallest crop offset that restores the sensor's pattern (colours; a transpose may swap G1 and G2).
     for oy, ox in ((0, 0), (0, 1), (1, 0), (1, 1)):
         if all(colour(*source(oy + dy, ox + dx)) == _COLOUR[c] for c, (dy, dx) in enumerate(offs)):
-            break
-    else:  # pragma: no cover - every dihedral image of a Bayer tile is a Bayer tile
-        raise AssertionError(f"no Bayer-preserving crop for {cfa} op {op}")
+            return oy, ox
+    raise AssertionError(f"no Bayer-preserving crop for {cfa} op {op}")  # pragma: no cover - there always is
+
+
+@lru_cache(maxsize=512)
+def _gather(cfa: str, op: int, h_in: int, w_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source (row, column, channel) in the input planes of every output (row, column, channel)."""
+    t = op_bits(op)[0]
+    offs = channel_offsets(cfa)
+    chan_at = {(dy, dx): c for c, (dy, dx) in enumerate(offs)}
+    ht, wt = (2 * w_in, 2 * h_in) if t else (2 * h_in, 2 * w_in)  # the transformed mosaic's size
+    source = _source(op, ht, wt)
+    oy, ox = bayer_crop(cfa, op)
     h_out, w_out = ht // 2 - 1, wt // 2 - 1
     i = np.arange(h_out)[:, None, None]
     j = np.arange(w_out)[None, :, None]
@@ -74,6 +92,12 @@ def _gather(cfa: str, op: int, h_in: int, w_in: int) -> tuple[np.ndarray, np.nda
     for a in (rows, cols, chan):
         a.setflags(write=False)
     return rows, cols, chan
+
+
+def op_channels(cfa: str, op: int) -> tuple[int, ...]:
+    """The input channel (0-3: R, G1, G2, B) that each output channel of ``op`` reads: the identity, or the
+    two greens swapped where a transpose moves the greens on red rows onto red columns."""
+    return tuple(int(c) for c in _gather(cfa.upper(), int(op), 2, 2)[2][0, 0])
 
 
 def augment_packed(planes: np.ndarray, cfa: str, op: int) -> np.ndarray:
