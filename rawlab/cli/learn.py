@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RawlabError
-from ._common import _GUARD_HELP, _cluster_options, _reporting, main
+from ._common import _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
 
 
 @main.command("train")
@@ -168,9 +168,10 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
 )
 @_cluster_options()
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+@_ensemble_option
 def eval_(
     store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
-    guard,
+    guard, ensemble,
 ):  # fmt: skip
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
@@ -196,7 +197,7 @@ def eval_(
                 f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to pairs, not bursts; drop {'it' if len(given) == 1 else 'them'} (bursts are scored with the truth's "
                 "noise law, whole frames, every burst)"
             )
-        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard)
+        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard, ensemble)
         return
     extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames")
              if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
@@ -218,6 +219,7 @@ def eval_(
             crop=crop,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             guard=guard,
+            ensemble=ensemble,
         )
     written = write_outputs(result, out)
     for line in written.lines:
@@ -225,7 +227,7 @@ def eval_(
     click.echo(written.summary)
 
 
-def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard):
+def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard, ensemble):
     """``rawlab eval --bursts``: check the source and the output, score, write, print the table."""
     import os
 
@@ -247,6 +249,7 @@ def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, gu
             counts=frames,
             guard=guard,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
+            ensemble=ensemble,
         )
     written = write_burst_outputs(result, out)
     for line in written.lines:

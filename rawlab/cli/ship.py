@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _GUARD_HELP, _cluster_options, _reporting, main
+from ._common import _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
 
 
 @main.command("export")
@@ -100,6 +100,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+@_ensemble_option
 @click.option(
     "--output",
     type=click.Choice(["bayer", "rgb"]),
@@ -124,7 +125,9 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     show_default=True,
     help="With --burst: index of the frame to denoise (the others are aligned onto it), in name order.",
 )
-def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, output, burst, reference):
+def denoise(
+    raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, ensemble, output, burst, reference
+):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
@@ -157,7 +160,9 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
             BUILTIN_BURST if burst else BUILTIN_JOINT if output == "rgb" else model
         )  # the kind's own builtin
     if burst:
-        return _denoise_bursts(list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers)
+        return _denoise_bursts(
+            list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble
+        )
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files
 
@@ -171,6 +176,7 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             guard=guard,
             output=output,
+            ensemble=ensemble,
         )
     for r in summary.results:
         click.echo(r.line(), err=r.failed)
@@ -179,7 +185,7 @@ def denoise(raws, model, out, fmt, overwrite, scheduler, workers, strict, guard,
         raise SystemExit(1)
 
 
-def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, scheduler, workers):
+def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble):
     """``denoise --burst``: the frames of one burst here, or folders of bursts through Dask (a task each)."""
     import os
     import time
@@ -205,14 +211,14 @@ def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, schedul
         found = [(sorted(raws), os.path.basename(os.path.dirname(os.path.abspath(raws[0]))) or "burst")]
     if not found:
         raise RawlabError(f"no raw files found in {', '.join(raws)}; pass burst folders or the frames")
-    runner = burst_model(model)  # a bad model fails now, before any file is read
+    runner = burst_model(model, ensemble=ensemble)  # a bad model fails now, before any file is read
     outdir = output_folder(out)
     outs = [os.path.join(outdir, f"{name}.dng") for _, name in found]
     if all(dirs):
         with _reporting("denoise --burst", len(found)) as report:
             results = denoise_bursts(
                 [p for p, _ in found], outs, model, reference=reference, overwrite=overwrite,
-                options=RunOptions(scheduler=scheduler, workers=workers, **report),
+                options=RunOptions(scheduler=scheduler, workers=workers, **report), ensemble=ensemble,
             )  # fmt: skip
     else:
         results = [denoise_burst_files(found[0][0], outs[0], model, reference=reference, overwrite=overwrite,

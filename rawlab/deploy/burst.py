@@ -26,6 +26,7 @@ import numpy as np
 from .._version import __version__
 from ..burst.files import BurstOutcome
 from ..errors import RawlabError
+from .ensemble import DEFAULT_ENSEMBLE, check_ensemble, self_ensemble
 
 if TYPE_CHECKING:
     from ..cluster import RunOptions
@@ -54,8 +55,11 @@ class BurstDenoised(BurstOutcome):
         )
 
 
-def burst_model(path: str | os.PathLike[str], *, num_threads: int | None = None):
-    """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``.
+def burst_model(
+    path: str | os.PathLike[str], *, num_threads: int | None = None, ensemble: int = DEFAULT_ENSEMBLE
+):
+    """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``; it runs
+    ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them.
 
     Raises
     ------
@@ -66,6 +70,7 @@ def burst_model(path: str | os.PathLike[str], *, num_threads: int | None = None)
     from .runtime import load_denoiser
 
     runner = load_denoiser(path, num_threads=num_threads)
+    runner.ensemble = check_ensemble(ensemble)
     k = burst_frames(runner.config)
     if k is None:
         raise RawlabError(
@@ -105,7 +110,8 @@ def denoise_burst(
     """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
 
     ``runner`` and ``frames`` (``K``) are :func:`burst_model`'s; ``a``, ``b`` the reference's noise law per
-    channel (normalised units).
+    channel (normalised units). The runner's ``ensemble`` rotations of the whole input (the merge and every
+    frame alike) are denoised and averaged (:func:`rawlab.deploy.ensemble.self_ensemble`).
     """
     from ..learn.burstdata import burst_input
     from .tiling import run_tiled
@@ -115,10 +121,18 @@ def denoise_burst(
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     norm, t = runner.normalisation, runner.tile
 
-    def net(tiles):
-        return norm.from_network(runner._run(norm.to_network(tiles, an, bn)), a4, b4)
+    groups = x.shape[-1] // 4
 
-    out = run_tiled(net, x, t["size"], t["overlap"], batch=runner.batch)
+    def image(planes: np.ndarray, src: list[int]) -> np.ndarray:  # src: each channel's law, in every frame
+        every = [4 * g + c for g in range(groups) for c in src]
+        law_in, law_out = (an[every], bn[every]), (a4[src], b4[src])
+
+        def net(tiles):
+            return norm.from_network(runner._run(norm.to_network(tiles, *law_in)), *law_out)
+
+        return run_tiled(net, planes, t["size"], t["overlap"], batch=runner.batch)
+
+    out = self_ensemble(image, x, cfa, runner.ensemble)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 
@@ -159,10 +173,11 @@ def denoise_bursts(
     overwrite: bool = False,
     options: RunOptions | None = None,
     on_result: Callable[[BurstDenoised], None] | None = None,
+    ensemble: int = DEFAULT_ENSEMBLE,
 ) -> list[BurstDenoised]:
     """Denoise many bursts with the burst model ``model``, one Dask task each (as ``burst merge`` runs folders:
     :func:`rawlab.burst.files.run_bursts`; each worker loads the model once); results in input order, a burst
-    that failed carries the reason.
+    that failed carries the reason; each burst through ``ensemble`` rotations (:func:`burst_model`).
 
     Raises
     ------
@@ -172,17 +187,17 @@ def denoise_bursts(
     from ..burst.files import run_bursts
 
     return run_bursts(
-        _task, bursts, outs, (os.fspath(model), reference, overwrite), name="denoise-burst", options=options,
+        _task, bursts, outs, (os.fspath(model), reference, overwrite, ensemble), name="denoise-burst", options=options,
         on_result=on_result, result=BurstDenoised,
     )  # fmt: skip
 
 
 @lru_cache(maxsize=2)
-def _worker_model(model: str):
-    return burst_model(model)
+def _worker_model(model: str, ensemble: int):
+    return burst_model(model, ensemble=ensemble)
 
 
-def _task(paths, out, model, reference, overwrite) -> BurstDenoised:
+def _task(paths, out, model, reference, overwrite, ensemble) -> BurstDenoised:
     return denoise_burst_files(
-        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model)
+        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model, ensemble)
     )

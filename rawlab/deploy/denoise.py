@@ -47,6 +47,7 @@ from .._version import __version__
 from ..dng import color_matrix_of
 from ..errors import RawlabError
 from ..outputs import exists_reason, publish
+from .ensemble import DEFAULT_ENSEMBLE, check_ensemble
 
 if TYPE_CHECKING:
     from ..cluster import RunOptions
@@ -178,7 +179,9 @@ def denoise_frame(frame, denoiser) -> Denoised:
     info = frame.info
     noisy = frame.normalized()
     est = noise_for_frame(denoiser, info, noisy)
-    y = denoiser.denoise(np.moveaxis(noisy, 0, -1), est.a, est.b)
+    y = denoiser.denoise(
+        np.moveaxis(noisy, 0, -1), est.a, est.b, cfa=info.cfa
+    )  # the self-ensemble needs the CFA
     clean = np.ascontiguousarray(np.moveaxis(y, -1, 0))
     black, span = levels(info.black_level, info.white_level)  # the inverse of rawlab.bayer.normalise
     dn = np.round(clean * span[:, None, None] + black[:, None, None])
@@ -307,12 +310,14 @@ def denoise_file(
 
 
 @lru_cache(maxsize=2)
-def _worker_denoiser(model: str, num_threads: int | None, guard: bool = True):
+def _worker_denoiser(
+    model: str, num_threads: int | None, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE
+):
     """One denoiser per worker process (the interpreter or JAX program is built once, then reused)."""
     from .runtime import load_denoiser
 
     denoiser = load_denoiser(model, num_threads=num_threads)
-    denoiser.guard = guard
+    denoiser.guard, denoiser.ensemble = guard, ensemble
     return denoiser
 
 
@@ -325,8 +330,9 @@ def _task(
     overwrite: bool,
     guard: bool = True,
     output: str = "bayer",
+    ensemble: int = DEFAULT_ENSEMBLE,
 ) -> FileResult:
-    denoiser = _worker_denoiser(model, num_threads, guard)
+    denoiser = _worker_denoiser(model, num_threads, guard, ensemble)
     return denoise_file(path, denoiser, out, fmt, overwrite=overwrite, output=output)
 
 
@@ -410,6 +416,7 @@ def denoise_files(
     options: RunOptions | None = None,
     guard: bool = True,
     output: str = "bayer",
+    ensemble: int = DEFAULT_ENSEMBLE,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -440,6 +447,9 @@ def denoise_files(
     output
         ``"bayer"`` (a denoised raw, or its preview) or ``"rgb"``: a joint model's clean linear camera RGB
         (``dng`` LinearRaw DNG, ``tiff`` 16-bit linear, ``png`` sRGB preview); no guard.
+    ensemble
+        Images of the self-ensemble (:mod:`rawlab.deploy.ensemble`: 1, 2, 4 or 8 rotations of each frame,
+        averaged; that many times the cost); a Bayer denoiser only.
 
     Raises
     ------
@@ -482,7 +492,7 @@ def denoise_files(
     where = "in-process"
     if todo:
         denoiser = load_denoiser(model_path)
-        denoiser.guard = guard
+        denoiser.guard, denoiser.ensemble = guard, check_ensemble(ensemble)
         denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
         _check_output(denoiser, output)
         if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
@@ -498,7 +508,17 @@ def denoise_files(
                 where = f"{n} Dask workers"
                 threads = max(1, _cores() // n) if (info.local or opts.client is not None) else None
                 args = [
-                    (files[i].path, model_path, os.fspath(targets[i]), fmt, threads, overwrite, guard, output)
+                    (
+                        files[i].path,
+                        model_path,
+                        os.fspath(targets[i]),
+                        fmt,
+                        threads,
+                        overwrite,
+                        guard,
+                        output,
+                        ensemble,
+                    )
                     for i in todo
                 ]
 

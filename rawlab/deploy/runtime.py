@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RawlabError
+from .ensemble import DEFAULT_ENSEMBLE, self_ensemble
 from .guard import sure_blend
 from .tiling import run_tiled
 
@@ -200,6 +201,8 @@ class _TiledDenoiser:
     guard_weights: list[
         float
     ]  # the guard's weight of each tile of the last denoise() call (1: the network's)
+    # Images of the self-ensemble (rawlab.deploy.ensemble) when denoise() is told the CFA; 1: the frame alone.
+    ensemble = DEFAULT_ENSEMBLE
 
     @property
     def tile(self) -> dict[str, int]:
@@ -232,7 +235,7 @@ class _TiledDenoiser:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def denoise(self, x: np.ndarray, a, b) -> np.ndarray:
+    def denoise(self, x: np.ndarray, a, b, cfa: str | None = None) -> np.ndarray:
         """Denoise packed normalised planes ``(N, h, w, 4)`` or ``(h, w, 4)`` float32 with noise ``(a, b)``.
 
         ``a`` and ``b`` are per channel ``(4,)`` or per image ``(N, 1, 1, 4)`` (normalised units, ``Var[x] =
@@ -240,7 +243,9 @@ class _TiledDenoiser:
         size and blended without seams. Returns the clean estimate in the same layout and units.
 
         With ``guard`` (the default) each tile is the SURE-weighted blend of the network's output and the input
-        (:func:`rawlab.deploy.guard.sure_blend`); ``guard_weights`` then lists the tiles' weights.
+        (:func:`rawlab.deploy.guard.sure_blend`); ``guard_weights`` then lists the tiles' weights. Given the
+        mosaic's ``cfa``, the estimate is the mean over ``ensemble`` rotations of the frame
+        (:func:`rawlab.deploy.ensemble.self_ensemble`; each guarded), at ``ensemble`` times the cost.
         """
         x = np.asarray(x, np.float32)
         single = x.ndim == 3
@@ -251,19 +256,27 @@ class _TiledDenoiser:
         norm, t = self.normalisation, self.tile
         out = np.empty_like(x)
         self.guard_weights = []
-        for n in range(len(x)):
-            an, bn = a[n], b[n]
 
-            def net(tiles, an=an, bn=bn):
+        def frame(planes: np.ndarray, an: np.ndarray, bn: np.ndarray) -> np.ndarray:
+            def net(tiles):
                 return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
 
-            def guarded(tiles, an=an, bn=bn):
+            def guarded(tiles):
                 est, w = sure_blend(net, tiles, an, bn)
                 self.guard_weights.extend(w.tolist())
                 return est
 
-            fn = guarded if self.guard else net
-            out[n] = run_tiled(fn, x[n], t["size"], t["overlap"], batch=self.batch)
+            return run_tiled(
+                guarded if self.guard else net, planes, t["size"], t["overlap"], batch=self.batch
+            )
+
+        for n in range(len(x)):
+            if cfa is None or self.ensemble == 1:
+                out[n] = frame(x[n], a[n], b[n])
+            else:
+                out[n] = self_ensemble(
+                    lambda p, src, n=n: frame(p, a[n][src], b[n][src]), x[n], cfa, self.ensemble
+                )
         return out[0] if single else out
 
     @property
