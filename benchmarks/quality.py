@@ -17,6 +17,10 @@ training scenes), so the demo's two sensors are scored on held-out photographs a
 ``GB-4`` are sensors no rawlab training run has seen. It also checks the built-in model's targets: at least
 +1 dB over VST+NL-means at every ISO from 800 up, never below VST+NL-means, never below the noisy input (no
 sensor-ISO, no frame).
+
+The model is scored as ``rawlab denoise`` runs it: tiled, with the SURE guard, and the mean of ``--ensemble``
+rotations of each frame (default 4; :mod:`rawlab.deploy.ensemble`). ``--model`` also prints what the guard and
+the rotations each add, from runs of the network alone and of the guarded network on the frame alone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 from _common import synth_dataset
+from rawlab.deploy.ensemble import DEFAULT_ENSEMBLE, ENSEMBLES
 
 
 def main():
@@ -59,6 +64,10 @@ def main():
     ap.add_argument("--workdir", type=Path, default=None, help="model folder to (re)use")
     ap.add_argument("--model", default=None, help="score this model (e.g. builtin) instead of training one")
     ap.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    ap.add_argument(
+        "--ensemble", type=int, default=DEFAULT_ENSEMBLE, choices=sorted(ENSEMBLES),
+        help="rotations of each frame the model averages (rawlab denoise --ensemble)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.model:
         return score_model(args)
@@ -101,7 +110,12 @@ def main():
         print(trained.line(), flush=True)
         t = time.perf_counter()
         result = evaluate_store(
-            store, workdir, methods=args.methods, crop=args.eval_crop, options=RunOptions(client=client)
+            store,
+            workdir,
+            methods=args.methods,
+            crop=args.eval_crop,
+            options=RunOptions(client=client),
+            ensemble=args.ensemble,
         )
         timings["eval"] = time.perf_counter() - t
     out = write_outputs(result, root / "quality.json")
@@ -152,11 +166,15 @@ def score_model(args) -> None:
         build_catalog([str(root / "data")], store, options=RunOptions(client=client))
         result = evaluate_store(
             store, args.model, methods=args.methods, scenes="all", crop=args.eval_crop,
-            options=RunOptions(client=client, echo=print),
+            options=RunOptions(client=client, echo=print), ensemble=args.ensemble,
         )  # fmt: skip
-        bare = evaluate_store(  # the network alone: what the SURE guard adds
+        bare = evaluate_store(  # the network alone, once: what the SURE guard adds
             store, args.model, methods=["identity", "model"], scenes="all", crop=args.eval_crop,
-            options=RunOptions(client=client), guard=False,
+            options=RunOptions(client=client), guard=False, ensemble=1,
+        )  # fmt: skip
+        once = evaluate_store(  # guarded, the frame alone: what the self-ensemble adds
+            store, args.model, methods=["model"], scenes="all", crop=args.eval_crop,
+            options=RunOptions(client=client), ensemble=1,
         )  # fmt: skip
     out = write_outputs(result, root / "quality.json")
     print()
@@ -183,13 +201,16 @@ def score_model(args) -> None:
         f"target never below the noisy input: {len(below_id)} sensor-ISOs and {len(frames_below)} frames below"
     )
     net = {(r["sensor"], r["iso"]): r["psnr"] for r in bare.rows if r["method"] == "model"}
+    guarded = {(r["sensor"], r["iso"]): r["psnr"] for r in once.rows if r["method"] == "model"}
     print(
-        "\nthe SURE guard's part (model = guarded, as rawlab denoise runs it; net = the network alone), dB:"
+        f"\nthe SURE guard's and the self-ensemble's parts, dB (net: the network alone, once; guarded: with the "
+        f"guard, once; model: guarded, {args.ensemble} rotations averaged, as rawlab denoise runs it):"
     )
     for s, iso, _b, _d in flat:
-        g = by[(s, iso, "model")]
+        g, m = guarded[(s, iso)], by[(s, iso, "model")]
         print(
-            f"  {s:<16} ISO {iso:>6g}: net {net[(s, iso)]:6.2f}  guarded {g:6.2f}  ({g - net[(s, iso)]:+.2f})"
+            f"  {s:<16} ISO {iso:>6g}: net {net[(s, iso)]:6.2f}  guarded {g:6.2f} ({g - net[(s, iso)]:+.2f})  "
+            f"model {m:6.2f} ({m - g:+.2f})"
         )
     bare_below = [f for f in bare.frames if f["psnr"]["model"] < f["psnr"]["identity"]]
     below_net = [k for k, v in net.items() if v < by[(k[0], k[1], "identity")]]

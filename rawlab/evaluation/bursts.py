@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..cluster import RunOptions
+from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
 from ..errors import RawlabError
 from .burst_sources import BurstCase, find_bursts, load_case
 
@@ -114,7 +115,9 @@ def burst_estimates(
     x = planes[order]
     one = None
     if single is not None:
-        one = np.moveaxis(np.asarray(single.denoise(np.moveaxis(x[0], 0, -1), a4, b4), np.float32), -1, 0)
+        one = np.moveaxis(
+            np.asarray(single.denoise(np.moveaxis(x[0], 0, -1), a4, b4, cfa=cfa), np.float32), -1, 0
+        )
 
     def images(n: int) -> dict[str, np.ndarray]:
         out = {}
@@ -228,6 +231,7 @@ def evaluate_bursts(
     counts: Sequence[int] | str | None = None,
     guard: bool = True,
     options: RunOptions | None = None,
+    ensemble: int = DEFAULT_ENSEMBLE,
 ) -> BurstEvalResult:
     """Score the reference, the classical merge and the models on the bursts of ``source`` (module docstring).
 
@@ -246,6 +250,9 @@ def evaluate_bursts(
         Frame counts (default 2, 4, 8); counts above a burst's length are left out with a note.
     guard
         Run the single-frame model with its SURE guard (default), as ``rawlab denoise`` does.
+    ensemble
+        The rotations of each frame (burst) that models loaded here average (:mod:`rawlab.deploy.ensemble`), as
+        ``rawlab denoise`` (``--burst``) does.
     options
         Where the merges run and how progress is reported (:class:`rawlab.cluster.RunOptions`).
 
@@ -280,12 +287,12 @@ def evaluate_bursts(
     models: dict[str, Any] = {"single": None, "burst": None, "burst_frames": None}
     if isinstance(single, (str, os.PathLike)):
         models["single"] = os.fspath(single)
-        single = load_denoiser(single, guard=guard)
+        single = load_denoiser(single, guard=guard, ensemble=ensemble)
     elif single is not None:
         models["single"] = getattr(single, "name", None) or type(single).__name__
     if isinstance(burst_model, (str, os.PathLike)):
         models["burst"] = os.fspath(burst_model)
-        burst_model = _load_burst_model(burst_model)
+        burst_model = _load_burst_model(burst_model, ensemble)
     if burst_model is not None:
         models["burst_frames"] = int(burst_model[1])
         models["burst"] = models["burst"] or type(burst_model[0]).__name__
@@ -336,7 +343,7 @@ def evaluate_bursts(
     return result
 
 
-def _load_burst_model(path: str | os.PathLike[str]) -> tuple[Any, int]:
+def _load_burst_model(path: str | os.PathLike[str], ensemble: int = DEFAULT_ENSEMBLE) -> tuple[Any, int]:
     """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it, or a message naming
     ``--burst-model``."""
     from ..deploy.runtime import load_denoiser as load_deployed
@@ -349,6 +356,7 @@ def _load_burst_model(path: str | os.PathLike[str]) -> tuple[Any, int]:
             "export"
         )
     runner = load_deployed(path)
+    runner.ensemble = check_ensemble(ensemble)
     k = burst_frames(runner.config)
     if k is None:
         raise RawlabError(

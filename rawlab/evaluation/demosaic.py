@@ -164,12 +164,13 @@ def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np
 
 
 def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..., np.ndarray]:
-    """``fn(planes, a, b)``: a rawlab Bayer denoiser as ``rawlab denoise`` runs it, for the ``model-first`` chain.
+    """``fn(planes, a, b, cfa)``: a rawlab Bayer denoiser as ``rawlab denoise`` runs it, for the ``model-first``
+    chain.
 
     ``model`` is ``"builtin"``, a model directory, a ``.tflite`` or an ``.onnx``, loaded once by the deploy
-    runtime (:func:`rawlab.deploy.runtime.load_denoiser`): overlapping tiles, and the SURE guard unless ``guard``
-    is False. ``fn`` takes ``(h, w, 4)`` normalised planes and the noise law ``(a, b)`` (4 values, normalised
-    units) and returns the denoised planes. The evaluation gives it the frame's law, as it gives the classical
+    runtime (:func:`rawlab.deploy.runtime.load_denoiser`): overlapping tiles, its self-ensemble (given the
+    CFA) and the SURE guard unless ``guard`` is False. ``fn`` takes ``(h, w, 4)`` normalised planes, the noise
+    law ``(a, b)`` (4 values, normalised units) and the mosaic's CFA, and returns the denoised planes. The evaluation gives it the frame's law, as it gives the classical
     chains; ``rawlab denoise`` would take the model's law for the sensor, the same law where the model knows it.
     """
     from ..deploy.runtime import load_denoiser
@@ -181,8 +182,8 @@ def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..
         )
     denoiser.guard = guard
 
-    def fn(planes: np.ndarray, a, b) -> np.ndarray:
-        return denoiser.denoise(np.asarray(planes, np.float32), a, b)
+    def fn(planes: np.ndarray, a, b, cfa: str | None = None) -> np.ndarray:  # with the CFA: the self-ensemble
+        return denoiser.denoise(np.asarray(planes, np.float32), a, b, cfa=cfa)
 
     return fn
 
@@ -377,7 +378,7 @@ def run_chains(
     for m, rgb in demosaic_all(clean, cfa, methods).items():
         add("raw-first", m, rgb)
     if denoiser is not None:
-        for m, rgb in demosaic_all(np.asarray(denoiser(noisy, a, b), np.float32), cfa, methods).items():
+        for m, rgb in demosaic_all(np.asarray(denoiser(noisy, a, b, cfa), np.float32), cfa, methods).items():
             add("model-first", m, rgb)
     for m in methods if rgb_after is None else rgb_after:
         rgb = plain[m] if m in plain else demosaic(noisy, cfa, m)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..catalog.pairs import Pair
 from ..cluster import RunOptions
+from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
 from ..errors import RawlabError
 from .baselines import BASELINES, available_baselines, bm3d_available, denoise_baseline
 
@@ -111,10 +112,10 @@ def resolve_methods(methods: Sequence[str] | str | None, *, has_model: bool) -> 
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
-def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True):
+def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE):
     """``"builtin"``, a model directory or a ``.tflite``/``.onnx`` file, loaded as ``rawlab denoise`` runs it
-    (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``), so
-    that the scores are those of what users get."""
+    (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``, and
+    ``ensemble`` rotations of each frame averaged), so that the scores are those of what users get."""
     from ..deploy.runtime import load_denoiser as load_deployed
     from ..learn.modelio import resolve_model
 
@@ -125,7 +126,7 @@ def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True):
             "model, or builtin"
         )
     denoiser = load_deployed(p)
-    denoiser.guard = guard
+    denoiser.guard, denoiser.ensemble = guard, check_ensemble(ensemble)
     return denoiser
 
 
@@ -289,10 +290,13 @@ def baseline_task(store_url, storage_options, pair: Pair, a, b, lower, methods, 
     return out
 
 
-def _denoise(model, x: np.ndarray, a, b, tile: int = 512, overlap: int = 32) -> np.ndarray:
-    """The model on one frame ``(h, w, 4)``; frames over :data:`_MAX_WHOLE` packed pixels go tile by tile."""
+def _denoise(model, x: np.ndarray, a, b, cfa: str, tile: int = 512, overlap: int = 32) -> np.ndarray:
+    """The model on one frame ``(h, w, 4)`` of a ``cfa`` mosaic; frames over :data:`_MAX_WHOLE` packed pixels go
+    tile by tile."""
     h, w = x.shape[:2]
-    if h * w <= _MAX_WHOLE or hasattr(model, "tile"):  # a deployed denoiser tiles by itself
+    if hasattr(model, "tile"):  # a deployed denoiser tiles by itself, and runs its self-ensemble
+        return np.asarray(model.denoise(x, a, b, cfa=cfa), np.float32)
+    if h * w <= _MAX_WHOLE:
         return np.asarray(model.denoise(x, a, b), np.float32)
     out = np.empty(x.shape, np.float32)
     step = tile - 2 * overlap
@@ -320,6 +324,7 @@ def evaluate_store(
     crop: int | None = None,
     options: RunOptions | None = None,
     guard: bool = True,
+    ensemble: int = DEFAULT_ENSEMBLE,
 ) -> EvalResult:
     """Score ``model`` and the baselines on the held-out pairs of ``store``, per sensor and ISO.
 
@@ -345,6 +350,9 @@ def evaluate_store(
     guard
         For a ``model`` given as a path: run it with the SURE guard (:mod:`rawlab.deploy.guard`), as
         ``rawlab denoise`` does (default), or the network alone.
+    ensemble
+        For a ``model`` given as a path: the rotations of each frame it averages (:mod:`rawlab.deploy.ensemble`),
+        as ``rawlab denoise`` does.
 
     Raises
     ------
@@ -358,7 +366,7 @@ def evaluate_store(
     opts = options or RunOptions()
     model_path = None
     if isinstance(model, (str, os.PathLike)):
-        model_path, model = model, load_denoiser(model, guard=guard)
+        model_path, model = model, load_denoiser(model, guard=guard, ensemble=ensemble)
     if profile is not None and not isinstance(profile, NoiseProfileSet):
         profile = load_profiles(profile)
     if crop is not None and crop < 16:
@@ -458,7 +466,7 @@ def _score_here(store: str, opts: RunOptions, pairs, noise, model, identity: boo
         if model is not None:
             n = noise[(p.sensor, p.iso)]
             t = time.perf_counter()
-            est = _denoise(model, noisy, n["a"].astype(np.float32), n["b"].astype(np.float32))
+            est = _denoise(model, noisy, n["a"].astype(np.float32), n["b"].astype(np.float32), p.cfa)
             s["model"] = _score(est, clean, time.perf_counter() - t, mp)
         scores.append(s)
         shapes.append(list(noisy.shape))
