@@ -258,6 +258,10 @@ def main(joint=None):
         "--joint", action="append", default=[], metavar="DIR",
         help="a joint demosaic+denoise model (model directory, .tflite or .onnx) to score; repeat for several",
     )  # fmt: skip
+    ap.add_argument(
+        "--ensemble", type=int, default=4, choices=(1, 2, 4, 8),
+        help="rotations each model averages (rawlab denoise --ensemble; default 4, as rawlab denoise)",
+    )  # fmt: skip
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     root = args.data or Path(tempfile.mkdtemp(prefix="rawlab-demosaic-"))
@@ -266,10 +270,12 @@ def main(joint=None):
 
     joint = dict(joint or {})
     for path in args.joint:
-        joint[Path(path).name if Path(path).name not in joint else path] = joint_model(path)
+        joint[Path(path).name if Path(path).name not in joint else path] = joint_model(
+            path, ensemble=args.ensemble
+        )
     if not joint:
         print("no joint model given (--joint DIR): the joint model's columns are left out", flush=True)
-    denoiser = None if args.denoiser == "none" else model_denoiser(args.denoiser)
+    denoiser = None if args.denoiser == "none" else model_denoiser(args.denoiser, ensemble=args.ensemble)
     model = Path(args.denoiser).name
     files = synth_dataset(root, size=(w, h), n_scenes=args.scenes, n_sensors=args.sensors, seed=args.seed)
     print(

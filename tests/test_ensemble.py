@@ -103,6 +103,29 @@ def test_several_mosaics_move_together(cfa):
         np.testing.assert_allclose(out, x[..., 4 * g : 4 * g + 4], rtol=0, atol=1e-6)
 
 
+def _sparse_rgb(planes: np.ndarray, cfa: str) -> np.ndarray:
+    """A "demosaic" that moves with the mosaic: each pixel's value in its own colour's channel, zero in the
+    others, ``(2 h, 2 w, 3)``."""
+    from rawlab.bayer import channel_offsets
+
+    h, w = planes.shape[:2]
+    rgb = np.zeros((2 * h, 2 * w, 3), np.float32)
+    for c, (dy, dx) in enumerate(channel_offsets(cfa)):
+        rgb[dy::2, dx::2, (0, 1, 1, 2)[c]] = planes[..., c]
+    return rgb
+
+
+@pytest.mark.parametrize("cfa", CFAS)
+@pytest.mark.parametrize("n", sorted(ENSEMBLES))
+def test_a_joint_models_rgb_maps_back_pixel_for_pixel(cfa, n):
+    # Each image keeps the colours of the mosaic, so an RGB estimate that holds each pixel's value in its
+    # colour gives the frame's own back: a wrong flip, crop or scale of the RGB would move or recolour pixels.
+    x = np.random.default_rng(4).random((5, 6, 4), dtype=np.float32)
+    out = self_ensemble(lambda p, src: _sparse_rgb(p, cfa), x, cfa, n, rgb=True)
+    assert out.shape == (10, 12, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _sparse_rgb(x, cfa), rtol=0, atol=1e-6)
+
+
 # -- the deploy runtime and the command line, with the built-in model --------------------------------------
 
 

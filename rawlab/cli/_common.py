@@ -104,7 +104,7 @@ _GUARD_HELP = (
 
 
 def _ensemble_option(f):
-    """``--ensemble N``: the deploy runtime's self-ensemble (rawlab.deploy.ensemble), a Bayer denoiser's."""
+    """``--ensemble N``: the deploy runtime's self-ensemble (rawlab.deploy.ensemble)."""
     from ..deploy.ensemble import DEFAULT_ENSEMBLE, ENSEMBLES
 
     return click.option(
@@ -115,5 +115,5 @@ def _ensemble_option(f):
         callback=lambda _ctx, _param, value: int(value),
         help="Denoise this many rotations of each frame (the Bayer pattern kept) and average them: a model "
         "that errs differently on each errs less on their mean (the built-in model: +0.3 to +0.7 dB on held-out "
-        "photographs from 4), at that many times the cost; 1 runs the frame alone. A joint model runs once.",
+        "photographs from 4), at that many times the cost; 1 runs the frame alone. The joint model (--output rgb) too.",
     )(f)

@@ -16,6 +16,9 @@ two greens, and their laws go with them (:func:`rawlab.learn.augment.op_channels
 :data:`ENSEMBLES` names the images of each size: 2 is the identity and the anti-transpose; 4 the four
 rotations; 8 the whole group. :data:`DEFAULT_ENSEMBLE` is what the deploy runtime uses unless told otherwise
 (``rawlab denoise --ensemble N``).
+
+A joint demosaic+denoise model's estimate is full-resolution RGB (``rgb=True``): each image's RGB is put back
+the same way, pixel for pixel of the mosaic.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ def self_ensemble(
     x: np.ndarray,
     cfa: str,
     n: int = DEFAULT_ENSEMBLE,
+    *,
+    rgb: bool = False,
 ) -> np.ndarray:
     """The mean over the :data:`ENSEMBLES` ``[n]`` images of ``fn``'s estimate, mapped back onto ``x``.
 
@@ -74,7 +79,8 @@ def self_ensemble(
     model's merge and frames), each image the same operation of every mosaic. ``fn(planes, src)`` estimates
     ``(h', w', 4)`` packed planes from an image ``(h', w', 4 m)`` of any size; ``src`` is the input channel
     (0-3) each channel of every mosaic of the image reads, so that ``fn`` can take each channel's noise law
-    (``a[src]``). Returns ``(h, w, 4)`` float32.
+    (``a[src]``). Returns ``(h, w, 4)`` float32; with ``rgb``, ``fn`` estimates ``(2 h', 2 w', 3)`` RGB at
+    the mosaic's resolution and the result is ``(2 h, 2 w, 3)``.
     """
     from ..bayer import pack, unpack
     from ..learn.augment import bayer_crop, op_channels
@@ -87,7 +93,7 @@ def self_ensemble(
     h, w, c = x.shape
     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")  # whole 2x2 cells: the CFA phase is kept
     mosaics = unpack(np.moveaxis(padded, -1, 0).reshape(c // 4, 4, h + 2, w + 2), cfa)  # (m, H, W)
-    total = np.zeros(mosaics.shape[1:], np.float32)
+    total = np.zeros((3, *mosaics.shape[1:]) if rgb else mosaics.shape[1:], np.float32)
     for op in ops:
         oy, ox = bayer_crop(cfa, op)
         image = _transform(mosaics, op)
@@ -96,8 +102,13 @@ def self_ensemble(
             c, (ht - 2) // 2, (wt - 2) // 2
         )
         y = np.asarray(fn(np.ascontiguousarray(np.moveaxis(planes, 0, -1)), list(op_channels(cfa, op))))
-        back = np.zeros((ht, wt), np.float32)
-        back[oy : oy + ht - 2, ox : ox + wt - 2] = unpack(np.moveaxis(y, -1, 0), cfa)
+        back = np.zeros((*total.shape[:-2], ht, wt), np.float32)
+        back[..., oy : oy + ht - 2, ox : ox + wt - 2] = (
+            np.moveaxis(y, -1, 0) if rgb else unpack(np.moveaxis(y, -1, 0), cfa)
+        )
         total += _untransform(back, op)  # zero on the one-pixel rim each image lacks, all outside the frame
-    out = np.moveaxis(pack(total, cfa), 0, -1)[1 : h + 1, 1 : w + 1]
+    if rgb:
+        out = np.moveaxis(total, 0, -1)[2 : 2 * h + 2, 2 : 2 * w + 2]
+    else:
+        out = np.moveaxis(pack(total, cfa), 0, -1)[1 : h + 1, 1 : w + 1]
     return np.ascontiguousarray(out / np.float32(len(ops)))

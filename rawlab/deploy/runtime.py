@@ -289,8 +289,9 @@ class _TiledDenoiser:
         (per channel, normalised) -> clean linear camera RGB ``(2h, 2w, 3)`` float32, normalised.
 
         The planes are flipped into the RGGB phase the network knows and the RGB flipped back
-        (:func:`rawlab.bayer.to_rggb`); tiles as :meth:`denoise` (output twice the input's size). No
-        SURE guard: it compares an estimate with its noisy input, and the input here is a mosaic.
+        (:func:`rawlab.bayer.to_rggb`); tiles as :meth:`denoise` (output twice the input's size); the mean over
+        ``ensemble`` rotations of the mosaic (:func:`rawlab.deploy.ensemble.self_ensemble`). No SURE guard: it
+        compares an estimate with its noisy input, and the input here is a mosaic.
         """
         from ..bayer import from_rggb, to_rggb
 
@@ -303,12 +304,17 @@ class _TiledDenoiser:
         b = np.asarray(b, np.float32).reshape(4)
         norm, t = self.normalisation, self.tile
 
-        def net(tiles):
-            return self._run(norm.to_network(tiles, a, b))
+        def frame(planes: np.ndarray, src: list[int]) -> np.ndarray:
+            an, bn = a[src], b[src]
 
-        xc = np.ascontiguousarray(to_rggb(np.asarray(x, np.float32), cfa))
-        rgb = run_tiled(net, xc, t["size"], t["overlap"], batch=self.batch, out_channels=3, scale=2)
-        return np.ascontiguousarray(from_rggb(rgb, cfa))
+            def net(tiles):
+                return self._run(norm.to_network(tiles, an, bn))
+
+            xc = np.ascontiguousarray(to_rggb(planes, cfa))
+            rgb = run_tiled(net, xc, t["size"], t["overlap"], batch=self.batch, out_channels=3, scale=2)
+            return np.ascontiguousarray(from_rggb(rgb, cfa))
+
+        return self_ensemble(frame, np.asarray(x, np.float32), cfa, self.ensemble, rgb=True)
 
 
 class TFLiteDenoiser(_TiledDenoiser):

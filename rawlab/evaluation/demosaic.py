@@ -46,6 +46,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..bayer import unpack
+from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
 from ..errors import RawlabError
 from .baselines import GAT, denoise_baseline, nl_means
 from .metrics import psnr, ssim
@@ -163,13 +164,15 @@ def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np
     return denoise_baseline("vst-nlm", planes, a, b, lower, h=h)
 
 
-def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..., np.ndarray]:
+def model_denoiser(
+    model: str = "builtin", *, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE
+) -> Callable[..., np.ndarray]:
     """``fn(planes, a, b, cfa)``: a rawlab Bayer denoiser as ``rawlab denoise`` runs it, for the ``model-first``
     chain.
 
     ``model`` is ``"builtin"``, a model directory, a ``.tflite`` or an ``.onnx``, loaded once by the deploy
-    runtime (:func:`rawlab.deploy.runtime.load_denoiser`): overlapping tiles, its self-ensemble (given the
-    CFA) and the SURE guard unless ``guard`` is False. ``fn`` takes ``(h, w, 4)`` normalised planes, the noise
+    runtime (:func:`rawlab.deploy.runtime.load_denoiser`): overlapping tiles, its self-ensemble of ``ensemble``
+    rotations (given the CFA) and the SURE guard unless ``guard`` is False. ``fn`` takes ``(h, w, 4)`` normalised planes, the noise
     law ``(a, b)`` (4 values, normalised units) and the mosaic's CFA, and returns the denoised planes. The evaluation gives it the frame's law, as it gives the classical
     chains; ``rawlab denoise`` would take the model's law for the sensor, the same law where the model knows it.
     """
@@ -180,7 +183,7 @@ def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..
         raise RawlabError(
             f"{model!r} is a joint demosaic model, not a Bayer denoiser; pass it as a joint model"
         )
-    denoiser.guard = guard
+    denoiser.guard, denoiser.ensemble = guard, check_ensemble(ensemble)
 
     def fn(planes: np.ndarray, a, b, cfa: str | None = None) -> np.ndarray:  # with the CFA: the self-ensemble
         return denoiser.denoise(np.asarray(planes, np.float32), a, b, cfa=cfa)
@@ -188,9 +191,10 @@ def model_denoiser(model: str = "builtin", *, guard: bool = True) -> Callable[..
     return fn
 
 
-def joint_model(model: str) -> Callable[..., np.ndarray]:
+def joint_model(model: str, *, ensemble: int = DEFAULT_ENSEMBLE) -> Callable[..., np.ndarray]:
     """``fn(planes, cfa, a, b)``: a joint demosaic+denoise model (config ``joint``; a model directory, ``.tflite``
-    or ``.onnx``) as ``rawlab denoise --output rgb`` runs it (tiled, no guard): ``(h, w, 4)`` normalised planes
+    or ``.onnx``) as ``rawlab denoise --output rgb`` runs it (tiled, the mean of ``ensemble`` rotations, no
+    guard): ``(h, w, 4)`` normalised planes
     of a ``cfa`` mosaic and its law in, linear camera RGB ``(2h, 2w, 3)`` out, for :func:`run_chains`' ``joint``.
     """
     from ..deploy.runtime import load_denoiser
@@ -200,6 +204,7 @@ def joint_model(model: str) -> Callable[..., np.ndarray]:
         raise RawlabError(
             f"{model!r} is a Bayer denoiser, not a joint demosaic model (`rawlab train STORE --config joint`)"
         )
+    denoiser.ensemble = check_ensemble(ensemble)
 
     def fn(planes: np.ndarray, cfa: str, a, b) -> np.ndarray:
         return denoiser.demosaic(np.asarray(planes, np.float32), a, b, cfa)
