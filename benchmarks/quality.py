@@ -18,9 +18,11 @@ training scenes), so the demo's two sensors are scored on held-out photographs a
 +1 dB over VST+NL-means at every ISO from 800 up, never below VST+NL-means, never below the noisy input (no
 sensor-ISO, no frame).
 
-The model is scored as ``rawlab denoise`` runs it: tiled, with the SURE guard, and the mean of ``--ensemble``
-rotations of each frame (default 4; :mod:`rawlab.deploy.ensemble`). ``--model`` also prints what the guard and
-the rotations each add, from runs of the network alone and of the guarded network on the frame alone.
+The model is scored as ``rawlab denoise`` runs it: tiled, with the SURE guard, the mean of ``--ensemble``
+rotations of each frame (default 4; :mod:`rawlab.deploy.ensemble`), fused with VST+NL-means by SURE
+(:func:`rawlab.deploy.guard.sure_fuse`). ``--model`` also prints what the guard, the rotations and the fusion
+each add, from runs of the network alone, of the guarded network on the frame alone and of the guarded
+ensemble unfused.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from rawlab.deploy.ensemble import DEFAULT_ENSEMBLE, ENSEMBLES
 def main():
     from rawlab.catalog.build import build_catalog
     from rawlab.cluster import RunOptions, dask_client
-    from rawlab.evaluation.baselines import available_baselines
+    from rawlab.deploy.classical import available_baselines
     from rawlab.evaluation.report import format_table, margins, write_outputs
     from rawlab.evaluation.scoring import evaluate_store
     from rawlab.learn.configs import load_config
@@ -174,7 +176,11 @@ def score_model(args) -> None:
         )  # fmt: skip
         once = evaluate_store(  # guarded, the frame alone: what the self-ensemble adds
             store, args.model, methods=["model"], scenes="all", crop=args.eval_crop,
-            options=RunOptions(client=client), ensemble=1,
+            options=RunOptions(client=client), ensemble=1, fuse=False,
+        )  # fmt: skip
+        unfused = evaluate_store(  # guarded and ensembled, not fused: what the fusion adds
+            store, args.model, methods=["model"], scenes="all", crop=args.eval_crop,
+            options=RunOptions(client=client), ensemble=args.ensemble, fuse=False,
         )  # fmt: skip
     out = write_outputs(result, root / "quality.json")
     print()
@@ -202,16 +208,25 @@ def score_model(args) -> None:
     )
     net = {(r["sensor"], r["iso"]): r["psnr"] for r in bare.rows if r["method"] == "model"}
     guarded = {(r["sensor"], r["iso"]): r["psnr"] for r in once.rows if r["method"] == "model"}
+    ens = {(r["sensor"], r["iso"]): r["psnr"] for r in unfused.rows if r["method"] == "model"}
     print(
-        f"\nthe SURE guard's and the self-ensemble's parts, dB (net: the network alone, once; guarded: with the "
-        f"guard, once; model: guarded, {args.ensemble} rotations averaged, as rawlab denoise runs it):"
+        f"\nthe SURE guard's, the self-ensemble's and the fusion's parts, dB (net: the network alone, once; "
+        f"guarded: with the guard, once; ensemble: guarded, {args.ensemble} rotations averaged; model: that fused "
+        f"with VST+NL-means, as rawlab denoise runs it):"
     )
     for s, iso, _b, _d in flat:
-        g, m = guarded[(s, iso)], by[(s, iso, "model")]
+        g, e, m = guarded[(s, iso)], ens[(s, iso)], by[(s, iso, "model")]
         print(
             f"  {s:<16} ISO {iso:>6g}: net {net[(s, iso)]:6.2f}  guarded {g:6.2f} ({g - net[(s, iso)]:+.2f})  "
-            f"model {m:6.2f} ({m - g:+.2f})"
+            f"ensemble {e:6.2f} ({e - g:+.2f})  model {m:6.2f} ({m - e:+.2f})"
         )
+    ens_nlm = [
+        (s, iso, e - by[(s, iso, "vst-nlm")]) for (s, iso), e in ens.items() if (s, iso, "vst-nlm") in by
+    ]
+    print(
+        f"unfused (guarded ensemble) against vst-nlm: {min(d for *_, d in ens_nlm):+.2f} to "
+        f"{max(d for *_, d in ens_nlm):+.2f} dB, {sum(d < 0 for *_, d in ens_nlm)} of {len(ens_nlm)} sensor-ISOs below"
+    )
     bare_below = [f for f in bare.frames if f["psnr"]["model"] < f["psnr"]["identity"]]
     below_net = [k for k, v in net.items() if v < by[(k[0], k[1], "identity")]]
     print(f"network alone: {len(below_net)} sensor-ISOs and {len(bare_below)} frames below the noisy input")

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from rawlab.evaluation.baselines import BASELINES, GAT, available_baselines, denoise_baseline
+from rawlab.deploy.classical import BASELINES, GAT, available_baselines, denoise_baseline
 from rawlab.evaluation.metrics import psnr, ssim
 
 
 def _expected_f_reference(lam: float, s2: float, u_lo: float | None = None) -> float:
     """E[f(z)] for z = Poisson(lam) + N(0, s2) (count units), by scipy's adaptive quadrature: independent of
-    the tabulation in rawlab.evaluation.baselines."""
+    the tabulation in rawlab.deploy.classical."""
     from scipy.integrate import quad
     from scipy.stats import poisson
 
@@ -117,7 +117,7 @@ def test_baselines_gain_what_design_measured():
 
 
 def test_exact_inverse_beats_the_algebraic_one_at_high_noise():
-    from rawlab.evaluation.baselines import _wavelet
+    from rawlab.deploy.classical import _wavelet
 
     x = _photos()[0]
     a, b = 2e-2, 5e-4

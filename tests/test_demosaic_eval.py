@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from rawlab.catalog.pairing import pair_frames
-from rawlab.evaluation.baselines import denoise_baseline
+from rawlab.deploy.classical import denoise_baseline
 from rawlab.evaluation.demosaic import (
     MARGIN,
     available_demosaics,

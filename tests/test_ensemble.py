@@ -86,6 +86,16 @@ def test_the_estimate_is_the_mean_of_the_images_scattered_back(cfa):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("cfa", ["RGGB", "GBRG"])
+def test_maps_that_travel_with_the_estimate_come_back_with_it(cfa):
+    # fn may return more mosaics than the estimate (the SURE guard's per-pixel derivatives): each is put back
+    # pixel for pixel like the estimate, so a map that is a function of the input comes back as that function
+    # of the frame.
+    x = np.random.default_rng(5).random((6, 8, 4)).astype(np.float32)
+    out = self_ensemble(lambda p, src: np.concatenate([p, 2 * p + 1], axis=-1), x, cfa, 4)
+    np.testing.assert_allclose(out, np.concatenate([x, 2 * x + 1], axis=-1), rtol=0, atol=1e-6)
+
+
 def test_check_ensemble_names_the_sizes():
     assert check_ensemble(4) == 4
     for bad in (3, 0, "4"):
@@ -134,7 +144,9 @@ def builtin():
     from rawlab.deploy.runtime import load_denoiser
     from rawlab.learn.modelio import resolve_model
 
-    return load_denoiser(resolve_model("builtin"))
+    denoiser = load_denoiser(resolve_model("builtin"))
+    denoiser.fuse = False  # the ensemble alone (the fusion that follows it: tests/test_fuse.py)
+    return denoiser
 
 
 def test_the_runtime_averages_its_rotations_each_guarded(builtin):

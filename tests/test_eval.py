@@ -41,9 +41,11 @@ def identity_model(tmp_path_factory, truth):
 
 
 def test_eval_json_rows_and_identity_model(store, identity_model, small_synth, tmp_path, client):
+    # No fusion: fused with VST+NL-means (the default, tests/test_fuse.py) the identity would not score as one.
     result = evaluate_store(
-        store, identity_model, methods=None, profile=small_synth.truth_path, options=RunOptions(client=client)
-    )
+        store, identity_model, methods=None, profile=small_synth.truth_path, options=RunOptions(client=client),
+        fuse=False,
+    )  # fmt: skip
     assert result.methods[:4] == ["model", "identity", "vst-wavelet", "vst-nlm"]
     out = write_outputs(result, tmp_path / "eval.json")
     doc = json.loads((tmp_path / "eval.json").read_text())
@@ -158,7 +160,9 @@ def test_a_tflite_file_scores_like_its_model_directory(store, identity_model, sm
 
     tfl = tmp_path / "tiny.tflite"
     export_tflite(identity_model, tfl, tile=80, calibration=store)
-    kw = {"methods": "identity", "profile": small_synth.truth_path, "max_frames": 1}
+    # No fusion: for an identity network its residual is exactly 0 in JAX but int8 rounding in TFLite, and the
+    # fusion's weights for so degenerate a residual say nothing about the file and the directory being alike.
+    kw = {"methods": "identity", "profile": small_synth.truth_path, "max_frames": 1, "fuse": False}
     from_file = evaluate_store(store, tfl, **kw)
     from_dir = evaluate_store(store, identity_model, **kw)
     assert from_file.model == str(tfl)

@@ -103,6 +103,13 @@ _GUARD_HELP = (
 )
 
 
+_FUSE_HELP = (
+    "With the guard, fuse the model's estimate with VST+NL-means tile by tile, weighted by Stein's unbiased "
+    "risk estimate, so that no tile is expected to be worse than either alone (two NL-means passes, about a "
+    "third more time); --no-fuse keeps the guarded model alone."
+)
+
+
 def _ensemble_option(f):
     """``--ensemble N``: the deploy runtime's self-ensemble (rawlab.deploy.ensemble)."""
     from ..deploy.ensemble import DEFAULT_ENSEMBLE, ENSEMBLES

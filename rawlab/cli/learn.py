@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RawlabError
-from ._common import _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
+from ._common import _FUSE_HELP, _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
 
 
 @main.command("train")
@@ -168,10 +168,11 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
 )
 @_cluster_options()
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+@click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
 @_ensemble_option
 def eval_(
     store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
-    guard, ensemble,
+    guard, fuse, ensemble,
 ):  # fmt: skip
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
@@ -197,7 +198,7 @@ def eval_(
                 f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to pairs, not bursts; drop {'it' if len(given) == 1 else 'them'} (bursts are scored with the truth's "
                 "noise law, whole frames, every burst)"
             )
-        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard, ensemble)
+        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse)
         return
     extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames")
              if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
@@ -220,6 +221,7 @@ def eval_(
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             guard=guard,
             ensemble=ensemble,
+            fuse=fuse,
         )
     written = write_outputs(result, out)
     for line in written.lines:
@@ -227,7 +229,7 @@ def eval_(
     click.echo(written.summary)
 
 
-def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard, ensemble):
+def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse):
     """``rawlab eval --bursts``: check the source and the output, score, write, print the table."""
     import os
 
@@ -250,6 +252,7 @@ def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, gu
             guard=guard,
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             ensemble=ensemble,
+            fuse=fuse,
         )
     written = write_burst_outputs(result, out)
     for line in written.lines:

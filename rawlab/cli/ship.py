@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
+from ._common import _FUSE_HELP, _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
 
 
 @main.command("export")
@@ -100,6 +100,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
+@click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
 @_ensemble_option
 @click.option(
     "--output",
@@ -126,7 +127,20 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     help="With --burst: index of the frame to denoise (the others are aligned onto it), in name order.",
 )
 def denoise(
-    raws, model, out, fmt, overwrite, scheduler, workers, strict, guard, ensemble, output, burst, reference
+    raws,
+    model,
+    out,
+    fmt,
+    overwrite,
+    scheduler,
+    workers,
+    strict,
+    guard,
+    fuse,
+    ensemble,
+    output,
+    burst,
+    reference,
 ):
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
@@ -177,6 +191,7 @@ def denoise(
             guard=guard,
             output=output,
             ensemble=ensemble,
+            fuse=fuse,
         )
     for r in summary.results:
         click.echo(r.line(), err=r.failed)

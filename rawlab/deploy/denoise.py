@@ -81,6 +81,7 @@ class Denoised:
     noise_profile: list[tuple[float, float]]  # residual (S, O) for R, G, B
     residual_factor: float
     guard_weight: float | None = None  # the SURE guard's median tile weight (1: the network's output kept)
+    fuse_weights: tuple[float, float] | None = None  # median weights of the network and of VST+NL-means
 
 
 @dataclass
@@ -96,6 +97,7 @@ class FileResult:
     noise: str | None = None
     residual_factor: float | None = None
     guard_weight: float | None = None
+    fuse_weights: tuple[float, float] | None = None
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
 
@@ -119,6 +121,8 @@ class FileResult:
             if self.guard_weight is None
             else f"; guard kept {self.guard_weight:.0%} of the network's change"
         )
+        if self.fuse_weights is not None:
+            guard += f"; fused {self.fuse_weights[0]:.0%} network, {self.fuse_weights[1]:.0%} NL-means"
         residual = "" if self.residual_factor is None else f"; residual noise x{self.residual_factor:.2g}"
         return (
             f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}{residual}{guard}; "
@@ -189,7 +193,13 @@ def denoise_frame(frame, denoiser) -> Denoised:
     profile, k = residual_profile(noisy, clean, est.a, est.b)
     weights = getattr(denoiser, "guard_weights", None) if getattr(denoiser, "guard", False) else None
     guard = float(np.median(weights)) if weights else None
-    return Denoised(noisy, clean, mosaic, est, profile, k, guard)
+    fw = (
+        getattr(denoiser, "fuse_weights", None)
+        if guard is not None and getattr(denoiser, "fuse", False)
+        else None
+    )
+    fused = tuple(float(v) for v in np.median(fw, axis=0)) if fw is not None and len(fw) else None
+    return Denoised(noisy, clean, mosaic, est, profile, k, guard, fused)
 
 
 @dataclass
@@ -305,19 +315,24 @@ def denoise_file(
         return res
     res.residual_factor = result.residual_factor
     res.guard_weight = result.guard_weight
+    res.fuse_weights = result.fuse_weights
     res.shape = tuple(result.mosaic.shape)
     return res
 
 
 @lru_cache(maxsize=2)
 def _worker_denoiser(
-    model: str, num_threads: int | None, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE
+    model: str,
+    num_threads: int | None,
+    guard: bool = True,
+    ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ):
     """One denoiser per worker process (the interpreter or JAX program is built once, then reused)."""
     from .runtime import load_denoiser
 
     denoiser = load_denoiser(model, num_threads=num_threads)
-    denoiser.guard, denoiser.ensemble = guard, ensemble
+    denoiser.guard, denoiser.ensemble, denoiser.fuse = guard, ensemble, fuse
     return denoiser
 
 
@@ -331,8 +346,9 @@ def _task(
     guard: bool = True,
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ) -> FileResult:
-    denoiser = _worker_denoiser(model, num_threads, guard, ensemble)
+    denoiser = _worker_denoiser(model, num_threads, guard, ensemble, fuse)
     return denoise_file(path, denoiser, out, fmt, overwrite=overwrite, output=output)
 
 
@@ -417,6 +433,7 @@ def denoise_files(
     guard: bool = True,
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -450,6 +467,9 @@ def denoise_files(
     ensemble
         Images of the self-ensemble (:mod:`rawlab.deploy.ensemble`: 1, 2, 4 or 8 rotations of each frame,
         averaged; that many times the cost); a Bayer denoiser only.
+    fuse
+        With the guard, blend the estimate tile by tile with VST+NL-means and the input by SURE
+        (:func:`rawlab.deploy.guard.sure_fuse`; two NL-means passes); a Bayer denoiser only.
 
     Raises
     ------
@@ -492,7 +512,7 @@ def denoise_files(
     where = "in-process"
     if todo:
         denoiser = load_denoiser(model_path)
-        denoiser.guard, denoiser.ensemble = guard, check_ensemble(ensemble)
+        denoiser.guard, denoiser.ensemble, denoiser.fuse = guard, check_ensemble(ensemble), fuse
         denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
         _check_output(denoiser, output)
         if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
@@ -518,6 +538,7 @@ def denoise_files(
                         guard,
                         output,
                         ensemble,
+                        fuse,
                     )
                     for i in todo
                 ]

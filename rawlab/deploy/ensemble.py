@@ -77,9 +77,10 @@ def self_ensemble(
 
     ``x`` is ``(h, w, 4 m)`` channels-last packed planes of ``m`` mosaics of one ``cfa`` (a frame; or a burst
     model's merge and frames), each image the same operation of every mosaic. ``fn(planes, src)`` estimates
-    ``(h', w', 4)`` packed planes from an image ``(h', w', 4 m)`` of any size; ``src`` is the input channel
+    ``(h', w', 4 k)`` packed planes (``k`` mosaics: an estimate, and per-pixel maps that move with it, such as
+    the SURE guard's derivatives) from an image ``(h', w', 4 m)`` of any size; ``src`` is the input channel
     (0-3) each channel of every mosaic of the image reads, so that ``fn`` can take each channel's noise law
-    (``a[src]``). Returns ``(h, w, 4)`` float32; with ``rgb``, ``fn`` estimates ``(2 h', 2 w', 3)`` RGB at
+    (``a[src]``). Returns ``(h, w, 4 k)`` float32; with ``rgb``, ``fn`` estimates ``(2 h', 2 w', 3)`` RGB at
     the mosaic's resolution and the result is ``(2 h, 2 w, 3)``.
     """
     from ..bayer import pack, unpack
@@ -93,7 +94,7 @@ def self_ensemble(
     h, w, c = x.shape
     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")  # whole 2x2 cells: the CFA phase is kept
     mosaics = unpack(np.moveaxis(padded, -1, 0).reshape(c // 4, 4, h + 2, w + 2), cfa)  # (m, H, W)
-    total = np.zeros((3, *mosaics.shape[1:]) if rgb else mosaics.shape[1:], np.float32)
+    total = None
     for op in ops:
         oy, ox = bayer_crop(cfa, op)
         image = _transform(mosaics, op)
@@ -102,13 +103,16 @@ def self_ensemble(
             c, (ht - 2) // 2, (wt - 2) // 2
         )
         y = np.asarray(fn(np.ascontiguousarray(np.moveaxis(planes, 0, -1)), list(op_channels(cfa, op))))
-        back = np.zeros((*total.shape[:-2], ht, wt), np.float32)
-        back[..., oy : oy + ht - 2, ox : ox + wt - 2] = (
-            np.moveaxis(y, -1, 0) if rgb else unpack(np.moveaxis(y, -1, 0), cfa)
-        )
-        total += _untransform(back, op)  # zero on the one-pixel rim each image lacks, all outside the frame
+        y = np.moveaxis(y, -1, 0)
+        if not rgb:  # (4 k, h', w') planes -> k mosaics
+            y = unpack(y.reshape(-1, 4, *y.shape[1:]), cfa)
+        back = np.zeros((len(y), ht, wt), np.float32)
+        back[:, oy : oy + ht - 2, ox : ox + wt - 2] = y
+        back = _untransform(back, op)  # zero on the one-pixel rim each image lacks, all outside the frame
+        total = back if total is None else total + back
     if rgb:
         out = np.moveaxis(total, 0, -1)[2 : 2 * h + 2, 2 : 2 * w + 2]
     else:
-        out = np.moveaxis(pack(total, cfa), 0, -1)[1 : h + 1, 1 : w + 1]
+        planes = pack(total, cfa)  # (k, 4, H/2, W/2)
+        out = np.moveaxis(planes.reshape(-1, *planes.shape[2:]), 0, -1)[1 : h + 1, 1 : w + 1]
     return np.ascontiguousarray(out / np.float32(len(ops)))

@@ -23,6 +23,20 @@ Where the network is good, ``D`` is small, ``|r|^2 ~ S - D`` and ``w`` is 1: the
 Where it removes texture along with the noise, ``|r|^2`` exceeds what the noise explains and ``w`` drops.
 The blend is deterministic (a fixed seed for ``b``).
 
+**Fusion with a classical denoiser** (:func:`sure_fuse`). The same estimate ranks any blend of the input
+and several denoisers' outputs ``F_k``, ``g = y - sum_k w_k r_k`` with ``r_k = y - F_k``::
+
+    SURE(w) = w' G w + S - 2 w' v,   G_kl = <r_k, r_l>,   v_k = S - D_k
+
+and the weights that minimise it over ``w_k >= 0``, ``sum w_k <= 1`` (every vertex of that simplex is one
+input or one denoiser alone, so the blend is not expected to be worse than any of them) are found exactly by
+trying every face of the simplex. A learned and a classical denoiser err in different places, so the blend
+errs less than either. The runtime fuses the network's (guarded, self-ensembled) output with VST+NL-means
+(:mod:`rawlab.deploy.classical`) tile by tile; each tile's weights are blended across the tile overlaps as
+the estimates are (:func:`rawlab.deploy.tiling.run_tiled`). Each denoiser's ``D_k`` comes from its own
+Monte-Carlo probe, kept per pixel (``derivative=True``, :func:`classical_estimate`) so that it can travel
+through the tiling and the self-ensemble, which only move and average pixels.
+
 Limits: ``s_i^2`` is the law at the estimate (the clean value is unknown), and clipping at the black level
 makes the noise non-Gaussian in the deepest shadows; both bias SURE slightly there.
 """
@@ -33,29 +47,144 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["EPS", "sure_blend"]
+__all__ = ["EPS", "classical_estimate", "simplex_weights", "sure_blend", "sure_fuse"]
 
 EPS = 0.02  # perturbation in noise sigmas: small for the finite difference, far above float32 rounding
 
 
+def _probe(y: np.ndarray, sd: np.ndarray, eps: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Monte-Carlo probe: Rademacher signs ``b`` and the perturbed input ``y + eps sd b``."""
+    signs = np.random.default_rng(seed).integers(0, 2, size=y.shape).astype(np.float32) * 2 - 1
+    return signs, y + np.float32(eps) * sd * signs
+
+
+def _derivative(signs, sd, f, f2, eps) -> np.ndarray:
+    """Per pixel ``b_i (f(y + eps s b) - f(y))_i / (eps s_i)``: ``d f_i / d y_i`` plus zero-mean cross terms, so
+    that ``s_i^2`` times it, summed over any region, estimates that region's part of ``D``."""
+    return np.divide(signs * (f2 - f), np.float32(eps) * sd, out=np.zeros_like(f), where=sd > 0)
+
+
 def sure_blend(
-    net: Callable[[np.ndarray], np.ndarray], y: np.ndarray, a, b, *, eps: float = EPS, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+    net: Callable[[np.ndarray], np.ndarray],
+    y: np.ndarray,
+    a,
+    b,
+    *,
+    eps: float = EPS,
+    seed: int = 0,
+    derivative: bool = False,
+) -> tuple[np.ndarray, ...]:
     """The guarded estimate of tiles ``y`` ``(N, h, w, c)`` and each tile's weight ``w`` ``(N,)``.
 
     ``net`` maps tiles to clean estimates (same shape); ``a`` and ``b`` broadcast against the tiles (per
-    channel ``(c,)``), ``Var[y] = a x + b``.
+    channel ``(c,)``), ``Var[y] = a x + b``. With ``derivative``, also the guarded estimate's per-pixel
+    derivative ``d g_i / d y_i = (1 - w) + w d f_i / d y_i`` (the weight held fixed, as SURE holds it), by the
+    same probe, for :func:`sure_fuse`.
     """
     y = np.asarray(y, np.float32)
     f = np.asarray(net(y), np.float32)
     var = np.maximum(np.asarray(a, np.float32) * np.maximum(f, 0) + np.asarray(b, np.float32), 0)
     sd = np.sqrt(var)
-    signs = np.random.default_rng(seed).integers(0, 2, size=y.shape).astype(np.float32) * 2 - 1
-    f2 = np.asarray(net(y + np.float32(eps) * sd * signs), np.float32)
+    signs, probe = _probe(y, sd, eps, seed)
+    f2 = np.asarray(net(probe), np.float32)
     axes = tuple(range(1, y.ndim))
     div = np.sum(signs * sd * (f2 - f), axis=axes, dtype=np.float64) / eps
     total = np.sum(var, axis=axes, dtype=np.float64)
     r = y - f
     rr = np.sum(np.square(r), axis=axes, dtype=np.float64)
     w = np.clip((total - div) / np.maximum(rr, 1e-30), 0.0, 1.0)
-    return y - w.astype(np.float32).reshape(-1, *([1] * (y.ndim - 1))) * r, w
+    wb = w.astype(np.float32).reshape(-1, *([1] * (y.ndim - 1)))
+    if not derivative:
+        return y - wb * r, w
+    return y - wb * r, w, (1 - wb) + wb * _derivative(signs, sd, f, f2, eps)
+
+
+def classical_estimate(
+    y: np.ndarray, a, b, *, method: str = "vst-nlm", eps: float = EPS, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """A classical denoiser's estimate of packed planes ``y`` ``(h, w, 4)`` and its per-pixel derivative
+    ``d F_i / d y_i`` (one more pass on the probed input), for :func:`sure_fuse`."""
+    from .classical import denoise_baseline
+
+    y = np.asarray(y, np.float32)
+    f = denoise_baseline(method, y, a, b)
+    sd = np.sqrt(np.maximum(np.asarray(a, np.float32) * np.maximum(f, 0) + np.asarray(b, np.float32), 0))
+    signs, probe = _probe(y, sd, eps, seed)
+    return f, _derivative(signs, sd, f, denoise_baseline(method, probe, a, b), eps)
+
+
+def simplex_weights(g: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``argmin w' g w - 2 w' v`` over ``w >= 0``, ``sum w <= 1`` (``g`` ``(K, K)`` positive semi-definite).
+
+    The minimum of a convex quadratic over the simplex lies in the relative interior of one of its faces, so
+    every face is tried (the subsets of free weights, each either below the ``sum w = 1`` facet or on it) and
+    the feasible stationary point of lowest value wins; ``w = 0`` (the input) is always feasible. ``K`` is a
+    few denoisers, so the ``2^(K+1)`` small solves cost nothing.
+    """
+    g = np.asarray(g, np.float64)
+    v = np.asarray(v, np.float64)
+    k = len(v)
+    best, best_val = np.zeros(k), 0.0
+    for mask in range(1, 1 << k):
+        free = [i for i in range(k) if mask >> i & 1]
+        gs, vs = g[np.ix_(free, free)], v[free]
+        cands = []
+        try:
+            cands.append(np.linalg.solve(gs, vs))
+        except np.linalg.LinAlgError:
+            pass
+        ones = np.ones(len(free))
+        kkt = np.block([[gs, ones[:, None]], [ones[None, :], np.zeros((1, 1))]])
+        try:  # on the facet sum w = 1: the Lagrange system
+            cands.append(np.linalg.solve(kkt, np.concatenate([vs, [1.0]]))[:-1])
+        except np.linalg.LinAlgError:
+            pass
+        for ws in cands:
+            if np.all(ws >= -1e-12) and ws.sum() <= 1 + 1e-12:
+                w = np.zeros(k)
+                w[free] = np.clip(ws, 0, None)
+                val = w @ g @ w - 2 * w @ v
+                if val < best_val:
+                    best, best_val = w, val
+    return best
+
+
+def sure_fuse(
+    y: np.ndarray,
+    estimates: list[tuple[np.ndarray, np.ndarray]],
+    a,
+    b,
+    *,
+    tile: int,
+    overlap: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The SURE-optimal blend of the input ``y`` ``(h, w, c)`` and ``estimates`` ``[(F_k, dF_k)]`` (each
+    estimate with its per-pixel derivative, :func:`sure_blend`, :func:`classical_estimate`), per tile of
+    ``tile`` with ``overlap`` (weights cross-faded between tiles); returns the blend and each tile's weights
+    ``(n_tiles, K)``. The noise variance is the law at the first estimate."""
+    from .tiling import run_tiled
+
+    y = np.asarray(y, np.float32)
+    c, k = y.shape[-1], len(estimates)
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    stacked = np.concatenate([y] + [np.concatenate(e, axis=-1) for e in estimates], axis=-1)
+    weights: list[np.ndarray] = []
+
+    def fuse(tiles: np.ndarray) -> np.ndarray:
+        out = np.empty((*tiles.shape[:-1], c), np.float32)
+        for n, t in enumerate(tiles):
+            yt = t[..., :c]
+            fs = [t[..., c * (1 + 2 * j) : c * (2 + 2 * j)] for j in range(k)]
+            ds = [t[..., c * (2 + 2 * j) : c * (3 + 2 * j)] for j in range(k)]
+            var = np.maximum(a * np.maximum(fs[0], 0) + b, 0).astype(np.float64)
+            total = var.sum()
+            r = np.stack([(yt - f).ravel() for f in fs]).astype(np.float64)  # (K, pixels)
+            v = np.array([total - np.sum(var * d) for d in ds])
+            w = simplex_weights(r @ r.T, v)
+            weights.append(w)
+            out[n] = yt - (w @ r).reshape(yt.shape).astype(np.float32)
+        return out
+
+    fused = run_tiled(fuse, stacked, tile, overlap, out_channels=c)
+    return fused, np.asarray(weights).reshape(-1, k)

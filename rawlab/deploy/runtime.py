@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import RawlabError
 from .ensemble import DEFAULT_ENSEMBLE, self_ensemble
-from .guard import sure_blend
+from .guard import classical_estimate, sure_blend, sure_fuse
 from .tiling import run_tiled
 
 __all__ = [
@@ -203,6 +203,10 @@ class _TiledDenoiser:
     ]  # the guard's weight of each tile of the last denoise() call (1: the network's)
     # Images of the self-ensemble (rawlab.deploy.ensemble) when denoise() is told the CFA; 1: the frame alone.
     ensemble = DEFAULT_ENSEMBLE
+    # With the guard: fuse the (ensembled) estimate with VST+NL-means by SURE (rawlab.deploy.guard.sure_fuse),
+    # tile by tile; two passes of NL-means. False: the guarded network alone.
+    fuse = True
+    fuse_weights: np.ndarray  # (tiles, 2) weights of the network and of VST+NL-means of the last denoise()
 
     @property
     def tile(self) -> dict[str, int]:
@@ -245,7 +249,9 @@ class _TiledDenoiser:
         With ``guard`` (the default) each tile is the SURE-weighted blend of the network's output and the input
         (:func:`rawlab.deploy.guard.sure_blend`); ``guard_weights`` then lists the tiles' weights. Given the
         mosaic's ``cfa``, the estimate is the mean over ``ensemble`` rotations of the frame
-        (:func:`rawlab.deploy.ensemble.self_ensemble`; each guarded), at ``ensemble`` times the cost.
+        (:func:`rawlab.deploy.ensemble.self_ensemble`; each guarded), at ``ensemble`` times the cost. With the
+        guard and ``fuse`` (the default), that estimate is then blended tile by tile with VST+NL-means and the
+        input by SURE (:func:`rawlab.deploy.guard.sure_fuse`); ``fuse_weights`` lists the tiles' weights.
         """
         x = np.asarray(x, np.float32)
         single = x.ndim == 3
@@ -256,27 +262,38 @@ class _TiledDenoiser:
         norm, t = self.normalisation, self.tile
         out = np.empty_like(x)
         self.guard_weights = []
+        fuse = bool(self.guard and self.fuse)
+        fuse_weights = []
 
         def frame(planes: np.ndarray, an: np.ndarray, bn: np.ndarray) -> np.ndarray:
             def net(tiles):
                 return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
 
             def guarded(tiles):
-                est, w = sure_blend(net, tiles, an, bn)
+                est, w, *deriv = sure_blend(net, tiles, an, bn, derivative=fuse)
                 self.guard_weights.extend(w.tolist())
-                return est
+                return np.concatenate([est, *deriv], axis=-1)  # with fuse: the derivatives travel along
 
             return run_tiled(
-                guarded if self.guard else net, planes, t["size"], t["overlap"], batch=self.batch
-            )
+                guarded if self.guard else net, planes, t["size"], t["overlap"], batch=self.batch,
+                out_channels=8 if fuse else 4,
+            )  # fmt: skip
 
         for n in range(len(x)):
             if cfa is None or self.ensemble == 1:
-                out[n] = frame(x[n], a[n], b[n])
+                est = frame(x[n], a[n], b[n])
             else:
-                out[n] = self_ensemble(
+                est = self_ensemble(
                     lambda p, src, n=n: frame(p, a[n][src], b[n][src]), x[n], cfa, self.ensemble
                 )
+            if fuse:
+                est, w = sure_fuse(
+                    x[n], [(est[..., :4], est[..., 4:]), classical_estimate(x[n], a[n], b[n])], a[n], b[n],
+                    tile=t["size"], overlap=t["overlap"],
+                )  # fmt: skip
+                fuse_weights.append(w)
+            out[n] = est
+        self.fuse_weights = np.concatenate(fuse_weights) if fuse_weights else np.zeros((0, 2))
         return out[0] if single else out
 
     @property

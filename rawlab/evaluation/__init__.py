@@ -2,12 +2,13 @@
 held-out noisy/clean pairs of a store, and the ``rawlab.eval/1`` report.
 
 It sits above ``learn`` and ``deploy`` (it loads their models) and below the CLI (docs/architecture.md,
-"Layers"). Modules: :mod:`~rawlab.evaluation.metrics` (PSNR, SSIM), :mod:`~rawlab.evaluation.baselines`
-(variance stabilisation + classical denoisers), :mod:`~rawlab.evaluation.scoring` (which pairs, which noise
-parameters, the Dask run), :mod:`~rawlab.evaluation.report` (JSON, plot, table); on bursts,
+"Layers"). Modules: :mod:`~rawlab.evaluation.metrics` (PSNR, SSIM), :mod:`~rawlab.evaluation.scoring` (which
+pairs, which noise parameters, the Dask run), :mod:`~rawlab.evaluation.report` (JSON, plot, table); on bursts,
 :mod:`~rawlab.evaluation.bursts` (reference, single-frame model, merge and burst model per frame count),
 :mod:`~rawlab.evaluation.burst_sources` (the bursts and their truth), :mod:`~rawlab.evaluation.burst_report`.
-Heavy imports happen inside the submodules; ``import rawlab.evaluation`` is cheap.
+The classical baselines (variance stabilisation + classical denoisers) live in :mod:`rawlab.deploy.classical`:
+the deploy runtime fuses its network with one of them. Heavy imports happen inside the submodules; ``import
+rawlab.evaluation`` is cheap.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ __all__ = [
 ]
 
 _WHERE = {
-    "BASELINES": "baselines",
-    "denoise_baseline": "baselines",
+    "BASELINES": "scoring",  # from rawlab.deploy.classical
+    "denoise_baseline": "scoring",
     "METHODS": "scoring",
     "EvalResult": "scoring",
     "evaluate_store": "scoring",

@@ -232,6 +232,7 @@ def evaluate_bursts(
     guard: bool = True,
     options: RunOptions | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ) -> BurstEvalResult:
     """Score the reference, the classical merge and the models on the bursts of ``source`` (module docstring).
 
@@ -250,6 +251,9 @@ def evaluate_bursts(
         Frame counts (default 2, 4, 8); counts above a burst's length are left out with a note.
     guard
         Run the single-frame model with its SURE guard (default), as ``rawlab denoise`` does.
+    fuse
+        With the guard, fuse the single-frame model with VST+NL-means by SURE (default), as ``rawlab denoise``
+        does.
     ensemble
         The rotations of each frame (burst) that models loaded here average (:mod:`rawlab.deploy.ensemble`), as
         ``rawlab denoise`` (``--burst``) does.
@@ -287,7 +291,7 @@ def evaluate_bursts(
     models: dict[str, Any] = {"single": None, "burst": None, "burst_frames": None}
     if isinstance(single, (str, os.PathLike)):
         models["single"] = os.fspath(single)
-        single = load_denoiser(single, guard=guard, ensemble=ensemble)
+        single = load_denoiser(single, guard=guard, ensemble=ensemble, fuse=fuse)
     elif single is not None:
         models["single"] = getattr(single, "name", None) or type(single).__name__
     if isinstance(burst_model, (str, os.PathLike)):

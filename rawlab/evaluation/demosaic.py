@@ -7,7 +7,7 @@ the catalog's ``truth_path``):
 
 - ``noisy``: LibRaw's demosaic of the noisy mosaic;
 - ``raw-first``: VST + NL-means on the packed planes (:func:`denoise_raw`: ``vst-nlm`` of
-  :mod:`rawlab.evaluation.baselines` with a strength ``h``), then the demosaic;
+  :mod:`rawlab.deploy.classical` with a strength ``h``), then the demosaic;
 - ``model-first``: rawlab's own Bayer denoiser on the packed planes (a callable; :func:`model_denoiser` runs a
   model as ``rawlab denoise`` does: the deploy runtime, tiled, SURE-guarded), then the demosaic;
 - ``rgb-after``: the demosaic, then VST + NL-means on the RGB image (:func:`denoise_rgb`);
@@ -46,9 +46,9 @@ from functools import lru_cache
 import numpy as np
 
 from ..bayer import unpack
+from ..deploy.classical import GAT, denoise_baseline, nl_means
 from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
 from ..errors import RawlabError
-from .baselines import GAT, denoise_baseline, nl_means
 from .metrics import psnr, ssim
 
 __all__ = [
@@ -153,13 +153,13 @@ def demosaic(planes: np.ndarray, cfa: str, method: str = "AHD") -> np.ndarray:
 
 # -- the two denoisers: VST + NL-means on the packed planes and on the demosaiced RGB ---------------------------
 
-H_RAW = 0.5  # the vst-nlm baseline's strength (rawlab.evaluation.baselines)
+H_RAW = 0.5  # the vst-nlm baseline's strength (rawlab.deploy.classical)
 H_RGB = 1.0  # measured best of 0.6-1.2 on AHD output of two photographs, two sensors, ISO 100-6400
 STRENGTHS = (0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0)  # tune_strength's grid (skimage's h over sigma)
 
 
 def denoise_raw(planes: np.ndarray, a, b, lower=None, *, h: float = H_RAW) -> np.ndarray:
-    """The ``vst-nlm`` baseline (:func:`rawlab.evaluation.baselines.denoise_baseline`) with strength ``h``:
+    """The ``vst-nlm`` baseline (:func:`rawlab.deploy.classical.denoise_baseline`) with strength ``h``:
     ``(h, w, 4)`` normalised planes in and out."""
     return denoise_baseline("vst-nlm", planes, a, b, lower, h=h)
 

@@ -31,9 +31,9 @@ import pandas as pd
 
 from ..catalog.pairs import Pair
 from ..cluster import RunOptions
+from ..deploy.classical import BASELINES, available_baselines, bm3d_available, denoise_baseline
 from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
 from ..errors import RawlabError
-from .baselines import BASELINES, available_baselines, bm3d_available, denoise_baseline
 
 __all__ = [
     "METHODS",
@@ -112,10 +112,13 @@ def resolve_methods(methods: Sequence[str] | str | None, *, has_model: bool) -> 
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
-def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE):
+def load_denoiser(
+    path: str | os.PathLike[str], *, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE, fuse: bool = True
+):
     """``"builtin"``, a model directory or a ``.tflite``/``.onnx`` file, loaded as ``rawlab denoise`` runs it
-    (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``, and
-    ``ensemble`` rotations of each frame averaged), so that the scores are those of what users get."""
+    (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``,
+    ``ensemble`` rotations of each frame averaged, and fused with VST+NL-means by SURE unless ``fuse=False``),
+    so that the scores are those of what users get."""
     from ..deploy.runtime import load_denoiser as load_deployed
     from ..learn.modelio import resolve_model
 
@@ -126,7 +129,7 @@ def load_denoiser(path: str | os.PathLike[str], *, guard: bool = True, ensemble:
             "model, or builtin"
         )
     denoiser = load_deployed(p)
-    denoiser.guard, denoiser.ensemble = guard, check_ensemble(ensemble)
+    denoiser.guard, denoiser.ensemble, denoiser.fuse = guard, check_ensemble(ensemble), fuse
     return denoiser
 
 
@@ -325,6 +328,7 @@ def evaluate_store(
     options: RunOptions | None = None,
     guard: bool = True,
     ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ) -> EvalResult:
     """Score ``model`` and the baselines on the held-out pairs of ``store``, per sensor and ISO.
 
@@ -353,6 +357,9 @@ def evaluate_store(
     ensemble
         For a ``model`` given as a path: the rotations of each frame it averages (:mod:`rawlab.deploy.ensemble`),
         as ``rawlab denoise`` does.
+    fuse
+        For a ``model`` given as a path, with the guard: fuse its estimate with VST+NL-means by SURE
+        (:func:`rawlab.deploy.guard.sure_fuse`), as ``rawlab denoise`` does (default).
 
     Raises
     ------
@@ -366,7 +373,7 @@ def evaluate_store(
     opts = options or RunOptions()
     model_path = None
     if isinstance(model, (str, os.PathLike)):
-        model_path, model = model, load_denoiser(model, guard=guard, ensemble=ensemble)
+        model_path, model = model, load_denoiser(model, guard=guard, ensemble=ensemble, fuse=fuse)
     if profile is not None and not isinstance(profile, NoiseProfileSet):
         profile = load_profiles(profile)
     if crop is not None and crop < 16:

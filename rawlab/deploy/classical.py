@@ -1,4 +1,8 @@
-"""Classical raw denoisers to measure a model against: variance stabilisation, then a Gaussian denoiser.
+"""Classical raw denoisers: variance stabilisation, then a Gaussian denoiser.
+
+They are what a model is measured against (``rawlab eval``'s baselines, :mod:`rawlab.evaluation.scoring`) and
+what the deploy runtime fuses the network with (VST+NL-means, :func:`rawlab.deploy.guard.sure_fuse`): a
+learned and a classical denoiser err in different places, and the SURE-weighted blend errs less than either.
 
 The generalised Anscombe transform (GAT) turns Poisson-Gaussian noise ``Var[z] = a * E[z] + b`` (normalised
 units, docs/architecture.md) into noise of about unit variance at every signal level (Starck, Murtagh &

@@ -1,0 +1,155 @@
+"""SURE fusion of the network with a classical denoiser (rawlab.deploy.guard.sure_fuse) against known ground
+truth: the simplex solver against a brute-force search, the per-pixel derivative of a linear filter against
+its exact centre tap, the fused weights against the oracle weights computed from the clean image, and the
+deploy runtime's fused estimate against its parts on synthetic crops with known noise."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from rawlab.deploy.guard import simplex_weights, sure_blend, sure_fuse
+
+
+@pytest.fixture(scope="module")
+def planes():
+    """Clean packed planes of a photograph ``(128, 128, 4)``."""
+    from rawlab.synth import get_sensors
+    from rawlab.synth.scenes import render_scene
+
+    clean = np.clip(render_scene("astronaut", get_sensors(1)[0], 256, 256), 0, 1).astype(np.float32)
+    return np.ascontiguousarray(np.moveaxis(clean, 0, -1))
+
+
+def _blur(x, sigma):
+    """A linear per-channel Gaussian blur; periodic, so its centre tap is the same at every pixel."""
+    sig = (0,) * (x.ndim - 3) + (sigma, sigma, 0)
+    return gaussian_filter(x.astype(np.float64), sigma=sig, mode="wrap").astype(np.float32)
+
+
+def _taps(sigma):
+    """The blur's kernel on a 64 x 64 periodic grid: its centre tap and the sum of its squared taps."""
+    delta = np.zeros((64, 64, 1), np.float32)
+    delta[0, 0] = 1
+    k = _blur(delta, sigma).astype(np.float64)
+    return float(k[0, 0, 0]), float(np.sum(k * k))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_simplex_weights_match_a_brute_force_search(k):
+    rng = np.random.default_rng(k)
+    step = 0.005 if k == 2 else 0.02
+    grid = np.array(
+        [w for w in itertools.product(np.arange(0, 1 + step / 2, step), repeat=k) if sum(w) <= 1 + 1e-9]
+    )
+    for trial in range(20):
+        m = rng.standard_normal((k, k + 2))
+        g = m @ m.T
+        v = rng.standard_normal(k) * (1 + trial % 3)
+        w = simplex_weights(g, v)
+        assert np.all(w >= 0) and w.sum() <= 1 + 1e-9
+        value = w @ g @ w - 2 * w @ v
+        brute = np.einsum("ni,ij,nj->n", grid, g, grid) - 2 * grid @ v
+        # The grid's best point is within half a step of the true minimiser, so it can only be worse.
+        assert value <= brute.min() + 1e-12, (trial, w, grid[np.argmin(brute)])
+
+
+def test_the_guard_derivative_of_a_linear_filter_is_its_centre_tap(planes):
+    # Gaussian noise of sd s (a = 0): the probe gives, per pixel, the centre tap k0 plus cross terms
+    # b_i b_j k_ij of mean 0. Over the N values of a tile their mean has variance 2 (sum k^2 - k0^2) / N
+    # (each pair i < j appears twice); five of those sigmas, plus float32 rounding of f(y + eps s b) - f(y)
+    # (at most 2 ulp of values <= 1, 2^-23, over eps s, per pixel), bound the estimate.
+    b = 3e-2  # noise the blur removes more of than it costs in detail, so the guard keeps it
+    y = (planes + np.sqrt(b) * np.random.default_rng(0).standard_normal(planes.shape)).astype(np.float32)
+    tiles = np.stack([y[:64, :64], y[64:, 64:]])
+    _, w, deriv = sure_blend(lambda t: _blur(t, 1.0), tiles, np.zeros(4), np.full(4, b), derivative=True)
+    k0, k2 = _taps(1.0)
+    n = tiles[0].size
+    for t in range(len(tiles)):
+        want = (1 - w[t]) + w[t] * k0
+        tol = w[t] * (5 * np.sqrt(2 * (k2 - k0 * k0) / n) + 2.0**-23 / (0.02 * np.sqrt(b)))
+        assert abs(float(np.mean(deriv[t], dtype=np.float64)) - want) < tol, (t, w[t])
+    assert 0 < k0 < 0.2 and np.all(w > 0.5)  # a real blur that the guard keeps: the test measures something
+
+
+def test_fusing_two_filters_finds_the_oracle_blend(planes):
+    # A light blur (keeps detail and noise) and a strong one (removes both) at a noise level where a blend of
+    # the two beats either. Their derivative maps are exact (the centre taps), so the fused weights differ
+    # from the oracle's (the clean image's) only by SURE's own error: <r_k, n> replaced by its expectation,
+    # of standard deviation sqrt(sum r_k^2 s^2) (independent noise per pixel), about that over |r_k|^2 on each
+    # weight. The whole frame is one tile, so the blend is exactly y - sum w_k r_k.
+    b = 3e-2
+    clean = planes
+    y = (clean + np.sqrt(b) * np.random.default_rng(1).standard_normal(clean.shape)).astype(np.float32)
+    ests = []
+    for sigma in (0.5, 1.5):
+        k0, _ = _taps(sigma)
+        ests.append((_blur(y, sigma), np.full(y.shape, k0, np.float32)))
+    fused, w = sure_fuse(y, ests, np.zeros(4), np.full(4, b), tile=128, overlap=0)
+    r = np.stack([(y - f).ravel() for f, _ in ests]).astype(np.float64)
+    noise = (y - clean).ravel().astype(np.float64)
+    oracle = simplex_weights(r @ r.T, r @ noise)
+    sd_w = np.sqrt(np.sum(r * r, axis=1) * b) / np.sum(r * r, axis=1)
+    np.testing.assert_array_less(np.abs(w[0] - oracle), 5 * sd_w)
+
+    def mse(x):
+        return float(np.mean((np.asarray(x, np.float64) - clean) ** 2))
+
+    assert w.shape == (1, 2) and np.all(w >= 0) and w.sum() <= 1 + 1e-9
+    assert 0.1 < w[0, 0] < 0.9 and 0.1 < w[0, 1] < 0.9  # a real blend, not one of the vertices
+    assert mse(fused) < 0.9 * min(mse(y), *(mse(f) for f, _ in ests))  # 0.82 here
+    np.testing.assert_allclose(fused, y - (w[0] @ r).reshape(y.shape), rtol=0, atol=1e-6)
+
+
+def test_fused_weights_cross_fade_between_tiles(planes):
+    # Two halves whose best blends differ: tiles of 64 with 16 of overlap give each tile its own weights
+    # (cross-faded between tiles, as the estimates are). The right half carries a fine checkerboard that the
+    # blur wipes out, so there the input is worth keeping.
+    b = 3e-2
+    clean = planes.copy()
+    checker = (np.indices(clean.shape[:2]).sum(axis=0) % 2 * 2 - 1)[..., None].astype(np.float32)
+    clean[:, 64:] += 0.3 * checker[:, 64:]
+    y = (clean + np.sqrt(b) * np.random.default_rng(2).standard_normal(clean.shape)).astype(np.float32)
+    k0, _ = _taps(1.0)
+    fused, w = sure_fuse(y, [(_blur(y, 1.0), np.full(y.shape, k0, np.float32))], np.zeros(4), np.full(4, b),
+                         tile=64, overlap=16)  # fmt: skip
+    assert w.shape[1] == 1 and len(w) == 9  # 3 x 3 tiles over 128 px
+    left, right = w.reshape(3, 3)[:, 0], w.reshape(3, 3)[:, 2]
+    assert np.all(left > right + 0.2)  # the noisy half keeps more of the blur
+    assert np.all(np.isfinite(fused)) and fused.shape == y.shape
+
+
+def test_the_runtime_fuses_the_builtin_model_with_nl_means(builtin_fused):
+    # Synthetic Poisson-Gaussian noise on rendered scenes (the truth known), at the export parity check's
+    # three noise levels: fused, the error is below both the guarded ensemble's and VST+NL-means', summed
+    # (here +0.15 and +0.05 dB: on two of these small crops SURE rightly keeps NL-means nearly alone).
+    from rawlab.deploy.classical import denoise_baseline
+    from rawlab.deploy.crops import synthetic_crops
+    from rawlab.synth import get_sensors
+
+    cfa = get_sensors(1)[0].cfa
+    err = {"fused": 0.0, "model": 0.0, "nlm": 0.0}
+    for crop in synthetic_crops(96, 3, seed=11):
+        builtin_fused.fuse = True
+        fused = builtin_fused.denoise(crop.noisy, crop.a, crop.b, cfa=cfa)
+        w = builtin_fused.fuse_weights
+        assert w.shape == (1, 2) and np.all(w >= 0) and np.all(w.sum(axis=1) <= 1 + 1e-9)
+        builtin_fused.fuse = False
+        alone = builtin_fused.denoise(crop.noisy, crop.a, crop.b, cfa=cfa)
+        nlm = denoise_baseline("vst-nlm", crop.noisy, crop.a, crop.b)
+        for k, est in (("fused", fused), ("model", alone), ("nlm", nlm)):
+            err[k] += float(np.mean((est - crop.clean) ** 2))
+    builtin_fused.fuse = True
+    gain = {k: 10 * np.log10(err[k] / err["fused"]) for k in ("model", "nlm")}
+    assert gain["model"] > 0.05 and gain["nlm"] > 0, gain
+
+
+@pytest.fixture(scope="module")
+def builtin_fused():
+    from rawlab.deploy.runtime import load_denoiser
+    from rawlab.learn.modelio import resolve_model
+
+    return load_denoiser(resolve_model("builtin"))
