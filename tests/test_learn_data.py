@@ -240,7 +240,7 @@ def test_configs_load_by_name_and_file_and_reject_typos(tmp_path):
     for name in NAMES:
         cfg = load_config(name)
         assert cfg["name"] == name and cfg["model"]["arch"] == (
-            "mobile" if name in ("builtin", "r2r") else name
+            "mobile" if name in ("builtin", "r2r", "sure") else name
         )
     cfg = load_config("tiny", steps=7, data__batch_size=2, seed=None)
     assert cfg["steps"] == 7 and cfg["data"]["batch_size"] == 2 and cfg["seed"] == 0

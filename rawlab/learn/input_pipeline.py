@@ -27,7 +27,10 @@ resolution in normalised units, aligned with the reference), without flips or tr
   frame_id``): a noisy crop ``y`` becomes the input ``y + alpha z`` and the target ``y - z / alpha`` with ``z``
   drawn from the noise law at ``y`` (Recorrupted-to-Recorrupted, Pang et al. CVPR 2021). The two noises are
   uncorrelated, so an L2 loss against the target learns the clean signal. The input's noise is ``(1 +
-  alpha^2)`` times the frame's, and its ``(a, b)`` say so.
+  alpha^2)`` times the frame's, and its ``(a, b)`` say so. With ``sure`` instead, the noisy crop is the input
+  as it is (and the placeholder target), flagged ``"sure"`` in the batch, with a Rademacher ``"probe"`` per
+  pixel: the training loss is then Stein's unbiased estimate of the squared error against the unknown clean
+  signal (:func:`rawlab.learn.losses.sure_mse`), which needs no second noise draw.
 - **Augmentation**: the 8 flips and transposes, Bayer-preserving (:mod:`rawlab.learn.augment`); every crop is
   read one packed pixel larger for it.
 - **Determinism**: example ``i`` of batch ``k`` is a pure function of ``(seed, stream, k, i)``, so the same
@@ -57,6 +60,8 @@ from .augment import N_OPS, augment_packed
 from .synthnoise import SensorNoise
 
 __all__ = ["ChunkReader", "Pipeline", "recorrupt"]
+
+_PROBE_KEY = 2**31 - 1  # the SURE probe of batch k: seeded apart from its examples (i < batch size)
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
@@ -171,6 +176,10 @@ class Pipeline:
     r2r_alpha
         Self-supervised: ``pairs`` are noisy frames paired with themselves and every store example is a
         recorrupted pair (see the module docstring); ``synthetic_fraction`` must be 0.
+    sure
+        Self-supervised by SURE instead: every store example is a noisy crop as it is, and batches carry the
+        ``"sure"`` flag per example and a ``"probe"`` of signs (module docstring); ``synthetic_fraction`` must
+        be 0 and ``r2r_alpha`` None.
     rgb
         Batches carry the RGB truth ``"rgb"`` (joint model): ``procedural`` must give it (``rgb=True``), and
         unless it gives every example (``procedural_fraction`` 1), every reference of ``pairs`` needs a truth in
@@ -198,6 +207,7 @@ class Pipeline:
         cache_mb: float = 1024,
         reader: ChunkReader | None = None,
         r2r_alpha: float | None = None,
+        sure: bool = False,
         rgb: bool = False,
         truths: dict[str, str] | None = None,
     ):
@@ -227,6 +237,9 @@ class Pipeline:
         if r2r_alpha is not None and (r2r_alpha <= 0 or synthetic_fraction > 0):
             raise ValueError("r2r_alpha must be positive, and needs synthetic_fraction 0 (no clean frames)")
         self.r2r_alpha = None if r2r_alpha is None else float(r2r_alpha)
+        if sure and (r2r_alpha is not None or synthetic_fraction > 0):
+            raise ValueError("sure needs r2r_alpha None and synthetic_fraction 0 (no clean frames)")
+        self.sure = bool(sure)
         self.rgb, self.truths = bool(rgb), dict(truths or {})
         if rgb and self.procedural_fraction > 0 and not getattr(procedural, "rgb", False):
             raise ValueError("rgb needs a ProceduralSource(rgb=True)")
@@ -249,7 +262,7 @@ class Pipeline:
         rng = np.random.default_rng([self.seed, self.stream, k, i])
         if self.procedural_fraction > 0 and rng.random() < self.procedural_fraction:
             return self.procedural.example(rng, k)
-        if self.r2r_alpha is not None:
+        if self.r2r_alpha is not None or self.sure:
             return self._recorrupted(rng)
         synthetic = bool(rng.random() < self.synthetic_fraction)
         pool = self.refs if synthetic else self.pairs
@@ -295,7 +308,8 @@ class Pipeline:
         return out
 
     def _recorrupted(self, rng: np.random.Generator) -> dict[str, Any]:
-        """A self-supervised example: a crop of a noisy frame, recorrupted into an input and a target."""
+        """A self-supervised example: a crop of a noisy frame, recorrupted into an input and a target (or, with
+        ``sure``, as it is)."""
         p = self.pairs[int(rng.integers(len(self.pairs)))]
         n, alpha = self.window, self.r2r_alpha
         y = int(rng.integers(0, p.shape[0] - n + 1))
@@ -304,6 +318,12 @@ class Pipeline:
         dn = augment_packed(np.moveaxis(self.reader.read(p.frame_id, y, x, n), 0, -1), p.cfa, op)
         frame = normalise(dn, p.black_level, p.white_level, channel_axis=-1)
         a, b = _real_params(self.noise[p.sensor], p.iso)
+        if self.sure:
+            return {
+                "noisy": frame, "clean": frame, "a": a, "b": b, "iso": p.iso, "sensor": p.sensor,
+                "synthetic": False, "sure": True, "frame_id": p.frame_id, "ref_id": p.frame_id, "y": y, "x": x,
+                "op": op,
+            }  # fmt: skip
         noisy, target = recorrupt(frame, a, b, alpha, rng)
         scale = 1 + alpha * alpha
         return {
@@ -327,6 +347,12 @@ class Pipeline:
         }
         if self.rgb:
             out["rgb"] = np.stack([e["rgb"] for e in ex])
+        if self.sure:
+            out["sure"] = np.array([e.get("sure", False) for e in ex], bool)
+            signs = np.random.default_rng([self.seed, self.stream, k, _PROBE_KEY]).integers(
+                0, 2, out["noisy"].shape
+            )
+            out["probe"] = (2 * signs - 1).astype(np.float32)
         with self._build_lock:
             self._build[0] += 1
             self._build[1] += time.perf_counter() - t0

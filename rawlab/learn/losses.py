@@ -14,7 +14,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["gaussian_window", "l1", "loss_and_metrics", "noise_weights", "psnr", "ssim"]
+__all__ = [
+    "SURE_EPS",
+    "gaussian_window",
+    "l1",
+    "loss_and_metrics",
+    "noise_weights",
+    "psnr",
+    "ssim",
+    "sure_mse",
+]
+
+SURE_EPS = 0.05  # the divergence probe's step, in noise sigmas (training runs in float32 or bfloat16)
 
 K1, K2 = 0.01, 0.03
 
@@ -77,6 +88,30 @@ def noise_weights(clean: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     var = jnp.mean(a * jnp.maximum(clean, 0.0) + b, axis=(1, 2, 3))
     w = 1.0 / jnp.sqrt(jnp.maximum(var, 1e-12))
     return jax.lax.stop_gradient(w / jnp.mean(w))
+
+
+def sure_mse(
+    noisy: jax.Array,
+    estimate: jax.Array,
+    probed: jax.Array,
+    probe: jax.Array,
+    var: jax.Array,
+    eps: float = SURE_EPS,
+) -> jax.Array:
+    """Stein's unbiased estimate of each image's mean squared error against its unknown clean signal, ``(N,)``.
+
+    For ``y = x + n`` with independent noise of variance ``var`` per pixel (here the law at the estimate, held
+    fixed) and an estimate ``f(y)``, ``E|f(y) - x|^2 = E[|y - f(y)|^2 - sum var + 2 sum var df_i/dy_i]`` (Stein
+    1981). The divergence is estimated by one Monte-Carlo probe (Ramani, Blu & Unser 2008): ``probed`` is
+    ``f(y + eps sqrt(var) probe)`` with Rademacher signs ``probe``, so ``sum var df_i/dy_i ~ sum probe sqrt(var)
+    (probed - estimate) / eps``. Minimising it trains a denoiser without a clean target (Soltanayev & Chun,
+    NeurIPS 2018; Metzler et al. 2018), with far less variance than a recorrupted target.
+    """
+    var = jax.lax.stop_gradient(var)
+    axes = (1, 2, 3)
+    div = jnp.sum(probe * jnp.sqrt(var) * (probed - estimate), axis=axes) / eps
+    n = math.prod(noisy.shape[1:])
+    return (jnp.sum((noisy - estimate) ** 2, axis=axes) - jnp.sum(var, axis=axes) + 2 * div) / n
 
 
 def loss_and_metrics(

@@ -52,7 +52,7 @@ from ..cluster import RunOptions
 from ..errors import RawlabError
 from .configs import merge, validate
 from .configs.default import get_config as default_config
-from .losses import loss_and_metrics, noise_weights
+from .losses import SURE_EPS, loss_and_metrics, noise_weights, sure_mse
 from .modelio import CONFIG, TrainedModel, init_model, save_model
 from .normalize import Normalisation
 
@@ -80,7 +80,8 @@ _DEVICE_KEYS = ("noisy", "clean", "a", "b")
 
 def _device_batch(batch) -> dict[str, Any]:
     """What a step needs of a batch: the device keys, and the RGB truth of a joint model's batch."""
-    return {key: batch[key] for key in (*_DEVICE_KEYS, *(("rgb",) if "rgb" in batch else ()))}
+    extra = tuple(k for k in ("rgb", "sure", "probe") if k in batch)
+    return {key: batch[key] for key in (*_DEVICE_KEYS, *extra)}
 
 
 class TrainingDiverged(RawlabError):
@@ -181,7 +182,23 @@ def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any
     if "rgb" in batch:  # the joint model: linear camera RGB (noisemap input, so no inverse normalisation)
         return loss_and_metrics(out, batch["rgb"], float(loss_cfg["ssim_weight"]), weights, kind)
     estimate = norm.from_network(out, a, b)
-    return loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights, kind)
+    loss, metrics = loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights, kind)
+    if "sure" not in batch:
+        return loss, metrics
+    # Self-supervised by SURE (data.self_supervised_loss "sure"): the flagged examples' squared error against
+    # their unknown clean signal is estimated (losses.sure_mse; a second pass on the probed input), the others'
+    # (procedural, clean targets) measured; both weighted as the "mse" loss weights them.
+    var = jnp.maximum(a * jnp.maximum(estimate, 0) + b, 0)
+    probed_in = batch["noisy"] + SURE_EPS * jnp.sqrt(jax.lax.stop_gradient(var)) * batch["probe"]
+    probed = norm.from_network(module.apply(params, norm.to_network(probed_in, a, b)), a, b)
+    per = jnp.where(
+        batch["sure"],
+        sure_mse(batch["noisy"], estimate, probed, batch["probe"], var),
+        jnp.mean((estimate - batch["clean"]) ** 2, axis=(1, 2, 3)),
+    )
+    w2 = None if weights is None else weights**2 / jnp.mean(weights**2)
+    loss = jnp.mean(per) if w2 is None else jnp.mean(w2 * per)
+    return loss, {**metrics, "loss": loss}
 
 
 def train_step(state: TrainState, batch, *, module, norm, tx, schedule, loss_cfg) -> tuple[TrainState, dict]:
@@ -381,15 +398,21 @@ def input_data(cfg, store: str, workdir: Path, train_pairs, eval_pairs, noise, e
         pr = d["procedural"]
         procedural = ProceduralSource(d["crop"], seed=cfg["seed"], pool=pr["pool"], reuse=pr["reuse"],
                                       scene_size=pr["scene_size"] or None, a_range=pr.get("a_range"))  # fmt: skip
+    sure = bool(d["self_supervised"]) and d["self_supervised_loss"] == "sure"
     pipeline = Pipeline(
         fstore, train_pairs, noise, **common, synthetic_fraction=d["synthetic_fraction"],
         procedural=procedural, procedural_fraction=d["procedural_fraction"],
         augment=d["augment"], workers=d["workers"], prefetch=d["prefetch"],
-        r2r_alpha=d["r2r_alpha"] if d["self_supervised"] else None,
+        r2r_alpha=d["r2r_alpha"] if d["self_supervised"] and not sure else None, sure=sure,
     )  # fmt: skip
     if d["self_supervised"]:
-        echo(f"self-supervised (Recorrupted-to-Recorrupted, alpha {d['r2r_alpha']:g}) on {len(train_pairs)} "
-             "noisy frames; no clean frames, so no eval loss: score the model with `rawlab eval` on a paired store")  # fmt: skip
+        how = (
+            "Stein's unbiased risk estimate"
+            if sure
+            else f"Recorrupted-to-Recorrupted, alpha {d['r2r_alpha']:g}"
+        )
+        echo(f"self-supervised ({how}) on {len(train_pairs)} noisy frames; no clean frames, so no eval loss: "
+             "score the model with `rawlab eval` on a paired store")  # fmt: skip
         return pipeline, []
     if not eval_pairs:
         echo("no held-out scenes (every sensor has a single scene): no eval loss")

@@ -21,7 +21,7 @@ __all__ = ["LOSS_KINDS", "NAMES", "PRECISIONS", "load_config", "merge", "validat
 
 LOSS_KINDS = ("l1_ssim", "mse")
 PRECISIONS = ("auto", "float32", "bfloat16")
-NAMES = ("tiny", "mobile", "large", "builtin", "r2r", "joint", "joint_mobile")
+NAMES = ("tiny", "mobile", "large", "builtin", "r2r", "sure", "joint", "joint_mobile")
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -167,6 +167,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     need(cfg["precision"] in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     need(cfg["loss"]["kind"] in LOSS_KINDS, f"loss.kind must be one of {', '.join(LOSS_KINDS)}")
     if d["self_supervised"]:
+        need(
+            d["self_supervised_loss"] in ("r2r", "sure"), "data.self_supervised_loss must be 'r2r' or 'sure'"
+        )
         need(d["r2r_alpha"] > 0, "data.r2r_alpha must be positive")
         need(
             cfg["loss"]["kind"] == "mse",

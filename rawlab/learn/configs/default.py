@@ -46,6 +46,10 @@ def get_config() -> dict:
             # learns the clean signal. For sensors with no clean frames; usually with --init (fine-tuning).
             "self_supervised": False,
             "r2r_alpha": 0.5,
+            # How: "r2r" (above), or "sure": the noisy crop as it is, its squared error against the unknown clean
+            # signal estimated by Stein's unbiased risk estimate under the noise law (rawlab.learn.losses.sure_mse;
+            # a second network pass per step for the divergence), with less variance than a recorrupted target.
+            "self_supervised_loss": "r2r",
         },
         # Noise profile (rawlab.noise/1 JSON) giving (a, b) per sensor and ISO; None: fit it from the store
         # (cached in WORKDIR/noise.json) with this many bootstrap resamples. kind: the synthetic noise's model,
