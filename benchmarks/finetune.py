@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--alpha", type=float, default=None, help="R2R alpha (default: the config's)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the config's)")
     ap.add_argument("--name", default="finetuned", help="model folder under --data (a re-run resumes it)")
+    ap.add_argument("--noise", default=None, help="a noise profile to fine-tune and score with instead of the "
+                    "single-image fit (e.g. the dataset's truth.json: what the fit costs)")  # fmt: skip
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     root = args.data or Path(tempfile.mkdtemp(prefix="rawlab-finetune-"))
@@ -77,13 +79,18 @@ def main():
         )
         workdir = root / args.name
         cfg = load_config(
-            args.config, steps=args.steps, data__r2r_alpha=args.alpha, optim__learning_rate=args.lr
+            args.config,
+            steps=args.steps,
+            data__r2r_alpha=args.alpha,
+            optim__learning_rate=args.lr,
+            noise__profile=args.noise,
         )
         t = time.perf_counter()
         trained = train_and_evaluate(cfg, workdir, str(store), options=RunOptions(client=client, echo=print),
                                      init="builtin")  # fmt: skip
         print(trained.line(), f"({time.perf_counter() - t:.0f} s)", flush=True)
-        profile = workdir / "noise.json"  # the single-image fit of the noisy frames: the same for both
+        # The single-image fit of the noisy frames (or --noise): the same for both.
+        profile = args.noise or workdir / "noise.json"
         before = evaluate_store(str(full), "builtin", methods=["identity", "vst-nlm", "model"], profile=profile,
                                 options=opts)  # fmt: skip
         after = evaluate_store(str(full), str(workdir), methods=["model"], profile=profile, options=opts)
@@ -93,7 +100,7 @@ def main():
     print()
     d = cfg["data"]
     print(
-        f"{args.sensor}, held-out scenes, PSNR dB (noise from the noisy frames alone; guard on); fine-tuned "
+        f"{args.sensor}, held-out scenes, PSNR dB (noise {'from ' + args.noise if args.noise else 'from the noisy frames alone'}; guard on); fine-tuned "
         f"{args.steps} steps of {cfg['name']}, alpha {d['r2r_alpha']:g}, lr {cfg['optim']['learning_rate']:g}, "
         f"procedural fraction {d['procedural_fraction']:g}"
     )
