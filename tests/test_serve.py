@@ -111,6 +111,8 @@ def test_denoise_returns_the_same_dng_as_the_cli(server, onnx_model, dng, tmp_pa
     r = _post(server.url, dng.read_bytes(), name=dng.name)
     assert r.status_code == 200, r.text
     assert r.headers["x-rawlab-noise-source"] == "model law" and r.headers["x-rawlab-model"] == "tiny"
+    w_net, w_nlm = (float(part.split()[1]) for part in r.headers["x-rawlab-fusion"].split(", "))
+    assert 0 <= w_net <= 1 and 0 <= w_nlm <= 1 and w_net + w_nlm <= 1.001  # on the simplex (3 decimals)
     assert r.headers["content-disposition"] == f'attachment; filename="{dng.stem}-denoised.dng"'
     got = tmp_path / "got.dng"
     got.write_bytes(r.content)

@@ -35,6 +35,7 @@ class JobResult:
     noise: str | None = None
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
+    fuse_weights: tuple[float, float] | None = None  # median weights of the network and of VST+NL-means
 
 
 def _worker_main(conn, models: dict[str, str], num_threads: int) -> None:
@@ -65,7 +66,8 @@ def _worker_main(conn, models: dict[str, str], num_threads: int) -> None:
             if res.failed:
                 out = JobResult("failed", res.error, res.error_kind)
             else:
-                out = JobResult("ok", None, None, res.noise_source, res.noise, res.shape)
+                out = JobResult("ok", None, None, res.noise_source, res.noise, res.shape,
+                                fuse_weights=res.fuse_weights)  # fmt: skip
         except Exception as e:  # a bug for this file: answered as an internal error, the worker goes on
             out = JobResult("internal", f"{type(e).__name__}", "internal")
         out.seconds = time.perf_counter() - t0
