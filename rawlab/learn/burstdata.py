@@ -355,7 +355,7 @@ class BurstPipeline:
         self.source, self.crop = source, source.crop
         self.batch_size, self.seed, self.stream = int(batch_size), int(seed), int(stream)
         self.workers, self.prefetch = int(workers), max(1, int(prefetch))
-        self.sensors, self.rgb = [SENSOR], False
+        self.sensors, self.rgb, self.sure = [SENSOR], False, False
         self._build = [0, 0.0]
         self._build_lock = threading.Lock()
 
