@@ -99,9 +99,10 @@ def main():
     n = {r["iso"]: r["n_frames"] for r in before.rows}
     print()
     d = cfg["data"]
+    how = "" if d["self_supervised_loss"] == "sure" else f", alpha {d['r2r_alpha']:g}"
     print(
         f"{args.sensor}, held-out scenes, PSNR dB (noise {'from ' + args.noise if args.noise else 'from the noisy frames alone'}; guard on); fine-tuned "
-        f"{args.steps} steps of {cfg['name']}, alpha {d['r2r_alpha']:g}, lr {cfg['optim']['learning_rate']:g}, "
+        f"{args.steps} steps of {cfg['name']}{how}, lr {cfg['optim']['learning_rate']:g}, "
         f"procedural fraction {d['procedural_fraction']:g}"
     )
     print(f"{'ISO':>6} {'n':>3} {'noisy':>8} {'vst-nlm':>8} {'builtin':>8} {'fine-tuned':>10} {'gain':>7}")

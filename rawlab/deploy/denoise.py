@@ -193,12 +193,12 @@ def denoise_frame(frame, denoiser) -> Denoised:
     profile, k = residual_profile(noisy, clean, est.a, est.b)
     weights = getattr(denoiser, "guard_weights", None) if getattr(denoiser, "guard", False) else None
     guard = float(np.median(weights)) if weights else None
-    fw = (
-        getattr(denoiser, "fuse_weights", None)
-        if guard is not None and getattr(denoiser, "fuse", False)
+    fw = getattr(denoiser, "fuse_weights", None)  # empty unless the last denoise() fused
+    fused = (
+        tuple(float(v) for v in np.median(fw, axis=0))
+        if guard is not None and fw is not None and len(fw)
         else None
     )
-    fused = tuple(float(v) for v in np.median(fw, axis=0)) if fw is not None and len(fw) else None
     return Denoised(noisy, clean, mosaic, est, profile, k, guard, fused)
 
 

@@ -120,6 +120,7 @@ def loss_and_metrics(
     ssim_weight: float,
     weights: jax.Array | None = None,
     kind: str = "l1_ssim",
+    per_image: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """The loss over the batch, in the clean signal's units, and its parts.
 
@@ -127,13 +128,15 @@ def loss_and_metrics(
     :func:`noise_weights`) weight the L1 term. ``kind="mse"``: the mean squared error, each image's weighted by
     ``weights**2`` (normalised to mean 1): an error of one noise sigma costs the same at every ISO, as for L1.
     L2 is the loss a target with zero-mean noise needs (self-supervised training): its minimiser is the
-    expected target, the clean signal. The reported ``l1`` and ``psnr`` are never weighted.
+    expected target, the clean signal. ``per_image`` (``(N,)``, kind ``mse`` only) replaces each image's
+    squared error by another estimate of it (:func:`sure_mse` where the target is unknown). The reported
+    ``l1`` and ``psnr`` are never weighted.
     """
     per_l1 = l1(estimate, clean)
     e_l1 = jnp.mean(per_l1)
     e_ssim = jnp.mean(ssim(estimate, clean))
     if kind == "mse":
-        per_mse = jnp.mean((estimate - clean) ** 2, axis=(1, 2, 3))
+        per_mse = jnp.mean((estimate - clean) ** 2, axis=(1, 2, 3)) if per_image is None else per_image
         w2 = None if weights is None else weights**2 / jnp.mean(weights**2)
         loss = jnp.mean(per_mse) if w2 is None else jnp.mean(w2 * per_mse)
     else:

@@ -182,23 +182,21 @@ def _loss(params, batch, *, module, norm: Normalisation, loss_cfg: dict[str, Any
     if "rgb" in batch:  # the joint model: linear camera RGB (noisemap input, so no inverse normalisation)
         return loss_and_metrics(out, batch["rgb"], float(loss_cfg["ssim_weight"]), weights, kind)
     estimate = norm.from_network(out, a, b)
-    loss, metrics = loss_and_metrics(estimate, batch["clean"], float(loss_cfg["ssim_weight"]), weights, kind)
-    if "sure" not in batch:
-        return loss, metrics
-    # Self-supervised by SURE (data.self_supervised_loss "sure"): the flagged examples' squared error against
-    # their unknown clean signal is estimated (losses.sure_mse; a second pass on the probed input), the others'
-    # (procedural, clean targets) measured; both weighted as the "mse" loss weights them.
-    var = jnp.maximum(a * jnp.maximum(estimate, 0) + b, 0)
-    probed_in = batch["noisy"] + SURE_EPS * jnp.sqrt(jax.lax.stop_gradient(var)) * batch["probe"]
-    probed = norm.from_network(module.apply(params, norm.to_network(probed_in, a, b)), a, b)
-    per = jnp.where(
-        batch["sure"],
-        sure_mse(batch["noisy"], estimate, probed, batch["probe"], var),
-        jnp.mean((estimate - batch["clean"]) ** 2, axis=(1, 2, 3)),
-    )
-    w2 = None if weights is None else weights**2 / jnp.mean(weights**2)
-    loss = jnp.mean(per) if w2 is None else jnp.mean(w2 * per)
-    return loss, {**metrics, "loss": loss}
+    per_image = None
+    if "sure" in batch:
+        # Self-supervised by SURE (data.self_supervised_loss "sure"; the loss kind is "mse"): the flagged
+        # examples' squared error against their unknown clean signal is estimated (losses.sure_mse; a second
+        # pass on the probed input), the others' (procedural, clean targets) measured.
+        var = jnp.maximum(a * jnp.maximum(estimate, 0) + b, 0)
+        probed_in = batch["noisy"] + SURE_EPS * jnp.sqrt(jax.lax.stop_gradient(var)) * batch["probe"]
+        probed = norm.from_network(module.apply(params, norm.to_network(probed_in, a, b)), a, b)
+        per_image = jnp.where(
+            batch["sure"],
+            sure_mse(batch["noisy"], estimate, probed, batch["probe"], var),
+            jnp.mean((estimate - batch["clean"]) ** 2, axis=(1, 2, 3)),
+        )
+    ssim_weight = float(loss_cfg["ssim_weight"])
+    return loss_and_metrics(estimate, batch["clean"], ssim_weight, weights, kind, per_image)
 
 
 def train_step(state: TrainState, batch, *, module, norm, tx, schedule, loss_cfg) -> tuple[TrainState, dict]:
