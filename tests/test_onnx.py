@@ -144,6 +144,12 @@ def test_int8_onnx_is_quantized_runs_and_says_what_it_costs(model, tmp_path):
     assert "onnx int8" in res.output and "WARNING" not in res.output
     meta = json.loads((tmp_path / "m8.onnx.json").read_text())["export"]
     assert meta["quantize"] == "int8" and "QLinearConv" in meta["ops"]
+    import onnx
+
+    q = onnx.load(str(out))  # quantised from the padded layout: no 3x3 int8 convolution under 16 filters
+    shapes = {t.name: tuple(t.dims) for t in q.graph.initializer}
+    conv3 = [shapes[n.input[3]] for n in q.graph.node if n.op_type == "QLinearConv" and shapes[n.input[3]][2] == 3]
+    assert conv3 and min(s[0] for s in conv3) >= 16
     cost = meta["parity"]["psnr_cost_db"]
     assert cost is None or abs(cost) < 3.0
     d = load_denoiser(out)
@@ -151,6 +157,38 @@ def test_int8_onnx_is_quantized_runs_and_says_what_it_costs(model, tmp_path):
     x = np.random.default_rng(0).random((64, 64, 4)).astype(np.float32) * 0.5
     y = d.denoise(x, np.full(4, 1e-3), np.full(4, 1e-5))
     assert y.shape == x.shape and np.all(np.isfinite(y))
+
+
+def test_the_int8_layout_pads_narrow_convolutions_and_keeps_the_function(model):
+    """The graph that int8 export quantises (`min_out=INT8_MIN_OUT`): every block convolution with fewer
+    output channels gets zero filters up to 16 and a Slice back, and the network is the same function (within
+    the float32 parity rule: the padded convolutions may block their sums differently)."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from rawlab.deploy.onnx import INT8_MIN_OUT, network_model
+    from rawlab.learn.modelio import load_model
+
+    m = load_model(model[0])
+    plain, wide = network_model(m), network_model(m, min_out=INT8_MIN_OUT)
+    def convs(g):  # the 3x3 convolutions' weights, in graph order
+        w = {t.name: numpy_helper.to_array(t) for t in g.graph.initializer}
+        return [(n, w[n.input[1]]) for n in g.graph.node if n.op_type == "Conv" and w[n.input[1]].shape[2] == 3]
+
+    before, after = convs(plain), convs(wide)
+    assert len(before) == len(after)
+    narrow = [i for i, (_, w) in enumerate(before) if w.shape[0] < INT8_MIN_OUT]
+    assert narrow  # the tiny U-Net's first level is 8 wide
+    sliced = {n.input[0] for n in wide.graph.node if n.op_type == "Slice"}
+    for i, ((_, w0), (node, w1)) in enumerate(zip(before, after, strict=True)):
+        k = w0.shape[0]
+        assert w1.shape[0] == (INT8_MIN_OUT if i in narrow else k)
+        assert np.array_equal(w1[:k], w0) and not w1[k:].any()  # its own filters, then zeros
+        assert (node.output[0] in sliced) == (i in narrow)  # and a Slice back to its own channels
+    x = np.random.default_rng(5).random((1, 8, 64, 48)).astype(np.float32)
+    run = [ort.InferenceSession(g.SerializeToString()).run(None, {"input": x})[0] for g in (plain, wide)]
+    assert run[0].shape == run[1].shape
+    assert np.max(np.abs(run[0] - run[1])) <= TOL
 
 
 def test_denoise_with_onnx_never_imports_jax_or_tensorflow(exported, small_synth, tmp_path, model):
