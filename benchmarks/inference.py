@@ -260,11 +260,16 @@ def main():
             _rounds(times[name]), _rounds(times["tflite int8"]), strict=True)]  # fmt: skip
         ratio = statistics.median(per_round)
         q1, _, q3 = statistics.quantiles(per_round, n=4)
-        onnx["vs_int8_tflite"] = ratio
+        # and of the fastest calls: XNNPACK's two threads lose more than ONNX Runtime's to other work on the
+        # machine (int8 TFLite's median ranged 11 to 20 ms/MP between runs, ONNX Runtime's 19 to 25), so the
+        # median ratio flatters ONNX Runtime on a busy machine; the fastest calls are the quiet machine's
+        best = min(times[name]) / min(times["tflite int8"])
+        onnx["vs_int8_tflite"], onnx["vs_int8_tflite_fastest"] = ratio, best
+        verdict = "met" if max(ratio, best) <= GOAL_ONNX_VS_INT8 else "MISSED"
         print(
             f"{name}: {onnx['ms_per_mp']:.1f} ms/MP, {ratio:.2f}x int8 TFLite's (median of {len(per_round)} rounds' "
-            f"ratios, quartiles {q1:.2f}-{q3:.2f}; goal <= {GOAL_ONNX_VS_INT8}x: "
-            f"{'met' if ratio <= GOAL_ONNX_VS_INT8 else 'MISSED'}), PSNR cost {onnx['psnr_cost_db']:+.3f} dB"
+            f"ratios, quartiles {q1:.2f}-{q3:.2f}), {best:.2f}x on the fastest calls (goal <= {GOAL_ONNX_VS_INT8}x "
+            f"on both: {verdict}), PSNR cost {onnx['psnr_cost_db']:+.3f} dB"
         )
     if args.json:
         Path(args.json).write_text(
