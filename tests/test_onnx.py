@@ -159,18 +159,23 @@ def test_int8_onnx_is_quantized_runs_and_says_what_it_costs(model, tmp_path):
     assert y.shape == x.shape and np.all(np.isfinite(y))
 
 
-def test_the_int8_layout_pads_narrow_convolutions_and_keeps_the_function(model):
-    """The graph that int8 export quantises (`min_out=INT8_MIN_OUT`): every block convolution with fewer
-    output channels gets zero filters up to 16 and a Slice back, and the network is the same function (within
-    the float32 parity rule: the padded convolutions may block their sums differently)."""
+def test_the_int8_layout_is_the_same_function_laid_out_for_int8_kernels(model):
+    """The graph that int8 export quantises (`int8_layout=True`): every block convolution with fewer than 16
+    output channels gets zero filters up to 16 and a Slice back; each up-sampling ConvTranspose becomes a 1x1
+    Conv and a channels-last pixel shuffle; and the network is the same function (within the float32 parity
+    rule: the padded and re-written convolutions may block their sums differently)."""
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from rawlab.deploy.onnx import INT8_MIN_OUT, network_model
+    from rawlab.deploy.onnx import INT8_MIN_OUT, network_model, op_types
     from rawlab.learn.modelio import load_model
 
     m = load_model(model[0])
-    plain, wide = network_model(m), network_model(m, min_out=INT8_MIN_OUT)
+    plain, wide = network_model(m), network_model(m, int8_layout=True)
+    assert "ConvTranspose" in op_types(plain) and "ConvTranspose" not in op_types(wide)
+    assert {"Transpose", "Reshape"} <= set(op_types(wide)) and set(op_types(wide)) <= BUILTIN | {
+        "Transpose", "Reshape", "Shape", "Mul"}  # fmt: skip
+
     def convs(g):  # the 3x3 convolutions' weights, in graph order
         w = {t.name: numpy_helper.to_array(t) for t in g.graph.initializer}
         return [(n, w[n.input[1]]) for n in g.graph.node if n.op_type == "Conv" and w[n.input[1]].shape[2] == 3]
