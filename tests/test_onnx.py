@@ -154,6 +154,9 @@ def test_int8_onnx_is_quantized_runs_and_says_what_it_costs(model, tmp_path):
     assert cost is None or abs(cost) < 3.0
     d = load_denoiser(out)
     assert d.kind == "onnx" and d.quantize == "int8"
+    from rawlab.deploy.runtime import describe_model
+
+    assert describe_model(out) == "m8.onnx (onnx int8)"  # what `rawlab denoise` says it ran
     x = np.random.default_rng(0).random((64, 64, 4)).astype(np.float32) * 0.5
     y = d.denoise(x, np.full(4, 1e-3), np.full(4, 1e-5))
     assert y.shape == x.shape and np.all(np.isfinite(y))

@@ -462,8 +462,8 @@ def describe_model(path: str | os.PathLike[str]) -> str:
     if p.suffix.lower() == ".onnx":
         from .onnx import read_onnx_metadata
 
-        read_onnx_metadata(p)
-        return f"{p.name} (onnx float32)"
+        q = read_onnx_metadata(p).get("export", {}).get("quantize", "none")
+        return f"{p.name} (onnx {'float32' if q == 'none' else q})"
     meta = read_metadata(p)
     return f"{p.name} (tflite {meta.get('export', {}).get('quantize', 'none')})"
 
