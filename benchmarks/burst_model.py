@@ -3,7 +3,7 @@ per sensor and ISO, for 2, 4 and 8 frames, PSNR on static bursts and on the regi
 
     python benchmarks/burst_model.py --model runs/burst [--single builtin] [--size 384x256]
                                      [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
-                                     [--isos 800,1600,3200,6400] [--out FILE.json]
+                                     [--isos 800,1600,3200,6400] [--out FILE.json] [--no-fuse]
 
 Bursts, seeds, scenes and the PSNR are :mod:`benchmarks.burst`'s; the methods and the scoring are ``rawlab eval``'s on
 bursts (:func:`rawlab.evaluation.bursts.burst_estimates`, :func:`~rawlab.evaluation.bursts.squared_errors`), which
@@ -11,9 +11,10 @@ scores bursts written to disk by ``rawlab synth --burst`` (held-out seeds and sc
 the sensor's true noise law; PSNR over the packed planes against the reference's noise-free planes clipped to
 [0, 1], from the mean squared error over the scenes). Columns: ``ref`` the reference frame; ``single`` the
 single-frame model on the reference alone (``--single``, default the shipped ``builtin``, through the deploy
-runtime with its SURE guard, as ``rawlab denoise`` runs it); ``merge`` the classical merge
+runtime with its SURE guard and fusion, as ``rawlab denoise`` runs it); ``merge`` the classical merge
 (:func:`rawlab.burst.merge_burst`, as ``rawlab burst merge``); ``model`` the burst model (``--model``, through
-:func:`rawlab.deploy.burst.denoise_burst`, as ``rawlab denoise --burst``: the aligner, the resampler, tiles).
+:func:`rawlab.deploy.burst.denoise_burst`, as ``rawlab denoise --burst``: the aligner, the resampler, tiles, the
+4 rotations, and its SURE fusion with VST+NL-means of the merge; ``--no-fuse`` runs both models unfused).
 Targets (issue 14): the burst model of 8 frames at least +1 dB over the merge and +2.5 dB over the single-frame
 model at every ISO from 800 up.
 """
@@ -49,14 +50,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--isos", default="800,1600,3200,6400")
     p.add_argument("--out", default=None)
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run both models without their SURE fusion with VST+NL-means (the default fuses)")  # fmt: skip
     args = p.parse_args()
 
     from rawlab.deploy.burst import burst_model
     from rawlab.deploy.runtime import load_denoiser
     from rawlab.synth.sensors import get_sensors
 
-    runner, frames = burst_model(args.model)
+    runner, frames = burst_model(args.model, fuse=not args.no_fuse)
     single = load_denoiser(args.single)
+    single.fuse = not args.no_fuse
     counts = (2, 4, 8)
     isos = [int(v) for v in args.isos.split(",")]
     scenes = args.scenes.split(",")
@@ -64,7 +68,8 @@ def main() -> None:
     t0 = time.perf_counter()
     print(
         f"size {args.size[0]}x{args.size[1]}, scenes {', '.join(scenes)}; single-frame {args.single}; burst model "
-        f"{args.model} (K = {frames}, step {runner.config.get('step')})"
+        f"{args.model} (K = {frames}, step {runner.config.get('step')}); "
+        + ("unfused" if args.no_fuse else "both fused with VST+NL-means by SURE")
     )
     header = (
         f"{'sensor':<14} {'ISO':>5} {'N':>2} | {'ref':>6} {'single':>6} {'merge':>6} {'model':>6} "

@@ -106,7 +106,8 @@ _GUARD_HELP = (
 _FUSE_HELP = (
     "With the guard, fuse the model's estimate with VST+NL-means tile by tile, weighted by Stein's unbiased "
     "risk estimate, so that no tile is expected to be worse than either alone (two NL-means passes, about a "
-    "third more time); --no-fuse keeps the guarded model alone."
+    "third more time); with --burst, the burst model's output with VST+NL-means of the merge, by the merge's "
+    "noise law; --no-fuse keeps the guarded model alone."
 )
 
 

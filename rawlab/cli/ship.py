@@ -175,8 +175,9 @@ def denoise(
         )  # the kind's own builtin
     if burst:
         return _denoise_bursts(
-            list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble
-        )
+            list(raws), model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble,
+            fuse and guard,
+        )  # fmt: skip
     from ..cluster import RunOptions
     from ..deploy.denoise import denoise_files
 
@@ -200,8 +201,9 @@ def denoise(
         raise SystemExit(1)
 
 
-def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble):
-    """``denoise --burst``: the frames of one burst here, or folders of bursts through Dask (a task each)."""
+def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, scheduler, workers, ensemble, fuse):
+    """``denoise --burst``: the frames of one burst here, or folders of bursts through Dask (a task each); with
+    ``fuse``, each fused with VST+NL-means of its merge (:mod:`rawlab.deploy.burst`)."""
     import os
     import time
 
@@ -226,14 +228,14 @@ def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, schedul
         found = [(sorted(raws), os.path.basename(os.path.dirname(os.path.abspath(raws[0]))) or "burst")]
     if not found:
         raise RawlabError(f"no raw files found in {', '.join(raws)}; pass burst folders or the frames")
-    runner = burst_model(model, ensemble=ensemble)  # a bad model fails now, before any file is read
+    runner = burst_model(model, ensemble=ensemble, fuse=fuse)  # a bad model fails now, before any file is read
     outdir = output_folder(out)
     outs = [os.path.join(outdir, f"{name}.dng") for _, name in found]
     if all(dirs):
         with _reporting("denoise --burst", len(found)) as report:
             results = denoise_bursts(
                 [p for p, _ in found], outs, model, reference=reference, overwrite=overwrite,
-                options=RunOptions(scheduler=scheduler, workers=workers, **report), ensemble=ensemble,
+                options=RunOptions(scheduler=scheduler, workers=workers, **report), ensemble=ensemble, fuse=fuse,
             )  # fmt: skip
     else:
         results = [denoise_burst_files(found[0][0], outs[0], model, reference=reference, overwrite=overwrite,

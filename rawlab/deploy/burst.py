@@ -11,6 +11,15 @@ frames, the reference first) and the network run tile by tile with overlap (:fun
 through the runtime of :func:`rawlab.deploy.runtime.load_denoiser` (a model directory with JAX, or a ``.tflite``
 export). The DNG has the reference's size, CFA, levels and metadata, as ``burst merge`` writes it; it carries
 no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
+
+**Fusion** (``fuse``, on by default as in ``rawlab denoise``): a model with the merge in front is an estimator
+of the merge's clean image, and the merge has its own noise law (:meth:`rawlab.burst.merge.Merged.noise`), so
+the model's output is blended tile by tile with VST+NL-means of the merge and the merge itself by SURE, as the
+single-frame runtime does with its input (:func:`rawlab.deploy.guard.sure_fuse`; the model's divergence from
+one more pass on the probed merge, with the other frames held as they are). It is exact for a model that
+reads only the merge (the shipped ``builtin-burst``, whose ``frames_in`` is zero) and an approximation for one
+that also reads the frames; the merge's resampled noise is slightly correlated between neighbours, which SURE
+does not model. Measured on held-out photographs it adds 0.2 to 0.35 dB (README, bursts).
 """
 
 from __future__ import annotations
@@ -46,20 +55,27 @@ class BurstDenoised(BurstOutcome):
     """A burst denoised by the burst model (``denoise --burst``)."""
 
     frames_used: int = 0
+    fusion: str = ""  # "fused 40% model, 55% NL-means" (median tile weights), when fused
 
     def done(self) -> str:
         h, w = self.shape or (0, 0)
+        fused = f"; {self.fusion}" if self.fusion else ""
         return (
             f"denoised burst: {len(self.paths)} frames ({w}x{h}), {self.frames_used} used -> {self.out}; "
-            f"reference {self.reference}; noise from {self.noise} ({self.seconds:.1f} s)"
+            f"reference {self.reference}; noise from {self.noise}{fused} ({self.seconds:.1f} s)"
         )
 
 
 def burst_model(
-    path: str | os.PathLike[str], *, num_threads: int | None = None, ensemble: int = DEFAULT_ENSEMBLE
+    path: str | os.PathLike[str],
+    *,
+    num_threads: int | None = None,
+    ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ):
     """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``; it runs
-    ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them.
+    ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them, and with ``fuse``
+    blends a merge-reading model's output with VST+NL-means of the merge by SURE (module docstring).
 
     Raises
     ------
@@ -71,6 +87,7 @@ def burst_model(
 
     runner = load_denoiser(path, num_threads=num_threads)
     runner.ensemble = check_ensemble(ensemble)
+    runner.fuse = bool(fuse)
     k = burst_frames(runner.config)
     if k is None:
         raise RawlabError(
@@ -105,15 +122,18 @@ def burst_crops(source, size: int, n: int, model, *, split: str = "eval", seed: 
 
 
 def denoise_burst(
-    runner, frames: int, planes: np.ndarray, cfa: str, a, b, *, reference: int = 0
+    runner, frames: int, planes: np.ndarray, cfa: str, a, b, *, reference: int = 0, weights: list | None = None
 ) -> np.ndarray:
     """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
 
     ``runner`` and ``frames`` (``K``) are :func:`burst_model`'s; ``a``, ``b`` the reference's noise law per
     channel (normalised units). The runner's ``ensemble`` rotations of the whole input (the merge and every
-    frame alike) are denoised and averaged (:func:`rawlab.deploy.ensemble.self_ensemble`).
+    frame alike) are denoised and averaged (:func:`rawlab.deploy.ensemble.self_ensemble`). With the runner's
+    ``fuse`` and a model that reads the merge, the result is fused with VST+NL-means of the merge by SURE
+    (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, NL-means).
     """
     from ..learn.burstdata import burst_input
+    from .guard import EPS, _derivative, _probe, classical_estimate, sure_fuse
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
@@ -133,6 +153,17 @@ def denoise_burst(
         return run_tiled(net, planes, t["size"], t["overlap"], batch=runner.batch)
 
     out = self_ensemble(image, x, cfa, runner.ensemble)
+    if merged and getattr(runner, "fuse", False):
+        merge, am, bm = x[..., :4], an[:4], bn[:4]  # the merge is the observation, with its own law
+        sd = np.sqrt(np.maximum(am * np.maximum(out, 0) + bm, 0))
+        signs, probe = _probe(merge, sd, EPS, seed=0)
+        probed = x.copy()
+        probed[..., :4] = probe
+        d_out = _derivative(signs, sd, out, self_ensemble(image, probed, cfa, runner.ensemble), EPS)
+        out, w = sure_fuse(merge, [(out, d_out), classical_estimate(merge, am, bm)], am, bm, tile=t["size"],
+                           overlap=t["overlap"])  # fmt: skip
+        if weights is not None:
+            weights.append(w)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 
@@ -158,7 +189,11 @@ def denoise_burst_files(
         est = noise_for_frame(runner, ref.info, planes[reference])
         res.noise = est.describe()
         res.frames_used = min(len(frames), k)
-        clean = denoise_burst(runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference)
+        weights: list = []
+        clean = denoise_burst(runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights)
+        if weights:
+            model_w, nlm_w = np.median(np.concatenate(weights), axis=0)
+            res.fusion = f"fused {model_w:.0%} model, {nlm_w:.0%} NL-means of the merge"
         return clean, {"software": f"rawlab {__version__} denoise --burst ({len(frames)} frames)"}
 
     return burst_to_dng(res, out, denoise, overwrite=overwrite, what="denoised burst")
@@ -174,10 +209,12 @@ def denoise_bursts(
     options: RunOptions | None = None,
     on_result: Callable[[BurstDenoised], None] | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool = True,
 ) -> list[BurstDenoised]:
     """Denoise many bursts with the burst model ``model``, one Dask task each (as ``burst merge`` runs folders:
     :func:`rawlab.burst.files.run_bursts`; each worker loads the model once); results in input order, a burst
-    that failed carries the reason; each burst through ``ensemble`` rotations (:func:`burst_model`).
+    that failed carries the reason; each burst through ``ensemble`` rotations and, with ``fuse``, fused with
+    VST+NL-means of its merge (:func:`burst_model`).
 
     Raises
     ------
@@ -187,17 +224,18 @@ def denoise_bursts(
     from ..burst.files import run_bursts
 
     return run_bursts(
-        _task, bursts, outs, (os.fspath(model), reference, overwrite, ensemble), name="denoise-burst", options=options,
+        _task, bursts, outs, (os.fspath(model), reference, overwrite, ensemble, fuse), name="denoise-burst",
+        options=options,
         on_result=on_result, result=BurstDenoised,
     )  # fmt: skip
 
 
 @lru_cache(maxsize=2)
-def _worker_model(model: str, ensemble: int):
-    return burst_model(model, ensemble=ensemble)
+def _worker_model(model: str, ensemble: int, fuse: bool):
+    return burst_model(model, ensemble=ensemble, fuse=fuse)
 
 
-def _task(paths, out, model, reference, overwrite, ensemble) -> BurstDenoised:
+def _task(paths, out, model, reference, overwrite, ensemble, fuse) -> BurstDenoised:
     return denoise_burst_files(
-        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model, ensemble)
+        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model, ensemble, fuse)
     )

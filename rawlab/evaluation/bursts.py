@@ -252,8 +252,8 @@ def evaluate_bursts(
     guard
         Run the single-frame model with its SURE guard (default), as ``rawlab denoise`` does.
     fuse
-        With the guard, fuse the single-frame model with VST+NL-means by SURE (default), as ``rawlab denoise``
-        does.
+        With the guard, fuse the single-frame model with VST+NL-means by SURE (default), and the burst model
+        with VST+NL-means of its merge, as ``rawlab denoise`` (``--burst``) does.
     ensemble
         The rotations of each frame (burst) that models loaded here average (:mod:`rawlab.deploy.ensemble`), as
         ``rawlab denoise`` (``--burst``) does.
@@ -296,7 +296,7 @@ def evaluate_bursts(
         models["single"] = getattr(single, "name", None) or type(single).__name__
     if isinstance(burst_model, (str, os.PathLike)):
         models["burst"] = os.fspath(burst_model)
-        burst_model = _load_burst_model(burst_model, ensemble)
+        burst_model = _load_burst_model(burst_model, ensemble, fuse=guard and fuse)
     if burst_model is not None:
         models["burst_frames"] = int(burst_model[1])
         models["burst"] = models["burst"] or type(burst_model[0]).__name__
@@ -347,9 +347,11 @@ def evaluate_bursts(
     return result
 
 
-def _load_burst_model(path: str | os.PathLike[str], ensemble: int = DEFAULT_ENSEMBLE) -> tuple[Any, int]:
-    """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it, or a message naming
-    ``--burst-model``."""
+def _load_burst_model(
+    path: str | os.PathLike[str], ensemble: int = DEFAULT_ENSEMBLE, *, fuse: bool = True
+) -> tuple[Any, int]:
+    """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it (``fuse``: with VST+NL-means of
+    its merge, :mod:`rawlab.deploy.burst`), or a message naming ``--burst-model``."""
     from ..deploy.runtime import load_denoiser as load_deployed
     from ..learn.bursttrain import burst_frames
     from ..learn.modelio import resolve_model
@@ -361,6 +363,7 @@ def _load_burst_model(path: str | os.PathLike[str], ensemble: int = DEFAULT_ENSE
         )
     runner = load_deployed(path)
     runner.ensemble = check_ensemble(ensemble)
+    runner.fuse = fuse
     k = burst_frames(runner.config)
     if k is None:
         raise RawlabError(
