@@ -8,7 +8,8 @@ moved by a whole Bayer period (the aligner still searches every tile at every le
 Poisson-Gaussian noise at a high-ISO law; what is timed is what ``rawlab burst merge`` and ``rawlab denoise
 --burst`` run between reading the frames and writing the DNG: :func:`rawlab.burst.merge_burst` (align and merge),
 :func:`rawlab.deploy.burst.denoise_burst` (with the merge in front when the model has it: align, merge, resample
-the frames, the network tile by tile) and the single-frame runtime's ``denoise`` on the reference.
+the frames, the network tile by tile, 4 rotations, and by default the SURE fusion with VST+NL-means of the merge;
+also timed without it) and the single-frame runtime's ``denoise`` on the reference.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     x = make_burst(w, h, args.frames)
     a4, b4 = np.full(4, A, np.float32), np.full(4, B, np.float32)
     runner, k = burst_model(args.model)
+    unfused, _ = burst_model(args.model, fuse=False)
     single = load_denoiser(args.single)
     mp = w * h / 1e6
     print(f"{args.frames} frames of {w}x{h} ({mp:.1f} MP), burst model {args.model} (K = {k}), medians of "
@@ -64,6 +66,7 @@ def main() -> None:
     rows = [
         ("merge (rawlab burst merge)", lambda: merge_burst(x, a4, b4, cfa="RGGB")),
         ("burst model (rawlab denoise --burst)", lambda: denoise_burst(runner, k, x, "RGGB", a4, b4)),
+        ("burst model, --no-fuse", lambda: denoise_burst(unfused, k, x, "RGGB", a4, b4)),
         (f"single-frame {args.single} on the reference", lambda: single.denoise(np.moveaxis(x[0], 0, -1), a4, b4)),
     ]  # fmt: skip
     base = None
