@@ -48,6 +48,22 @@ def test_export_writes_builtin_ops_with_rgb_output_and_parity(joint):
     assert meta["config"]["model"]["spec"]["head"] == "rgb"
 
 
+def test_the_int8_layout_of_the_joint_model_is_the_same_function(joint):
+    """The joint model's int8 layout (narrow top level placed and added, the RGB head reading the wide top
+    block) computes what the plain graph does, within the float32 parity rule."""
+    import onnxruntime as ort
+
+    from rawlab.deploy.onnx import network_model
+    from rawlab.learn.modelio import load_model
+
+    m = load_model(joint[0])
+    x = np.random.default_rng(2).random((1, 8, 32, 48)).astype(np.float32)
+    plain, wide = (ort.InferenceSession(network_model(m, int8_layout=k).SerializeToString()).run(None, {"input": x})[0]
+                   for k in (False, True))  # fmt: skip
+    assert plain.shape == wide.shape == (1, 3, 64, 96)
+    assert np.max(np.abs(plain - wide)) <= FP32_TOLERANCE
+
+
 def test_int8_export_stays_close_to_jax_and_demosaics(joint, small_synth, tmp_path):
     """``--quantize int8`` of the joint model: static QOperator int8 like the Bayer models, within 40 dB of JAX
     on its parity crops (uint8 activations step about 1/255 of their range, about 59 dB of rounding error at the
