@@ -57,11 +57,11 @@ moments of several frames at one ISO, with standard errors from a bootstrap over
 
 Measured (``benchmarks/noise_estimate.py``, 384x512 mosaic): on eight photographs and three real raw crops
 recorded by eight sensors none of this was tuned on (``a`` 1.3e-5 to 3.9e-2, 146 frames), median ``|da|/a``
-12.6 % (real crops 10.4 %) and ``|db|/b`` 51.5 % (the estimator before the prior, half-octave classes and the
-red and blue: 14.0 % and 69.8 %). ``b`` is identifiable only where the frame has smooth signal near black:
-on the 42 frames whose Cramer-Rao bound for ``b`` is at most 10 %, ``|db|/b`` is 10.8 % (75 frames at most
-25 %: 16.1 %); beyond that the frame cannot say and the error is the prior's (a factor of a few) or texture
-in the shadows read as ``b``. ``kappa`` was chosen on the same photographs recorded by ten other random
+10.3 % (real crops 9.7 %) and ``|db|/b`` 49.4 % (the estimator before the prior, half-octave classes and the
+red and blue: 14.0 % and 69.8 %; with the earlier prior of the five ELD cameras: 12.6 % and 51.5 %). ``b`` is
+identifiable only where the frame has smooth signal near black: on the 42 frames whose Cramer-Rao bound for
+``b`` is at most 10 %, ``|db|/b`` is 12.1 %; beyond that the frame cannot say and the error is the prior's (a
+factor of a few) or texture in the shadows read as ``b``. ``kappa`` was chosen on the same photographs recorded by ten other random
 sensors (``--sensors tune``). A star field (hubble_deep_field) and dead-leaves texture still fool ``a``.
 """
 
