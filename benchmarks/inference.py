@@ -17,7 +17,8 @@ Exports the model four ways (``rawlab export``), then, on one fixed tile shape `
   :func:`rawlab.deploy.crops.synthetic_crops`), and its cost against JAX.
 
 Goals for the ``mobile`` model: int8 at least 2.5x faster than float32, at most 0.3 dB PSNR below JAX; ONNX
-Runtime (float32) at most 1.5x the ms/MP of int8 TFLite (issue #16).
+Runtime at most 1.5x the ms/MP of int8 TFLite (issue #16; judged for ONNX int8 and float32 alike, on the median
+of the per-round ratios and on the fastest calls).
 Without ``--model`` an initialised ``--arch`` model with perturbed weights is used: its speed is
 representative, its PSNR cost is not (only a trained model's is).
 """
@@ -221,9 +222,12 @@ def main():
         print(f"int8 calibrated on {calibrated['tflite int8']}")
 
     times, imported = time_isolated(specs, args.threads, inputs[0], args.repeats)
-    print("timed in one process per runtime; each imported: " + "; ".join(
-        f"{name}: {', '.join(mods) or 'none of ' + '/'.join(HEAVY)}" for name, mods in imported.items()
-    ))
+    print(
+        "timed in one process per runtime; each imported: "
+        + "; ".join(
+            f"{name}: {', '.join(mods) or 'none of ' + '/'.join(HEAVY)}" for name, mods in imported.items()
+        )
+    )
 
     rows = []
     for name, run in runtimes.items():

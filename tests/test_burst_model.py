@@ -268,7 +268,9 @@ def test_denoise_burst_defaults_to_the_builtin_burst_model(bursts, tmp_path):
     assert "denoised burst: 3 frames (128x96), 3 used" in res.output
     assert "NL-means of the merge" in res.output  # fused by default
     assert (tmp_path / "burst_iso3200.dng").exists()
-    res = CliRunner().invoke(main, ["denoise", "--burst", *frames, "--no-fuse", "--out", str(tmp_path / "nf")])
+    res = CliRunner().invoke(
+        main, ["denoise", "--burst", *frames, "--no-fuse", "--out", str(tmp_path / "nf")]
+    )
     assert res.exit_code == 0, res.output
     assert "3 used" in res.output and "NL-means" not in res.output
 

@@ -202,7 +202,9 @@ def test_prior_constants_and_law():
     assert 0.4 < prior.S < 1.0
 
 
-@pytest.mark.skipif(not DARKTABLE.is_file(), reason="../shared/noise-anchors is not present beside this checkout")
+@pytest.mark.skipif(
+    not DARKTABLE.is_file(), reason="../shared/noise-anchors is not present beside this checkout"
+)
 def test_prior_constants_are_those_the_darktable_profiles_give():
     c1, c0, s, (lo, hi) = prior.fit_darktable(DARKTABLE)
     assert (round(c1, 3), round(c0, 3), round(s, 2)) == (prior.C1, prior.C0, prior.S)

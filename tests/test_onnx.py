@@ -148,7 +148,9 @@ def test_int8_onnx_is_quantized_runs_and_says_what_it_costs(model, tmp_path):
 
     q = onnx.load(str(out))  # quantised from the padded layout: no 3x3 int8 convolution under 16 filters
     shapes = {t.name: tuple(t.dims) for t in q.graph.initializer}
-    conv3 = [shapes[n.input[3]] for n in q.graph.node if n.op_type == "QLinearConv" and shapes[n.input[3]][2] == 3]
+    conv3 = [
+        shapes[n.input[3]] for n in q.graph.node if n.op_type == "QLinearConv" and shapes[n.input[3]][2] == 3
+    ]
     assert conv3 and min(s[0] for s in conv3) >= 16
     cost = meta["parity"]["psnr_cost_db"]
     assert cost is None or abs(cost) < 3.0

@@ -228,7 +228,9 @@ def _denoise_bursts(raws, model, out, fmt, overwrite, strict, reference, schedul
         found = [(sorted(raws), os.path.basename(os.path.dirname(os.path.abspath(raws[0]))) or "burst")]
     if not found:
         raise RawlabError(f"no raw files found in {', '.join(raws)}; pass burst folders or the frames")
-    runner = burst_model(model, ensemble=ensemble, fuse=fuse)  # a bad model fails now, before any file is read
+    runner = burst_model(
+        model, ensemble=ensemble, fuse=fuse
+    )  # a bad model fails now, before any file is read
     outdir = output_folder(out)
     outs = [os.path.join(outdir, f"{name}.dng") for _, name in found]
     if all(dirs):

@@ -122,7 +122,15 @@ def burst_crops(source, size: int, n: int, model, *, split: str = "eval", seed: 
 
 
 def denoise_burst(
-    runner, frames: int, planes: np.ndarray, cfa: str, a, b, *, reference: int = 0, weights: list | None = None
+    runner,
+    frames: int,
+    planes: np.ndarray,
+    cfa: str,
+    a,
+    b,
+    *,
+    reference: int = 0,
+    weights: list | None = None,
 ) -> np.ndarray:
     """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
 
@@ -190,7 +198,9 @@ def denoise_burst_files(
         res.noise = est.describe()
         res.frames_used = min(len(frames), k)
         weights: list = []
-        clean = denoise_burst(runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights)
+        clean = denoise_burst(
+            runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights
+        )
         if weights:
             model_w, nlm_w = np.median(np.concatenate(weights), axis=0)
             res.fusion = f"fused {model_w:.0%} model, {nlm_w:.0%} NL-means of the merge"
@@ -237,5 +247,10 @@ def _worker_model(model: str, ensemble: int, fuse: bool):
 
 def _task(paths, out, model, reference, overwrite, ensemble, fuse) -> BurstDenoised:
     return denoise_burst_files(
-        paths, out, model, reference=reference, overwrite=overwrite, runner=_worker_model(model, ensemble, fuse)
+        paths,
+        out,
+        model,
+        reference=reference,
+        overwrite=overwrite,
+        runner=_worker_model(model, ensemble, fuse),
     )

@@ -159,7 +159,8 @@ class GraphBuilder:
         return model
 
 
-Placement = tuple[int, int]  # (offset, total): a tensor's channels sit at [offset, offset + n) of total, zeros elsewhere
+# (offset, total): a tensor's channels sit at [offset, offset + n) of total channels, zeros elsewhere
+Placement = tuple[int, int]
 
 
 def _conv(
@@ -191,7 +192,9 @@ def _conv(
     w = g.const(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), "w")
     inputs = [x, w] + ([g.const(bias, "b")] if "bias" in p or out_at is not None else [])
     kh, kw = kernel.shape[:2]
-    y = g.op("Conv", inputs, "conv", kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad])
+    y = g.op(
+        "Conv", inputs, "conv", kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad]
+    )
     return _channels(g, y, 0, n_out) if sliced else y
 
 
@@ -213,7 +216,9 @@ def _channels(g: GraphBuilder, x: str, start: int, stop: int) -> str:
     return g.op("Slice", [x, *ints], "channels")
 
 
-def _conv_transpose(g: GraphBuilder, x: str, p, *, shuffle: bool = False, out_at: Placement | None = None) -> str:
+def _conv_transpose(
+    g: GraphBuilder, x: str, p, *, shuffle: bool = False, out_at: Placement | None = None
+) -> str:
     # flax ConvTranspose (transpose_kernel=False) is lax.conv_transpose: the input dilated by the stride and
     # correlated with the kernel as stored; ONNX ConvTranspose scatters with the kernel, i.e. the same
     # thing with the kernel flipped in space. Weights (in, out, kh, kw).
@@ -293,7 +298,11 @@ def unet_onnx(g: GraphBuilder, x: str, spec, params, *, int8_layout: bool = Fals
     skips, h = [], x
     for i in range(levels):
         if i > 0:
-            h = act(_conv(g, h, p[f"Conv_{i - 1}"], stride=2, x_at=(w0, INT8_MIN_OUT) if place and i == 1 else None))
+            h = act(
+                _conv(
+                    g, h, p[f"Conv_{i - 1}"], stride=2, x_at=(w0, INT8_MIN_OUT) if place and i == 1 else None
+                )
+            )
         h = block(h, i, i, out_at=(w0, INT8_MIN_OUT) if place and i == 0 else None)
         if i == 0 and frames is not None:
             h = g.op("Add", [h, _conv(g, frames, p["frames_in"], pad=1)], "frames_in")
