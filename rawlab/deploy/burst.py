@@ -42,12 +42,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BurstDenoised",
+    "NotABurstModel",
     "burst_crops",
     "burst_model",
     "denoise_burst",
     "denoise_burst_files",
     "denoise_bursts",
 ]
+
+
+class NotABurstModel(RawlabError):
+    """:func:`burst_model` was given a single-frame denoiser."""
 
 
 @dataclass
@@ -90,7 +95,7 @@ def burst_model(
     runner.fuse = bool(fuse)
     k = burst_frames(runner.config)
     if k is None:
-        raise RawlabError(
+        raise NotABurstModel(
             f"--model {os.fspath(path)} is a single-frame denoiser, not a burst model; pass a burst model's "
             "directory (rawlab burst train --workdir) or drop --burst"
         )
@@ -141,7 +146,7 @@ def denoise_burst(
     (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, NL-means).
     """
     from ..learn.burstdata import burst_input
-    from .guard import EPS, _derivative, _probe, classical_estimate, sure_fuse
+    from .guard import classical_estimate, probed_estimate, sure_fuse
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
@@ -160,18 +165,20 @@ def denoise_burst(
 
         return run_tiled(net, planes, t["size"], t["overlap"], batch=runner.batch)
 
-    out = self_ensemble(image, x, cfa, runner.ensemble)
-    if merged and getattr(runner, "fuse", False):
-        merge, am, bm = x[..., :4], an[:4], bn[:4]  # the merge is the observation, with its own law
-        sd = np.sqrt(np.maximum(am * np.maximum(out, 0) + bm, 0))
-        signs, probe = _probe(merge, sd, EPS, seed=0)
-        probed = x.copy()
-        probed[..., :4] = probe
-        d_out = _derivative(signs, sd, out, self_ensemble(image, probed, cfa, runner.ensemble), EPS)
-        out, w = sure_fuse(merge, [(out, d_out), classical_estimate(merge, am, bm)], am, bm, tile=t["size"],
-                           overlap=t["overlap"])  # fmt: skip
-        if weights is not None:
-            weights.append(w)
+    if not (merged and runner.fuse):
+        return np.ascontiguousarray(np.moveaxis(self_ensemble(image, x, cfa, runner.ensemble), -1, 0))
+    merge, am, bm = x[..., :4], an[:4], bn[:4]  # the merge is the observation, with its own law
+
+    def on_merge(m: np.ndarray) -> np.ndarray:  # the model with the merge replaced, the frames as they are
+        xm = x.copy()
+        xm[..., :4] = m
+        return self_ensemble(image, xm, cfa, runner.ensemble)
+
+    model = probed_estimate(on_merge, merge, am, bm, seed=0)
+    out, w = sure_fuse(merge, [model, classical_estimate(merge, am, bm)], am, bm, tile=t["size"],
+                       overlap=t["overlap"])  # fmt: skip
+    if weights is not None:
+        weights.append(w)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 

@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["EPS", "classical_estimate", "simplex_weights", "sure_blend", "sure_fuse"]
+__all__ = ["EPS", "classical_estimate", "probed_estimate", "simplex_weights", "sure_blend", "sure_fuse"]
 
 EPS = 0.02  # perturbation in noise sigmas: small for the finite difference, far above float32 rounding
 
@@ -102,18 +102,26 @@ def sure_blend(
     return y - wb * r, w, (1 - wb) + wb * _derivative(signs, sd, f, f2, eps)
 
 
+def probed_estimate(
+    run: Callable[[np.ndarray], np.ndarray], y: np.ndarray, a, b, *, eps: float = EPS, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """A denoiser's estimate ``run(y)`` of ``y`` ``(h, w, c)`` (``Var[y] = a x + b``) and its per-pixel
+    derivative ``d F_i / d y_i`` from one more pass on the probed input, for :func:`sure_fuse`."""
+    y = np.asarray(y, np.float32)
+    f = np.asarray(run(y), np.float32)
+    sd = np.sqrt(np.maximum(np.asarray(a, np.float32) * np.maximum(f, 0) + np.asarray(b, np.float32), 0))
+    signs, probe = _probe(y, sd, eps, seed)
+    return f, _derivative(signs, sd, f, np.asarray(run(probe), np.float32), eps)
+
+
 def classical_estimate(
     y: np.ndarray, a, b, *, method: str = "vst-nlm", eps: float = EPS, seed: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """A classical denoiser's estimate of packed planes ``y`` ``(h, w, 4)`` and its per-pixel derivative
-    ``d F_i / d y_i`` (one more pass on the probed input), for :func:`sure_fuse`."""
+    (:func:`probed_estimate`), for :func:`sure_fuse`."""
     from .classical import denoise_baseline
 
-    y = np.asarray(y, np.float32)
-    f = denoise_baseline(method, y, a, b)
-    sd = np.sqrt(np.maximum(np.asarray(a, np.float32) * np.maximum(f, 0) + np.asarray(b, np.float32), 0))
-    signs, probe = _probe(y, sd, eps, seed)
-    return f, _derivative(signs, sd, f, denoise_baseline(method, probe, a, b), eps)
+    return probed_estimate(lambda v: denoise_baseline(method, v, a, b), y, a, b, eps=eps, seed=seed)
 
 
 def simplex_weights(g: np.ndarray, v: np.ndarray) -> np.ndarray:

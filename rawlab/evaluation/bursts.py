@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..cluster import RunOptions
-from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
+from ..deploy.ensemble import DEFAULT_ENSEMBLE
 from ..errors import RawlabError
 from .burst_sources import BurstCase, find_bursts, load_case
 
@@ -352,8 +352,7 @@ def _load_burst_model(
 ) -> tuple[Any, int]:
     """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it (``fuse``: with VST+NL-means of
     its merge, :mod:`rawlab.deploy.burst`), or a message naming ``--burst-model``."""
-    from ..deploy.runtime import load_denoiser as load_deployed
-    from ..learn.bursttrain import burst_frames
+    from ..deploy.burst import NotABurstModel, burst_model
     from ..learn.modelio import resolve_model
 
     if not resolve_model(path).exists():
@@ -361,16 +360,13 @@ def _load_burst_model(
             f"--burst-model {os.fspath(path)} does not exist; pass the --workdir of `rawlab burst train` or its "
             "export"
         )
-    runner = load_deployed(path)
-    runner.ensemble = check_ensemble(ensemble)
-    runner.fuse = fuse
-    k = burst_frames(runner.config)
-    if k is None:
+    try:
+        return burst_model(path, ensemble=ensemble, fuse=fuse)
+    except NotABurstModel:
         raise RawlabError(
             f"--burst-model {os.fspath(path)} is a single-frame denoiser, not a burst model; pass it as --model "
             "(column single) and a `rawlab burst train` workdir as --burst-model"
-        )
-    return runner, k
+        ) from None
 
 
 def _psnr_or_none(sse_count: tuple[float, int] | None) -> float | None:
