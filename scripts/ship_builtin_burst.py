@@ -27,7 +27,9 @@ UNTRAINED = (
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", default=None, help="a trained `rawlab burst train` workdir (default: untrained start)")
+    p.add_argument(
+        "--run", default=None, help="a trained `rawlab burst train` workdir (default: untrained start)"
+    )
     args = p.parse_args()
 
     from rawlab.learn.bursttrain import burst_init, load_burst_config

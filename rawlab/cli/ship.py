@@ -109,8 +109,10 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     show_default=True,
     help="bayer: a denoised raw (or its preview). rgb: demosaic and denoise with a joint model (without --model "
     "the one shipped inside rawlab, builtin-joint; or yours, `rawlab train --config joint`) into clean linear "
-    "camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an sRGB preview; the SURE guard (a "
-    "Bayer denoiser's) is not applied.",
+    "camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an sRGB preview. For a joint model "
+    "that denoises first (builtin-joint, --config joint_mobile; a model directory), the guard and the fusion "
+    "act on its Bayer part and its demosaic reads their result (-0.1 to +0.9 dB on held-out photographs, at "
+    "about 2.5x the time); other joint models and exported files run the network alone.",
 )
 @click.option(
     "--burst",

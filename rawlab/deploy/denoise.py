@@ -191,15 +191,21 @@ def denoise_frame(frame, denoiser) -> Denoised:
     dn = np.round(clean * span[:, None, None] + black[:, None, None])
     mosaic = unpack(np.clip(dn, 0, info.white_level).astype(np.uint16), info.cfa)
     profile, k = residual_profile(noisy, clean, est.a, est.b)
+    return Denoised(noisy, clean, mosaic, est, profile, k, *_median_weights(denoiser))
+
+
+def _median_weights(denoiser) -> tuple[float | None, tuple[float, float] | None]:
+    """The SURE guard's median tile weight and the fusion's median weights (network, NL-means) of the
+    denoiser's last frame; None where it did not guard or fuse."""
     weights = getattr(denoiser, "guard_weights", None) if getattr(denoiser, "guard", False) else None
     guard = float(np.median(weights)) if weights else None
-    fw = getattr(denoiser, "fuse_weights", None)  # empty unless the last denoise() fused
+    fw = getattr(denoiser, "fuse_weights", None)  # empty unless the last frame fused
     fused = (
         tuple(float(v) for v in np.median(fw, axis=0))
         if guard is not None and fw is not None and len(fw)
         else None
     )
-    return Denoised(noisy, clean, mosaic, est, profile, k, guard, fused)
+    return guard, fused
 
 
 @dataclass
@@ -208,6 +214,8 @@ class Demosaiced:
 
     rgb: np.ndarray  # (H, W, 3) float32, normalised camera RGB before white balance
     noise: Any  # NoiseEstimate
+    guard_weight: float | None = None  # a joint model that denoises first: its Bayer part's, as Denoised's
+    fuse_weights: tuple[float, float] | None = None
 
 
 def demosaic_frame(frame, denoiser) -> Demosaiced:
@@ -217,7 +225,10 @@ def demosaic_frame(frame, denoiser) -> Demosaiced:
     info = frame.info
     noisy = frame.normalized()
     est = noise_for_frame(denoiser, info, noisy)
-    return Demosaiced(denoiser.demosaic(np.moveaxis(noisy, 0, -1), est.a, est.b, info.cfa), est)
+    if hasattr(denoiser, "guard_weights"):  # what an earlier frame left is not this frame's
+        denoiser.guard_weights = []
+    rgb = denoiser.demosaic(np.moveaxis(noisy, 0, -1), est.a, est.b, info.cfa)
+    return Demosaiced(rgb, est, *_median_weights(denoiser))
 
 
 def _write_rgb(path: Path, frame, result: Demosaiced, fmt: str, software: str) -> None:
@@ -310,12 +321,12 @@ def denoise_file(
         return res
     res.noise_source = result.noise.source
     res.noise = result.noise.describe()
+    res.guard_weight = result.guard_weight
+    res.fuse_weights = result.fuse_weights
     if output == "rgb":
         res.shape = tuple(result.rgb.shape[:2])
         return res
     res.residual_factor = result.residual_factor
-    res.guard_weight = result.guard_weight
-    res.fuse_weights = result.fuse_weights
     res.shape = tuple(result.mosaic.shape)
     return res
 
@@ -463,13 +474,16 @@ def denoise_files(
         (:mod:`rawlab.deploy.guard`; doubles the cost), so the network never makes an image worse.
     output
         ``"bayer"`` (a denoised raw, or its preview) or ``"rgb"``: a joint model's clean linear camera RGB
-        (``dng`` LinearRaw DNG, ``tiff`` 16-bit linear, ``png`` sRGB preview); no guard.
+        (``dng`` LinearRaw DNG, ``tiff`` 16-bit linear, ``png`` sRGB preview). The guard (and ``fuse``) act
+        on the Bayer part of a joint model that denoises first, such as ``builtin-joint``, run from its model
+        directory (:meth:`rawlab.deploy.runtime.JaxDenoiser.demosaic`); other joint models have none.
     ensemble
         Images of the self-ensemble (:mod:`rawlab.deploy.ensemble`: 1, 2, 4 or 8 rotations of each frame,
-        averaged; that many times the cost); a Bayer denoiser only.
+        averaged; that many times the cost), for a joint model too.
     fuse
         With the guard, blend the estimate tile by tile with VST+NL-means and the input by SURE
-        (:func:`rawlab.deploy.guard.sure_fuse`; two NL-means passes); a Bayer denoiser only.
+        (:func:`rawlab.deploy.guard.sure_fuse`; two NL-means passes); a Bayer denoiser, or the Bayer part of
+        a joint model that denoises first.
 
     Raises
     ------

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bayer import to_rggb
 from ..errors import RawlabError
 from .ensemble import DEFAULT_ENSEMBLE, self_ensemble
 from .guard import classical_estimate, sure_blend, sure_fuse
@@ -207,6 +208,12 @@ class _TiledDenoiser:
     # tile by tile; two passes of NL-means. False: the guarded network alone.
     fuse = True
     fuse_weights: np.ndarray  # (tiles, 2) weights of the network and of VST+NL-means of the last denoise()
+    # With the guard: denoise() also keeps the network's own (unguarded, ensembled) estimate, for demosaic().
+    keep_network = False
+    network_estimate: np.ndarray | None = None
+    # Run the network on each image flipped into the RGGB phase (rawlab.bayer.to_rggb), as the joint model
+    # runs its U-Net, and flip its estimate back: the joint model's own Bayer estimate, for demosaic().
+    rggb_phase = False
 
     @property
     def tile(self) -> dict[str, int]:
@@ -263,21 +270,32 @@ class _TiledDenoiser:
         out = np.empty_like(x)
         self.guard_weights = []
         fuse = bool(self.guard and self.fuse)
+        keep = bool(self.guard and self.keep_network)
         fuse_weights = []
+        network = np.empty_like(x) if keep else None
 
         def frame(planes: np.ndarray, an: np.ndarray, bn: np.ndarray) -> np.ndarray:
             def net(tiles):
                 return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
 
             def guarded(tiles):
-                est, w, *deriv = sure_blend(net, tiles, an, bn, derivative=fuse)
-                self.guard_weights.extend(w.tolist())
-                return np.concatenate([est, *deriv], axis=-1)  # with fuse: the derivatives travel along
+                seen: list[np.ndarray] = []  # the network's first pass is its estimate f(y)
 
-            return run_tiled(
-                guarded if self.guard else net, planes, t["size"], t["overlap"], batch=self.batch,
-                out_channels=8 if fuse else 4,
+                def kept(v: np.ndarray) -> np.ndarray:
+                    seen.append(net(v))
+                    return seen[-1]
+
+                est, w, *deriv = sure_blend(kept, tiles, an, bn, derivative=fuse)
+                self.guard_weights.extend(w.tolist())
+                network = seen[:1] if keep else []  # with keep_network the network's estimate travels along
+                return np.concatenate([est, *deriv, *network], axis=-1)  # with fuse the derivatives too
+
+            flip = self.rggb_phase and cfa is not None  # a flip is its own inverse
+            est = run_tiled(
+                guarded if self.guard else net, to_rggb(planes, cfa) if flip else planes, t["size"],
+                t["overlap"], batch=self.batch, out_channels=4 * (1 + fuse + keep) if self.guard else 4,
             )  # fmt: skip
+            return np.ascontiguousarray(to_rggb(est, cfa)) if flip else est
 
         for n in range(len(x)):
             if cfa is None or self.ensemble == 1:
@@ -286,6 +304,8 @@ class _TiledDenoiser:
                 est = self_ensemble(
                     lambda p, src, n=n: frame(p, a[n][src], b[n][src]), x[n], cfa, self.ensemble
                 )
+            if keep:
+                network[n], est = est[..., -4:], est[..., :-4]
             if fuse:
                 est, w = sure_fuse(
                     x[n], [(est[..., :4], est[..., 4:]), classical_estimate(x[n], a[n], b[n])], a[n], b[n],
@@ -294,6 +314,7 @@ class _TiledDenoiser:
                 fuse_weights.append(w)
             out[n] = est
         self.fuse_weights = np.concatenate(fuse_weights) if fuse_weights else np.zeros((0, 2))
+        self.network_estimate = None if network is None else network[0] if single else network
         return out[0] if single else out
 
     @property
@@ -301,14 +322,29 @@ class _TiledDenoiser:
         """``"bayer"`` (a denoiser: :meth:`denoise`) or ``"rgb"`` (the joint model: :meth:`demosaic`)."""
         return (self.config.get("model", {}).get("spec") or {}).get("head", "bayer")
 
+    def _denoiser_part(self):
+        """The Bayer denoiser inside a joint model that denoises first, as a runtime of its own; None where the
+        runtime cannot run it alone (an exported joint model has only the RGB output)."""
+        return None
+
     def demosaic(self, x: np.ndarray, a, b, cfa: str) -> np.ndarray:
         """The joint model: packed normalised planes ``(h, w, 4)`` of a ``cfa`` mosaic with noise ``(a, b)``
         (per channel, normalised) -> clean linear camera RGB ``(2h, 2w, 3)`` float32, normalised.
 
         The planes are flipped into the RGGB phase the network knows and the RGB flipped back
         (:func:`rawlab.bayer.to_rggb`); tiles as :meth:`denoise` (output twice the input's size); the mean over
-        ``ensemble`` rotations of the mosaic (:func:`rawlab.deploy.ensemble.self_ensemble`). No SURE guard: it
-        compares an estimate with its noisy input, and the input here is a mosaic.
+        ``ensemble`` rotations of the mosaic (:func:`rawlab.deploy.ensemble.self_ensemble`).
+
+        **The guard, for a joint model that denoises first** (``model.spec.denoise_first``, such as
+        ``builtin-joint``) run from its model directory: its RGB is the fixed linear demosaic ``L`` of its Bayer
+        head's estimate ``B`` plus its RGB head's correction. The Bayer part is run alone as :meth:`denoise`
+        runs a denoiser (SURE-guarded, ensembled, fused with VST+NL-means: ``F``), and its improvement is
+        demosaicked by the same ``L``: ``RGB + L(F - B)``, where ``B`` is the Bayer part's own ensembled
+        estimate, kept from the guard's first pass. ``L`` is linear, so this is the network's RGB with ``F`` in
+        place of ``B`` under the demosaic; where the RGB head is still zero (as in ``builtin-joint``) it is
+        ``L(F)`` exactly, and the joint network need not run. ``guard_weights`` and ``fuse_weights`` are the
+        Bayer part's. Other joint models, and exports, have no guard: SURE compares an estimate with its noisy
+        input, and the input here is a mosaic.
         """
         from ..bayer import from_rggb, to_rggb
 
@@ -331,7 +367,21 @@ class _TiledDenoiser:
             rgb = run_tiled(net, xc, t["size"], t["overlap"], batch=self.batch, out_channels=3, scale=2)
             return np.ascontiguousarray(from_rggb(rgb, cfa))
 
-        return self_ensemble(frame, np.asarray(x, np.float32), cfa, self.ensemble, rgb=True)
+        x = np.asarray(x, np.float32)
+        bayer = self._denoiser_part() if self.guard else None
+        if bayer is None:
+            return self_ensemble(frame, x, cfa, self.ensemble, rgb=True)
+        bayer.guard, bayer.fuse, bayer.ensemble = True, self.fuse, self.ensemble
+        bayer.keep_network = bayer.rggb_phase = True
+        better = bayer.denoise(x, a, b, cfa)
+        self.guard_weights, self.fuse_weights = bayer.guard_weights, bayer.fuse_weights
+        name = self.config["model"]["spec"].get("demosaic", "bilinear")
+        if self._rgb_head_is_zero:
+            return _linear_demosaic(better, cfa, name)
+        rgb = self_ensemble(frame, x, cfa, self.ensemble, rgb=True)
+        return rgb + _linear_demosaic(better - bayer.network_estimate, cfa, name)
+
+    _rgb_head_is_zero = False
 
 
 class TFLiteDenoiser(_TiledDenoiser):
@@ -410,6 +460,16 @@ class TFLiteDenoiser(_TiledDenoiser):
         self.__init__(state["path"], state["meta"], state["num_threads"])
 
 
+def _linear_demosaic(planes: np.ndarray, cfa: str, name: str) -> np.ndarray:
+    """The joint model's fixed linear demosaic (:func:`rawlab.learn.models.linear_demosaic`) of packed planes
+    ``(h, w, 4)`` of a ``cfa`` mosaic, on the whole frame: RGB ``(2h, 2w, 3)`` in the mosaic's geometry."""
+    from ..bayer import from_rggb, to_rggb
+    from ..learn.models import depth_to_space, linear_demosaic
+
+    rggb = np.ascontiguousarray(to_rggb(planes, cfa))[None]
+    return np.ascontiguousarray(from_rggb(np.asarray(depth_to_space(linear_demosaic(rggb, name)))[0], cfa))
+
+
 class JaxDenoiser(_TiledDenoiser):
     """A model directory (``rawlab train --workdir``), run with JAX on the same tiles as its TFLite export."""
 
@@ -429,6 +489,24 @@ class JaxDenoiser(_TiledDenoiser):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._apply(self.model.params, batch))
+
+    @cached_property
+    def _denoiser(self) -> JaxDenoiser | None:
+        if self.head != "rgb" or not self.model.spec.denoise_first:
+            return None
+        from ..learn.modelio import denoiser_part
+
+        return JaxDenoiser(denoiser_part(self.model))
+
+    def _denoiser_part(self) -> JaxDenoiser | None:
+        return self._denoiser
+
+    @cached_property
+    def _rgb_head_is_zero(self) -> bool:  # an untrained RGB head: the joint model is its denoiser, then L
+        if self.head != "rgb":
+            return False
+        head = self.model.params["params"].get(f"Conv_{len(self.model.spec.widths)}", {})
+        return bool(head) and all(not np.any(np.asarray(v)) for v in head.values())
 
 
 def describe_model(path: str | os.PathLike[str]) -> str:

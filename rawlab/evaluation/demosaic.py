@@ -193,8 +193,8 @@ def model_denoiser(
 
 def joint_model(model: str, *, ensemble: int = DEFAULT_ENSEMBLE) -> Callable[..., np.ndarray]:
     """``fn(planes, cfa, a, b)``: a joint demosaic+denoise model (config ``joint``; a model directory, ``.tflite``
-    or ``.onnx``) as ``rawlab denoise --output rgb`` runs it (tiled, the mean of ``ensemble`` rotations, no
-    guard): ``(h, w, 4)`` normalised planes
+    or ``.onnx``) as ``rawlab denoise --output rgb`` runs it (tiled, the mean of ``ensemble`` rotations; the
+    guard and fusion on the Bayer part of a model directory that denoises first): ``(h, w, 4)`` normalised planes
     of a ``cfa`` mosaic and its law in, linear camera RGB ``(2h, 2w, 3)`` out, for :func:`run_chains`' ``joint``.
     """
     from ..deploy.runtime import load_denoiser

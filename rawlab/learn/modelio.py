@@ -39,6 +39,7 @@ __all__ = [
     "BUILTIN_JOINT",
     "SCHEMA",
     "TrainedModel",
+    "denoiser_part",
     "init_model",
     "load_model",
     "params_from",
@@ -179,6 +180,29 @@ class TrainedModel:
         noise = self.config.get("noise")
         got = NoiseProfileSet.from_dict(noise).noise_at(sensor, iso, outside="law") if noise else None
         return None if got is None else (got.a, got.b)
+
+
+def denoiser_part(model: TrainedModel) -> TrainedModel:
+    """The Bayer denoiser inside a joint model that denoises first (``model.spec.denoise_first``): the same
+    U-Net and Bayer head (:attr:`rawlab.learn.models.UNetSpec.denoiser`), without the RGB head, so that the
+    deploy runtime can run it as it runs any denoiser (guarded, fused) and demosaic its estimate.
+
+    Raises
+    ------
+    RawlabError
+        ``model`` is not a joint model that denoises first.
+    """
+    spec = model.spec
+    if not spec.denoise_first:
+        raise RawlabError(
+            f"the model {model.name!r} has no Bayer head to run alone (model.spec.denoise_first)"
+        )
+    params = {**model.params, "params": dict(model.params["params"])}
+    del params["params"][f"Conv_{len(spec.widths)}"]  # the RGB head, created after the Bayer head
+    config = json.loads(json.dumps(model.config))
+    config["model"] = {"arch": config["model"].get("arch"), "spec": spec.denoiser.to_dict()}
+    config["name"] = f"{model.name} (its denoiser)"
+    return TrainedModel(config, params)
 
 
 def init_model(config: dict[str, Any], seed: int = 0, *, abstract: bool = False) -> TrainedModel:

@@ -92,6 +92,14 @@ class UNetSpec:
         return c if isinstance(c, int) else c[level]
 
     @property
+    def denoiser(self) -> UNetSpec:
+        """The Bayer denoiser inside a joint model that denoises first (``denoise_first``): the same U-Net with
+        only the Bayer head, whose parameters are the joint model's less its RGB head."""
+        return dataclasses.replace(
+            self, head="bayer", out_channels=4, denoise_first=False, demosaic="bilinear"
+        )
+
+    @property
     def multiple(self) -> int:
         """Input height and width (packed pixels) must be a multiple of this."""
         return 2 ** (len(self.widths) - 1)

@@ -497,9 +497,7 @@ def initial_params(init: str, fresh: TrainedModel) -> tuple[TrainedModel, dict[s
     from .modelio import load_model, params_from
 
     other = load_model(init)
-    grown = fresh.spec.denoise_first and other.spec == replace(
-        fresh.spec, head="bayer", out_channels=4, denoise_first=False, demosaic="bilinear"
-    )
+    grown = fresh.spec.denoise_first and other.spec == fresh.spec.denoiser
     for key, mine, theirs in (
         ("model", fresh.config["model"]["spec"], other.config["model"]["spec"]),
         ("normalisation", fresh.config["normalisation"], other.config.get("normalisation")),
