@@ -5,7 +5,7 @@
 
 Without ``--run`` the model is config ``joint_mobile``'s (the ``mobile`` U-Net with the Bayer head and the RGB
 head, ``model.spec.denoise_first``) with every parameter of the built-in denoiser and a zero RGB head: the
-built-in denoiser followed by the Malvar-He-Cutler demosaic. Either way the config gains the built-in model's sensor
+built-in denoiser followed by the fixed least-squares linear demosaic (``rawlab.learn.lsdemosaic``). Either way the config gains the built-in model's sensor
 noise laws and a ``builtin`` block saying how it was made.
 """
 
@@ -17,7 +17,7 @@ import time
 
 UNTRAINED = (
     "config joint_mobile's model started from the built-in denoiser (rawlab train --init builtin), not trained: "
-    "the built-in denoiser, then the Malvar-He-Cutler demosaic"
+    "the built-in denoiser, then the fixed least-squares linear demosaic (model.spec.demosaic 'ls')"
 )
 
 

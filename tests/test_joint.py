@@ -252,20 +252,23 @@ def _unpack_rggb(planes: np.ndarray) -> np.ndarray:
     return mosaic
 
 
-def test_a_joint_model_started_from_the_builtin_is_the_builtin_denoiser_then_mhc(tmp_path):
+def test_a_joint_model_started_from_the_builtin_is_the_builtin_denoiser_then_its_demosaic(tmp_path):
     """``rawlab train --config joint_mobile --init builtin`` (``model.spec.denoise_first``): the start's network
-    is the built-in denoiser's network followed by the Malvar-He-Cutler demosaic, to float32 rounding; the
+    is the built-in denoiser's network followed by the fitted linear demosaic (``ls``, computed here by NumPy's
+    :func:`rawlab.learn.lsdemosaic.demosaic_planes`, not the network's convolution), to float32 rounding; the
     shipped ``builtin-joint`` is a model of that spec made from it, with the built-in noise laws; a denoiser of
     another U-Net is refused with the reason."""
     from rawlab.errors import RawlabError
+    from rawlab.learn.lsdemosaic import demosaic_planes
     from rawlab.learn.modelio import BUILTIN, BUILTIN_JOINT, save_model
+    from rawlab.learn.models import demosaic_kernel
     from rawlab.learn.train import initial_params
 
     cfg = load_config("joint_mobile")
     fresh = init_model({k: cfg[k] for k in ("model", "normalisation", "tile")}, abstract=True)
     joint, record = initial_params(BUILTIN, fresh)
     single = load_model(BUILTIN)
-    assert record["name"] == "builtin" and joint.spec.denoise_first and joint.spec.demosaic == "mhc"
+    assert record["name"] == "builtin" and joint.spec.denoise_first and joint.spec.demosaic == "ls"
     rng = np.random.default_rng(3)
     clean = rng.random((64, 96, 4), dtype=np.float32) * 0.3 + 0.05
     a, b = np.full(4, 2e-3, np.float32), np.full(4, 2e-5, np.float32)
@@ -274,8 +277,9 @@ def test_a_joint_model_started_from_the_builtin_is_the_builtin_denoiser_then_mhc
     got = np.asarray(joint.module.apply(joint.params, x))[0]
     denoised = np.asarray(single.module.apply(single.params, x))[0]
     inner = (slice(2, -2), slice(2, -2))
-    np.testing.assert_allclose(got[inner], _mhc_reference(_unpack_rggb(denoised))[inner], atol=1e-5)
-    assert np.abs(got - _mhc_reference(_unpack_rggb(noisy)))[inner].mean() > 1e-3  # it denoised first
+    kernel = demosaic_kernel("ls")
+    np.testing.assert_allclose(got[inner], demosaic_planes(denoised, kernel)[inner], atol=1e-5)
+    assert np.abs(got - demosaic_planes(noisy, kernel))[inner].mean() > 1e-3  # it denoised first
     shipped = load_model(BUILTIN_JOINT)
     assert shipped.spec == joint.spec and shipped.config["training"]["init"]["name"] == "builtin"
     assert shipped.config["noise"] == single.config["noise"]  # the built-in laws for the sensors it knows

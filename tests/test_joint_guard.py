@@ -77,7 +77,9 @@ def test_denoiser_part_is_the_joint_models_bayer_head():
     x = np.random.default_rng(1).random((2, 32, 32, 8), dtype=np.float32) * 0.5
     bayer = np.asarray(part.module.apply(part.params, x))
     rgb = np.asarray(model.module.apply(model.params, x))
-    np.testing.assert_allclose(rgb, np.asarray(depth_to_space(linear_demosaic(bayer, "mhc"))), atol=SAME)
+    np.testing.assert_allclose(
+        rgb, np.asarray(depth_to_space(linear_demosaic(bayer, model.spec.demosaic))), atol=SAME
+    )
     with pytest.raises(Exception, match="denoise_first"):
         denoiser_part(part)
 
@@ -123,7 +125,7 @@ def test_guard_keeps_a_joint_model_with_a_bad_denoiser_from_harming_the_image():
     guarded = JaxDenoiser(model)
     errors = {
         "network": _mse(plain.demosaic(noisy, A, B, "GRBG"), truth),
-        "noisy, demosaicked": _mse(_linear_demosaic(noisy, "GRBG", "mhc"), truth),
+        "noisy, demosaicked": _mse(_linear_demosaic(noisy, "GRBG", model.spec.demosaic), truth),
         "guarded": _mse(guarded.demosaic(noisy, A, B, "GRBG"), truth),
     }
     # Print what was measured: the margins below are what the assertions stand on.

@@ -111,8 +111,8 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     "the one shipped inside rawlab, builtin-joint; or yours, `rawlab train --config joint`) into clean linear "
     "camera RGB: --format dng a linear DNG, tiff a 16-bit linear TIFF, png an sRGB preview. For a joint model "
     "that denoises first (builtin-joint, --config joint_mobile; a model directory), the guard and the fusion "
-    "act on its Bayer part and its demosaic reads their result (-0.1 to +0.9 dB on held-out photographs, at "
-    "about 2.5x the time); other joint models and exported files run the network alone.",
+    "act on its Bayer part and its demosaic reads their result (about 2.5x the time); other joint models and "
+    "exported files run the network alone.",
 )
 @click.option(
     "--burst",

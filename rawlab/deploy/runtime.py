@@ -340,9 +340,11 @@ class _TiledDenoiser:
         head's estimate ``B`` plus its RGB head's correction. The Bayer part is run alone as :meth:`denoise`
         runs a denoiser (SURE-guarded, ensembled, fused with VST+NL-means: ``F``), and its improvement is
         demosaicked by the same ``L``: ``RGB + L(F - B)``, where ``B`` is the Bayer part's own ensembled
-        estimate, kept from the guard's first pass. ``L`` is linear, so this is the network's RGB with ``F`` in
-        place of ``B`` under the demosaic; where the RGB head is still zero (as in ``builtin-joint``) it is
-        ``L(F)`` exactly, and the joint network need not run. ``guard_weights`` and ``fuse_weights`` are the
+        estimate, kept from the guard's first pass; ``L`` is applied to each image of the self-ensemble and
+        mapped back, as the network applies it (every demosaic in ``DEMOSAICS`` is unchanged by the rotations,
+        :func:`rawlab.learn.lsdemosaic.symmetric_basis`, so this is exact). ``L`` is linear, so this is the
+        network's RGB with ``F`` in place of ``B`` under the demosaic; where the RGB head is still zero (as in
+        ``builtin-joint``) it is ``L(F)`` exactly, and the joint network need not run. ``guard_weights`` and ``fuse_weights`` are the
         Bayer part's. Other joint models, and exports, have no guard: SURE compares an estimate with its noisy
         input, and the input here is a mosaic.
         """
@@ -376,10 +378,19 @@ class _TiledDenoiser:
         better = bayer.denoise(x, a, b, cfa)
         self.guard_weights, self.fuse_weights = bayer.guard_weights, bayer.fuse_weights
         name = self.config["model"]["spec"].get("demosaic", "bilinear")
+
+        def demosaic(
+            planes: np.ndarray,
+        ) -> np.ndarray:  # L on each image of the ensemble, as the network has it
+            return self_ensemble(
+                lambda p, _src: _linear_demosaic(p, cfa, name), planes, cfa, self.ensemble, rgb=True
+            )
+
         if self._rgb_head_is_zero:
-            return _linear_demosaic(better, cfa, name)
-        rgb = self_ensemble(frame, x, cfa, self.ensemble, rgb=True)
-        return rgb + _linear_demosaic(better - bayer.network_estimate, cfa, name)
+            return demosaic(better)
+        return self_ensemble(frame, x, cfa, self.ensemble, rgb=True) + demosaic(
+            better - bayer.network_estimate
+        )
 
     _rgb_head_is_zero = False
 
