@@ -15,7 +15,9 @@ def test_shipped_kernel_is_the_recorded_fit():
     """``scripts/fit_linear_demosaic.py`` reproduces ``ls_demosaic.npy``: the same equations solved again (float64
     sums of the same products, stored as float32, so equal to float32 rounding of weights of order 1)."""
     np.testing.assert_allclose(lsdemosaic.fit_shipped(), demosaic_kernel("ls"), rtol=0, atol=1e-6)
-    assert set(lsdemosaic.FIT_SCENES).isdisjoint({"coffee", "rocket", "retina", "stereo_motorcycle"})
+    assert set(lsdemosaic.FIT_SCENES).isdisjoint(
+        {"coffee", "rocket", "retina", "stereo_motorcycle", "chelsea"}
+    )
 
 
 def test_kernel_keeps_the_mosaics_symmetries_as_mhc_and_bilinear_do():
@@ -55,7 +57,7 @@ def test_the_network_demosaic_is_the_fitted_function():
 @pytest.mark.parametrize("scene", ["coffee", "stereo_motorcycle"])
 def test_closer_to_the_truth_than_mhc_on_photographs_it_never_saw(scene):
     """Clean mosaics of held-out photographs in a training sensor's camera RGB and in an unseen sensor's:
-    measured +0.75 to +0.98 dB over MHC at this size (deterministic: no noise); the claim asserted is +0.3."""
+    measured +0.92 to +1.17 dB over MHC at this size (deterministic: no noise); the claim asserted is +0.3."""
     from rawlab.synth.scenes import render_scene_rgb
     from rawlab.synth.sensors import SENSORS
 

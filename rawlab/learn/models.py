@@ -71,7 +71,7 @@ class UNetSpec:
     ``demosaic`` (``"rgb"`` only): the fixed linear demosaic the RGB residual is added to, ``"bilinear"``,
     ``"mhc"`` (Malvar, He and Cutler 2004: bilinear plus the centre channel's Laplacian, 2-3 dB closer to the
     truth on the synthetic scenes' clean mosaics) or ``"ls"`` (the same 3x3 packed family fitted by least
-    squares to photographs and procedural scenes, :mod:`rawlab.learn.lsdemosaic`: 0.3 to 0.9 dB closer than
+    squares to photographs and procedural scenes, :mod:`rawlab.learn.lsdemosaic`: 0.3 to 1.3 dB closer than
     MHC on held-out photographs' clean mosaics).
     ``denoise_first`` (``"rgb"`` only): the joint model also has the Bayer denoiser's head, and its fixed
     demosaic reads the denoised planes instead of the noisy ones; the Bayer head is created first, so it has the
