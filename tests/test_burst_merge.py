@@ -4,12 +4,10 @@ object is not ghosted, the merged DNG opens in rawpy with its NoiseProfile, and 
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _darktable import darktable_render, needs_darktable
 from click.testing import CliRunner
 
 from rawlab.bayer import pack
@@ -270,7 +268,7 @@ def test_cli_bad_inputs_are_one_line(data, tmp_path):
     assert not (tmp_path / "o.dng").exists()
 
 
-@pytest.mark.skipif(shutil.which("darktable-cli") is None, reason="darktable-cli is not installed")
+@needs_darktable
 def test_darktable_opens_the_merged_dng(data, tmp_path):
     """A real client reads the merged Bayer DNG: darktable renders it at the mosaic's size (give or take its
     demosaic border), and the picture is the reference frame's (rank correlation of the two renders)."""
@@ -278,21 +276,9 @@ def test_darktable_opens_the_merged_dng(data, tmp_path):
 
     out = tmp_path / "merged.dng"
     assert CliRunner().invoke(main, ["burst", "merge", *_frames(data), "--out", str(out)]).exit_code == 0
-    merged, ref = _darktable_render(out, tmp_path), _darktable_render(_frames(data)[0], tmp_path)
+    merged, ref = darktable_render(out, tmp_path), darktable_render(_frames(data)[0], tmp_path)
     assert merged.ndim == 3 and abs(merged.shape[0] - 96) <= 8 and abs(merged.shape[1] - 128) <= 8
     assert merged.std() > 1.0  # not blank
     h, w = min(merged.shape[0], ref.shape[0]), min(merged.shape[1], ref.shape[1])
     grey = lambda img: img[:h, :w].mean(axis=2).ravel()  # noqa: E731
     assert spearmanr(grey(merged), grey(ref)).statistic > 0.9
-
-
-def _darktable_render(dng, tmp):
-    import tifffile
-
-    out = tmp / f"{Path(dng).stem}_dt.tif"
-    proc = subprocess.run(
-        ["darktable-cli", str(dng), str(out), "--core", "--configdir", str(tmp / "dtconf"), "--library", ":memory:"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0 and out.is_file(), proc.stdout + proc.stderr
-    return tifffile.imread(out).astype(np.float64)

@@ -89,9 +89,9 @@ def test_guarded_joint_output_demosaics_the_fused_estimate_in_the_networks_own_p
     """With a zero RGB head the guarded output is the demosaic of the fused Bayer estimate, taken directly; the
     general path (the network's RGB plus the demosaic of the fused estimate less the network's own) must give
     the same image, which holds only if the Bayer estimate the runtime keeps is the one the network demosaics
-    (same phase, same rotations). One tile holds the frame (48 x 64 packed px and the rotations' one-pixel pad): across tile
-    seams the network demosaics each tile with its own edge padding, where the whole frame's demosaic does not
-    (a difference of 1e-3 there, measured)."""
+    (same phase, same rotations). One tile holds the frame (48 x 64 packed px and the rotations' one-pixel
+    pad): across tile seams the network demosaics each tile with its own edge padding, where the whole frame's
+    demosaic does not (a difference of 1e-3 there, measured)."""
     from rawlab.deploy.runtime import JaxDenoiser
 
     model = _model(0.05, zero_rgb_head=True, tile=96)

@@ -4,14 +4,13 @@ installed, darktable read back what rawlab.dng.write_linear_dng / rawlab.deploy.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rawpy
 import tifffile
+from _darktable import darktable_render, needs_darktable, rank_correlation
 
 from rawlab.deploy.linear import linear_dng_metadata, rgb_levels, to_dn, write_linear_rgb
 from rawlab.deploy.render import demosaic_bilinear
@@ -288,34 +287,7 @@ def test_to_dn_and_write_linear_rgb_errors(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def darktable_render(dng: Path, tmp: Path) -> np.ndarray:
-    out = tmp / f"{dng.stem}_dt.tif"
-    proc = subprocess.run(
-        [
-            "darktable-cli",
-            str(dng),
-            str(out),
-            "--core",
-            "--configdir",
-            str(tmp / "dtconf"),
-            "--library",
-            ":memory:",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0 and out.is_file(), proc.stdout + proc.stderr
-    return tifffile.imread(out).astype(np.float64)
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.ravel(), b.ravel()).statistic)
-
-
-@pytest.mark.skipif(shutil.which("darktable-cli") is None, reason="darktable-cli is not installed")
+@needs_darktable
 def test_darktable_renders_the_linear_dng(tmp_path):
     # A grey ramp (camera RGB proportional to the as-shot neutral, so white-balanced it is grey and nothing
     # clips), larger than the 256-px preview in IFD0: a full-size render proves darktable decoded the
@@ -335,7 +307,7 @@ def test_darktable_renders_the_linear_dng(tmp_path):
 
 
 @pytest.mark.samples
-@pytest.mark.skipif(shutil.which("darktable-cli") is None, reason="darktable-cli is not installed")
+@needs_darktable
 def test_darktable_renders_a_real_raws_linear_dng(tmp_path, real):
     frame, rgb = real
     path = tmp_path / "out.dng"

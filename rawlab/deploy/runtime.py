@@ -344,9 +344,9 @@ class _TiledDenoiser:
         mapped back, as the network applies it (every demosaic in ``DEMOSAICS`` is unchanged by the rotations,
         :func:`rawlab.learn.lsdemosaic.symmetric_basis`, so this is exact). ``L`` is linear, so this is the
         network's RGB with ``F`` in place of ``B`` under the demosaic; where the RGB head is still zero (as in
-        ``builtin-joint``) it is ``L(F)`` exactly, and the joint network need not run. ``guard_weights`` and ``fuse_weights`` are the
-        Bayer part's. Other joint models, and exports, have no guard: SURE compares an estimate with its noisy
-        input, and the input here is a mosaic.
+        ``builtin-joint``) it is ``L(F)`` exactly, and the joint network need not run. ``guard_weights`` and
+        ``fuse_weights`` are the Bayer part's. Other joint models, and exports, have no guard: SURE compares an
+        estimate with its noisy input, and the input here is a mosaic.
         """
         from ..bayer import from_rggb, to_rggb
 

@@ -30,8 +30,9 @@ four mosaic pixels of the centre cell.
 
 On the clean mosaics of the demosaic benchmark's held-out photographs (coffee, rocket, retina,
 stereo_motorcycle) and the burst benchmark's (chelsea too; none entered the fit) at 384x512 it is 0.31 to 1.31
-dB closer to the truth than MHC, in each of the four virtual sensors' camera RGB. The shipped weights are ``ls_demosaic.npy`` beside this module;
-``python scripts/fit_linear_demosaic.py`` writes them again (about 10 s).
+dB closer to the truth than MHC, in each of the four virtual sensors' camera RGB. The shipped weights are
+``ls_demosaic.npy`` beside this module; ``python scripts/fit_linear_demosaic.py`` writes them again (about
+10 s).
 """
 
 from __future__ import annotations
