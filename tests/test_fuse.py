@@ -123,6 +123,53 @@ def test_fused_weights_cross_fade_between_tiles(planes):
     assert np.all(np.isfinite(fused)) and fused.shape == y.shape
 
 
+def test_a_frame_smaller_than_a_tile_counts_each_pixel_once(planes):
+    # A frame below the tile size is padded with copies of its pixels (tiling.pad_to), which share their noise.
+    # The guard sums only the frame (``valid``): with a pointwise shrink, whose estimate at a pixel is that
+    # pixel's alone, its weight on the padded tile is the weight on the frame, whatever the padding holds.
+    # The fusion does not pad at all: a frame of 40 x 56 is fused in tiles of 40 that fit it.
+    b = 1e-3
+    y = (planes[:40, :56] + np.sqrt(b) * np.random.default_rng(4).standard_normal((40, 56, 4))).astype(
+        np.float32
+    )
+
+    def shrink(t):
+        return (0.7 * t + 0.3 * 0.4).astype(np.float32)  # toward mid-grey, pixel by pixel
+
+    a0, b0 = np.zeros(4, np.float32), np.full(4, b, np.float32)
+    _, w_frame = sure_blend(shrink, y[None], a0, b0)
+    padded = np.zeros((1, 64, 64, 4), np.float32) + 5.0  # padding far from the frame's values
+    padded[0, :40, :56] = y
+    _, w_valid = sure_blend(shrink, padded, a0, b0, valid=(40, 56))
+    _, w_all = sure_blend(shrink, padded, a0, b0)
+    np.testing.assert_allclose(w_valid, w_frame, rtol=1e-6)
+    assert abs(w_all[0] - w_frame[0]) > 0.05  # counted, the padding would have moved it
+    k0, _ = _taps(1.0)
+    fused, w = sure_fuse(y, [(_blur(y, 1.0), np.full(y.shape, k0, np.float32))], a0, b0, tile=256, overlap=32)
+    assert fused.shape == y.shape and w.shape == (2, 1)  # two tiles of 40 across the 56 columns, unpadded
+    assert np.all((w >= 0) & (w <= 1))
+
+
+def test_a_gain_within_the_noise_laws_tolerance_keeps_the_input(planes):
+    # A blur that barely smooths (0.5 % of the way from the input) has an estimated gain over the input
+    # below what a 1 % error in the noise law could fake (2 % of the input's error): the input is kept. The
+    # full blur, with a clear gain, is taken (at the weight SURE finds best: 0.21 here).
+    from rawlab.deploy.guard import LAW_TOLERANCE
+
+    b = 1e-3
+    y = (planes[:64, :64] + np.sqrt(b) * np.random.default_rng(5).standard_normal((64, 64, 4))).astype(
+        np.float32
+    )
+    k0, _ = _taps(1.0)
+    a0, b0 = np.zeros(4, np.float32), np.full(4, b, np.float32)
+    for amount, kept in ((0.005, True), (1.0, False)):
+        est = (y + amount * (_blur(y, 1.0) - y)).astype(np.float32)
+        deriv = np.full(y.shape, 1 - amount + amount * k0, np.float32)
+        fused, w = sure_fuse(y, [(est, deriv)], a0, b0, tile=64, overlap=16)
+        assert (w[0, 0] == 0 and np.array_equal(fused, y)) if kept else w[0, 0] > 0.1, (amount, w)
+    assert LAW_TOLERANCE == 0.01
+
+
 def test_the_runtime_fuses_the_builtin_model_with_nl_means(builtin_fused):
     # Synthetic Poisson-Gaussian noise on rendered scenes (the truth known), at the export parity check's
     # three noise levels: fused, the error is below both the guarded ensemble's and VST+NL-means', summed

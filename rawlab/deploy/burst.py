@@ -146,7 +146,7 @@ def denoise_burst(
     (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, NL-means).
     """
     from ..learn.burstdata import burst_input
-    from .guard import classical_estimate, probed_estimate, sure_fuse
+    from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
@@ -175,10 +175,10 @@ def denoise_burst(
         return self_ensemble(image, xm, cfa, runner.ensemble)
 
     model = probed_estimate(on_merge, merge, am, bm, seed=0)
-    out, w = sure_fuse(merge, [model, classical_estimate(merge, am, bm)], am, bm, tile=t["size"],
+    out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, tile=t["size"],
                        overlap=t["overlap"])  # fmt: skip
     if weights is not None:
-        weights.append(w)
+        weights.append(model_and_classical(w))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 

@@ -482,7 +482,8 @@ def denoise_files(
         averaged; that many times the cost), for a joint model too.
     fuse
         With the guard, blend the estimate tile by tile with VST+NL-means and the input by SURE
-        (:func:`rawlab.deploy.guard.sure_fuse`; two NL-means passes); a Bayer denoiser, or the Bayer part of
+        (:func:`rawlab.deploy.guard.sure_fuse`; NL-means at three strengths, two passes each); a Bayer
+        denoiser, or the Bayer part of
         a joint model that denoises first.
 
     Raises

@@ -32,16 +32,23 @@ and the weights that minimise it over ``w_k >= 0``, ``sum w_k <= 1`` (every vert
 input or one denoiser alone, so the blend is not expected to be worse than any of them) are found exactly by
 trying every face of the simplex. A learned and a classical denoiser err in different places, so the blend
 errs less than either. The runtime fuses the network's (guarded, self-ensembled) output with VST+NL-means
-(:mod:`rawlab.deploy.classical`) tile by tile; each tile's weights are blended across the tile overlaps as
-the estimates are (:func:`rawlab.deploy.tiling.run_tiled`). Each denoiser's ``D_k`` comes from its own
-Monte-Carlo probe, kept per pixel (``derivative=True``, :func:`classical_estimate`) so that it can travel
-through the tiling and the self-ensemble, which only move and average pixels.
+(:mod:`rawlab.deploy.classical`) at three strengths (:data:`FUSE_STRENGTHS`) tile by tile; each tile's weights
+are blended across the tile overlaps as the estimates are (:func:`rawlab.deploy.tiling.run_tiled`). Each
+denoiser's ``D_k`` comes from its own Monte-Carlo probe, kept per pixel (``derivative=True``,
+:func:`classical_estimate`) so that it can travel through the tiling and the self-ensemble, which only move and
+average pixels.
 
 Limits: ``s_i^2`` is the law at the estimate (the clean value is unknown), and clipping at the black level
-makes the noise non-Gaussian in the deepest shadows; both bias SURE slightly there. An int8 network sees the
-probe only where it moves the input across a rounding step of its input quantisation, so its divergence
-estimate is far noisier (though unbiased over many pixels, the steps falling anywhere); on held-out frames
-the fused int8 exports still stay within 0.03 dB of VST+NL-means or above it (README, "Fusion").
+makes the noise non-Gaussian in the deepest shadows; both bias SURE slightly there. The law itself is a fit:
+a variance off by a relative ``e`` moves the estimated gain over the input by about ``2 e S``, so the fusion
+keeps a tile's input unless SURE sees a gain above ``2 LAW_TOLERANCE S`` (:data:`LAW_TOLERANCE`, 1 %): on a
+near noise-free frame every candidate is within that of the input, and the blend could be a hair worse. A
+padded tile repeats pixels, which share their noise, so SURE would count them twice and favour the strongest
+smoother: the guard sums only the frame (``valid``), and the fusion never pads (smaller tiles instead). An
+int8 network sees the probe only where it moves the input across a rounding step of its input quantisation,
+so its divergence estimate is far noisier (though unbiased over many pixels, the steps falling anywhere); on
+held-out frames the fused int8 exports still stay within 0.03 dB of VST+NL-means or above it (README,
+"Fusion"; measured with one NL-means strength).
 """
 
 from __future__ import annotations
@@ -50,9 +57,28 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["EPS", "classical_estimate", "probed_estimate", "simplex_weights", "sure_blend", "sure_fuse"]
+__all__ = [
+    "EPS",
+    "FUSE_STRENGTHS",
+    "LAW_TOLERANCE",
+    "classical_estimate",
+    "classical_estimates",
+    "model_and_classical",
+    "probed_estimate",
+    "simplex_weights",
+    "sure_blend",
+    "sure_fuse",
+]
 
 EPS = 0.02  # perturbation in noise sigmas: small for the finite difference, far above float32 rounding
+# NL-means strengths (h over the unit noise after the VST) fused with a model: the baseline's own 0.5 and two
+# stronger ones, which SURE weighs where the model and the baseline both leave noise. Chosen on the quality
+# benchmark's training scenes (README, "Fusion"): 0.8 added most, 1.2 a little more, a third 0.02 dB at most.
+FUSE_STRENGTHS = (0.5, 0.8, 1.2)
+# The relative error of a fitted noise variance that the fusion allows for (fits of rawlab's profiles have
+# standard errors of 0.1-1 %): a tile is fused only where SURE sees a gain over the input larger than the shift
+# such an error could make (module docstring, "Limits").
+LAW_TOLERANCE = 0.01
 
 
 def _probe(y: np.ndarray, sd: np.ndarray, eps: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +102,16 @@ def sure_blend(
     eps: float = EPS,
     seed: int = 0,
     derivative: bool = False,
+    valid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The guarded estimate of tiles ``y`` ``(N, h, w, c)`` and each tile's weight ``w`` ``(N,)``.
 
     ``net`` maps tiles to clean estimates (same shape); ``a`` and ``b`` broadcast against the tiles (per
     channel ``(c,)``), ``Var[y] = a x + b``. With ``derivative``, also the guarded estimate's per-pixel
     derivative ``d g_i / d y_i = (1 - w) + w d f_i / d y_i`` (the weight held fixed, as SURE holds it), by the
-    same probe, for :func:`sure_fuse`.
+    same probe, for :func:`sure_fuse`. ``valid`` ``(rows, columns)``: only the tiles' top-left part holds the
+    frame (a frame smaller than a tile, padded by copies of its pixels, which share their noise and would
+    bias the estimate), and only it is summed.
     """
     y = np.asarray(y, np.float32)
     f = np.asarray(net(y), np.float32)
@@ -91,10 +120,11 @@ def sure_blend(
     signs, probe = _probe(y, sd, eps, seed)
     f2 = np.asarray(net(probe), np.float32)
     axes = tuple(range(1, y.ndim))
-    div = np.sum(signs * sd * (f2 - f), axis=axes, dtype=np.float64) / eps
-    total = np.sum(var, axis=axes, dtype=np.float64)
+    part = (slice(None), slice(0, valid[0]), slice(0, valid[1])) if valid else (slice(None),)
+    div = np.sum((signs * sd * (f2 - f))[part], axis=axes, dtype=np.float64) / eps
+    total = np.sum(var[part], axis=axes, dtype=np.float64)
     r = y - f
-    rr = np.sum(np.square(r), axis=axes, dtype=np.float64)
+    rr = np.sum(np.square(r[part]), axis=axes, dtype=np.float64)
     w = np.clip((total - div) / np.maximum(rr, 1e-30), 0.0, 1.0)
     wb = w.astype(np.float32).reshape(-1, *([1] * (y.ndim - 1)))
     if not derivative:
@@ -115,13 +145,28 @@ def probed_estimate(
 
 
 def classical_estimate(
-    y: np.ndarray, a, b, *, method: str = "vst-nlm", eps: float = EPS, seed: int = 1
+    y: np.ndarray, a, b, *, method: str = "vst-nlm", eps: float = EPS, seed: int = 1, **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """A classical denoiser's estimate of packed planes ``y`` ``(h, w, 4)`` and its per-pixel derivative
-    (:func:`probed_estimate`), for :func:`sure_fuse`."""
+    (:func:`probed_estimate`), for :func:`sure_fuse`; ``options`` go to the denoiser (``vst-nlm``: ``h``)."""
     from .classical import denoise_baseline
 
-    return probed_estimate(lambda v: denoise_baseline(method, v, a, b), y, a, b, eps=eps, seed=seed)
+    return probed_estimate(
+        lambda v: denoise_baseline(method, v, a, b, **options), y, a, b, eps=eps, seed=seed
+    )
+
+
+def classical_estimates(y: np.ndarray, a, b, strengths=FUSE_STRENGTHS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """VST+NL-means of ``y`` at each of ``strengths``, each with its derivative (:func:`classical_estimate`; a
+    probe of its own), the candidates a model is fused with: two NL-means passes each."""
+    return [classical_estimate(y, a, b, h=h, seed=1 + k) for k, h in enumerate(strengths)]
+
+
+def model_and_classical(weights: np.ndarray) -> np.ndarray:
+    """Fusion weights ``(tiles, 1 + K)`` (the model's first, then K classical estimates') as ``(tiles, 2)``: the
+    model's and the classical estimates' together, as ``rawlab denoise`` reports them."""
+    w = np.asarray(weights, np.float64).reshape(len(weights), -1)
+    return np.stack([w[:, 0], w[:, 1:].sum(axis=1)], axis=1)
 
 
 def simplex_weights(g: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -171,12 +216,18 @@ def sure_fuse(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The SURE-optimal blend of the input ``y`` ``(h, w, c)`` and ``estimates`` ``[(F_k, dF_k)]`` (each
     estimate with its per-pixel derivative, :func:`sure_blend`, :func:`classical_estimate`), per tile of
-    ``tile`` with ``overlap`` (weights cross-faded between tiles); returns the blend and each tile's weights
-    ``(n_tiles, K)``. The noise variance is the law at the first estimate."""
+    ``tile`` with ``overlap`` (weights cross-faded between tiles; smaller tiles in a frame smaller than that, so
+    that no pixel counts twice); returns the blend and each tile's weights ``(n_tiles, K)``. The noise variance
+    is the law at the first estimate."""
     from .tiling import run_tiled
 
     y = np.asarray(y, np.float32)
     c, k = y.shape[-1], len(estimates)
+    # Never pad: a padded tile repeats pixels (mirrored or edge copies) that share their noise, which SURE
+    # would count as independent, and that favours the strongest smoother. A frame smaller than the tile is
+    # fused in tiles that fit it.
+    tile = min(tile, *y.shape[:2])
+    overlap = min(overlap, (tile - 1) // 2)
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
     stacked = np.concatenate([y] + [np.concatenate(e, axis=-1) for e in estimates], axis=-1)
@@ -193,6 +244,11 @@ def sure_fuse(
             r = np.stack([(yt - f).ravel() for f in fs]).astype(np.float64)  # (K, pixels)
             v = np.array([total - np.sum(var * d) for d in ds])
             w = simplex_weights(r @ r.T, v)
+            # The estimated gain over the input, SURE(0) - SURE(w), rests on the noise law: a law off by a
+            # relative LAW_TOLERANCE moves it by about twice that times the input's error (for a smoother,
+            # whose derivative is small), so a smaller gain is not evidence and the input is kept.
+            if 2 * (w @ v) - w @ (r @ r.T) @ w < 2 * LAW_TOLERANCE * total:
+                w = np.zeros(k)
             weights.append(w)
             out[n] = yt - (w @ r).reshape(yt.shape).astype(np.float32)
         return out

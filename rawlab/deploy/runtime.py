@@ -35,7 +35,7 @@ import numpy as np
 from ..bayer import to_rggb
 from ..errors import RawlabError
 from .ensemble import DEFAULT_ENSEMBLE, self_ensemble
-from .guard import classical_estimate, sure_blend, sure_fuse
+from .guard import classical_estimates, model_and_classical, sure_blend, sure_fuse
 from .tiling import run_tiled
 
 __all__ = [
@@ -207,7 +207,7 @@ class _TiledDenoiser:
     # With the guard: fuse the (ensembled) estimate with VST+NL-means by SURE (rawlab.deploy.guard.sure_fuse),
     # tile by tile; two passes of NL-means. False: the guarded network alone.
     fuse = True
-    fuse_weights: np.ndarray  # (tiles, 2) weights of the network and of VST+NL-means of the last denoise()
+    fuse_weights: np.ndarray  # (tiles, 2) weights of the network and of VST+NL-means (its strengths together)
     # With the guard: denoise() also keeps the network's own (unguarded, ensembled) estimate, for demosaic().
     keep_network = False
     network_estimate: np.ndarray | None = None
@@ -275,6 +275,8 @@ class _TiledDenoiser:
         network = np.empty_like(x) if keep else None
 
         def frame(planes: np.ndarray, an: np.ndarray, bn: np.ndarray) -> np.ndarray:
+            valid = min(planes.shape[0], t["size"]), min(planes.shape[1], t["size"])  # below a tile: padded
+
             def net(tiles):
                 return norm.from_network(self._run(norm.to_network(tiles, an, bn)), an, bn)
 
@@ -285,7 +287,7 @@ class _TiledDenoiser:
                     seen.append(net(v))
                     return seen[-1]
 
-                est, w, *deriv = sure_blend(kept, tiles, an, bn, derivative=fuse)
+                est, w, *deriv = sure_blend(kept, tiles, an, bn, derivative=fuse, valid=valid)
                 self.guard_weights.extend(w.tolist())
                 network = seen[:1] if keep else []  # with keep_network the network's estimate travels along
                 return np.concatenate([est, *deriv, *network], axis=-1)  # with fuse the derivatives too
@@ -308,10 +310,10 @@ class _TiledDenoiser:
                 network[n], est = est[..., -4:], est[..., :-4]
             if fuse:
                 est, w = sure_fuse(
-                    x[n], [(est[..., :4], est[..., 4:]), classical_estimate(x[n], a[n], b[n])], a[n], b[n],
+                    x[n], [(est[..., :4], est[..., 4:]), *classical_estimates(x[n], a[n], b[n])], a[n], b[n],
                     tile=t["size"], overlap=t["overlap"],
                 )  # fmt: skip
-                fuse_weights.append(w)
+                fuse_weights.append(model_and_classical(w))
             out[n] = est
         self.fuse_weights = np.concatenate(fuse_weights) if fuse_weights else np.zeros((0, 2))
         self.network_estimate = None if network is None else network[0] if single else network
