@@ -47,8 +47,7 @@ padded tile repeats pixels, which share their noise, so SURE would count them tw
 smoother: the guard sums only the frame (``valid``), and the fusion never pads (smaller tiles instead). An
 int8 network sees the probe only where it moves the input across a rounding step of its input quantisation,
 so its divergence estimate is far noisier (though unbiased over many pixels, the steps falling anywhere); on
-held-out frames the fused int8 exports still stay within 0.03 dB of VST+NL-means or above it (README,
-"Fusion"; measured with one NL-means strength).
+held-out frames the fused int8 exports are still above VST+NL-means at every sensor-ISO (README, "Fusion").
 """
 
 from __future__ import annotations
