@@ -381,9 +381,8 @@ class _TiledDenoiser:
         self.guard_weights, self.fuse_weights = bayer.guard_weights, bayer.fuse_weights
         name = self.config["model"]["spec"].get("demosaic", "bilinear")
 
-        def demosaic(
-            planes: np.ndarray,
-        ) -> np.ndarray:  # L on each image of the ensemble, as the network has it
+        # L on each image of the ensemble, as the network has it
+        def demosaic(planes: np.ndarray) -> np.ndarray:
             return self_ensemble(
                 lambda p, _src: _linear_demosaic(p, cfa, name), planes, cfa, self.ensemble, rgb=True
             )
@@ -476,7 +475,7 @@ class TFLiteDenoiser(_TiledDenoiser):
 def _linear_demosaic(planes: np.ndarray, cfa: str, name: str) -> np.ndarray:
     """The joint model's fixed linear demosaic (:func:`rawlab.learn.models.linear_demosaic`) of packed planes
     ``(h, w, 4)`` of a ``cfa`` mosaic, on the whole frame: RGB ``(2h, 2w, 3)`` in the mosaic's geometry."""
-    from ..bayer import from_rggb, to_rggb
+    from ..bayer import from_rggb
     from ..learn.models import depth_to_space, linear_demosaic
 
     rggb = np.ascontiguousarray(to_rggb(planes, cfa))[None]
