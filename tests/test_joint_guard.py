@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rawlab.bayer import pack
+from rawlab.errors import RawlabError
 from rawlab.learn.configs import load_config
 from rawlab.learn.modelio import denoiser_part, init_model
+from rawlab.synth.procedural import mosaic
 
 # Two jitted graphs of the same float32 convolutions (the joint network and its Bayer part alone) differ by
 # their summation order: a few ulps of values near 1 per layer. Measured 1.8e-7; the repo's parity rule is 1e-4.
@@ -48,12 +49,7 @@ def _scene(cfa: str, seed: int = 0):
     for _ in range(6):
         cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.15)
         rgb[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0.05, 0.8, 3)
-    offsets = {"R": 0, "G": 1, "B": 2}
-    mosaic = np.empty((h, w))
-    for dy in (0, 1):
-        for dx in (0, 1):
-            mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, offsets[cfa[2 * dy + dx]]]
-    clean = np.moveaxis(pack(mosaic, cfa), 0, -1).astype(np.float32)
+    clean = np.moveaxis(mosaic(rgb, cfa), 0, -1).astype(np.float32)
     noisy = clean + rng.standard_normal(clean.shape) * np.sqrt(A * clean + B)
     return rgb.astype(np.float32), noisy.astype(np.float32)
 
@@ -80,7 +76,7 @@ def test_denoiser_part_is_the_joint_models_bayer_head():
     np.testing.assert_allclose(
         rgb, np.asarray(depth_to_space(linear_demosaic(bayer, model.spec.demosaic))), atol=SAME
     )
-    with pytest.raises(Exception, match="denoise_first"):
+    with pytest.raises(RawlabError, match="denoise_first"):
         denoiser_part(part)
 
 

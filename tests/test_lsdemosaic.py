@@ -9,6 +9,7 @@ import pytest
 
 from rawlab.learn import lsdemosaic
 from rawlab.learn.models import demosaic_kernel, depth_to_space, linear_demosaic, mhc_kernel
+from rawlab.synth.procedural import mosaic
 
 
 def test_shipped_kernel_is_the_recorded_fit():
@@ -49,7 +50,7 @@ def test_the_network_demosaic_is_the_fitted_function():
     """``models.linear_demosaic(..., "ls")`` (what the joint network, its TFLite and ONNX exports compute) is
     ``lsdemosaic.demosaic`` with the shipped kernel, edge padding included."""
     rgb = np.random.default_rng(0).random((24, 32, 3))
-    planes = np.stack([rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1], rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]], -1)
+    planes = np.moveaxis(mosaic(rgb, "RGGB"), 0, -1)
     net = np.asarray(depth_to_space(linear_demosaic(planes[None].astype(np.float32), "ls")))[0]
     np.testing.assert_allclose(net, lsdemosaic.demosaic(rgb, demosaic_kernel("ls")), atol=1e-5)
 

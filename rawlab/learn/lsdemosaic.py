@@ -70,7 +70,9 @@ _PLANE_COLOUR = (0, 1, 1, 2)  # R, G1, G2, B of an RGGB cell
 
 def _planes(rgb: np.ndarray) -> np.ndarray:
     """The RGGB mosaic of linear RGB ``(H, W, 3)`` as packed planes ``(H/2, W/2, 4)``."""
-    return np.stack([rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1], rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]], -1)
+    from ..synth.procedural import mosaic
+
+    return np.moveaxis(mosaic(rgb, "RGGB"), 0, -1)
 
 
 def _targets(rgb: np.ndarray) -> np.ndarray:
@@ -194,13 +196,7 @@ def _scene_equations(
 
     by_name = {s.name: s for s in SENSORS}
     return {
-        scene: tuple(
-            sum(parts)
-            for parts in zip(
-                *(normal_equations([render_scene_rgb(scene, by_name[s], *FIT_SIZE)]) for s in sensors),
-                strict=True,
-            )
-        )
+        scene: normal_equations(render_scene_rgb(scene, by_name[s], *FIT_SIZE) for s in sensors)
         for scene in scenes
     }
 
