@@ -21,6 +21,18 @@ matched from the coarsest level down:
   the parabola alone is biased towards whole pixels by up to a tenth of a pixel. A tile whose gradients
   cannot fix both directions (flat, or a single edge) keeps the parabola's estimate.
 
+Hand shake moves the whole frame rigidly, so the tiles' displacements should follow one smooth field, and
+each tile's own estimate scatters about it by its noise and aliasing (0.15 packed pixels at ISO 800 on PG-1,
+0.7 at ISO 3200 on MP-2, robust standard deviations), more on flat tiles and over the frame's border. Last,
+the frame's **global motion** is fitted to its tiles' displacements: an affine map of the tile centre, by
+iteratively reweighted least squares (Huber, then Tukey's biweight), over the textured tiles wholly inside the
+frame, so tiles on a moving object do not pull it. Every tile whose blurred, windowed squared difference to
+the reference is no larger at the global motion than at its own displacement takes the global one; a tile on
+local motion (a moving object, parallax the map cannot follow) matches better at its own and keeps it. On
+held-out synthetic bursts this lifts the 8-frame merge by 0.07 to 0.17 dB (``benchmarks/burst.py``). A
+looser rule, every tile within a pixel of the map taking it, gained 0.2 dB there but lost 0.3 dB on a test
+chart whose tiles' estimates are biased enough to tilt the map.
+
 Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each alternate
 tile at its own sub-pixel displacement (through a demosaic at mosaic resolution,
 :func:`rawlab.burst.resample.mosaic_tiles`, or each plane alone, :func:`~rawlab.burst.resample.shifted_tiles`), taking every plane's
@@ -37,7 +49,16 @@ import numpy as np
 
 from .resample import shifted_tiles
 
-__all__ = ["FACTORS", "RADII", "TILES", "Alignment", "align_frame", "grey", "tile_origins"]
+__all__ = [
+    "FACTORS",
+    "RADII",
+    "TILES",
+    "Alignment",
+    "align_frame",
+    "global_motion",
+    "grey",
+    "tile_origins",
+]
 
 FACTORS = (2, 4, 4)  # each coarser level's decimation relative to the one below it
 TILES = (16, 16, 8, 8)  # tile size per level, finest first (packed pixels of that level)
@@ -46,6 +67,7 @@ LK_STEPS = 2  # Lucas-Kanade refinements of the finest level's sub-pixel estimat
 LK_SIGMA = 1.0  # packed pixels: Gaussian blur of both grey images for the Lucas-Kanade gradients
 MIN_TILES = 2  # a level is used only if it holds at least this many tiles across its smaller side
 REACH = 16  # packed pixels: the coarsest level searches far enough for the whole pyramid to reach this far
+_IRLS_STEPS = 8  # reweighting steps of the global motion's robust fit
 
 
 @dataclass
@@ -167,7 +189,8 @@ def _subpixel(ref_tiles, alt, y0, x0, tile, disp) -> np.ndarray:
 
 def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.ndarray) -> np.ndarray:
     """``LK_STEPS`` Gauss-Newton steps on each tile's windowed squared difference (module docstring);
-    each tile moves at most one pixel from ``disp`` in all."""
+    each tile moves at most one pixel from ``disp`` in all. Returns the displacements and which tiles'
+    gradients fixed both directions (the others keep ``disp``)."""
     from scipy.ndimage import gaussian_filter
 
     ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")
@@ -181,6 +204,7 @@ def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.
     det = syy * sxx - sxy * sxy
     # Both directions fixed: the smaller eigenvalue of the structure tensor is at least 1% of the larger.
     ok = det > 0.01 * (syy + sxx) ** 2 / 1.01
+    smaller = 0.5 * (syy + sxx) - np.sqrt(np.maximum(0.25 * (syy - sxx) ** 2 + sxy * sxy, 0.0))
     det = np.where(ok, det, 1.0)
     out = disp.copy()
     for _ in range(LK_STEPS):
@@ -191,10 +215,12 @@ def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.
         step_x = -(syy * bx - sxy * by) / det
         step = np.where(ok[..., None], np.stack([step_y, step_x], axis=-1), 0.0)
         out = np.clip(out + step, disp - 1.0, disp + 1.0).astype(np.float32)
-    return out
+    return out, ok, smaller
 
 
-def align_frame(ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0]) -> Alignment:
+def align_frame(
+    ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0], *, regularise: bool = True
+) -> Alignment:
     """Align one frame's grey image to the reference's (module docstring).
 
     Parameters
@@ -203,6 +229,9 @@ def align_frame(ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0]
         ``(h, w)`` grey images (:func:`grey`) of the reference and the frame, same shape.
     tile
         Finest-level tile size, packed pixels (even); the merge must use the same.
+    regularise
+        Let tiles that agree with the frame's global motion take it (module docstring); False keeps every
+        tile's own estimate.
 
     Returns
     -------
@@ -233,6 +262,62 @@ def align_frame(ref_grey: np.ndarray, alt_grey: np.ndarray, tile: int = TILES[0]
             )
         disp = _search(ref_tiles, alt, y0, x0, t, disp, radius, power)
         if lv == 0:
-            d = _subpixel(ref_tiles, alt, y0, x0, t, disp)
-            return Alignment(_lucas_kanade(ref, alt, y0, x0, t, d), tile)
+            d, ok, smaller = _lucas_kanade(ref, alt, y0, x0, t, _subpixel(ref_tiles, alt, y0, x0, t, disp))
+            if regularise:
+                d = _follow_global(ref, alt, d, ok, smaller, y0, x0, t)
+            return Alignment(d, tile)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def global_motion(
+    displacement: np.ndarray, y0: np.ndarray, x0: np.ndarray, tile: int, reliable: np.ndarray | None = None
+) -> np.ndarray:
+    """The affine field ``(ny, nx, 2)`` that best explains per-tile displacements ``(ny, nx, 2)`` (tiles at
+    ``y0`` x ``x0``, packed pixels), at each tile's centre, fitted robustly (module docstring) to the tiles
+    ``reliable`` marks (all when None, or when it marks too few)."""
+    d = np.asarray(displacement, np.float64).reshape(-1, 2)
+    cy, cx = np.meshgrid(y0 + tile / 2, x0 + tile / 2, indexing="ij")
+    span = max(float(np.ptp(cy)), float(np.ptp(cx)), 1.0)  # scaled coordinates keep the system conditioned
+    design = np.stack([np.ones(cy.size), (cy - cy.mean()).ravel() / span, (cx - cx.mean()).ravel() / span], 1)
+    use = np.ones(len(d), bool)
+    if reliable is not None and np.count_nonzero(reliable) >= 2 * design.shape[1]:
+        use = np.asarray(reliable, bool).ravel()
+    if use.sum() < 2 * design.shape[1]:  # too few tiles for an affine map: a translation
+        design = design[:, :1]
+    w = use.astype(np.float64)
+    for step in range(_IRLS_STEPS):
+        coef = np.linalg.lstsq(design * w[:, None], d * w[:, None], rcond=None)[0]
+        r = np.linalg.norm(d - design @ coef, axis=1)
+        sigma = max(1.4826 * float(np.median(r[use])), 1e-3)  # robust standard deviation
+        if step < _IRLS_STEPS // 2:  # Huber first, from the least-squares start
+            w = use / np.maximum(1.0, r / (2.0 * sigma))
+        else:  # then Tukey's biweight, which gives gross outliers no weight at all
+            w = use * np.clip(1.0 - (r / (4.685 * sigma)) ** 2, 0.0, None) ** 2
+    return (design @ coef).reshape(displacement.shape)
+
+
+def _follow_global(ref, alt, disp, ok, smaller, y0, x0, tile: int) -> np.ndarray:
+    """Tiles that match at least as well at the frame's global motion as at their own displacement take it
+    (module docstring). The motion is fitted to the tiles wholly inside the frame whose Lucas-Kanade step fixed
+    both directions (``ok``) with the stronger half of the gradients (``smaller``, the structure tensor's
+    smaller eigenvalue): a tile over the border matches the edge's extension, and a flat one, or one with a
+    single edge, says little of the motion."""
+    from scipy.ndimage import gaussian_filter
+
+    h, w = ref.shape
+    inside = ((y0 >= 0) & (y0 + tile <= h))[:, None] & ((x0 >= 0) & (x0 + tile <= w))[None]
+    reliable = ok & inside
+    if reliable.any():
+        reliable &= smaller >= np.median(smaller[reliable])
+    field = global_motion(disp, y0, x0, tile, reliable).astype(np.float32)
+    ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")[None]
+    alt_s = gaussian_filter(alt, LK_SIGMA, mode="nearest")[None]
+    (r_t,) = shifted_tiles(ref_s, y0, x0, tile, np.zeros_like(disp))
+    win = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
+    win = np.outer(win, win)
+
+    def cost(d):
+        return (win * (shifted_tiles(alt_s, y0, x0, tile, d)[0] - r_t) ** 2).sum(axis=(-2, -1))
+
+    better = cost(field) <= cost(disp)
+    return np.where(better[..., None], field, disp).astype(disp.dtype)
