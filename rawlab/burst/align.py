@@ -189,8 +189,8 @@ def _subpixel(ref_tiles, alt, y0, x0, tile, disp) -> np.ndarray:
 
 def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.ndarray) -> np.ndarray:
     """``LK_STEPS`` Gauss-Newton steps on each tile's windowed squared difference (module docstring);
-    each tile moves at most one pixel from ``disp`` in all. Returns the displacements and which tiles'
-    gradients fixed both directions (the others keep ``disp``)."""
+    each tile moves at most one pixel from ``disp`` in all. Returns the displacements, which tiles' gradients
+    fixed both directions (the others keep ``disp``) and each tile's smaller structure-tensor eigenvalue."""
     from scipy.ndimage import gaussian_filter
 
     ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")
