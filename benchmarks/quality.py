@@ -20,7 +20,7 @@ sensor-ISO, no frame).
 
 The model is scored as ``rawlab denoise`` runs it: tiled, with the SURE guard, the mean of ``--ensemble``
 rotations of each frame (default 4; :mod:`rawlab.deploy.ensemble`), fused with VST+NL-means by SURE
-(:func:`rawlab.deploy.guard.sure_fuse`). ``--model`` also prints what the guard, the rotations and the fusion
+(:func:`rawlab.deploy.guard.sure_fuse`; with ``--fuse-bm3d`` and the bm3d package, VST+BM3D too). ``--model`` also prints what the guard, the rotations and the fusion
 each add, from runs of the network alone, of the guarded network on the frame alone and of the guarded
 ensemble unfused.
 """
@@ -69,6 +69,10 @@ def main():
     ap.add_argument(
         "--ensemble", type=int, default=DEFAULT_ENSEMBLE, choices=sorted(ENSEMBLES),
         help="rotations of each frame the model averages (rawlab denoise --ensemble)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--fuse-bm3d", action="store_true",
+        help="with --model: fuse with VST+BM3D too, as rawlab denoise --fuse-bm3d (needs the bm3d package)",
     )  # fmt: skip
     args = ap.parse_args()
     if args.model:
@@ -169,6 +173,7 @@ def score_model(args) -> None:
         result = evaluate_store(
             store, args.model, methods=args.methods, scenes="all", crop=args.eval_crop,
             options=RunOptions(client=client, echo=print), ensemble=args.ensemble,
+            fuse="bm3d" if args.fuse_bm3d else True,
         )  # fmt: skip
         bare = evaluate_store(  # the network alone, once: what the SURE guard adds
             store, args.model, methods=["identity", "model"], scenes="all", crop=args.eval_crop,

@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from ..errors import RawlabError
-from ._common import _FUSE_HELP, _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
+from ._common import (
+    _FUSE_HELP,
+    _GUARD_HELP,
+    _cluster_options,
+    _ensemble_option,
+    _fuse_bm3d_option,
+    _fuse_mode,
+    _reporting,
+    main,
+)
 
 
 @main.command("train")
@@ -169,10 +178,11 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
 @_cluster_options()
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
 @click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
+@_fuse_bm3d_option
 @_ensemble_option
 def eval_(
     store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
-    guard, fuse, ensemble,
+    guard, fuse, fuse_bm3d, ensemble,
 ):  # fmt: skip
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
@@ -198,8 +208,11 @@ def eval_(
                 f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to pairs, not bursts; drop {'it' if len(given) == 1 else 'them'} (bursts are scored with the truth's "
                 "noise law, whole frames, every burst)"
             )
+        if fuse_bm3d:
+            raise RawlabError("--fuse-bm3d applies to pairs, not bursts; drop it")
         _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse)
         return
+    fuse = _fuse_mode(fuse, fuse_bm3d, guard)
     extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames")
              if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
     if extra:

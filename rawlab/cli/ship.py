@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from ._common import _FUSE_HELP, _GUARD_HELP, _cluster_options, _ensemble_option, _reporting, main
+from ._common import (
+    _FUSE_HELP,
+    _GUARD_HELP,
+    _cluster_options,
+    _ensemble_option,
+    _fuse_bm3d_option,
+    _fuse_mode,
+    _reporting,
+    main,
+)
 
 
 @main.command("export")
@@ -101,6 +110,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
 @click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
+@_fuse_bm3d_option
 @_ensemble_option
 @click.option(
     "--output",
@@ -139,6 +149,7 @@ def denoise(
     strict,
     guard,
     fuse,
+    fuse_bm3d,
     ensemble,
     output,
     burst,
@@ -169,8 +180,12 @@ def denoise(
     """
     from click.core import ParameterSource
 
+    from ..errors import RawlabError
     from ..learn.modelio import BUILTIN_BURST, BUILTIN_JOINT
 
+    if burst and fuse_bm3d:
+        raise RawlabError("--fuse-bm3d applies to single frames; drop it with --burst")
+    fuse = _fuse_mode(fuse, fuse_bm3d, guard)
     if click.get_current_context().get_parameter_source("model") is ParameterSource.DEFAULT:
         model = (
             BUILTIN_BURST if burst else BUILTIN_JOINT if output == "rgb" else model

@@ -337,7 +337,7 @@ def _worker_denoiser(
     num_threads: int | None,
     guard: bool = True,
     ensemble: int = DEFAULT_ENSEMBLE,
-    fuse: bool = True,
+    fuse: bool | str = True,
 ):
     """One denoiser per worker process (the interpreter or JAX program is built once, then reused)."""
     from .runtime import load_denoiser
@@ -357,7 +357,7 @@ def _task(
     guard: bool = True,
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
-    fuse: bool = True,
+    fuse: bool | str = True,
 ) -> FileResult:
     denoiser = _worker_denoiser(model, num_threads, guard, ensemble, fuse)
     return denoise_file(path, denoiser, out, fmt, overwrite=overwrite, output=output)
@@ -444,7 +444,7 @@ def denoise_files(
     guard: bool = True,
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
-    fuse: bool = True,
+    fuse: bool | str = True,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -483,8 +483,8 @@ def denoise_files(
     fuse
         With the guard, blend the estimate tile by tile with VST+NL-means and the input by SURE
         (:func:`rawlab.deploy.guard.sure_fuse`; NL-means at three strengths, two passes each); a Bayer
-        denoiser, or the Bayer part of
-        a joint model that denoises first.
+        denoiser, or the Bayer part of a joint model that denoises first. ``"bm3d"``: VST+BM3D joins the
+        candidates (the optional bm3d package; ``--fuse-bm3d``).
 
     Raises
     ------

@@ -35,7 +35,7 @@ import numpy as np
 from ..bayer import to_rggb
 from ..errors import RawlabError
 from .ensemble import DEFAULT_ENSEMBLE, self_ensemble
-from .guard import classical_estimates, model_and_classical, sure_blend, sure_fuse
+from .guard import classical_estimate, classical_estimates, model_and_classical, sure_blend, sure_fuse
 from .tiling import run_tiled
 
 __all__ = [
@@ -205,8 +205,9 @@ class _TiledDenoiser:
     # Images of the self-ensemble (rawlab.deploy.ensemble) when denoise() is told the CFA; 1: the frame alone.
     ensemble = DEFAULT_ENSEMBLE
     # With the guard: fuse the (ensembled) estimate with VST+NL-means by SURE (rawlab.deploy.guard.sure_fuse),
-    # tile by tile; two passes of NL-means. False: the guarded network alone.
-    fuse = True
+    # tile by tile; two passes of NL-means per strength. False: the guarded network alone. "bm3d": VST+BM3D
+    # joins the candidates (the optional bm3d package; two BM3D passes, ~60 s per mosaic megapixel).
+    fuse: bool | str = True
     fuse_weights: np.ndarray  # (tiles, 2) weights of the network and of VST+NL-means (its strengths together)
     # With the guard: denoise() also keeps the network's own (unguarded, ensembled) estimate, for demosaic().
     keep_network = False
@@ -309,9 +310,14 @@ class _TiledDenoiser:
             if keep:
                 network[n], est = est[..., -4:], est[..., :-4]
             if fuse:
+                classical = classical_estimates(x[n], a[n], b[n])
+                if self.fuse == "bm3d":
+                    classical.append(
+                        classical_estimate(x[n], a[n], b[n], method="vst-bm3d", seed=len(classical) + 1)
+                    )
                 est, w = sure_fuse(
-                    x[n], [(est[..., :4], est[..., 4:]), *classical_estimates(x[n], a[n], b[n])], a[n], b[n],
-                    tile=t["size"], overlap=t["overlap"],
+                    x[n], [(est[..., :4], est[..., 4:]), *classical], a[n], b[n], tile=t["size"],
+                    overlap=t["overlap"],
                 )  # fmt: skip
                 fuse_weights.append(model_and_classical(w))
             out[n] = est

@@ -113,7 +113,11 @@ def resolve_methods(methods: Sequence[str] | str | None, *, has_model: bool) -> 
 
 
 def load_denoiser(
-    path: str | os.PathLike[str], *, guard: bool = True, ensemble: int = DEFAULT_ENSEMBLE, fuse: bool = True
+    path: str | os.PathLike[str],
+    *,
+    guard: bool = True,
+    ensemble: int = DEFAULT_ENSEMBLE,
+    fuse: bool | str = True,
 ):
     """``"builtin"``, a model directory or a ``.tflite``/``.onnx`` file, loaded as ``rawlab denoise`` runs it
     (:func:`rawlab.deploy.runtime.load_denoiser`: tile by tile, with the SURE guard unless ``guard=False``,
@@ -328,7 +332,7 @@ def evaluate_store(
     options: RunOptions | None = None,
     guard: bool = True,
     ensemble: int = DEFAULT_ENSEMBLE,
-    fuse: bool = True,
+    fuse: bool | str = True,
 ) -> EvalResult:
     """Score ``model`` and the baselines on the held-out pairs of ``store``, per sensor and ISO.
 
@@ -359,7 +363,8 @@ def evaluate_store(
         as ``rawlab denoise`` does.
     fuse
         For a ``model`` given as a path, with the guard: fuse its estimate with VST+NL-means by SURE
-        (:func:`rawlab.deploy.guard.sure_fuse`), as ``rawlab denoise`` does (default).
+        (:func:`rawlab.deploy.guard.sure_fuse`), as ``rawlab denoise`` does (default); ``"bm3d"``: with
+        VST+BM3D too (``rawlab denoise --fuse-bm3d``).
 
     Raises
     ------
