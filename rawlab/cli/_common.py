@@ -129,7 +129,7 @@ def _ensemble_option(f):
 
 _FUSE_BM3D_HELP = (
     "Fuse with VST+BM3D too (the optional bm3d package, pip install bm3d; its licence is non-commercial, so "
-    "rawlab never installs it): on held-out photographs 0.09-0.26 dB above VST+BM3D alone at ISO 800 and up, "
+    "rawlab never installs it): on held-out photographs 0.09-0.27 dB above VST+BM3D alone at ISO 800 and up, "
     "at about 60 s per megapixel on 2 cores."
 )
 
