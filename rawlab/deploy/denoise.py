@@ -98,6 +98,7 @@ class FileResult:
     residual_factor: float | None = None
     guard_weight: float | None = None
     fuse_weights: tuple[float, float] | None = None
+    fused_with: str = "NL-means"  # the classical candidates the fusion weighed
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
 
@@ -122,7 +123,9 @@ class FileResult:
             else f"; guard kept {self.guard_weight:.0%} of the network's change"
         )
         if self.fuse_weights is not None:
-            guard += f"; fused {self.fuse_weights[0]:.0%} network, {self.fuse_weights[1]:.0%} NL-means"
+            guard += (
+                f"; fused {self.fuse_weights[0]:.0%} network, {self.fuse_weights[1]:.0%} {self.fused_with}"
+            )
         residual = "" if self.residual_factor is None else f"; residual noise x{self.residual_factor:.2g}"
         return (
             f"denoised: {self.path} -> {self.out} ({w}x{h}; noise from {self.noise}{residual}{guard}; "
@@ -323,6 +326,8 @@ def denoise_file(
     res.noise = result.noise.describe()
     res.guard_weight = result.guard_weight
     res.fuse_weights = result.fuse_weights
+    if getattr(denoiser, "fuse", True) == "bm3d":
+        res.fused_with = "NL-means and BM3D"
     if output == "rgb":
         res.shape = tuple(result.rgb.shape[:2])
         return res
