@@ -134,9 +134,14 @@ _FUSE_BM3D_HELP = (
 )
 
 
-def _fuse_bm3d_option(f):
-    """``--fuse-bm3d``: VST+BM3D joins the fusion's candidates (:func:`_fuse_mode`)."""
-    return click.option("--fuse-bm3d", is_flag=True, help=_FUSE_BM3D_HELP)(f)
+def _runtime_options(f):
+    """How the deploy runtime runs a model, for ``denoise`` and ``eval``: ``--guard/--no-guard``,
+    ``--fuse/--no-fuse``, ``--fuse-bm3d`` (VST+BM3D joins the fusion's candidates, :func:`_fuse_mode`) and
+    ``--ensemble N``."""
+    f = _ensemble_option(f)
+    f = click.option("--fuse-bm3d", is_flag=True, help=_FUSE_BM3D_HELP)(f)
+    f = click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)(f)
+    return click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)(f)
 
 
 def _fuse_mode(fuse: bool, fuse_bm3d: bool, guard: bool = True) -> bool | str:

@@ -5,16 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RawlabError
-from ._common import (
-    _FUSE_HELP,
-    _GUARD_HELP,
-    _cluster_options,
-    _ensemble_option,
-    _fuse_bm3d_option,
-    _fuse_mode,
-    _reporting,
-    main,
-)
+from ._common import _cluster_options, _fuse_mode, _reporting, _runtime_options, main
 
 
 @main.command("train")
@@ -176,10 +167,7 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     "--crop", type=click.IntRange(16, None), default=None, help="Score the central NxN packed pixels."
 )
 @_cluster_options()
-@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
-@click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
-@_fuse_bm3d_option
-@_ensemble_option
+@_runtime_options
 def eval_(
     store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
     guard, fuse, fuse_bm3d, ensemble,

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import (
-    _FUSE_HELP,
-    _GUARD_HELP,
-    _cluster_options,
-    _ensemble_option,
-    _fuse_bm3d_option,
-    _fuse_mode,
-    _reporting,
-    main,
-)
+from ._common import _cluster_options, _fuse_mode, _reporting, _runtime_options, main
 
 
 @main.command("export")
@@ -108,10 +99,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 )
 @_cluster_options("Address of a running Dask scheduler (its workers must see the model and the files).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any file failed.")
-@click.option("--guard/--no-guard", default=True, show_default=True, help=_GUARD_HELP)
-@click.option("--fuse/--no-fuse", default=True, show_default=True, help=_FUSE_HELP)
-@_fuse_bm3d_option
-@_ensemble_option
+@_runtime_options
 @click.option(
     "--output",
     type=click.Choice(["bayer", "rgb"]),
