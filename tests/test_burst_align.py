@@ -31,8 +31,7 @@ def test_global_motion_is_robust_to_a_moving_block():
     d[4:7, 5:8] += (4.0, 0.0)
     fit = global_motion(d, y0, x0, 16)
     assert np.abs(fit - truth).max() < 0.05
-    plain = np.linalg.lstsq(np.ones((d[..., 0].size, 1)), d.reshape(-1, 2), rcond=None)[0]
-    assert abs(plain[0, 0] - truth[..., 0].mean()) > 0.15  # the block would have pulled a plain mean
+    assert abs(d[..., 0].mean() - truth[..., 0].mean()) > 0.15  # the block would have pulled a plain mean
 
 
 def test_a_moving_patch_keeps_its_own_motion():

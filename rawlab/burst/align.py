@@ -187,19 +187,21 @@ def _subpixel(ref_tiles, alt, y0, x0, tile, disp) -> np.ndarray:
     return out
 
 
-def _lucas_kanade(ref: np.ndarray, alt: np.ndarray, y0, x0, tile: int, disp: np.ndarray) -> np.ndarray:
-    """``LK_STEPS`` Gauss-Newton steps on each tile's windowed squared difference (module docstring);
-    each tile moves at most one pixel from ``disp`` in all. Returns the displacements, which tiles' gradients
-    fixed both directions (the others keep ``disp``) and each tile's smaller structure-tensor eigenvalue."""
-    from scipy.ndimage import gaussian_filter
+def _window(tile: int) -> np.ndarray:
+    """The raised-cosine window ``(tile, tile)`` the sub-pixel steps weigh a tile's pixels by."""
+    w = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
+    return np.outer(w, w)
 
-    ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")
-    alt_s = gaussian_filter(alt, LK_SIGMA, mode="nearest")
+
+def _lucas_kanade(ref_s: np.ndarray, alt_s: np.ndarray, y0, x0, tile: int, disp: np.ndarray) -> np.ndarray:
+    """``LK_STEPS`` Gauss-Newton steps on each tile's windowed squared difference (module docstring), on the
+    grey images blurred by ``LK_SIGMA``; each tile moves at most one pixel from ``disp`` in all. Returns the
+    displacements, which tiles' gradients fixed both directions (the others keep ``disp``) and each tile's
+    smaller structure-tensor eigenvalue."""
     gy, gx = np.gradient(ref_s)
     zero = np.zeros_like(disp)
     r_t, gy_t, gx_t = shifted_tiles(np.stack([ref_s, gy, gx]), y0, x0, tile, zero)
-    w = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
-    w = np.outer(w, w)
+    w = _window(tile)
     syy, sxx, sxy = ((w * u * v).sum(axis=(-2, -1)) for u, v in ((gy_t, gy_t), (gx_t, gx_t), (gx_t, gy_t)))
     det = syy * sxx - sxy * sxy
     # Both directions fixed: the smaller eigenvalue of the structure tensor is at least 1% of the larger.
@@ -238,6 +240,8 @@ def align_frame(
     Alignment
         One displacement per finest-level tile (:func:`tile_origins` in each axis).
     """
+    from scipy.ndimage import gaussian_filter
+
     if ref_grey.shape != alt_grey.shape:
         raise ValueError(f"frames differ in size: {ref_grey.shape} and {alt_grey.shape}")
     tiles = (tile, *TILES[1:])
@@ -262,9 +266,12 @@ def align_frame(
             )
         disp = _search(ref_tiles, alt, y0, x0, t, disp, radius, power)
         if lv == 0:
-            d, ok, smaller = _lucas_kanade(ref, alt, y0, x0, t, _subpixel(ref_tiles, alt, y0, x0, t, disp))
+            ref_s, alt_s = (gaussian_filter(v, LK_SIGMA, mode="nearest") for v in (ref, alt))
+            d, ok, smaller = _lucas_kanade(
+                ref_s, alt_s, y0, x0, t, _subpixel(ref_tiles, alt, y0, x0, t, disp)
+            )
             if regularise:
-                d = _follow_global(ref, alt, d, ok, smaller, y0, x0, t)
+                d = _follow_global(ref_s, alt_s, d, ok, smaller, y0, x0, t)
             return Alignment(d, tile)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -296,28 +303,23 @@ def global_motion(
     return (design @ coef).reshape(displacement.shape)
 
 
-def _follow_global(ref, alt, disp, ok, smaller, y0, x0, tile: int) -> np.ndarray:
+def _follow_global(ref_s, alt_s, disp, ok, smaller, y0, x0, tile: int) -> np.ndarray:
     """Tiles that match at least as well at the frame's global motion as at their own displacement take it
-    (module docstring). The motion is fitted to the tiles wholly inside the frame whose Lucas-Kanade step fixed
-    both directions (``ok``) with the stronger half of the gradients (``smaller``, the structure tensor's
-    smaller eigenvalue): a tile over the border matches the edge's extension, and a flat one, or one with a
-    single edge, says little of the motion."""
-    from scipy.ndimage import gaussian_filter
-
-    h, w = ref.shape
+    (module docstring; the grey images blurred as for Lucas-Kanade). The motion is fitted to the tiles wholly
+    inside the frame whose Lucas-Kanade step fixed both directions (``ok``) with the stronger half of the
+    gradients (``smaller``, the structure tensor's smaller eigenvalue): a tile over the border matches the
+    edge's extension, and a flat one, or one with a single edge, says little of the motion."""
+    h, w = ref_s.shape
     inside = ((y0 >= 0) & (y0 + tile <= h))[:, None] & ((x0 >= 0) & (x0 + tile <= w))[None]
     reliable = ok & inside
     if reliable.any():
         reliable &= smaller >= np.median(smaller[reliable])
     field = global_motion(disp, y0, x0, tile, reliable).astype(np.float32)
-    ref_s = gaussian_filter(ref, LK_SIGMA, mode="nearest")[None]
-    alt_s = gaussian_filter(alt, LK_SIGMA, mode="nearest")[None]
-    (r_t,) = shifted_tiles(ref_s, y0, x0, tile, np.zeros_like(disp))
-    win = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
-    win = np.outer(win, win)
+    (r_t,) = shifted_tiles(ref_s[None], y0, x0, tile, np.zeros_like(disp))
+    win = _window(tile)
 
     def cost(d):
-        return (win * (shifted_tiles(alt_s, y0, x0, tile, d)[0] - r_t) ** 2).sum(axis=(-2, -1))
+        return (win * (shifted_tiles(alt_s[None], y0, x0, tile, d)[0] - r_t) ** 2).sum(axis=(-2, -1))
 
     better = cost(field) <= cost(disp)
     return np.where(better[..., None], field, disp).astype(disp.dtype)
