@@ -104,7 +104,7 @@ def test_baselines_gain_what_design_measured():
     photos = _photos()
     rng = np.random.default_rng(0)
     for (a, b), (noisy_ref, wav_ref, nlm_ref) in _DESIGN_TABLE.items():
-        got = {m: [] for m in ("identity", "vst-wavelet", "vst-nlm")}
+        got = {m: [] for m in ("identity", "vst-wavelet", "vst-nlm", "vst-dct")}
         for x in photos:
             z = rng.poisson(x / a) * a + rng.standard_normal(x.shape) * math.sqrt(b)
             for m in got:
@@ -114,6 +114,34 @@ def test_baselines_gain_what_design_measured():
         assert gain_wav > 0.3 and gain_nlm > gain_wav, (a, b, mean)
         assert gain_wav == pytest.approx(wav_ref - noisy_ref, abs=0.7), (a, b, mean)
         assert gain_nlm == pytest.approx(nlm_ref - noisy_ref, abs=0.7), (a, b, mean)
+        # rawlab's sliding DCT (no design figure: it came later) beats the wavelet on every photograph and
+        # NL-means on the mean (measured: by 0.9-1.9 dB, and by 0.25-0.36 dB).
+        assert min(np.subtract(got["vst-dct"], got["vst-wavelet"])) > 0, (a, b, got)
+        assert mean["vst-dct"] > mean["vst-nlm"], (a, b, mean)
+
+
+def test_dct_wiener_averages_flat_regions_and_keeps_any_shape():
+    from rawlab.deploy.classical import dct_wiener
+
+    # A flat region under unit noise: every window keeps its mean and Wiener-shrinks the rest to nearly
+    # nothing, so the estimate's error is about one window's mean over its 8 x 8 x 4 samples (1/256), far below
+    # the input's (1); allow four times that for the few coefficients noise pushes above the threshold.
+    flat = np.full((128, 96, 4), 10.0, np.float32)
+    noisy = flat + np.random.default_rng(0).standard_normal(flat.shape).astype(np.float32)
+    assert float(np.mean((dct_wiener(noisy) - flat) ** 2)) < 4 / 256
+    # A step of 12 noise sigmas survives: the windows across it keep the edge's coefficients.
+    step = np.zeros((64, 64, 4), np.float32)
+    step[:, 32:] = 12.0
+    est = dct_wiener(step + np.random.default_rng(1).standard_normal(step.shape).astype(np.float32))
+    assert float(np.mean(est[:, 33:] - est[:, :31])) == pytest.approx(12.0, abs=0.1)
+    # Any size (windows pad past a ragged edge and shrink on a small frame), three channels too.
+    rng = np.random.default_rng(2)
+    for shape in [(63, 41, 4), (5, 7, 4), (40, 30, 3)]:
+        y = rng.standard_normal(shape).astype(np.float32)
+        out = dct_wiener(y)
+        assert out.shape == shape and out.dtype == np.float32 and np.mean(out**2) < 0.1
+    one_row = rng.standard_normal((1, 9, 4)).astype(np.float32)
+    assert np.array_equal(dct_wiener(one_row), one_row)  # no 2 x 2 window fits: returned as it is
 
 
 def test_exact_inverse_beats_the_algebraic_one_at_high_noise():

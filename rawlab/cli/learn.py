@@ -144,8 +144,9 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     "--methods",
     default="all",
     show_default=True,
-    help="Comma-separated: model, identity, vst-wavelet, vst-nlm, vst-bm3d (needs the optional bm3d "
-    "package); 'all' is every available one. NL-means costs about 0.5 s per megapixel, BM3D about 30.",
+    help="Comma-separated: model, identity, vst-wavelet, vst-nlm, vst-dct, vst-bm3d (needs the optional bm3d "
+    "package); 'all' is every available one. NL-means costs about 0.5 s per megapixel, the DCT about 1, BM3D "
+    "about 30.",
 )
 @click.option(
     "--profile",
@@ -176,7 +177,7 @@ def eval_(
 
     Scores packed, normalised Bayer planes against the exposure-matched clean reference (data range 1):
     the model, the noisy input (identity), and variance-stabilised (generalised Anscombe, exact unbiased
-    inverse) wavelet, NL-means and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
+    inverse) wavelet, NL-means, sliding-window DCT and BM3D denoising. Writes OUT (schema rawlab.eval/1) and a PSNR-vs-ISO plot
     beside it (<out>.png).
 
     On bursts (STORE a `rawlab synth OUT --burst N` folder, whose truth gives the clean reference and the

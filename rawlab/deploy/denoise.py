@@ -81,7 +81,7 @@ class Denoised:
     noise_profile: list[tuple[float, float]]  # residual (S, O) for R, G, B
     residual_factor: float
     guard_weight: float | None = None  # the SURE guard's median tile weight (1: the network's output kept)
-    fuse_weights: tuple[float, float] | None = None  # median weights of the network and of VST+NL-means
+    fuse_weights: tuple[float, float] | None = None  # median weights of the network and of the classical ones
 
 
 @dataclass
@@ -98,7 +98,7 @@ class FileResult:
     residual_factor: float | None = None
     guard_weight: float | None = None
     fuse_weights: tuple[float, float] | None = None
-    fused_with: str = "NL-means"  # the classical candidates the fusion weighed
+    fused_with: str = "NL-means and DCT"  # the classical candidates the fusion weighed
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
 
@@ -327,7 +327,7 @@ def denoise_file(
     res.guard_weight = result.guard_weight
     res.fuse_weights = result.fuse_weights
     if getattr(denoiser, "fuse", True) == "bm3d":
-        res.fused_with = "NL-means and BM3D"
+        res.fused_with = "NL-means, DCT and BM3D"
     if output == "rgb":
         res.shape = tuple(result.rgb.shape[:2])
         return res

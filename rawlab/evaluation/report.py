@@ -23,6 +23,7 @@ _STYLE = {
     "identity": ("tab:gray", "x", ":"),
     "vst-wavelet": ("tab:blue", "s", "--"),
     "vst-nlm": ("tab:green", "^", "--"),
+    "vst-dct": ("tab:orange", "v", "--"),
     "vst-bm3d": ("tab:purple", "D", "--"),
 }
 

@@ -6,7 +6,8 @@ Endpoints:
   answer is the denoised DNG (same size, CFA, levels and metadata as ``rawlab denoise`` writes) or a rendered
   PNG/TIFF preview. Headers: ``X-Rawlab-Noise-Source`` (``model law``, ``DNG NoiseProfile`` or
   ``single-image``), ``X-Rawlab-Noise`` (the parameters used), ``X-Rawlab-Model``, ``X-Rawlab-Seconds``,
-  ``X-Rawlab-Fusion`` (the median weights of the network and of VST+NL-means, :mod:`rawlab.deploy.guard`);
+  ``X-Rawlab-Fusion`` (the median weights of the network and of the classical denoisers, VST+NL-means and
+  VST+DCT, :mod:`rawlab.deploy.guard`);
 - ``GET /models``: the models served (name, kind, tile, the sensors whose noise law each knows);
 - ``GET /health``: ``{"status": "ok", "workers", "busy", "waiting", "done"}``, answered at once whatever runs.
 
@@ -294,7 +295,7 @@ def create_app(config: ServeConfig):
         }
         if res.fuse_weights is not None:
             headers["X-Rawlab-Fusion"] = (
-                f"network {res.fuse_weights[0]:.3f}, nl-means {res.fuse_weights[1]:.3f}"
+                f"network {res.fuse_weights[0]:.3f}, classical {res.fuse_weights[1]:.3f}"
             )
         return Response(content=data, media_type=FORMATS[fmt], headers=headers)
 

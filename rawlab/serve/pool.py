@@ -35,7 +35,9 @@ class JobResult:
     noise: str | None = None
     shape: tuple[int, int] | None = None
     seconds: float = 0.0
-    fuse_weights: tuple[float, float] | None = None  # median weights of the network and of VST+NL-means
+    fuse_weights: tuple[float, float] | None = (
+        None  # median weights of the network and of the classical denoisers
+    )
 
 
 def _worker_main(conn, models: dict[str, str], num_threads: int) -> None:
