@@ -251,7 +251,7 @@ def test_builtin_burst_model_beats_the_merge_and_the_single_frame_model():
     db = {m: psnr_db(float(np.mean((np.clip(v, 0, 1) - truth) ** 2))) for m, v in got.items()}
     assert db["merge"] > db["ref"] + 3, db
     assert db["model"] > db["merge"] + 0.5 and db["model"] > db["single"] + 1.0, db
-    # The fusion with VST+NL-means of the merge (on by default): weights on the simplex, and the blend not below
+    # The fusion with VST+NL-means and VST+DCT of the merge (on by default): weights on the simplex, the blend not below
     # the model. SURE's error on a tile of n = 49k samples is about sqrt(2 / n) = 0.6% of the noise power
     # (0.03 dB); 0.1 dB is over three of those (benchmarks/burst_model.py measured +0.35 dB here).
     w = np.concatenate(weights)
@@ -266,7 +266,7 @@ def test_denoise_burst_defaults_to_the_builtin_burst_model(bursts, tmp_path):
     res = CliRunner().invoke(main, ["denoise", "--burst", *frames, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "denoised burst: 3 frames (128x96), 3 used" in res.output
-    assert "NL-means of the merge" in res.output  # fused by default
+    assert "NL-means and DCT of the merge" in res.output  # fused by default
     assert (tmp_path / "burst_iso3200.dng").exists()
     res = CliRunner().invoke(
         main, ["denoise", "--burst", *frames, "--no-fuse", "--out", str(tmp_path / "nf")]

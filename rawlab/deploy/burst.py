@@ -14,7 +14,8 @@ no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
 
 **Fusion** (``fuse``, on by default as in ``rawlab denoise``): a model with the merge in front is an estimator
 of the merge's clean image, and the merge has its own noise law (:meth:`rawlab.burst.merge.Merged.noise`), so
-the model's output is blended tile by tile with VST+NL-means of the merge and the merge itself by SURE, as the
+the model's output is blended tile by tile with the runtime's classical candidates of the merge (VST+NL-means
+at three strengths and VST+DCT, :func:`rawlab.deploy.guard.classical_estimates`) and the merge itself by SURE, as the
 single-frame runtime does with its input (:func:`rawlab.deploy.guard.sure_fuse`; the model's divergence from
 one more pass on the probed merge, with the other frames held as they are). It is exact for a model that
 reads only the merge (the shipped ``builtin-burst``, whose ``frames_in`` is zero) and an approximation for one
@@ -60,7 +61,7 @@ class BurstDenoised(BurstOutcome):
     """A burst denoised by the burst model (``denoise --burst``)."""
 
     frames_used: int = 0
-    fusion: str = ""  # "fused 40% model, 55% NL-means" (median tile weights), when fused
+    fusion: str = ""  # "fused 40% model, 55% NL-means and DCT of the merge" (median tile weights), when fused
 
     def done(self) -> str:
         h, w = self.shape or (0, 0)
@@ -80,7 +81,7 @@ def burst_model(
 ):
     """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``; it runs
     ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them, and with ``fuse``
-    blends a merge-reading model's output with VST+NL-means of the merge by SURE (module docstring).
+    blends a merge-reading model's output with VST+NL-means and VST+DCT of the merge by SURE (module docstring).
 
     Raises
     ------
@@ -142,8 +143,8 @@ def denoise_burst(
     ``runner`` and ``frames`` (``K``) are :func:`burst_model`'s; ``a``, ``b`` the reference's noise law per
     channel (normalised units). The runner's ``ensemble`` rotations of the whole input (the merge and every
     frame alike) are denoised and averaged (:func:`rawlab.deploy.ensemble.self_ensemble`). With the runner's
-    ``fuse`` and a model that reads the merge, the result is fused with VST+NL-means of the merge by SURE
-    (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, NL-means).
+    ``fuse`` and a model that reads the merge, the result is fused with VST+NL-means and VST+DCT of the merge by
+    SURE (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, classical).
     """
     from ..learn.burstdata import burst_input
     from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
@@ -209,8 +210,8 @@ def denoise_burst_files(
             runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights
         )
         if weights:
-            model_w, nlm_w = np.median(np.concatenate(weights), axis=0)
-            res.fusion = f"fused {model_w:.0%} model, {nlm_w:.0%} NL-means of the merge"
+            model_w, classical_w = np.median(np.concatenate(weights), axis=0)
+            res.fusion = f"fused {model_w:.0%} model, {classical_w:.0%} NL-means and DCT of the merge"
         return clean, {"software": f"rawlab {__version__} denoise --burst ({len(frames)} frames)"}
 
     return burst_to_dng(res, out, denoise, overwrite=overwrite, what="denoised burst")
