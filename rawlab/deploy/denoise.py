@@ -343,12 +343,18 @@ def _worker_denoiser(
     guard: bool = True,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool | str = True,
+    demosaic: str | None = None,
 ):
-    """One denoiser per worker process (the interpreter or JAX program is built once, then reused)."""
+    """One denoiser per worker process (the interpreter or JAX program is built once, then reused); with
+    ``demosaic``, followed by that LibRaw demosaic (:class:`rawlab.deploy.libraw.LibRawDemosaic`)."""
     from .runtime import load_denoiser
 
     denoiser = load_denoiser(model, num_threads=num_threads)
     denoiser.guard, denoiser.ensemble, denoiser.fuse = guard, ensemble, fuse
+    if demosaic:
+        from .libraw import LibRawDemosaic
+
+        return LibRawDemosaic(denoiser, demosaic)
     return denoiser
 
 
@@ -363,8 +369,9 @@ def _task(
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool | str = True,
+    demosaic: str | None = None,
 ) -> FileResult:
-    denoiser = _worker_denoiser(model, num_threads, guard, ensemble, fuse)
+    denoiser = _worker_denoiser(model, num_threads, guard, ensemble, fuse, demosaic)
     return denoise_file(path, denoiser, out, fmt, overwrite=overwrite, output=output)
 
 
@@ -450,6 +457,7 @@ def denoise_files(
     output: str = "bayer",
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool | str = True,
+    demosaic: str | None = None,
 ) -> DenoiseSummary:
     """Denoise every raw file under ``sources`` with ``model`` into the folder ``out``.
 
@@ -490,6 +498,9 @@ def denoise_files(
         (:func:`rawlab.deploy.guard.sure_fuse`; NL-means at three strengths, two passes each); a Bayer
         denoiser, or the Bayer part of a joint model that denoises first. ``"bm3d"``: VST+BM3D joins the
         candidates (the optional bm3d package; ``--fuse-bm3d``).
+    demosaic
+        With ``output="rgb"``: a LibRaw demosaic (:data:`rawlab.deploy.libraw.DEMOSAICS`) run on the Bayer
+        ``model``'s estimate (:class:`rawlab.deploy.libraw.LibRawDemosaic`) instead of a joint model's own.
 
     Raises
     ------
@@ -508,12 +519,16 @@ def denoise_files(
         raise RawlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if output not in OUTPUTS:
         raise RawlabError(f"unknown --output {output!r}; choose one of {', '.join(OUTPUTS)}")
+    if demosaic and output != "rgb":
+        raise RawlabError(f"--demosaic {demosaic} makes RGB; pass --output rgb with it")
     files = scan_sources([os.fspath(s) for s in sources]).files
     if not files:
         raise RawlabError(f"no raw files found in {', '.join(map(str, sources))}; pass raw files or folders")
     from ..learn.modelio import resolve_model
 
     label = describe_model(model)  # in this process, reading only its description: a bad path fails now
+    if demosaic:
+        label += f", then LibRaw's {demosaic} demosaic"
     out = output_folder(out)  # before the model is loaded and any file read
     targets = output_paths(files, out, fmt)
     results: list[FileResult | None] = _plan(files, targets, overwrite)
@@ -534,6 +549,10 @@ def denoise_files(
         denoiser = load_denoiser(model_path)
         denoiser.guard, denoiser.ensemble, denoiser.fuse = guard, check_ensemble(ensemble), fuse
         denoiser.check()  # a truncated or corrupt model: one message now, not one failure per file
+        if demosaic:
+            from .libraw import LibRawDemosaic
+
+            denoiser = LibRawDemosaic(denoiser, demosaic)  # a joint model or a missing demosaic: refused now
         _check_output(denoiser, output)
         if opts.client is None and opts.scheduler is None and opts.workers is None and len(todo) == 1:
             (i,) = todo
@@ -559,6 +578,7 @@ def denoise_files(
                         output,
                         ensemble,
                         fuse,
+                        demosaic,
                     )
                     for i in todo
                 ]
@@ -577,8 +597,9 @@ def _check_output(denoiser, output: str) -> None:
     head = getattr(denoiser, "head", "bayer")
     if output == "rgb" and head != "rgb":
         raise RawlabError(
-            f"--output rgb needs a joint demosaic+denoise model; {denoiser.name!r} is a Bayer denoiser: train "
-            "one with `rawlab train STORE --config joint` and pass it with --model"
+            f"--output rgb needs a joint demosaic+denoise model; {denoiser.name!r} is a Bayer denoiser: add "
+            "--demosaic DHT (or another LibRaw demosaic) to run it and then LibRaw, or train a joint model with "
+            "`rawlab train STORE --config joint` and pass it with --model"
         )
     if output != "rgb" and head == "rgb":
         raise RawlabError(

@@ -16,17 +16,9 @@ the catalog's ``truth_path``):
 Both NL-means take a strength ``h``; :func:`tune_strength` picks each chain's on frames that are then not
 scored (the benchmark tunes on training scenes), so neither chain is compared at the other's best setting.
 
-**Linear LibRaw.** Every demosaic goes through one path: rawlab's normalised planes (``bayer.normalise``, the
-one home of normalising DN) written as a 16-bit DNG with black 0 and white 65535, read back by rawpy and
-demosaiced with ``output_color=raw`` (camera RGB, no colour matrix), ``gamma=(1, 1)``, no auto-brightness,
-``user_wb=(1, 1, 1, 1)`` (the same white balance, none, for every method), highlights clipped and
-``adjust_maximum_thr=0`` (by default LibRaw takes the data's maximum for white when it lies above 0.75 of
-white, which scaled a dim frame by up to 1/0.75), then divided by 65535. LibRaw scales by ``65535 / (white - black)`` with one black for all channels, so writing the levels
-rawlab normalised with makes that scale exactly 1 (a camera's own DNG with per-channel blacks would be off by
-up to ``(b_max - b_min) / (white - b_min)``, 0.2 % on a 10-bit phone sensor); what is left is quantisation to
-1/65535 and LibRaw clipping the noise below black to 0, as it does for every raw (tests/test_demosaic_eval.py
-checks the linearity against the truth). This module calls rawpy itself because it post-processes a DNG it
-wrote, not a camera raw (``rawio`` stays the home of reading raws).
+**Linear LibRaw.** Every demosaic goes through one path, :mod:`rawlab.deploy.libraw` (which ``rawlab denoise
+--output rgb --demosaic`` runs too): rawlab's normalised planes written as a 16-bit DNG and demosaiced by
+LibRaw to linear camera RGB, the same way for every method (that module's docstring says how).
 
 **Scores** (linear camera RGB, normalised units, data range 1, both images clipped to ``[0, 1]`` because the
 sensor records nothing above white, an ``margin``-pixel border left out because LibRaw's demosaics differ
@@ -38,16 +30,14 @@ the truth has its strongest edges, where zipper and false-colour artefacts live.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from ..bayer import unpack
 from ..deploy.classical import GAT, denoise_baseline, nl_means
 from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
+from ..deploy.libraw import DEMOSAICS, available_demosaics, demosaic, demosaic_all
 from ..errors import RawlabError
 from .metrics import psnr, ssim
 
@@ -70,85 +60,9 @@ __all__ = [
     "tune_strength",
 ]
 
-DEMOSAICS = ("LINEAR", "VNG", "PPG", "AHD", "DCB", "DHT", "AAHD")
 CHAINS = ("noisy", "raw-first", "model-first", "rgb-after", "joint")
 MARGIN = 8  # mosaic px left out of every score: the demosaics treat the border differently
 EDGE_QUANTILE = 0.9  # chroma error on the 10 % of pixels with the truth's strongest gradient
-_FULL = 65535.0
-
-
-def available_demosaics(methods: Sequence[str] = DEMOSAICS) -> tuple[list[str], list[str]]:
-    """``(supported, missing)``: which of LibRaw's demosaics this rawpy build has (the GPL packs may not be)."""
-    import rawpy
-
-    ok, missing = [], []
-    for m in methods:
-        alg = getattr(rawpy.DemosaicAlgorithm, m, None)
-        (ok if alg is not None and alg.isSupported else missing).append(m)
-    return ok, missing
-
-
-def _to_dng(path: str, planes: np.ndarray, cfa: str) -> None:
-    from ..dng import write_dng
-
-    dn = np.rint(np.clip(np.asarray(planes, np.float64), 0.0, 1.0) * _FULL).astype(np.uint16)
-    write_dng(
-        path,
-        unpack(np.moveaxis(dn, -1, 0), cfa),
-        cfa=cfa,
-        black_level=0,
-        white_level=int(_FULL),
-        make="rawlab",
-        model="demosaic",
-    )
-
-
-def demosaic_all(planes: np.ndarray, cfa: str, methods: Sequence[str] = DEMOSAICS) -> dict[str, np.ndarray]:
-    """LibRaw's demosaics of normalised packed planes, as linear camera RGB.
-
-    Parameters
-    ----------
-    planes
-        ``(h, w, 4)`` R, G1, G2, B, normalised units (values outside ``[0, 1]`` are clipped, as the sensor
-        and LibRaw clip them).
-    cfa
-        The mosaic's pattern (``"RGGB"`` ...).
-    methods
-        Names from :data:`DEMOSAICS` (see :func:`available_demosaics`).
-
-    Returns
-    -------
-    dict
-        Method -> ``(2h, 2w, 3)`` float32 camera RGB, normalised (module docstring, "Linear LibRaw").
-    """
-    import rawpy
-
-    out = {}
-    with tempfile.TemporaryDirectory(prefix="rawlab-demosaic-") as tmp:
-        path = os.path.join(tmp, "mosaic.dng")
-        _to_dng(path, planes, cfa)
-        with rawpy.imread(path) as raw:
-            for m in methods:
-                rgb = raw.postprocess(
-                    demosaic_algorithm=getattr(rawpy.DemosaicAlgorithm, m),
-                    output_color=rawpy.ColorSpace.raw,
-                    gamma=(1, 1),
-                    no_auto_bright=True,
-                    output_bps=16,
-                    user_wb=[1.0, 1.0, 1.0, 1.0],
-                    use_camera_wb=False,
-                    use_auto_wb=False,
-                    highlight_mode=rawpy.HighlightMode.Clip,
-                    adjust_maximum_thr=0.0,  # else LibRaw takes a data maximum above 0.75 white for white
-                    user_flip=0,
-                )
-                out[m] = rgb.astype(np.float32) / np.float32(_FULL)
-    return out
-
-
-def demosaic(planes: np.ndarray, cfa: str, method: str = "AHD") -> np.ndarray:
-    """One LibRaw demosaic of normalised planes ``(h, w, 4)``: ``(2h, 2w, 3)`` linear camera RGB."""
-    return demosaic_all(planes, cfa, [method])[method]
 
 
 # -- the two denoisers: VST + NL-means on the packed planes and on the demosaiced RGB ---------------------------
