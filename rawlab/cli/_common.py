@@ -106,7 +106,7 @@ _GUARD_HELP = (
 _FUSE_HELP = (
     "With the guard, fuse the model's estimate with VST+NL-means at three strengths and VST+DCT tile by tile, "
     "weighted by Stein's unbiased risk estimate, so that no tile is expected to be worse than any of them alone "
-    "(six NL-means and two DCT passes, about COSTS s per megapixel on 2 cores); with --burst, the burst model's "
+    "(six NL-means and two DCT passes, about 2.7 s per megapixel on 2 cores); with --burst, the burst model's "
     "output with the same classical denoisers of the merge, by the merge's noise law; --no-fuse keeps the "
     "guarded model alone."
 )
@@ -130,7 +130,7 @@ def _ensemble_option(f):
 
 _FUSE_BM3D_HELP = (
     "Fuse with VST+BM3D too (the optional bm3d package, pip install bm3d; its licence is non-commercial, so "
-    "rawlab never installs it): on held-out photographs 0.09-0.27 dB above VST+BM3D alone at ISO 800 and up, "
+    "rawlab never installs it): on held-out photographs 0.10-0.26 dB above VST+BM3D alone at ISO 800 and up, "
     "at about 60 s per megapixel on 2 cores."
 )
 
