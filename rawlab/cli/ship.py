@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..deploy.libraw import DEMOSAICS
 from ._common import _cluster_options, _fuse_mode, _reporting, _runtime_options, main
 
 
@@ -114,7 +115,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
 )
 @click.option(
     "--demosaic",
-    type=click.Choice(["model", "LINEAR", "VNG", "PPG", "AHD", "DCB", "DHT", "AAHD"]),
+    type=click.Choice(["model", *DEMOSAICS]),
     default="model",
     show_default=True,
     help="With --output rgb: model runs the joint model; a LibRaw demosaic name runs a Bayer denoiser (without "

@@ -494,8 +494,8 @@ def denoise_files(
         Images of the self-ensemble (:mod:`rawlab.deploy.ensemble`: 1, 2, 4 or 8 rotations of each frame,
         averaged; that many times the cost), for a joint model too.
     fuse
-        With the guard, blend the estimate tile by tile with VST+NL-means and the input by SURE
-        (:func:`rawlab.deploy.guard.sure_fuse`; NL-means at three strengths, two passes each); a Bayer
+        With the guard, blend the estimate tile by tile with VST+NL-means, VST+DCT and the input by SURE
+        (:func:`rawlab.deploy.guard.sure_fuse`; NL-means at three strengths and the DCT, two passes each); a Bayer
         denoiser, or the Bayer part of a joint model that denoises first. ``"bm3d"``: VST+BM3D joins the
         candidates (the optional bm3d package; ``--fuse-bm3d``).
     demosaic

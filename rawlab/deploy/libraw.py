@@ -142,7 +142,9 @@ class LibRawDemosaic:
         return f"{self.denoiser.name} + LibRaw {self.method}"
 
     def __getattr__(self, item):  # only for what this class does not define: the wrapped runtime's
-        return getattr(self.__dict__["denoiser"], item)
+        if item == "denoiser":  # not set yet (a copy being built): no recursion
+            raise AttributeError(item)
+        return getattr(self.denoiser, item)
 
     def demosaic(self, x: np.ndarray, a, b, cfa: str) -> np.ndarray:
         """Packed normalised planes ``(h, w, 4)`` of a ``cfa`` mosaic with noise ``(a, b)`` -> clean linear
