@@ -340,7 +340,11 @@ def test_denoise_output_rgb_with_a_libraw_demosaic(small_synth, tmp_path):
     written = tifffile.imread(tmp_path / "dht" / src.with_suffix(".tiff").name)
     frame = read_raw(str(src))
     result = demosaic_frame(frame, LibRawDemosaic(load_denoiser(resolve_model("builtin")), "DHT"))
-    np.testing.assert_array_equal(written, np.clip(np.rint(result.rgb.astype(np.float64) * 65535), 0, 65535))
+    expected = np.clip(np.rint(result.rgb.astype(np.float64) * 65535), 0, 65535)
+    # The same pixels. The run is deterministic as far as rawlab controls it (the fusion's DCT avoids BLAS, whose
+    # thread count changes the last bits); should anything upstream differ by an ulp, a DCT coefficient at its
+    # threshold would move a few pixels, so up to 0.1 % of the values may differ (a wrong chain changes nearly all).
+    assert written.shape == expected.shape and np.mean(written != expected) <= 1e-3
     data = json.loads(small_synth.truth_path.read_text())
     where = {s["frames"]: root / s["rgb_truth"] for sp in data["sensors"] for s in sp["scenes"]}
     truth = tifffile.imread(where[str(src.parent.relative_to(root))])

@@ -214,22 +214,25 @@ def dct_wiener(v: np.ndarray, *, patch: int = 8, step: int = 2, threshold: float
     if patch < 2:
         return v.copy()
     from numpy.lib.stride_tricks import sliding_window_view
-    from scipy.fft import dct
+    from scipy.fft import dctn, idctn
 
     # Reflect-pad the bottom and right so that the windows tile every `step` pixels up to the last row and column.
     v = np.pad(v, ((0, -(h0 - patch) % step), (0, -(w0 - patch) % step), (0, 0)), mode="reflect")
     h, w = v.shape[:2]
     ny, nx = (h - patch) // step + 1, (w - patch) // step + 1
-    d = dct(np.eye(patch), norm="ortho", axis=0)  # rows: the basis
-    mix = _HADAMARD if c == 4 else np.eye(c)
-    basis = np.kron(mix, np.kron(d, d)).astype(np.float32)  # (c p p, c p p), orthonormal: one GEMM per pass
-    k = basis.shape[0]
+    # The Hadamard transform across the planes commutes with everything per plane (the windows, the DCT, the
+    # overlap-add), so it is applied once to the frame and once to the result, not to every window.
+    mix = _hadamard4 if c == 4 else (lambda x: x)
+    v = mix(v)
     window = np.outer(np.kaiser(patch, 2.0), np.kaiser(patch, 2.0)).astype(np.float32)
-    rows = max(1, 2**22 // (nx * k))  # windows' rows per strip: about 16 MB per array
+    rows = max(1, 2**22 // (nx * c * patch * patch))  # windows' rows per strip: about 16 MB per array
 
+    # The transforms are pocketfft's (scipy.fft) and a butterfly, not a BLAS product: the same bits with any
+    # number of BLAS threads, so a coefficient at the threshold falls the same side in a worker as alone.
     def coefficients(img: np.ndarray, r0: int, r1: int) -> np.ndarray:
         p = sliding_window_view(img[r0 * step : (r1 - 1) * step + patch], (patch, patch), axis=(0, 1))
-        return p[::step, ::step].reshape(-1, k) @ basis.T  # (windows, c p p)
+        p = np.ascontiguousarray(p[::step, ::step]).reshape(-1, c, patch, patch)
+        return dctn(p, axes=(-2, -1), norm="ortho")  # (windows, c, patch, patch)
 
     def stage(pilot: np.ndarray | None) -> np.ndarray:
         acc = np.zeros((h, w, c), np.float32)
@@ -239,18 +242,18 @@ def dct_wiener(v: np.ndarray, *, patch: int = 8, step: int = 2, threshold: float
             coef = coefficients(v, r0, r1)
             if pilot is None:
                 keep = np.abs(coef) > threshold
-                keep[:, 0] = True  # the window's mean
+                keep[:, 0, 0, 0] = True  # the window's mean
                 coef *= keep
-                wt = 1.0 / keep.sum(axis=1, dtype=np.float32)
+                wt = 1.0 / keep.sum(axis=(1, 2, 3), dtype=np.float32)
             else:
                 gain = coefficients(pilot, r0, r1)
                 gain *= gain
                 gain /= gain + 1.0
                 coef *= gain
                 gain *= gain
-                wt = 1.0 / np.maximum(gain.sum(axis=1), 1e-3)
-            coef *= wt[:, None]
-            back = (coef @ basis).reshape(r1 - r0, nx, c, patch, patch)
+                wt = 1.0 / np.maximum(gain.sum(axis=(1, 2, 3)), 1e-3)
+            coef *= wt[:, None, None, None]
+            back = idctn(coef, axes=(-2, -1), norm="ortho").reshape(r1 - r0, nx, c, patch, patch)
             wt = wt.reshape(r1 - r0, nx)
             y0 = r0 * step
             for dy in range(patch):
@@ -263,7 +266,15 @@ def dct_wiener(v: np.ndarray, *, patch: int = 8, step: int = 2, threshold: float
                     weight[at] += wt * window[dy, dx]
         return acc / weight[..., None]
 
-    return stage(stage(None))[:h0, :w0]
+    return mix(stage(stage(None)))[:h0, :w0]
+
+
+def _hadamard4(x: np.ndarray) -> np.ndarray:
+    """:data:`_HADAMARD` over the last axis (the four planes) as a butterfly, in the input's precision; it is
+    orthonormal and its own inverse."""
+    s01, d01 = x[..., 0] + x[..., 1], x[..., 0] - x[..., 1]
+    s23, d23 = x[..., 2] + x[..., 3], x[..., 2] - x[..., 3]
+    return np.stack([s01 + s23, s01 - s23, d01 + d23, d01 - d23], axis=-1) * x.dtype.type(0.5)
 
 
 def _bm3d(v: np.ndarray) -> np.ndarray:
