@@ -106,7 +106,7 @@ _GUARD_HELP = (
 _FUSE_HELP = (
     "With the guard, fuse the model's estimate with VST+NL-means at three strengths and VST+DCT tile by tile, "
     "weighted by Stein's unbiased risk estimate, so that no tile is expected to be worse than any of them alone "
-    "(six NL-means and two DCT passes, about 2.7 s per megapixel on 2 cores); with --burst, the burst model's "
+    "(six NL-means and two DCT passes, about 3 s per megapixel on 2 cores); with --burst, the burst model's "
     "output with the same classical denoisers of the merge, by the merge's noise law; --no-fuse keeps the "
     "guarded model alone."
 )
