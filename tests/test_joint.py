@@ -357,6 +357,7 @@ def test_denoise_output_rgb_with_a_libraw_demosaic(small_synth, tmp_path):
     for extra, reason in (
         (["--output", "bayer"], "pass --output rgb"),
         (["--output", "rgb", "--model", "builtin-joint"], "joint demosaic+denoise model"),
+        (["--output", "rgb", "--burst"], "drop --burst"),
     ):
         res = runner.invoke(
             main, ["denoise", str(src), "--demosaic", "DHT", *extra, "--out", str(tmp_path / "x")]

@@ -185,10 +185,8 @@ def denoise(
     if burst and fuse_bm3d:
         raise RawlabError("--fuse-bm3d applies to single frames; drop it with --burst")
     demosaic = None if demosaic == "model" else demosaic
-    if demosaic and (burst or output != "rgb"):
-        raise RawlabError(
-            f"--demosaic {demosaic} makes RGB from one frame; pass --output rgb, without --burst"
-        )
+    if demosaic and burst:  # without --output rgb: refused by denoise_files, as for any caller
+        raise RawlabError(f"--demosaic {demosaic} makes RGB from one frame; drop --burst")
     fuse = _fuse_mode(fuse, fuse_bm3d, guard)
     if click.get_current_context().get_parameter_source("model") is ParameterSource.DEFAULT:
         model = (
