@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from rawlab.deploy.guard import simplex_weights, sure_blend, sure_fuse
+from rawlab.deploy.guard import simplex_weights, simplex_weights_many, sure_blend, sure_fuse
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,52 @@ def test_simplex_weights_match_a_brute_force_search(k):
         brute = np.einsum("ni,ij,nj->n", grid, g, grid) - 2 * grid @ v
         # The grid's best point is within half a step of the true minimiser, so it can only be worse.
         assert value <= brute.min() + 1e-12, (trial, w, grid[np.argmin(brute)])
+
+
+def test_the_batched_solver_matches_one_problem_at_a_time():
+    # Problems of every kind in one batch: interior minima, minima on the sum w = 1 facet (large v), on edges
+    # (some weights zero), at the input (v <= 0), and rank-deficient G (two identical denoisers), whose
+    # singular faces must not stop the batch.
+    rng = np.random.default_rng(7)
+    gs, vs = [], []
+    for trial in range(60):
+        m = rng.standard_normal((4, 6 if trial % 4 else 3))  # every 4th: rank 3 of 4
+        if trial % 5 == 0:
+            m[1] = m[0]  # two identical residuals
+        gs.append(m @ m.T)
+        vs.append(rng.standard_normal(4) * (0.2, 1, 5, 20)[trial % 4] - (trial % 7 == 0) * 50)
+    many = simplex_weights_many(np.stack(gs), np.stack(vs))
+    one = np.stack([simplex_weights(g, v) for g, v in zip(gs, vs, strict=True)])
+    val_many = np.einsum("ti,tij,tj->t", many, np.stack(gs), many) - 2 * np.einsum("ti,ti->t", many, vs)
+    val_one = np.einsum("ti,tij,tj->t", one, np.stack(gs), one) - 2 * np.einsum("ti,ti->t", one, vs)
+    # The same minimum (the minimiser itself is not unique where G is singular), and no point of a grid over
+    # the simplex (steps of 0.05) lower.
+    np.testing.assert_allclose(val_many, val_one, rtol=1e-9, atol=1e-9)
+    grid = np.array([w for w in itertools.product(np.arange(0, 1.025, 0.05), repeat=4) if sum(w) <= 1 + 1e-9])
+    brute = np.einsum("ni,tij,nj->tn", grid, np.stack(gs), grid) - 2 * np.stack(vs) @ grid.T
+    assert np.all(val_many <= brute.min(axis=1) + 1e-9)
+    assert np.all(many >= 0) and np.all(many.sum(axis=1) <= 1 + 1e-9)
+    kinds = (many.sum(axis=1) > 1 - 1e-9).sum(), (many.sum(axis=1) == 0).sum(), (many == 0).any(axis=1).sum()
+    assert all(n > 0 for n in kinds), kinds  # the batch held facet, input and edge solutions
+
+
+def test_per_channel_weights_follow_each_channels_noise(planes):
+    # Gaussian noise of very different variance per plane (b from 1e-4 to 3e-2): the blur is worth much
+    # more on the noisiest plane, so with weights per channel that plane takes more of it than the cleanest
+    # one, and the blend errs less than with one set of weights for all four (which must compromise).
+    b = np.array([3e-2, 3e-3, 1e-3, 1e-4], np.float32)
+    y = (planes + np.sqrt(b) * np.random.default_rng(6).standard_normal(planes.shape)).astype(np.float32)
+    k0, _ = _taps(1.0)
+    ests = [(_blur(y, 1.0), np.full(y.shape, k0, np.float32))]
+    joint, w_joint = sure_fuse(y, ests, np.zeros(4), b, tile=64, overlap=16)
+    apart, w_apart = sure_fuse(y, ests, np.zeros(4), b, tile=64, overlap=16, per_channel=True)
+    assert w_joint.shape == (9, 1) and w_apart.shape == (9, 4, 1)
+    assert np.all(w_apart[:, 0, 0] > w_apart[:, 3, 0] + 0.3), w_apart[..., 0]
+
+    def mse(x):
+        return float(np.mean((np.asarray(x, np.float64) - planes) ** 2))
+
+    assert mse(apart) < 0.95 * mse(joint) and mse(joint) < mse(y)
 
 
 def test_the_guard_derivative_of_a_linear_filter_is_its_centre_tap(planes):

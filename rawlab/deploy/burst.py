@@ -176,8 +176,7 @@ def denoise_burst(
         return self_ensemble(image, xm, cfa, runner.ensemble)
 
     model = probed_estimate(on_merge, merge, am, bm, seed=0)
-    out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, tile=t["size"],
-                       overlap=t["overlap"])  # fmt: skip
+    out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, per_channel=True)
     if weights is not None:
         weights.append(model_and_classical(w))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))

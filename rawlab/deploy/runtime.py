@@ -316,9 +316,8 @@ class _TiledDenoiser:
                         classical_estimate(x[n], a[n], b[n], method="vst-bm3d", seed=len(classical) + 1)
                     )
                 est, w = sure_fuse(
-                    x[n], [(est[..., :4], est[..., 4:]), *classical], a[n], b[n], tile=t["size"],
-                    overlap=t["overlap"],
-                )  # fmt: skip
+                    x[n], [(est[..., :4], est[..., 4:]), *classical], a[n], b[n], per_channel=True
+                )
                 fuse_weights.append(model_and_classical(w))
             out[n] = est
         self.fuse_weights = np.concatenate(fuse_weights) if fuse_weights else np.zeros((0, 2))
