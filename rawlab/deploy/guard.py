@@ -37,9 +37,9 @@ errs less than either. The runtime fuses the network's (guarded, self-ensembled)
 weights of its own (``per_channel``: the planes' noise and detail differ, and so do their best blends); each
 tile's weights are blended across the tile overlaps as the estimates are (:func:`rawlab.deploy.tiling.run_tiled`).
 Each plane of a tile is one problem (sums over its 16,384 pixels, then the ``2^(K+1)``-face search), solved
-for a batch of tiles at once (:func:`simplex_weights_many`). Each denoiser's ``D_k`` comes from its own Monte-Carlo probe, kept per pixel (``derivative=True``,
-:func:`classical_estimate`) so that it can travel through the tiling and the self-ensemble, which only move and
-average pixels.
+for a batch of tiles at once (:func:`simplex_weights_many`). Each denoiser's ``D_k`` comes from its own
+Monte-Carlo probe, kept per pixel (``derivative=True``, :func:`classical_estimate`) so that it can travel
+through the tiling and the self-ensemble, which only move and average pixels.
 
 Limits: ``s_i^2`` is the law at the estimate (the clean value is unknown), and clipping at the black level
 makes the noise non-Gaussian in the deepest shadows; both bias SURE slightly there. The law itself is a fit:
