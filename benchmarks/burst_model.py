@@ -3,7 +3,7 @@ per sensor and ISO, for 2, 4 and 8 frames, PSNR on static bursts and on the regi
 
     python benchmarks/burst_model.py --model runs/burst [--single builtin] [--size 384x256]
                                      [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
-                                     [--isos 800,1600,3200,6400] [--out FILE.json] [--no-fuse]
+                                     [--isos 800,1600,3200,6400] [--out FILE.json] [--no-fuse] [--fuse-single]
 
 Bursts, seeds, scenes and the PSNR are :mod:`benchmarks.burst`'s; the methods and the scoring are ``rawlab eval``'s on
 bursts (:func:`rawlab.evaluation.bursts.burst_estimates`, :func:`~rawlab.evaluation.bursts.squared_errors`), which
@@ -52,13 +52,16 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--no-fuse", action="store_true",
                    help="run both models without their SURE fusion with VST+NL-means (the default fuses)")  # fmt: skip
+    p.add_argument("--fuse-single", action="store_true",
+                   help="fuse the burst model's output with the single-frame model's on the reference, as rawlab "
+                   "denoise --burst --fuse-single")  # fmt: skip
     args = p.parse_args()
 
     from rawlab.deploy.burst import burst_model
     from rawlab.deploy.runtime import load_denoiser
     from rawlab.synth.sensors import get_sensors
 
-    runner, frames = burst_model(args.model, fuse=not args.no_fuse)
+    runner, frames = burst_model(args.model, fuse=not args.no_fuse, fuse_single=args.fuse_single)
     single = load_denoiser(args.single)
     single.fuse = not args.no_fuse
     counts = (2, 4, 8)
@@ -70,6 +73,7 @@ def main() -> None:
         f"size {args.size[0]}x{args.size[1]}, scenes {', '.join(scenes)}; single-frame {args.single}; burst model "
         f"{args.model} (K = {frames}, step {runner.config.get('step')}); "
         + ("unfused" if args.no_fuse else "both fused with VST+NL-means by SURE")
+        + ("; the burst model then with the single-frame model on the reference" if runner.single else "")
     )
     header = (
         f"{'sensor':<14} {'ISO':>5} {'N':>2} | {'ref':>6} {'single':>6} {'merge':>6} {'model':>6} "

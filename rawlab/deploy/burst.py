@@ -49,6 +49,7 @@ __all__ = [
     "denoise_burst",
     "denoise_burst_files",
     "denoise_bursts",
+    "fuse_with_single",
 ]
 
 
@@ -78,10 +79,14 @@ def burst_model(
     num_threads: int | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
+    fuse_single: bool = False,
 ):
     """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``; it runs
     ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them, and with ``fuse``
     blends a merge-reading model's output with VST+NL-means and VST+DCT of the merge by SURE (module docstring).
+    With ``fuse`` and ``fuse_single`` as well, the runner carries the built-in single-frame model as ``single``
+    (the same rotations, fused as ``rawlab denoise`` runs it), and the burst output is fused with its output on
+    the reference (:func:`fuse_with_single`); otherwise ``single`` is None.
 
     Raises
     ------
@@ -94,6 +99,12 @@ def burst_model(
     runner = load_denoiser(path, num_threads=num_threads)
     runner.ensemble = check_ensemble(ensemble)
     runner.fuse = bool(fuse)
+    runner.single = None
+    if fuse and fuse_single:
+        from ..learn.modelio import BUILTIN
+
+        runner.single = load_denoiser(BUILTIN, num_threads=num_threads)
+        runner.single.ensemble = runner.ensemble
     k = burst_frames(runner.config)
     if k is None:
         raise NotABurstModel(
@@ -137,6 +148,7 @@ def denoise_burst(
     *,
     reference: int = 0,
     weights: list | None = None,
+    single_weights: list | None = None,
 ) -> np.ndarray:
     """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
 
@@ -145,13 +157,111 @@ def denoise_burst(
     frame alike) are denoised and averaged (:func:`rawlab.deploy.ensemble.self_ensemble`). With the runner's
     ``fuse`` and a model that reads the merge, the result is fused with VST+NL-means and VST+DCT of the merge by
     SURE (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, classical).
+    With the runner's ``single`` (:func:`burst_model`'s ``fuse_single``), that is then fused with the
+    single-frame model's output on the reference, in the reference's domain (:func:`fuse_with_single`);
+    ``single_weights`` receives those weights ``(tiles, 2)`` (burst, single-frame).
     """
+    if getattr(runner, "single", None) is not None and runner.fuse:
+        return fuse_with_single(
+            runner,
+            frames,
+            planes,
+            cfa,
+            a,
+            b,
+            reference=reference,
+            weights=weights,
+            single_weights=single_weights,
+        )
+    return _burst_estimate(runner, frames, planes, cfa, a, b, reference=reference, weights=weights)
+
+
+def _alignments(planes: np.ndarray, reference: int) -> list:
+    """Every frame's alignment to the reference, as the merge computes it (the reference's all zero)."""
+    from ..burst.align import TILES, Alignment, align_frame, grey, tile_origins
+
+    h, w = planes.shape[-2:]
+    g = grey(planes[reference])
+    zero = np.zeros((len(tile_origins(h, TILES[0])), len(tile_origins(w, TILES[0])), 2), np.float32)
+    return [
+        Alignment(zero, TILES[0]) if k == reference else align_frame(g, grey(planes[k]), TILES[0])
+        for k in range(len(planes))
+    ]
+
+
+def fuse_with_single(
+    runner,
+    frames: int,
+    planes: np.ndarray,
+    cfa: str,
+    a,
+    b,
+    *,
+    reference: int = 0,
+    weights: list | None = None,
+    single_weights: list | None = None,
+) -> np.ndarray:
+    """The burst model's output fused with the single-frame model's on the reference, by SURE in the
+    reference's domain: ``(4, h, w)`` float32.
+
+    The reference frame ``y`` has a known noise law, and the other frames' noise is independent of it, so
+    Stein's estimate holds for any estimator of ``y``'s clean image given those frames: the burst output ``B``
+    (a function of ``y`` through the merge, the other frames held) and the single-frame output ``S(y)`` (the
+    runner's ``single``, run as ``rawlab denoise`` runs it) are blended with ``y`` tile by tile and per plane
+    (:func:`rawlab.deploy.guard.sure_fuse`), each with its divergence from one more full pass on the probed
+    reference (:func:`rawlab.deploy.guard.probed_estimate`), the alignments held as they were (they are
+    piecewise constant in ``y``). Where the merge is weak (a frame misaligned, aliasing the resampler cannot
+    undo at low ISO) the single-frame output takes over; where it is strong, the burst output stays. Costs a
+    second burst pass and two single-frame passes."""
+    from .guard import model_and_classical, probed_estimate, sure_fuse
+
+    planes = np.asarray(planes, np.float32)
+    a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
+    alignments = _alignments(planes, reference)
+    calls = []
+
+    def burst_on(v: np.ndarray) -> np.ndarray:  # the burst output with the reference replaced by v
+        p = planes.copy()
+        p[reference] = np.moveaxis(v, -1, 0)
+        got = _burst_estimate(
+            runner, frames, p, cfa, a4, b4, reference=reference, alignments=alignments,
+            weights=weights if not calls else None,
+        )  # fmt: skip
+        calls.append(1)
+        return np.moveaxis(got, 0, -1)
+
+    single = runner.single
+    y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
+    burst = probed_estimate(burst_on, y, a4, b4, seed=101)
+    one = probed_estimate(lambda v: single.denoise(v, a4, b4, cfa=cfa), y, a4, b4, seed=102)
+    out, w = sure_fuse(y, [burst, one], a4, b4, per_channel=True)
+    if single_weights is not None:
+        single_weights.append(model_and_classical(w))
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
+
+
+def _burst_estimate(
+    runner,
+    frames: int,
+    planes: np.ndarray,
+    cfa: str,
+    a,
+    b,
+    *,
+    reference: int = 0,
+    weights: list | None = None,
+    alignments: list | None = None,
+) -> np.ndarray:
+    """:func:`denoise_burst` without the fusion with the single-frame model; ``alignments`` (one per frame)
+    replace the aligner's."""
     from ..learn.burstdata import burst_input
     from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
-    x, an, bn = burst_input(planes, cfa, frames, a, b, merged=merged, reference=reference)
+    x, an, bn = burst_input(
+        planes, cfa, frames, a, b, merged=merged, reference=reference, alignments=alignments
+    )
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     norm, t = runner.normalisation, runner.tile
 
@@ -205,12 +315,17 @@ def denoise_burst_files(
         res.noise = est.describe()
         res.frames_used = min(len(frames), k)
         weights: list = []
+        single_weights: list = []
         clean = denoise_burst(
-            runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights
-        )
+            runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights,
+            single_weights=single_weights,
+        )  # fmt: skip
         if weights:
             model_w, classical_w = np.median(np.concatenate(weights), axis=0)
             res.fusion = f"fused {model_w:.0%} model, {classical_w:.0%} NL-means and DCT of the merge"
+        if single_weights:
+            burst_w, single_w = np.median(np.concatenate(single_weights), axis=0)
+            res.fusion += f"; then {burst_w:.0%} burst, {single_w:.0%} single-frame model on the reference"
         return clean, {"software": f"rawlab {__version__} denoise --burst ({len(frames)} frames)"}
 
     return burst_to_dng(res, out, denoise, overwrite=overwrite, what="denoised burst")
@@ -227,11 +342,13 @@ def denoise_bursts(
     on_result: Callable[[BurstDenoised], None] | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
+    fuse_single: bool = False,
 ) -> list[BurstDenoised]:
     """Denoise many bursts with the burst model ``model``, one Dask task each (as ``burst merge`` runs folders:
     :func:`rawlab.burst.files.run_bursts`; each worker loads the model once); results in input order, a burst
     that failed carries the reason; each burst through ``ensemble`` rotations and, with ``fuse``, fused with
-    VST+NL-means of its merge (:func:`burst_model`).
+    VST+NL-means of its merge, and with ``fuse_single`` with the single-frame model on its reference
+    (:func:`burst_model`).
 
     Raises
     ------
@@ -241,23 +358,24 @@ def denoise_bursts(
     from ..burst.files import run_bursts
 
     return run_bursts(
-        _task, bursts, outs, (os.fspath(model), reference, overwrite, ensemble, fuse), name="denoise-burst",
+        _task, bursts, outs, (os.fspath(model), reference, overwrite, ensemble, fuse, fuse_single),
+        name="denoise-burst",
         options=options,
         on_result=on_result, result=BurstDenoised,
     )  # fmt: skip
 
 
 @lru_cache(maxsize=2)
-def _worker_model(model: str, ensemble: int, fuse: bool):
-    return burst_model(model, ensemble=ensemble, fuse=fuse)
+def _worker_model(model: str, ensemble: int, fuse: bool, fuse_single: bool):
+    return burst_model(model, ensemble=ensemble, fuse=fuse, fuse_single=fuse_single)
 
 
-def _task(paths, out, model, reference, overwrite, ensemble, fuse) -> BurstDenoised:
+def _task(paths, out, model, reference, overwrite, ensemble, fuse, fuse_single) -> BurstDenoised:
     return denoise_burst_files(
         paths,
         out,
         model,
         reference=reference,
         overwrite=overwrite,
-        runner=_worker_model(model, ensemble, fuse),
+        runner=_worker_model(model, ensemble, fuse, fuse_single),
     )

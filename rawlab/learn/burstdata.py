@@ -139,6 +139,7 @@ def burst_input(
     merged: bool = False,
     reference: int = 0,
     displacements: list[np.ndarray | None] | None = None,
+    alignments: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A burst model's input before normalisation: ``x (h, w, C)`` and a noise law per channel ``a, b (C,)``.
 
@@ -147,7 +148,10 @@ def burst_input(
     :func:`burst_stack` of :func:`aligned_frames` (``displacements`` as there; the law repeated). With it,
     ``C = 4 (k + 1)``: the classical merge of the frames (:func:`rawlab.burst.merge_burst`, over the first ``k``
     of them, the reference first) with its law (:meth:`rawlab.burst.merge.Merged.noise`) in front, the frames
-    resampled at the merge's alignment unless ``displacements`` is given.
+    resampled at the merge's alignment unless ``displacements`` is given. ``alignments`` (one
+    :class:`rawlab.burst.align.Alignment` per frame of ``frames``, the reference's zero) replaces the aligner's
+    for the merge and the resampling: the same alignment for a burst whose reference is perturbed, as SURE's
+    probe of it needs (:func:`rawlab.deploy.burst.denoise_burst`).
     """
     from ..burst.merge import merge_burst
 
@@ -156,12 +160,16 @@ def burst_input(
     frames = frames[order]
     if displacements is not None:
         displacements = [displacements[i] for i in order]
+    if alignments is not None:
+        alignments = [alignments[i] for i in order]
+        if displacements is None:
+            displacements = [al.displacement for al in alignments]
     a4, b4 = (np.asarray(v, np.float64).reshape(4) for v in (a, b))
     an, bn = np.tile(a4, k), np.tile(b4, k)
     if not merged:
         x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
         return x, an.astype(np.float32), bn.astype(np.float32)
-    m = merge_burst(frames, a4, b4, cfa=cfa)
+    m = merge_burst(frames, a4, b4, cfa=cfa, alignments=alignments)
     if displacements is None:
         displacements = [al.displacement for al in m.alignments]
     x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
