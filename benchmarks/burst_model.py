@@ -14,7 +14,9 @@ single-frame model on the reference alone (``--single``, default the shipped ``b
 runtime with its SURE guard and fusion, as ``rawlab denoise`` runs it); ``merge`` the classical merge
 (:func:`rawlab.burst.merge_burst`, as ``rawlab burst merge``); ``model`` the burst model (``--model``, through
 :func:`rawlab.deploy.burst.denoise_burst`, as ``rawlab denoise --burst``: the aligner, the resampler, tiles, the
-4 rotations, and its SURE fusion with VST+NL-means of the merge; ``--no-fuse`` runs both models unfused).
+4 rotations, and its SURE fusion with VST+NL-means of the merge; ``--no-fuse`` runs both models unfused;
+``--fuse-single`` then fuses it with the single-frame model's output on the reference, as ``rawlab denoise --burst
+--fuse-single``).
 Targets (issue 14): the burst model of 8 frames at least +1 dB over the merge and +2.5 dB over the single-frame
 model at every ISO from 800 up.
 """

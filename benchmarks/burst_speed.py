@@ -2,6 +2,7 @@
 for scale, the single-frame model on the reference alone, measured side by side in one run, medians of repeats.
 
     python benchmarks/burst_speed.py --model runs/burst [--size 4000x3000] [--frames 8] [--repeats 3]
+                                     [--fuse-single]
 
 The burst is made in memory: a photograph (scikit-image's, tiled to the size) mosaicked as RGGB, each frame
 moved by a whole Bayer period (the aligner still searches every tile at every level, as on any burst) with its own
@@ -48,6 +49,8 @@ def main() -> None:
     p.add_argument("--size", type=_size, default=(4000, 3000), help="mosaic WxH")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fuse-single", action="store_true",
+                   help="also time rawlab denoise --burst --fuse-single (fused with the single-frame model)")  # fmt: skip
     args = p.parse_args()
 
     from rawlab.burst.merge import merge_burst
@@ -69,6 +72,9 @@ def main() -> None:
         ("burst model, --no-fuse", lambda: denoise_burst(unfused, k, x, "RGGB", a4, b4)),
         (f"single-frame {args.single} on the reference", lambda: single.denoise(np.moveaxis(x[0], 0, -1), a4, b4)),
     ]  # fmt: skip
+    if args.fuse_single:
+        both, _ = burst_model(args.model, fuse_single=True)
+        rows.insert(2, ("burst model, --fuse-single", lambda: denoise_burst(both, k, x, "RGGB", a4, b4)))
     base = None
     for name, fn in rows:
         med, times = median_time(fn, args.repeats)
