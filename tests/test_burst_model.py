@@ -263,7 +263,8 @@ def test_the_probe_holds_the_alignment_the_burst_had():
     """SURE's probe of the burst output perturbs the reference and holds the frames' alignments (a piecewise
     constant function of the reference): with the alignments the aligner itself gives, the output is the same
     to the bit as without them."""
-    from rawlab.deploy.burst import _alignments, _burst_estimate, burst_model
+    from rawlab.burst.align import align_burst
+    from rawlab.deploy.burst import _burst_estimate, burst_model
     from rawlab.synth.burst import simulate_burst
     from rawlab.synth.sensors import SENSORS
 
@@ -274,7 +275,7 @@ def test_the_probe_holds_the_alignment_the_burst_had():
     for ref in (0, 2):
         free = _burst_estimate(runner, k, x, SENSORS[0].cfa, a, b, reference=ref)
         held = _burst_estimate(
-            runner, k, x, SENSORS[0].cfa, a, b, reference=ref, alignments=_alignments(x, ref)
+            runner, k, x, SENSORS[0].cfa, a, b, reference=ref, alignments=align_burst(x, ref)
         )
         np.testing.assert_array_equal(free, held)
 

@@ -54,6 +54,7 @@ __all__ = [
     "RADII",
     "TILES",
     "Alignment",
+    "align_burst",
     "align_frame",
     "global_motion",
     "grey",
@@ -274,6 +275,18 @@ def align_frame(
                 d = _follow_global(ref_s, alt_s, d, ok, smaller, y0, x0, t)
             return Alignment(d, tile)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def align_burst(frames: np.ndarray, reference: int = 0, tile: int = TILES[0]) -> list[Alignment]:
+    """Every frame of packed planes ``(N, 4, h, w)`` aligned to frame ``reference`` (:func:`align_frame` on their
+    grey images), the reference's own all zero: what :func:`rawlab.burst.merge_burst` merges by."""
+    h, w = frames.shape[-2:]
+    g = grey(frames[reference])
+    zero = np.zeros((len(tile_origins(h, tile)), len(tile_origins(w, tile)), 2), np.float32)
+    return [
+        Alignment(zero, tile) if k == reference else align_frame(g, grey(frames[k]), tile)
+        for k in range(len(frames))
+    ]
 
 
 def global_motion(

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as sfft  # float32 in, complex64 out (numpy's FFT works in float64)
 
-from .align import TILES, Alignment, align_frame, grey, tile_origins
+from .align import TILES, Alignment, align_burst, tile_origins
 from .resample import mosaic_tiles, shifted_tiles
 
 __all__ = ["PASSES", "ROBUSTNESS", "Merged", "merge_burst", "window"]
@@ -125,7 +125,7 @@ def merge_burst(
     robustness
         ``c`` of the Wiener weight: larger merges more and rejects motion less.
     alignments
-        Precomputed alignments (one per frame), else computed with :func:`rawlab.burst.align.align_frame`.
+        Precomputed alignments (one per frame), else computed with :func:`rawlab.burst.align.align_burst`.
     cfa
         The frames' CFA pattern: alternate tiles are then resampled through a demosaic of the frame at mosaic
         resolution (:func:`rawlab.burst.resample.mosaic_tiles`), which undoes much of each plane's aliasing;
@@ -144,15 +144,9 @@ def merge_burst(
         raise ValueError(f"tile must be even and at least 4, got {tile}")
     a = np.broadcast_to(np.asarray(a, np.float64), (4,)).reshape(4, 1, 1)
     b = np.broadcast_to(np.asarray(b, np.float64), (4,)).reshape(4, 1, 1)
-    ref = frames[reference]
     y0, x0 = tile_origins(h, tile), tile_origins(w, tile)
-    zero = np.zeros((len(y0), len(x0), 2), np.float32)
     if alignments is None:
-        g = grey(ref)
-        alignments = [
-            Alignment(zero, tile) if k == reference else align_frame(g, grey(frames[k]), tile)
-            for k in range(n)
-        ]
+        alignments = align_burst(frames, reference, tile)
     win = window(tile)
     merged = np.empty((4, len(y0), len(x0), tile, tile), np.float32)
     factor_sum = np.zeros(4)

@@ -174,21 +174,21 @@ def denoise_burst(
     single = getattr(runner, "single", None)
     if single is None or not runner.fuse:
         return _burst_estimate(runner, frames, planes, cfa, a, b, reference=reference, weights=weights)
+    from ..burst.align import align_burst
     from .guard import model_and_classical, probed_estimate, sure_fuse
 
     planes = np.asarray(planes, np.float32)
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
-    alignments = _alignments(planes, reference)  # held for the probe: piecewise constant in the reference
-    calls = []
+    alignments = align_burst(planes, reference)  # held for the probe: piecewise constant in the reference
+    unprobed = [weights]  # the merge fusion's weights are reported from the unprobed pass only
 
     def burst_on(v: np.ndarray) -> np.ndarray:  # the burst output with the reference replaced by v
         p = planes.copy()
         p[reference] = np.moveaxis(v, -1, 0)
+        w = unprobed.pop() if unprobed else None
         got = _burst_estimate(
-            runner, frames, p, cfa, a4, b4, reference=reference, alignments=alignments,
-            weights=weights if not calls else None,
-        )  # fmt: skip
-        calls.append(1)
+            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments
+        )
         return np.moveaxis(got, 0, -1)
 
     y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
@@ -198,19 +198,6 @@ def denoise_burst(
     if single_weights is not None:
         single_weights.append(model_and_classical(w))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
-
-
-def _alignments(planes: np.ndarray, reference: int) -> list:
-    """Every frame's alignment to the reference, as the merge computes it (the reference's all zero)."""
-    from ..burst.align import TILES, Alignment, align_frame, grey, tile_origins
-
-    h, w = planes.shape[-2:]
-    g = grey(planes[reference])
-    zero = np.zeros((len(tile_origins(h, TILES[0])), len(tile_origins(w, TILES[0])), 2), np.float32)
-    return [
-        Alignment(zero, TILES[0]) if k == reference else align_frame(g, grey(planes[k]), TILES[0])
-        for k in range(len(planes))
-    ]
 
 
 def _burst_estimate(
