@@ -122,6 +122,31 @@ def test_the_guard_derivative_of_a_linear_filter_is_its_centre_tap(planes):
     assert 0 < k0 < 0.2 and np.all(w > 0.5)  # a real blur that the guard keeps: the test measures something
 
 
+def test_estimates_probed_together_share_one_probe(planes):
+    """``probed_estimates``: several outputs of one pass, each with its derivative from the same probe. The
+    first is :func:`probed_estimate` of it to the bit (same seed, same scale); a second output that is a
+    linear map of the input (``0.5 y``) has derivative 0.5 at every pixel (the finite difference of a linear
+    map is exact, up to float32 rounding of ``f(y + eps s b) - f(y)``, 2 ulp of values <= 1 over eps s)."""
+    from rawlab.deploy.guard import probed_estimate, probed_estimates
+
+    a, b = np.full(4, 1e-3, np.float32), np.full(4, 1e-4, np.float32)
+    y = (planes + 0.01 * np.random.default_rng(1).standard_normal(planes.shape)).astype(np.float32)
+    calls: list = []
+
+    def run(v):
+        calls.append(v)
+        return [_blur(v, 1.0), 0.5 * v]
+
+    (f, df), (g, dg) = probed_estimates(run, y, a, b, seed=7)
+    assert len(calls) == 2  # one pass on y, one on the probe, for both outputs
+    f1, df1 = probed_estimate(lambda v: _blur(v, 1.0), y, a, b, seed=7)
+    np.testing.assert_array_equal(f, f1)
+    np.testing.assert_array_equal(df, df1)
+    np.testing.assert_array_equal(g, 0.5 * y)
+    sd = np.sqrt(a * np.maximum(f, 0) + b)
+    np.testing.assert_allclose(dg, 0.5, atol=float(np.max(2 * 2.0**-23 / (0.02 * sd))))
+
+
 def test_fusing_two_filters_finds_the_oracle_blend(planes):
     # A light blur (keeps detail and noise) and a strong one (removes both) at a noise level where a blend of
     # the two beats either. Their derivative maps are exact (the centre taps), so the fused weights differ
@@ -167,6 +192,39 @@ def test_fused_weights_cross_fade_between_tiles(planes):
     left, right = w.reshape(3, 3)[:, 0], w.reshape(3, 3)[:, 2]
     assert np.all(left > right + 0.2)  # the noisy half keeps more of the blur
     assert np.all(np.isfinite(fused)) and fused.shape == y.shape
+
+
+def test_the_fused_derivative_holds_the_weights_and_matches_a_probe(planes):
+    """``sure_fuse(derivative=True)``: on one tile the blend is ``y - sum w_k (y - F_k)``, so its derivative with
+    the weights held is ``1 - sum w_k (1 - dF_k)`` at each pixel (exact up to float32). Over 3 x 3 tiles
+    cross-faded, it agrees with a Monte-Carlo probe of the whole fusion, weights recomputed: the probe's mean
+    over the N values has cross terms of variance at most 2 sum_j J_ij^2 / N <= 2 / N (each row of the
+    blend's Jacobian, a convex mix of blurs and the identity, has squared taps summing to at most 1), plus the
+    weights' own dependence on each pixel, which is of order 1/N per tile; five sigmas bound the difference."""
+    from rawlab.deploy.guard import probed_estimate
+
+    b = 3e-2
+    a0, b0 = np.zeros(4, np.float32), np.full(4, b, np.float32)
+    y = (planes + np.sqrt(b) * np.random.default_rng(6).standard_normal(planes.shape)).astype(np.float32)
+
+    def candidates(v):
+        return [(_blur(v, s), np.full(v.shape, _taps(s)[0], np.float32)) for s in (0.5, 1.5)]
+
+    _, w, d = sure_fuse(y, candidates(y), a0, b0, tile=128, overlap=0, per_channel=True, derivative=True)
+    want = 1 - np.einsum("ck,kyxc->yxc", w[0], 1 - np.stack([e[1] for e in candidates(y)]))
+    np.testing.assert_allclose(d, want, rtol=0, atol=1e-6)
+    assert np.all(w.sum(axis=-1) > 0.3)  # a real blend: the derivative is far from the input's 1
+
+    fused, _, d = sure_fuse(y, candidates(y), a0, b0, tile=64, overlap=16, per_channel=True, derivative=True)
+    ref, _ = sure_fuse(y, candidates(y), a0, b0, tile=64, overlap=16, per_channel=True)
+    np.testing.assert_array_equal(fused, ref)  # the blend itself is unchanged
+
+    def fusion(v):
+        return sure_fuse(v, candidates(v), a0, b0, tile=64, overlap=16, per_channel=True)[0]
+
+    _, probed = probed_estimate(fusion, y, a0, b0, seed=3)
+    assert abs(float(probed.mean()) - float(d.mean())) < 5 * np.sqrt(2 / y.size), (probed.mean(), d.mean())
+    assert 0.05 < float(d.mean()) < 0.8
 
 
 def test_a_frame_smaller_than_a_tile_counts_each_pixel_once(planes):

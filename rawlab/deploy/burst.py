@@ -9,7 +9,9 @@ has ``merge_frames``, the alternates then resampled at the merge's alignment), t
 shorter than the model's ``K`` repeats its reference, as in training; a longer one keeps its first ``K``
 frames, the reference first) and the network run tile by tile with overlap (:func:`rawlab.deploy.tiling.run_tiled`)
 through the runtime of :func:`rawlab.deploy.runtime.load_denoiser` (a model directory with JAX, or a ``.tflite``
-export). The DNG has the reference's size, CFA, levels and metadata, as ``burst merge`` writes it; it carries
+export). A model directory whose frames reach nothing (``frames_in`` zero: the shipped ``builtin-burst``) runs as
+the single-frame U-Net it then is, on the merge alone (:func:`rawlab.learn.modelio.merge_part`): the same output to
+the bit, without resampling the alternates or the top level's widest convolution. The DNG has the reference's size, CFA, levels and metadata, as ``burst merge`` writes it; it carries
 no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
 
 **Fusion** (``fuse``, on by default as in ``rawlab denoise``): a model with the merge in front is an estimator
@@ -25,13 +27,16 @@ does not model. Measured on held-out photographs it adds 0.2 to 0.35 dB (README,
 **Fusion with the single-frame model** (``fuse_single``, ``rawlab denoise --burst --fuse-single``; opt-in). The
 reference frame ``y`` has a known noise law, and the other frames' noise is independent of it, so Stein's
 estimate holds for any estimator of ``y``'s clean image given those frames: the burst output ``B`` (a function of
-``y`` through the merge, the other frames held) and the single-frame output ``S(y)`` (the runner's ``single``, run
-as ``rawlab denoise`` runs it) are blended with ``y`` per plane and tile (:func:`rawlab.deploy.guard.sure_fuse`),
-each with its divergence from one more full pass on the probed reference
-(:func:`rawlab.deploy.guard.probed_estimate`), the frames' alignments held as they were (they are piecewise
-constant in ``y``). Where the merge is weak (a misaligned frame, aliasing the resampler cannot undo at low ISO)
-the single-frame output takes over; where it is strong, the burst output stays. It costs a second burst pass and
-two single-frame passes; measured on held-out photographs it adds up to 0.4 dB on PG-1 (README, bursts).
+``y`` through the merge, the other frames held), the burst model's own output before its fusion with the merge's
+classical candidates (the same pass gives it), and the single-frame output ``S(y)`` (the runner's ``single``, run
+as ``rawlab denoise`` runs it) are blended with ``y`` per plane and 64-px tile (:func:`rawlab.deploy.guard.sure_fuse`,
+:data:`SINGLE_FUSE_TILE`). The burst outputs' divergences come from one more full pass on the probed reference
+(:func:`rawlab.deploy.guard.probed_estimates`), the frames' alignments held as they were (they are piecewise
+constant in ``y``); the single-frame output's from its own fusion, its weights held
+(:func:`rawlab.deploy.guard.sure_fuse` with ``derivative``). Where the merge is weak (a misaligned frame, aliasing
+the resampler cannot undo at low ISO) the single-frame output takes over; where it is strong, the burst output
+stays. It costs a second burst pass and one single-frame pass; measured on held-out photographs it adds up to
+0.4 dB on PG-1 (README, bursts).
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ __all__ = [
     "denoise_burst_files",
     "denoise_bursts",
 ]
+
+# The fusion with the single-frame model (``fuse_single``): weights per plane of each 64 x 64 tile (packed
+# pixels), cross-faded over 8. Chosen on photographs the burst benchmark does not score (astronaut,
+# immunohistochemistry, hubble_deep_field; PG-1, 8 frames, ISO 800 and 1600): +0.01 / +0.04 dB over the
+# single-frame runtime's 128-px tiles (README, bursts).
+SINGLE_FUSE_TILE = (64, 8)
 
 
 class NotABurstModel(RawlabError):
@@ -169,35 +180,56 @@ def denoise_burst(
     SURE (module docstring); ``weights``, if given, receives the tiles' weights ``(tiles, 2)`` (model, classical).
     With the runner's ``single`` (:func:`burst_model`'s ``fuse_single``), that is then fused with the
     single-frame model's output on the reference, in the reference's domain (module docstring, "Fusion with the
-    single-frame model"); ``single_weights`` receives those weights ``(tiles, 2)`` (burst, single-frame).
+    single-frame model"); ``single_weights`` receives those weights ``(tiles, 2)`` (the burst's outputs
+    together, the single-frame model's; averaged over the planes).
     """
     single = getattr(runner, "single", None)
     if single is None or not runner.fuse:
         return _burst_estimate(runner, frames, planes, cfa, a, b, reference=reference, weights=weights)
     from ..burst.align import align_burst
-    from .guard import model_and_classical, probed_estimate, sure_fuse
+    from .guard import probed_estimates, sure_fuse
 
     planes = np.asarray(planes, np.float32)
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     alignments = align_burst(planes, reference)  # held for the probe: piecewise constant in the reference
     unprobed = [weights]  # the merge fusion's weights are reported from the unprobed pass only
 
-    def burst_on(v: np.ndarray) -> np.ndarray:  # the burst output with the reference replaced by v
+    def burst_on(v: np.ndarray) -> list[np.ndarray]:  # the burst outputs with the reference replaced by v
         p = planes.copy()
         p[reference] = np.moveaxis(v, -1, 0)
         w = unprobed.pop() if unprobed else None
+        raw: list = []
         got = _burst_estimate(
-            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments
+            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, raw=raw
         )
-        return np.moveaxis(got, 0, -1)
+        return [np.moveaxis(got, 0, -1), *raw]
 
     y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
-    burst = probed_estimate(burst_on, y, a4, b4, seed=101)
-    one = probed_estimate(lambda v: single.denoise(v, a4, b4, cfa=cfa), y, a4, b4, seed=102)
-    out, w = sure_fuse(y, [burst, one], a4, b4, per_channel=True)
+    burst = probed_estimates(burst_on, y, a4, b4, seed=101)  # the fused burst output, then the model's own
+    one = _single_estimate(single, y, a4, b4, cfa)
+    tile, overlap = SINGLE_FUSE_TILE
+    out, w = sure_fuse(y, [*burst, one], a4, b4, per_channel=True, tile=tile, overlap=overlap)
     if single_weights is not None:
-        single_weights.append(model_and_classical(w))
+        w = w.mean(axis=1)  # (tiles, c, K) over the channels; the burst's candidates together
+        single_weights.append(np.stack([w[:, :-1].sum(axis=1), w[:, -1]], axis=1))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
+
+
+def _single_estimate(single, y: np.ndarray, a, b, cfa: str) -> tuple[np.ndarray, np.ndarray]:
+    """The single-frame runtime's estimate of ``y`` ``(h, w, 4)`` and its per-pixel derivative: from its own
+    fusion, the weights held (``keep_derivative``, :func:`rawlab.deploy.guard.sure_fuse`), where it fuses;
+    else from one more pass on the probed input (:func:`rawlab.deploy.guard.probed_estimate`)."""
+    from .guard import probed_estimate
+
+    keep, single.keep_derivative = single.keep_derivative, True
+    try:
+        est = np.asarray(single.denoise(y, a, b, cfa=cfa), np.float32)
+        derivative = single.fused_derivative
+    finally:
+        single.keep_derivative = keep
+    if derivative is not None:
+        return est, derivative
+    return probed_estimate(lambda v: single.denoise(v, a, b, cfa=cfa), y, a, b, seed=102)
 
 
 def _burst_estimate(
@@ -211,19 +243,24 @@ def _burst_estimate(
     reference: int = 0,
     weights: list | None = None,
     alignments: list | None = None,
+    raw: list | None = None,
 ) -> np.ndarray:
     """:func:`denoise_burst` without the fusion with the single-frame model; ``alignments`` (one per frame)
-    replace the aligner's."""
+    replace the aligner's; ``raw``, if given, receives the model's own output ``(h, w, 4)`` before its fusion
+    with the merge's classical candidates (nothing when there is no such fusion)."""
     from ..learn.burstdata import burst_input
     from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
+    part = runner.merge_part() if merged else None  # a model that reads only the merge: the frames unused
     x, an, bn = burst_input(
-        planes, cfa, frames, a, b, merged=merged, reference=reference, alignments=alignments
-    )
+        planes, cfa, frames, a, b, merged=merged, reference=reference, alignments=alignments,
+        frames_too=part is None,
+    )  # fmt: skip
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     norm, t = runner.normalisation, runner.tile
+    network = part or runner
 
     groups = x.shape[-1] // 4
 
@@ -232,7 +269,7 @@ def _burst_estimate(
         law_in, law_out = (an[every], bn[every]), (a4[src], b4[src])
 
         def net(tiles):
-            return norm.from_network(runner._run(norm.to_network(tiles, *law_in)), *law_out)
+            return norm.from_network(network._run(norm.to_network(tiles, *law_in)), *law_out)
 
         return run_tiled(net, planes, t["size"], t["overlap"], batch=runner.batch)
 
@@ -240,12 +277,14 @@ def _burst_estimate(
         return np.ascontiguousarray(np.moveaxis(self_ensemble(image, x, cfa, runner.ensemble), -1, 0))
     merge, am, bm = x[..., :4], an[:4], bn[:4]  # the merge is the observation, with its own law
 
-    def on_merge(m: np.ndarray) -> np.ndarray:  # the model with the merge replaced, the frames as they are
+    def on_merge(m: np.ndarray) -> np.ndarray:  # the model with the merge replaced, any frames as they are
         xm = x.copy()
         xm[..., :4] = m
         return self_ensemble(image, xm, cfa, runner.ensemble)
 
     model = probed_estimate(on_merge, merge, am, bm, seed=0)
+    if raw is not None:
+        raw.append(model[0])
     out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, per_channel=True)
     if weights is not None:
         weights.append(model_and_classical(w))

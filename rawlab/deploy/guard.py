@@ -55,7 +55,7 @@ held-out frames the fused int8 exports are still above VST+NL-means at every sen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -67,6 +67,7 @@ __all__ = [
     "classical_estimates",
     "model_and_classical",
     "probed_estimate",
+    "probed_estimates",
     "simplex_weights",
     "simplex_weights_many",
     "sure_blend",
@@ -147,11 +148,20 @@ def probed_estimate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A denoiser's estimate ``run(y)`` of ``y`` ``(h, w, c)`` (``Var[y] = a x + b``) and its per-pixel
     derivative ``d F_i / d y_i`` from one more pass on the probed input, for :func:`sure_fuse`."""
+    return probed_estimates(lambda v: [run(v)], y, a, b, eps=eps, seed=seed)[0]
+
+
+def probed_estimates(
+    run: Callable[[np.ndarray], Sequence[np.ndarray]], y: np.ndarray, a, b, *, eps: float = EPS, seed: int = 1
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`probed_estimate` of several estimates that one pass gives together (``run(y)``: a list, each
+    ``(h, w, c)``), each with its derivative from the same probe, scaled by the first estimate's noise law."""
     y = np.asarray(y, np.float32)
-    f = np.asarray(run(y), np.float32)
-    sd = np.sqrt(np.maximum(np.asarray(a, np.float32) * np.maximum(f, 0) + np.asarray(b, np.float32), 0))
+    fs = [np.asarray(f, np.float32) for f in run(y)]
+    sd = np.sqrt(np.maximum(np.asarray(a, np.float32) * np.maximum(fs[0], 0) + np.asarray(b, np.float32), 0))
     signs, probe = _probe(y, sd, eps, seed)
-    return f, _derivative(signs, sd, f, np.asarray(run(probe), np.float32), eps)
+    probed = [np.asarray(f, np.float32) for f in run(probe)]
+    return [(f, _derivative(signs, sd, f, f2, eps)) for f, f2 in zip(fs, probed, strict=True)]
 
 
 def classical_estimate(
@@ -251,13 +261,19 @@ def sure_fuse(
     tile: int = FUSE_TILE,
     overlap: int = FUSE_OVERLAP,
     per_channel: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    derivative: bool = False,
+) -> tuple[np.ndarray, ...]:
     """The SURE-optimal blend of the input ``y`` ``(h, w, c)`` and ``estimates`` ``[(F_k, dF_k)]`` (each
     estimate with its per-pixel derivative, :func:`sure_blend`, :func:`classical_estimate`), per tile of
     ``tile`` with ``overlap`` (weights cross-faded between tiles; smaller tiles in a frame smaller than that, so
     that no pixel counts twice); returns the blend and each tile's weights ``(n_tiles, K)``, or with
     ``per_channel`` each tile's and channel's ``(n_tiles, c, K)`` (every channel of a tile blended by weights
-    of its own). The noise variance is the law at the first estimate."""
+    of its own). The noise variance is the law at the first estimate.
+
+    With ``derivative``, also the blend's per-pixel derivative ``(h, w, c)``, the weights held:
+    ``1 - sum_k w_k (1 - dF_k)``, cross-faded as the blend is. A tile's weights depend on each of its pixels
+    only through sums over the tile, so holding them drops a term of order one over its size; the blend can
+    then be fused again (:func:`rawlab.deploy.burst.denoise_burst`) without a pass of its own on a probe."""
     from .tiling import run_tiled, tile_origins
 
     y = np.asarray(y, np.float32)
@@ -295,16 +311,21 @@ def sure_fuse(
         # whose derivative is small), so a smaller gain is not evidence and the input is kept.
         gain = 2 * np.einsum("pk,pk->p", w, v) - np.einsum("pi,pij,pj->p", w, g, w)
         w[gain < 2 * LAW_TOLERANCE * total] = 0
+        mix = "nck,nkyxc->nyxc" if per_channel else "nk,nkyxc->nyxc"
         if per_channel:
             w = w.reshape(n, c, k)
-            out = yt - np.einsum("nck,nkyxc->nyxc", w, r)
-        else:
-            out = yt - np.einsum("nk,nkyxc->nyxc", w, r)
+        out = [yt - np.einsum(mix, w, r)]
+        if derivative:
+            out.append(1 - np.einsum(mix, w, 1 - ds.astype(np.float64)))
         weights.extend(w)
-        return out.astype(np.float32)
+        return np.concatenate(out, axis=-1).astype(np.float32)
 
-    fused = run_tiled(fuse, stacked, tile, overlap, out_channels=c, batch=_FUSE_BATCH)
+    width = c * (1 + derivative)
+    fused = run_tiled(fuse, stacked, tile, overlap, out_channels=width, batch=_FUSE_BATCH)
     h, w_ = y.shape[:2]
     n_tiles = len(tile_origins(h, tile, overlap)) * len(tile_origins(w_, tile, overlap))
     shape = (-1, c, k) if per_channel else (-1, k)
-    return fused, np.asarray(weights[:n_tiles]).reshape(shape)
+    weights_ = np.asarray(weights[:n_tiles]).reshape(shape)
+    if derivative:
+        return fused[..., :c], weights_, fused[..., c:]
+    return fused, weights_

@@ -212,6 +212,10 @@ class _TiledDenoiser:
     # With the guard: denoise() also keeps the network's own (unguarded, ensembled) estimate, for demosaic().
     keep_network = False
     network_estimate: np.ndarray | None = None
+    # With the fusion: denoise() also keeps the fused estimate's per-pixel derivative (the fusion's weights
+    # held, rawlab.deploy.guard.sure_fuse), for a fusion downstream that needs it (denoise --burst --fuse-single).
+    keep_derivative = False
+    fused_derivative: np.ndarray | None = None
     # Run the network on each image flipped into the RGGB phase (rawlab.bayer.to_rggb), as the joint model
     # runs its U-Net, and flip its estimate back: the joint model's own Bayer estimate, for demosaic().
     rggb_phase = False
@@ -259,7 +263,8 @@ class _TiledDenoiser:
         mosaic's ``cfa``, the estimate is the mean over ``ensemble`` rotations of the frame
         (:func:`rawlab.deploy.ensemble.self_ensemble`; each guarded), at ``ensemble`` times the cost. With the
         guard and ``fuse`` (the default), that estimate is then blended tile by tile with VST+NL-means and the
-        input by SURE (:func:`rawlab.deploy.guard.sure_fuse`); ``fuse_weights`` lists the tiles' weights.
+        input by SURE (:func:`rawlab.deploy.guard.sure_fuse`); ``fuse_weights`` lists the tiles' weights, and
+        with ``keep_derivative`` ``fused_derivative`` holds the fused estimate's per-pixel derivative.
         """
         x = np.asarray(x, np.float32)
         single = x.ndim == 3
@@ -274,6 +279,8 @@ class _TiledDenoiser:
         keep = bool(self.guard and self.keep_network)
         fuse_weights = []
         network = np.empty_like(x) if keep else None
+        derive = bool(fuse and self.keep_derivative)
+        derivative = np.empty_like(x) if derive else None
 
         def frame(planes: np.ndarray, an: np.ndarray, bn: np.ndarray) -> np.ndarray:
             valid = min(planes.shape[0], t["size"]), min(planes.shape[1], t["size"])  # below a tile: padded
@@ -315,13 +322,17 @@ class _TiledDenoiser:
                     classical.append(
                         classical_estimate(x[n], a[n], b[n], method="vst-bm3d", seed=len(classical) + 1)
                     )
-                est, w = sure_fuse(
-                    x[n], [(est[..., :4], est[..., 4:]), *classical], a[n], b[n], per_channel=True
-                )
+                est, w, *deriv = sure_fuse(
+                    x[n], [(est[..., :4], est[..., 4:]), *classical], a[n], b[n], per_channel=True,
+                    derivative=derive,
+                )  # fmt: skip
                 fuse_weights.append(model_and_classical(w))
+                if derive:
+                    derivative[n] = deriv[0]
             out[n] = est
         self.fuse_weights = np.concatenate(fuse_weights) if fuse_weights else np.zeros((0, 2))
         self.network_estimate = None if network is None else network[0] if single else network
+        self.fused_derivative = None if derivative is None else derivative[0] if single else derivative
         return out[0] if single else out
 
     @property
@@ -332,6 +343,12 @@ class _TiledDenoiser:
     def _denoiser_part(self):
         """The Bayer denoiser inside a joint model that denoises first, as a runtime of its own; None where the
         runtime cannot run it alone (an exported joint model has only the RGB output)."""
+        return None
+
+    def merge_part(self):
+        """A burst model that reads only its merge, as a runtime of the single-frame U-Net it then is
+        (:func:`rawlab.learn.modelio.merge_part`); None for any other model and for exports (whose weights
+        the runtime does not read)."""
         return None
 
     def demosaic(self, x: np.ndarray, a, b, cfa: str) -> np.ndarray:
@@ -517,6 +534,16 @@ class JaxDenoiser(_TiledDenoiser):
 
     def _denoiser_part(self) -> JaxDenoiser | None:
         return self._denoiser
+
+    @cached_property
+    def _merge_part(self) -> JaxDenoiser | None:
+        from ..learn.modelio import merge_part
+
+        part = merge_part(self.model)
+        return None if part is None else JaxDenoiser(part)
+
+    def merge_part(self) -> JaxDenoiser | None:
+        return self._merge_part
 
     @cached_property
     def _rgb_head_is_zero(self) -> bool:  # an untrained RGB head: the joint model is its denoiser, then L

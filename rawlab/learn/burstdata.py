@@ -140,6 +140,7 @@ def burst_input(
     reference: int = 0,
     displacements: list[np.ndarray | None] | None = None,
     alignments: list | None = None,
+    frames_too: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A burst model's input before normalisation: ``x (h, w, C)`` and a noise law per channel ``a, b (C,)``.
 
@@ -151,7 +152,8 @@ def burst_input(
     resampled at the merge's alignment unless ``displacements`` is given. ``alignments`` (one
     :class:`rawlab.burst.align.Alignment` per frame of ``frames``, the reference's zero) replaces the aligner's
     for the merge and the resampling: the same alignment for a burst whose reference is perturbed, as SURE's
-    probe of it needs (:func:`rawlab.deploy.burst.denoise_burst`).
+    probe of it needs (:func:`rawlab.deploy.burst.denoise_burst`). With ``merged`` and not ``frames_too``, the
+    merge alone (``C = 4``), for a model that reads nothing else (:func:`rawlab.learn.modelio.merge_part`).
     """
     from ..burst.merge import merge_burst
 
@@ -170,10 +172,12 @@ def burst_input(
         x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
         return x, an.astype(np.float32), bn.astype(np.float32)
     m = merge_burst(frames, a4, b4, cfa=cfa, alignments=alignments)
+    am, bm = m.noise(a4, b4)
+    if not frames_too:
+        return np.moveaxis(m.planes, 0, -1), am.astype(np.float32), bm.astype(np.float32)
     if displacements is None:
         displacements = [al.displacement for al in m.alignments]
     x = burst_stack(aligned_frames(frames, cfa, displacements=displacements), k)
-    am, bm = m.noise(a4, b4)
     x = np.concatenate([np.moveaxis(m.planes, 0, -1), x], axis=-1)
     return x, np.concatenate([am, an]).astype(np.float32), np.concatenate([bm, bn]).astype(np.float32)
 

@@ -42,6 +42,7 @@ __all__ = [
     "denoiser_part",
     "init_model",
     "load_model",
+    "merge_part",
     "params_from",
     "resolve_model",
     "save_model",
@@ -202,6 +203,30 @@ def denoiser_part(model: TrainedModel) -> TrainedModel:
     config = json.loads(json.dumps(model.config))
     config["model"] = {"arch": config["model"].get("arch"), "spec": spec.denoiser.to_dict()}
     config["name"] = f"{model.name} (its denoiser)"
+    return TrainedModel(config, params)
+
+
+def merge_part(model: TrainedModel) -> TrainedModel | None:
+    """A burst model that reads only its merge, as the single-frame U-Net it then is, or None.
+
+    A burst model with the merge in front (``model.spec.merge_frames``) adds its frames to the top level's
+    features through one convolution (``frames_in``, :class:`rawlab.learn.models.UNet`); where that kernel is
+    all zero (the shipped ``builtin-burst``, or any burst model before training teaches it the frames) the
+    output does not depend on the frames, and the same U-Net without ``frames_in`` on the merge and its noise
+    map computes it: no frames to resample, and the top level's widest convolution (``8 K`` channels in)
+    skipped. None for any other model.
+    """
+    spec = model.spec
+    if not spec.merge_frames:
+        return None
+    layers = model.params["params"]
+    if np.any(np.asarray(layers["frames_in"]["kernel"])):
+        return None
+    params = {**model.params, "params": {k: v for k, v in layers.items() if k != "frames_in"}}
+    config = json.loads(json.dumps(model.config))
+    single = dataclasses.replace(spec, merge_frames=0, in_channels=8)
+    config["model"] = {"arch": config["model"].get("arch"), "spec": single.to_dict()}
+    config["name"] = f"{model.name} (on its merge)"
     return TrainedModel(config, params)
 
 
