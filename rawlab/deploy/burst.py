@@ -11,8 +11,9 @@ frames, the reference first) and the network run tile by tile with overlap (:fun
 through the runtime of :func:`rawlab.deploy.runtime.load_denoiser` (a model directory with JAX, or a ``.tflite``
 export). A model directory whose frames reach nothing (``frames_in`` zero: the shipped ``builtin-burst``) runs as
 the single-frame U-Net it then is, on the merge alone (:func:`rawlab.learn.modelio.merge_part`): the same output to
-the bit, without resampling the alternates or the top level's widest convolution. The DNG has the reference's size, CFA, levels and metadata, as ``burst merge`` writes it; it carries
-no NoiseProfile (the network's residual noise has no Poisson-Gaussian law).
+the bit, without resampling the alternates or the top level's widest convolution. The DNG has the reference's
+size, CFA, levels and metadata, as ``burst merge`` writes it; it carries no NoiseProfile (the network's residual
+noise has no Poisson-Gaussian law).
 
 **Fusion** (``fuse``, on by default as in ``rawlab denoise``): a model with the merge in front is an estimator
 of the merge's clean image, and the merge has its own noise law (:meth:`rawlab.burst.merge.Merged.noise`), so
