@@ -210,3 +210,43 @@ def test_cli_happy_path_and_user_mistakes(bursts, tmp_path, client):
     with pytest.raises(RawlabError, match="lists no bursts"):
         (tmp_path / "truth.json").write_text(json.dumps({"schema": "rawlab.noise/1", "sensors": []}))
         find_bursts(tmp_path)
+
+
+def test_cli_fuse_single_reaches_the_burst_model_and_its_mistakes_are_one_line(tmp_path, client):
+    """``rawlab eval --burst-model builtin-burst --fuse-single`` scores the burst model as ``rawlab denoise --burst
+    --fuse-single`` runs it (the JSON says so, and its column differs from the plain burst model's), and the
+    option is refused without a burst model, with --no-fuse, and on pairs. (Its gain is tested in
+    test_burst_model.py on bursts large enough for SURE's tiles.)"""
+    res = CliRunner().invoke(
+        main,
+        ["synth", str(tmp_path / "d"), "--burst", "2", "--size", "64x48", "--sensors", "1", "--scenes", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    runner, sched = CliRunner(), ["--scheduler", client.scheduler.address]
+    docs = {}
+    for name, extra in (("plain", []), ("fused", ["--fuse-single"])):
+        out = tmp_path / f"{name}.json"
+        args = [
+            "eval",
+            str(tmp_path / "d"),
+            "--burst-model",
+            "builtin-burst",
+            "--frames",
+            "2",
+            "--out",
+            str(out),
+        ]
+        res = runner.invoke(main, [*args, *extra, *sched])
+        assert res.exit_code == 0, res.output
+        docs[name] = json.loads(out.read_text())
+    assert docs["fused"]["models"]["burst_fuse_single"] and not docs["plain"]["models"]["burst_fuse_single"]
+    scores = {k: [r["psnr_static"] for r in d["rows"] if r["method"] == "model"] for k, d in docs.items()}
+    assert len(scores["fused"]) == 6 and all(math.isfinite(v) for v in scores["fused"])
+    assert scores["fused"] != scores["plain"]
+    base = ["eval", str(tmp_path / "d"), "--out", str(tmp_path / "x.json"), "--fuse-single"]
+    bad = [
+        (base, "add --burst-model"),
+        ([*base, "--burst-model", "builtin-burst", "--no-fuse"], "--fuse-single is a fusion"),
+    ]
+    for args, message in bad:
+        assert message in _one_line_error(runner.invoke(main, args)), args

@@ -133,6 +133,13 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     help="Bursts: the burst model (`rawlab burst train --workdir`, or its export; column model).",
 )
 @click.option(
+    "--fuse-single",
+    is_flag=True,
+    default=False,
+    help="Bursts: fuse --burst-model's output with the built-in single-frame model on the reference, as "
+    "`rawlab denoise --burst --fuse-single` does (about 2x the burst model's time).",
+)
+@click.option(
     "--frames",
     "frames",
     default="2,4,8",
@@ -170,8 +177,8 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
 @_cluster_options()
 @_runtime_options
 def eval_(
-    store, model, bursts, burst_model, frames, out, methods, profile, scenes, max_frames, crop, scheduler, workers,
-    guard, fuse, fuse_bm3d, ensemble,
+    store, model, bursts, burst_model, fuse_single, frames, out, methods, profile, scenes, max_frames, crop,
+    scheduler, workers, guard, fuse, fuse_bm3d, ensemble,
 ):  # fmt: skip
     """PSNR and SSIM per sensor and ISO on held-out pairs: the model against the classical baselines.
 
@@ -199,10 +206,20 @@ def eval_(
             )
         if fuse_bm3d:
             raise RawlabError("--fuse-bm3d applies to pairs, not bursts; drop it")
-        _eval_bursts(store, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse)
+        if fuse_single and not burst_model:
+            raise RawlabError(
+                "--fuse-single fuses --burst-model's output with the single-frame model; add --burst-model"
+            )
+        if fuse_single and not (fuse and guard):
+            raise RawlabError(
+                "--fuse-single is a fusion; drop --no-fuse or --no-guard, or drop --fuse-single"
+            )
+        _eval_bursts(
+            store, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse, fuse_single
+        )
         return
     fuse = _fuse_mode(fuse, fuse_bm3d, guard)
-    extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames")
+    extra = [f"--{n.replace('_', '-')}" for n in ("burst_model", "frames", "fuse_single")
              if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
     if extra:
         raise RawlabError(
@@ -231,7 +248,9 @@ def eval_(
     click.echo(written.summary)
 
 
-def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse):
+def _eval_bursts(
+    source, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse, fuse_single
+):
     """``rawlab eval --bursts``: check the source and the output, score, write, print the table."""
     import os
 
@@ -255,6 +274,7 @@ def _eval_bursts(source, model, burst_model, frames, out, scheduler, workers, gu
             options=RunOptions(scheduler=scheduler, workers=workers, **report),
             ensemble=ensemble,
             fuse=fuse,
+            fuse_single=fuse_single,
         )
     written = write_burst_outputs(result, out)
     for line in written.lines:

@@ -233,6 +233,7 @@ def evaluate_bursts(
     options: RunOptions | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
+    fuse_single: bool = False,
 ) -> BurstEvalResult:
     """Score the reference, the classical merge and the models on the bursts of ``source`` (module docstring).
 
@@ -254,6 +255,10 @@ def evaluate_bursts(
     fuse
         With the guard, fuse the single-frame model with VST+NL-means by SURE (default), and the burst model
         with VST+NL-means of its merge, as ``rawlab denoise`` (``--burst``) does.
+    fuse_single
+        With the guard and ``fuse``, the burst model loaded here also fuses its output with the built-in
+        single-frame model's on the reference, as ``rawlab denoise --burst --fuse-single`` does
+        (:func:`rawlab.deploy.burst.denoise_burst`).
     ensemble
         The rotations of each frame (burst) that models loaded here average (:mod:`rawlab.deploy.ensemble`), as
         ``rawlab denoise`` (``--burst``) does.
@@ -288,7 +293,7 @@ def evaluate_bursts(
     if len(chosen) < len(want):
         left = ", ".join(str(n) for n in want if n > longest)
         notes.append(f"frame counts {left} left out: the bursts have at most {longest} frames")
-    models: dict[str, Any] = {"single": None, "burst": None, "burst_frames": None}
+    models: dict[str, Any] = {"single": None, "burst": None, "burst_frames": None, "burst_fuse_single": False}
     if isinstance(single, (str, os.PathLike)):
         models["single"] = os.fspath(single)
         single = load_denoiser(single, guard=guard, ensemble=ensemble, fuse=fuse)
@@ -296,9 +301,10 @@ def evaluate_bursts(
         models["single"] = getattr(single, "name", None) or type(single).__name__
     if isinstance(burst_model, (str, os.PathLike)):
         models["burst"] = os.fspath(burst_model)
-        burst_model = _load_burst_model(burst_model, ensemble, fuse=guard and fuse)
+        burst_model = _load_burst_model(burst_model, ensemble, fuse=guard and fuse, fuse_single=fuse_single)
     if burst_model is not None:
         models["burst_frames"] = int(burst_model[1])
+        models["burst_fuse_single"] = getattr(burst_model[0], "single", None) is not None
         models["burst"] = models["burst"] or type(burst_model[0]).__name__
     methods = [m for m in METHODS if m in ("ref", "merge") or (m == "single" and single is not None)
                or (m == "model" and burst_model is not None)]  # fmt: skip
@@ -348,10 +354,15 @@ def evaluate_bursts(
 
 
 def _load_burst_model(
-    path: str | os.PathLike[str], ensemble: int = DEFAULT_ENSEMBLE, *, fuse: bool = True
+    path: str | os.PathLike[str],
+    ensemble: int = DEFAULT_ENSEMBLE,
+    *,
+    fuse: bool = True,
+    fuse_single: bool = False,
 ) -> tuple[Any, int]:
     """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it (``fuse``: with VST+NL-means of
-    its merge, :mod:`rawlab.deploy.burst`), or a message naming ``--burst-model``."""
+    its merge, ``fuse_single`` too: with the single-frame model on the reference, :mod:`rawlab.deploy.burst`),
+    or a message naming ``--burst-model``."""
     from ..deploy.burst import NotABurstModel, burst_model
     from ..learn.modelio import resolve_model
 
@@ -361,7 +372,7 @@ def _load_burst_model(
             "export"
         )
     try:
-        return burst_model(path, ensemble=ensemble, fuse=fuse)
+        return burst_model(path, ensemble=ensemble, fuse=fuse, fuse_single=fuse_single)
     except NotABurstModel:
         raise RawlabError(
             f"--burst-model {os.fspath(path)} is a single-frame denoiser, not a burst model; pass it as --model "
