@@ -26,18 +26,18 @@ that also reads the frames; the merge's resampled noise is slightly correlated b
 does not model. Measured on held-out photographs it adds 0.2 to 0.35 dB (README, bursts).
 
 **Fusion with the single-frame model** (``fuse_single``, ``rawlab denoise --burst --fuse-single``; opt-in). The
-reference frame ``y`` has a known noise law, and the other frames' noise is independent of it, so Stein's
-estimate holds for any estimator of ``y``'s clean image given those frames: the burst output ``B`` (a function of
-``y`` through the merge, the other frames held), the burst model's own output before its fusion with the merge's
-classical candidates (the same pass gives it), and the single-frame output ``S(y)`` (the runner's ``single``, run
-as ``rawlab denoise`` runs it) are blended with ``y`` per plane and 64-px tile (:func:`rawlab.deploy.guard.sure_fuse`,
-:data:`SINGLE_FUSE_TILE`). The burst outputs' divergences come from one more full pass on the probed reference
-(:func:`rawlab.deploy.guard.probed_estimates`), the frames' alignments held as they were (they are piecewise
-constant in ``y``); the single-frame output's from its own fusion, its weights held
+reference frame ``y`` has a known noise law, and the other frames' noise is independent of it, so Stein's estimate
+holds for any estimator of ``y``'s clean image given those frames: the burst output ``B`` (a function of ``y``
+through the merge, the other frames held), the burst model's own output before its fusion with the merge's classical
+candidates and the merge itself (the same pass gives both), and the single-frame output ``S(y)`` (the runner's
+``single``, run as ``rawlab denoise`` runs it) are blended with ``y`` per plane and 64-px tile
+(:func:`rawlab.deploy.guard.sure_fuse`, :data:`SINGLE_FUSE_TILE`). The burst outputs' divergences come from one more
+full pass on the probed reference (:func:`rawlab.deploy.guard.probed_estimates`), the frames' alignments held as
+they were (they are piecewise constant in ``y``); the single-frame output's from its own fusion, its weights held
 (:func:`rawlab.deploy.guard.sure_fuse` with ``derivative``). Where the merge is weak (a misaligned frame, aliasing
 the resampler cannot undo at low ISO) the single-frame output takes over; where it is strong, the burst output
-stays. It costs a second burst pass and one single-frame pass; measured on held-out photographs it adds up to
-0.4 dB on PG-1 (README, bursts).
+stays. It costs a second burst pass and one single-frame pass; measured on held-out photographs it adds up to 0.4 dB
+on PG-1 (README, bursts).
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ __all__ = [
 # The fusion with the single-frame model (``fuse_single``): weights per plane of each 64 x 64 tile (packed
 # pixels), cross-faded over 8. Chosen on photographs the burst benchmark does not score (astronaut,
 # immunohistochemistry, hubble_deep_field; PG-1, 8 frames, ISO 800 and 1600): +0.01 / +0.04 dB over the
-# single-frame runtime's 128-px tiles (README, bursts).
+# single-frame runtime's 128-px tiles; the burst model's own output as a candidate added +0.03 / +0.01 there,
+# the merge +0.006 / +0.003, NL-means and DCT of the merge nothing (README, bursts).
 SINGLE_FUSE_TILE = (64, 8)
 
 
@@ -199,14 +200,16 @@ def denoise_burst(
         p = planes.copy()
         p[reference] = np.moveaxis(v, -1, 0)
         w = unprobed.pop() if unprobed else None
-        raw: list = []
+        parts: list = []
         got = _burst_estimate(
-            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, raw=raw
+            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, parts=parts
         )
-        return [np.moveaxis(got, 0, -1), *raw]
+        return [np.moveaxis(got, 0, -1), *parts]
 
     y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
-    burst = probed_estimates(burst_on, y, a4, b4, seed=101)  # the fused burst output, then the model's own
+    burst = probed_estimates(
+        burst_on, y, a4, b4, seed=101
+    )  # the fused burst output, the model's own, the merge
     one = _single_estimate(single, y, a4, b4, cfa)
     tile, overlap = SINGLE_FUSE_TILE
     out, w = sure_fuse(y, [*burst, one], a4, b4, per_channel=True, tile=tile, overlap=overlap)
@@ -244,11 +247,11 @@ def _burst_estimate(
     reference: int = 0,
     weights: list | None = None,
     alignments: list | None = None,
-    raw: list | None = None,
+    parts: list | None = None,
 ) -> np.ndarray:
     """:func:`denoise_burst` without the fusion with the single-frame model; ``alignments`` (one per frame)
-    replace the aligner's; ``raw``, if given, receives the model's own output ``(h, w, 4)`` before its fusion
-    with the merge's classical candidates (nothing when there is no such fusion)."""
+    replace the aligner's; ``parts``, if given, receives the model's own output ``(h, w, 4)`` before its fusion
+    with the merge's classical candidates, then the merge (nothing when there is no such fusion)."""
     from ..learn.burstdata import burst_input
     from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
     from .tiling import run_tiled
@@ -284,8 +287,8 @@ def _burst_estimate(
         return self_ensemble(image, xm, cfa, runner.ensemble)
 
     model = probed_estimate(on_merge, merge, am, bm, seed=0)
-    if raw is not None:
-        raw.append(model[0])
+    if parts is not None:
+        parts.extend([model[0], merge])
     out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, per_channel=True)
     if weights is not None:
         weights.append(model_and_classical(w))
