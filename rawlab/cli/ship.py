@@ -141,7 +141,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     is_flag=True,
     help="With --burst: also run the built-in single-frame model on the reference and blend the burst output "
     "with it by SURE, tile by tile and per plane, where the merge is weaker (a frame misaligned, aliasing at "
-    "low ISO); about 2.5x the time. On held-out synthetic bursts +0.35 to +0.39 dB on PG-1 at ISO 800-1600 "
+    "low ISO); about 2.4x the time. On held-out synthetic bursts +0.41 to +0.45 dB on PG-1 at ISO 800-1600 "
     "(README).",
 )
 def denoise(
