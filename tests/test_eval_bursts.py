@@ -207,6 +207,9 @@ def test_cli_happy_path_and_user_mistakes(bursts, tmp_path, client):
     assert "has no bursts" in _one_line_error(
         runner.invoke(main, ["eval", str(pairs), "--bursts", "--out", str(out)])
     )
+    assert "--fuse-single applies to bursts" in _one_line_error(
+        runner.invoke(main, ["eval", str(pairs), "--fuse-single", "--out", str(out)])
+    )
     with pytest.raises(RawlabError, match="lists no bursts"):
         (tmp_path / "truth.json").write_text(json.dumps({"schema": "rawlab.noise/1", "sensors": []}))
         find_bursts(tmp_path)
