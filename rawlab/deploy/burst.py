@@ -128,6 +128,7 @@ def burst_model(
 
         runner.single = load_denoiser(BUILTIN, num_threads=num_threads)
         runner.single.ensemble = runner.ensemble
+        runner.single.keep_derivative = True  # its output's derivative from its own fusion (denoise_burst)
     k = burst_frames(runner.config)
     if k is None:
         raise NotABurstModel(
@@ -221,18 +222,13 @@ def denoise_burst(
 
 def _single_estimate(single, y: np.ndarray, a, b, cfa: str) -> tuple[np.ndarray, np.ndarray]:
     """The single-frame runtime's estimate of ``y`` ``(h, w, 4)`` and its per-pixel derivative: from its own
-    fusion, the weights held (``keep_derivative``, :func:`rawlab.deploy.guard.sure_fuse`), where it fuses;
-    else from one more pass on the probed input (:func:`rawlab.deploy.guard.probed_estimate`)."""
+    fusion, the weights held (``keep_derivative``, set by :func:`burst_model`; :func:`rawlab.deploy.guard.sure_fuse`),
+    where it fuses; else from one more pass on the probed input (:func:`rawlab.deploy.guard.probed_estimate`)."""
     from .guard import probed_estimate
 
-    keep, single.keep_derivative = single.keep_derivative, True
-    try:
-        est = np.asarray(single.denoise(y, a, b, cfa=cfa), np.float32)
-        derivative = single.fused_derivative
-    finally:
-        single.keep_derivative = keep
-    if derivative is not None:
-        return est, derivative
+    est = np.asarray(single.denoise(y, a, b, cfa=cfa), np.float32)
+    if single.fused_derivative is not None:
+        return est, single.fused_derivative
     return probed_estimate(lambda v: single.denoise(v, a, b, cfa=cfa), y, a, b, seed=102)
 
 
