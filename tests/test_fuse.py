@@ -227,6 +227,41 @@ def test_the_fused_derivative_holds_the_weights_and_matches_a_probe(planes):
     assert 0.05 < float(d.mean()) < 0.8
 
 
+def test_held_blend_repeats_the_fusion_and_its_probe_gives_the_held_derivative(planes):
+    """``held_blend`` with the weights ``sure_fuse`` returned is that blend (float32 rounding apart), per channel or
+    not, on a frame whose tiles leave the last batch part-filled; the blend of the probed input's candidates with
+    those weights held, differenced against it, is a probe of ``1 - sum w_k (1 - dF_k)``: for these linear
+    candidates the two differ per pixel only by the probe's zero-mean cross terms, so their means over the N
+    values agree within five sigmas of sqrt(2 / N) (the previous test's bound, without the weights' own term)."""
+    from rawlab.deploy.guard import held_blend, probed_estimate
+
+    b = 3e-2
+    a0, b0 = np.zeros(4, np.float32), np.full(4, b, np.float32)
+    clean = planes[:, :112]  # 128 x 112: 3 x 2 tiles of 64 (overlap 16); a batch of 16 holds all six and fillers
+    y = (clean + np.sqrt(b) * np.random.default_rng(8).standard_normal(clean.shape)).astype(np.float32)
+
+    def candidates(v):
+        return [(_blur(v, s), np.full(v.shape, _taps(s)[0], np.float32)) for s in (0.5, 1.5)]
+
+    for per_channel in (False, True):
+        fused, w, d = sure_fuse(
+            y, candidates(y), a0, b0, tile=64, overlap=16, per_channel=per_channel, derivative=True
+        )
+        assert len(w) == 6 and np.ptp(w.reshape(6, -1), axis=0).max() > 0.01  # tiles of their own weights
+        again = held_blend(y, [f for f, _ in candidates(y)], w, tile=64, overlap=16)
+        np.testing.assert_allclose(again, fused, rtol=0, atol=1e-6)
+        held = held_blend(y, [f for f, _ in candidates(y)], np.zeros_like(w), tile=64, overlap=16)
+        np.testing.assert_array_equal(held, y)  # no weight: the input
+    _, probed = probed_estimate(
+        lambda v: held_blend(v, [_blur(v, s) for s in (0.5, 1.5)], w, tile=64, overlap=16), y, a0, b0, seed=4
+    )
+    assert abs(float(probed.mean()) - float(d.mean())) < 5 * np.sqrt(2 / y.size), (probed.mean(), d.mean())
+    with pytest.raises(ValueError, match="do not fit"):
+        held_blend(y, [y], w)
+    with pytest.raises(ValueError, match="do not fit 1 tiles"):
+        held_blend(y[:64, :64], [f for f, _ in candidates(y[:64, :64])], w, tile=64, overlap=16)
+
+
 def test_a_frame_smaller_than_a_tile_counts_each_pixel_once(planes):
     # A frame below the tile size is padded with copies of its pixels (tiling.pad_to), which share their noise.
     # The guard sums only the frame (``valid``): with a pointwise shrink, whose estimate at a pixel is that

@@ -195,6 +195,7 @@ def denoise_burst(
     planes = np.asarray(planes, np.float32)
     a4, b4 = (np.asarray(v, np.float32).reshape(4) for v in (a, b))
     alignments = align_burst(planes, reference)  # held for the probe: piecewise constant in the reference
+    held: dict = {}  # the unprobed pass's merge-fusion weights, held for the probe's pass
     unprobed = [weights]  # the merge fusion's weights are reported from the unprobed pass only
 
     def burst_on(v: np.ndarray) -> list[np.ndarray]:  # the burst outputs with the reference replaced by v
@@ -203,8 +204,9 @@ def denoise_burst(
         w = unprobed.pop() if unprobed else None
         parts: list = []
         got = _burst_estimate(
-            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, parts=parts
-        )
+            runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, parts=parts,
+            held=held,
+        )  # fmt: skip
         return [np.moveaxis(got, 0, -1), *parts]
 
     y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
@@ -244,12 +246,25 @@ def _burst_estimate(
     weights: list | None = None,
     alignments: list | None = None,
     parts: list | None = None,
+    held: dict | None = None,
 ) -> np.ndarray:
     """:func:`denoise_burst` without the fusion with the single-frame model; ``alignments`` (one per frame)
     replace the aligner's; ``parts``, if given, receives the model's own output ``(h, w, 4)`` before its fusion
-    with the merge's classical candidates, then the merge (nothing when there is no such fusion)."""
+    with the merge's classical candidates, then the merge (nothing when there is no such fusion).
+
+    ``held``: an empty dict receives the merge fusion's weights (``"weights"``); given them, the fusion blends
+    with those weights held (:func:`rawlab.deploy.guard.held_blend`), one pass of the model and of each classical
+    candidate without their derivatives: the probe's pass of :func:`denoise_burst`, whose derivative of the
+    fused output is then the one with the weights held, as SURE holds them."""
     from ..learn.burstdata import burst_input
-    from .guard import classical_estimates, model_and_classical, probed_estimate, sure_fuse
+    from .guard import (
+        classical_estimates,
+        classical_outputs,
+        held_blend,
+        model_and_classical,
+        probed_estimate,
+        sure_fuse,
+    )
     from .tiling import run_tiled
 
     merged = bool(runner.config.get("model", {}).get("spec", {}).get("merge_frames"))
@@ -282,10 +297,18 @@ def _burst_estimate(
         xm[..., :4] = m
         return self_ensemble(image, xm, cfa, runner.ensemble)
 
+    if held is not None and "weights" in held:  # the probe's pass: the weights held
+        own = np.asarray(on_merge(merge), np.float32)
+        if parts is not None:
+            parts.extend([own, merge])
+        out = held_blend(merge, [own, *classical_outputs(merge, am, bm)], held["weights"])
+        return np.ascontiguousarray(np.moveaxis(out, -1, 0))
     model = probed_estimate(on_merge, merge, am, bm, seed=0)
     if parts is not None:
         parts.extend([model[0], merge])
     out, w = sure_fuse(merge, [model, *classical_estimates(merge, am, bm)], am, bm, per_channel=True)
+    if held is not None:
+        held["weights"] = w
     if weights is not None:
         weights.append(model_and_classical(w))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))

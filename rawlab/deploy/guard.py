@@ -65,6 +65,8 @@ __all__ = [
     "LAW_TOLERANCE",
     "classical_estimate",
     "classical_estimates",
+    "classical_outputs",
+    "held_blend",
     "model_and_classical",
     "probed_estimate",
     "probed_estimates",
@@ -185,10 +187,26 @@ def classical_estimates(
     The DCT candidate (:func:`rawlab.deploy.classical.dct_wiener`) lifted the fused built-in model by 0.16 to
     0.32 dB on photographs the quality benchmark does not hold out for its sensors (README, "Fusion"), most of
     what BM3D adds there, at about 1/70 of a BM3D pass's cost (0.48 against 33.5 s per megapixel)."""
-    out = [classical_estimate(y, a, b, h=h, seed=1 + k) for k, h in enumerate(strengths)]
-    if dct:
-        out.append(classical_estimate(y, a, b, method="vst-dct", seed=1 + len(out)))
-    return out
+    return [
+        classical_estimate(y, a, b, method=method, seed=1 + k, **options)
+        for k, (method, options) in enumerate(_classical_methods(strengths, dct))
+    ]
+
+
+def classical_outputs(y: np.ndarray, a, b, strengths=FUSE_STRENGTHS, dct: bool = True) -> list[np.ndarray]:
+    """The estimates of :func:`classical_estimates` alone (one pass each, no derivative): what a blend with its
+    weights held needs (:func:`held_blend`)."""
+    from .classical import denoise_baseline
+
+    return [
+        np.asarray(denoise_baseline(method, y, a, b, **options), np.float32)
+        for method, options in _classical_methods(strengths, dct)
+    ]
+
+
+def _classical_methods(strengths, dct: bool) -> list[tuple[str, dict]]:
+    """The classical candidates in the fusion's order: VST+NL-means at each strength, then VST+DCT."""
+    return [("vst-nlm", {"h": h}) for h in strengths] + ([("vst-dct", {})] if dct else [])
 
 
 def model_and_classical(weights: np.ndarray) -> np.ndarray:
@@ -329,3 +347,45 @@ def sure_fuse(
     if derivative:
         return fused[..., :c], weights_, fused[..., c:]
     return fused, weights_
+
+
+def held_blend(
+    y: np.ndarray,
+    estimates: list[np.ndarray],
+    weights: np.ndarray,
+    *,
+    tile: int = FUSE_TILE,
+    overlap: int = FUSE_OVERLAP,
+) -> np.ndarray:
+    """The blend :func:`sure_fuse` makes of ``y`` and ``estimates`` ``[F_k]`` with the ``weights`` an earlier
+    call returned (``(n_tiles, K)``, or ``(n_tiles, c, K)`` per channel), held: ``y - sum_k w_k (y - F_k)`` per
+    tile, cross-faded the same way. The fusion's input moved by a probe, this gives the fused estimate's
+    derivative with the weights held (:func:`probed_estimates`) without the candidates' own derivatives."""
+    from .tiling import run_tiled, tile_origins
+
+    y = np.asarray(y, np.float32)
+    c, k = y.shape[-1], len(estimates)
+    tile = min(tile, *y.shape[:2])  # as sure_fuse tiles the same frame
+    overlap = min(overlap, (tile - 1) // 2)
+    weights = np.asarray(weights, np.float64)
+    per_channel = weights.ndim == 3
+    n_tiles = len(tile_origins(y.shape[0], tile, overlap)) * len(tile_origins(y.shape[1], tile, overlap))
+    if len(weights) != n_tiles or weights.shape[-1] != k or (per_channel and weights.shape[1] != c):
+        raise ValueError(
+            f"weights of shape {weights.shape} do not fit {n_tiles} tiles of {k} estimates of {c} channels"
+        )
+    stacked = np.concatenate([y, *estimates], axis=-1)
+    done = [0]
+
+    def blend(tiles: np.ndarray) -> np.ndarray:
+        n = len(tiles)
+        w = weights[done[0] : done[0] + n]
+        w = np.concatenate([w, np.repeat(w[:1], n - len(w), axis=0)])  # the last batch's fillers
+        done[0] += n
+        yt = tiles[..., :c].astype(np.float64)
+        r = yt[:, None] - np.stack([tiles[..., c * (1 + j) : c * (2 + j)] for j in range(k)], 1)
+        return (yt - np.einsum("nck,nkyxc->nyxc" if per_channel else "nk,nkyxc->nyxc", w, r)).astype(
+            np.float32
+        )
+
+    return run_tiled(blend, stacked, tile, overlap, out_channels=c, batch=_FUSE_BATCH)
