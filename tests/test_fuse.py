@@ -237,7 +237,8 @@ def test_held_blend_repeats_the_fusion_and_its_probe_gives_the_held_derivative(p
 
     b = 3e-2
     a0, b0 = np.zeros(4, np.float32), np.full(4, b, np.float32)
-    clean = planes[:, :112]  # 128 x 112: 3 x 2 tiles of 64 (overlap 16); a batch of 16 holds all six and fillers
+    # 128 x 112: 3 x 2 tiles of 64 (overlap 16); a batch of 16 holds all six and fillers
+    clean = planes[:, :112]
     y = (clean + np.sqrt(b) * np.random.default_rng(8).standard_normal(clean.shape)).astype(np.float32)
 
     def candidates(v):
