@@ -3,7 +3,7 @@ per sensor and ISO, for 2, 4 and 8 frames, PSNR on static bursts and on the regi
 
     python benchmarks/burst_model.py --model runs/burst [--single builtin] [--size 384x256]
                                      [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
-                                     [--isos 800,1600,3200,6400] [--out FILE.json] [--no-fuse] [--fuse-single]
+                                     [--isos 800,1600,3200,6400] [--out FILE.json] [--no-fuse] [--no-fuse-single]
 
 Bursts, seeds, scenes and the PSNR are :mod:`benchmarks.burst`'s; the methods and the scoring are ``rawlab eval``'s on
 bursts (:func:`rawlab.evaluation.bursts.burst_estimates`, :func:`~rawlab.evaluation.bursts.squared_errors`), which
@@ -14,9 +14,9 @@ single-frame model on the reference alone (``--single``, default the shipped ``b
 runtime with its SURE guard and fusion, as ``rawlab denoise`` runs it); ``merge`` the classical merge
 (:func:`rawlab.burst.merge_burst`, as ``rawlab burst merge``); ``model`` the burst model (``--model``, through
 :func:`rawlab.deploy.burst.denoise_burst`, as ``rawlab denoise --burst``: the aligner, the resampler, tiles, the
-4 rotations, and its SURE fusion with VST+NL-means of the merge; ``--no-fuse`` runs both models unfused;
-``--fuse-single`` then fuses it with the single-frame model's output on the reference, as ``rawlab denoise --burst
---fuse-single``).
+4 rotations, its SURE fusion with VST+NL-means and VST+DCT of the merge, then its fusion with the single-frame
+model's output on the reference; ``--no-fuse-single`` leaves that last one out, as ``rawlab denoise --burst
+--no-fuse-single``; ``--no-fuse`` runs both models unfused).
 Targets (issue 14): the burst model of 8 frames at least +1 dB over the merge and +2.5 dB over the single-frame
 model at every ISO from 800 up.
 """
@@ -54,16 +54,16 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--no-fuse", action="store_true",
                    help="run both models without their SURE fusion with VST+NL-means (the default fuses)")  # fmt: skip
-    p.add_argument("--fuse-single", action="store_true",
-                   help="fuse the burst model's output with the single-frame model's on the reference, as rawlab "
-                   "denoise --burst --fuse-single")  # fmt: skip
+    p.add_argument("--no-fuse-single", action="store_true",
+                   help="do not fuse the burst model's output with the single-frame model's on the reference, as "
+                   "rawlab denoise --burst --no-fuse-single (the default fuses)")  # fmt: skip
     args = p.parse_args()
 
     from rawlab.deploy.burst import burst_model
     from rawlab.deploy.runtime import load_denoiser
     from rawlab.synth.sensors import get_sensors
 
-    runner, frames = burst_model(args.model, fuse=not args.no_fuse, fuse_single=args.fuse_single)
+    runner, frames = burst_model(args.model, fuse=not args.no_fuse, fuse_single=not args.no_fuse_single)
     single = load_denoiser(args.single)
     single.fuse = not args.no_fuse
     counts = (2, 4, 8)

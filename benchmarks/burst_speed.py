@@ -1,16 +1,17 @@
-"""Seconds per burst (issue 14: "seconds per 12 MP burst on 2 cores"): the classical merge, the burst model and,
-for scale, the single-frame model on the reference alone, measured side by side in one run, medians of repeats.
+"""Seconds per burst (issue 14: "seconds per 12 MP burst on 2 cores"): the classical merge, the burst model (as
+``rawlab denoise --burst`` runs it, and with ``--no-fuse-single`` and ``--no-fuse``) and, for scale, the
+single-frame model on the reference alone, measured side by side in one run, medians of repeats.
 
     python benchmarks/burst_speed.py --model runs/burst [--size 4000x3000] [--frames 8] [--repeats 3]
-                                     [--fuse-single]
 
 The burst is made in memory: a photograph (scikit-image's, tiled to the size) mosaicked as RGGB, each frame
 moved by a whole Bayer period (the aligner still searches every tile at every level, as on any burst) with its own
 Poisson-Gaussian noise at a high-ISO law; what is timed is what ``rawlab burst merge`` and ``rawlab denoise
 --burst`` run between reading the frames and writing the DNG: :func:`rawlab.burst.merge_burst` (align and merge),
 :func:`rawlab.deploy.burst.denoise_burst` (with the merge in front when the model has it: align, merge, resample
-the frames, the network tile by tile, 4 rotations, and by default the SURE fusion with VST+NL-means of the merge;
-also timed without it) and the single-frame runtime's ``denoise`` on the reference.
+the frames, the network tile by tile, 4 rotations, and by default the SURE fusion with VST+NL-means and VST+DCT
+of the merge and then with the single-frame model on the reference; also timed without the second fusion and
+without either) and the single-frame runtime's ``denoise`` on the reference.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ def main() -> None:
     p.add_argument("--size", type=_size, default=(4000, 3000), help="mosaic WxH")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--fuse-single", action="store_true",
-                   help="also time rawlab denoise --burst --fuse-single (fused with the single-frame model)")  # fmt: skip
     args = p.parse_args()
 
     from rawlab.burst.merge import merge_burst
@@ -61,6 +60,7 @@ def main() -> None:
     x = make_burst(w, h, args.frames)
     a4, b4 = np.full(4, A, np.float32), np.full(4, B, np.float32)
     runner, k = burst_model(args.model)
+    merge_fused, _ = burst_model(args.model, fuse_single=False)
     unfused, _ = burst_model(args.model, fuse=False)
     single = load_denoiser(args.single)
     mp = w * h / 1e6
@@ -69,12 +69,10 @@ def main() -> None:
     rows = [
         ("merge (rawlab burst merge)", lambda: merge_burst(x, a4, b4, cfa="RGGB")),
         ("burst model (rawlab denoise --burst)", lambda: denoise_burst(runner, k, x, "RGGB", a4, b4)),
+        ("burst model, --no-fuse-single", lambda: denoise_burst(merge_fused, k, x, "RGGB", a4, b4)),
         ("burst model, --no-fuse", lambda: denoise_burst(unfused, k, x, "RGGB", a4, b4)),
         (f"single-frame {args.single} on the reference", lambda: single.denoise(np.moveaxis(x[0], 0, -1), a4, b4)),
     ]  # fmt: skip
-    if args.fuse_single:
-        both, _ = burst_model(args.model, fuse_single=True)
-        rows.insert(2, ("burst model, --fuse-single", lambda: denoise_burst(both, k, x, "RGGB", a4, b4)))
     base = None
     for name, fn in rows:
         med, times = median_time(fn, args.repeats)

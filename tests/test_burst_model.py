@@ -238,7 +238,7 @@ def test_builtin_burst_model_beats_the_merge_and_the_single_frame_model():
     x = burst.normalized()
     truth = np.clip(burst.clean[0], 0, 1)
     runner, k = burst_model("builtin-burst", fuse=False)
-    fused_runner, _ = burst_model("builtin-burst")
+    fused_runner, _ = burst_model("builtin-burst", fuse_single=False)  # the merge's fusion alone
     single = load_denoiser("builtin")
     weights: list = []
     got = {
@@ -302,7 +302,7 @@ def test_a_burst_model_that_reads_only_its_merge_runs_without_its_frames(tiny_mo
     np.testing.assert_array_equal(alone[1], full[1][:4])
     np.testing.assert_array_equal(alone[2], full[2][:4])
     for fuse in (False, True):
-        runner, k = burst_model("builtin-burst", ensemble=1, fuse=fuse)
+        runner, k = burst_model("builtin-burst", ensemble=1, fuse=fuse, fuse_single=False)
         assert runner.merge_part() is not None
         got = denoise_burst(runner, k, x, cfa, a, b)
         runner.merge_part = lambda: None  # the full model, frames and all
@@ -310,7 +310,7 @@ def test_a_burst_model_that_reads_only_its_merge_runs_without_its_frames(tiny_mo
 
 
 def test_fusing_with_the_single_frame_model_beats_both():
-    """``--fuse-single``: on PG-1 at ISO 800, where the 8-frame merge keeps aliasing its resampler cannot undo,
+    """The fusion with the single-frame model (on by default): on PG-1 at ISO 800, where the 8-frame merge keeps aliasing its resampler cannot undo,
     the burst output and the single-frame model's output on the reference err in different places; their SURE
     blend in the reference's domain is above both, and where the merge is good it keeps the burst output.
     Scored against the noise-free reference of bursts the models never saw (measured: rocket 44.66 burst, 45.60
@@ -324,9 +324,10 @@ def test_fusing_with_the_single_frame_model_beats_both():
 
     sensor = next(s for s in SENSORS if s.model == "PG-1")
     a, b = (np.asarray(v, np.float32) for v in sensor.noise_params(800))
-    runner, k = burst_model("builtin-burst", fuse_single=True)
-    plain, _ = burst_model("builtin-burst")
+    runner, k = burst_model("builtin-burst")  # the default, as rawlab denoise --burst runs it
+    plain, _ = burst_model("builtin-burst", fuse_single=False)
     assert plain.single is None and runner.single is not None
+    assert burst_model("builtin-burst", fuse=False)[0].single is None  # a fusion: nothing without the fusion
     for scene in ("rocket", "chelsea"):
         burst = simulate_burst(sensor, scene, 800, 8, (256, 192), seed=5, moving=False)
         x, truth = burst.normalized(), np.clip(burst.clean[0], 0, 1)
@@ -349,27 +350,23 @@ def test_fusing_with_the_single_frame_model_beats_both():
 
 
 def test_denoise_burst_defaults_to_the_builtin_burst_model(bursts, tmp_path):
-    """Without --model, ``denoise --burst`` runs the shipped burst model (K = 8: all 3 frames used); an explicit
-    ``--model builtin`` is the single-frame model and is refused (test below)."""
+    """Without --model, ``denoise --burst`` runs the shipped burst model (K = 8: all 3 frames used), fused with
+    the merge's classical candidates and then with the single-frame model on the reference; --no-fuse-single
+    leaves the second fusion out, --no-fuse both; an explicit ``--model builtin`` is the single-frame model and
+    is refused (test below)."""
     frames = sorted(str(p) for p in (bursts / "burst_iso3200").glob("*.dng"))
     res = CliRunner().invoke(main, ["denoise", "--burst", *frames, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "denoised burst: 3 frames (128x96), 3 used" in res.output
     assert "NL-means and DCT of the merge" in res.output  # fused by default
+    assert "single-frame model on the reference" in res.output  # and with the single-frame model
     assert (tmp_path / "burst_iso3200.dng").exists()
-    res = CliRunner().invoke(
-        main, ["denoise", "--burst", *frames, "--no-fuse", "--out", str(tmp_path / "nf")]
-    )
-    assert res.exit_code == 0, res.output
-    assert "3 used" in res.output and "NL-means" not in res.output
-    res = CliRunner().invoke(
-        main, ["denoise", "--burst", *frames, "--fuse-single", "--out", str(tmp_path / "fs")]
-    )
-    assert res.exit_code == 0, res.output
-    assert (
-        "single-frame model on the reference" in res.output
-        and (tmp_path / "fs" / "burst_iso3200.dng").exists()
-    )
+    for flag, kept in (("--no-fuse-single", "NL-means and DCT of the merge"), ("--no-fuse", "3 used")):
+        res = CliRunner().invoke(main, ["denoise", "--burst", *frames, flag, "--out", str(tmp_path / flag)])
+        assert res.exit_code == 0, res.output
+        assert kept in res.output and "single-frame model" not in res.output, res.output
+        assert (tmp_path / flag / "burst_iso3200.dng").exists()
+    assert "NL-means" not in res.output  # --no-fuse: neither fusion
 
 
 def test_denoise_burst_bad_input_is_one_line(tiny_model, bursts, tmp_path):
@@ -384,12 +381,36 @@ def test_denoise_burst_bad_input_is_one_line(tiny_model, bursts, tmp_path):
     assert "not both" in line
     one = run(main, ["denoise", "--burst", frames[0], "--model", str(tiny_model), "--out", str(tmp_path)])
     assert one.exit_code == 1 and "at least two frames" in one.output
-    assert "add --burst" in _one_line_error(
-        run(main, ["denoise", frames[0], "--fuse-single", "--out", str(tmp_path)])
-    )
+    for flag in ("--fuse-single", "--no-fuse-single"):
+        assert f"{flag} applies to a burst model's output; add --burst" in _one_line_error(
+            run(main, ["denoise", frames[0], flag, "--out", str(tmp_path)])
+        )
     line = _one_line_error(run(main, ["denoise", "--burst", *frames, "--fuse-single", "--no-fuse", "--out",
                                       str(tmp_path)]))  # fmt: skip
     assert "--fuse-single is a fusion" in line
+
+
+def test_without_jax_the_default_leaves_the_single_frame_fusion_out(bursts, tmp_path, monkeypatch):
+    """The built-in single-frame model runs with JAX, which an exported burst model does not need: where JAX is not
+    installed (simulated: JAX is installed here, so the check is patched to say it is not), the default runs the
+    burst model without the single-frame fusion and says nothing of it, and an explicit --fuse-single is refused
+    in one line with the install hint."""
+    from rawlab.deploy import burst
+
+    monkeypatch.setattr(burst, "_jax_installed", lambda: False)
+    assert burst.burst_model("builtin-burst")[0].single is None
+    with pytest.raises(RawlabError, match=r"pip install 'rawlab\[train\]'"):
+        burst.burst_model("builtin-burst", fuse_single=True)
+    frames = sorted(str(p) for p in (bursts / "burst_iso3200").glob("*.dng"))
+    res = CliRunner().invoke(main, ["denoise", "--burst", *frames, "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0 and "NL-means and DCT of the merge" in res.output, res.output
+    assert "single-frame model" not in res.output
+    line = _one_line_error(
+        CliRunner().invoke(
+            main, ["denoise", "--burst", *frames, "--fuse-single", "--out", str(tmp_path / "e")]
+        )
+    )
+    assert "needs JAX" in line
 
 
 def _denoise_burst_reads_back(model, bursts, tmp_path):

@@ -57,6 +57,7 @@ def result(bursts, tiny_burst_model, client):
         burst_model=tiny_burst_model,
         counts="2,4,8",
         options=RunOptions(client=client),
+        fuse_single=False,  # the schema and counts; the default's fusion is scored in test_cli_fuse_single_...
     )
 
 
@@ -216,10 +217,10 @@ def test_cli_happy_path_and_user_mistakes(bursts, tmp_path, client):
 
 
 def test_cli_fuse_single_reaches_the_burst_model_and_its_mistakes_are_one_line(tmp_path, client):
-    """``rawlab eval --burst-model builtin-burst --fuse-single`` scores the burst model as ``rawlab denoise --burst
-    --fuse-single`` runs it (the JSON says so, and its column differs from the plain burst model's), and the
-    option is refused without a burst model, with --no-fuse, and on pairs. (Its gain is tested in
-    test_burst_model.py on bursts large enough for SURE's tiles.)"""
+    """``rawlab eval --burst-model builtin-burst`` scores the burst model as ``rawlab denoise --burst`` runs it,
+    fused with the single-frame model by default (the JSON says so), and ``--no-fuse-single`` without (its
+    column differs); either flag is refused without a burst model, --fuse-single with --no-fuse, and on pairs.
+    (Its gain is tested in test_burst_model.py on bursts large enough for SURE's tiles.)"""
     res = CliRunner().invoke(
         main,
         ["synth", str(tmp_path / "d"), "--burst", "2", "--size", "64x48", "--sensors", "1", "--scenes", "1"],
@@ -227,7 +228,7 @@ def test_cli_fuse_single_reaches_the_burst_model_and_its_mistakes_are_one_line(t
     assert res.exit_code == 0, res.output
     runner, sched = CliRunner(), ["--scheduler", client.scheduler.address]
     docs = {}
-    for name, extra in (("plain", []), ("fused", ["--fuse-single"])):
+    for name, extra in (("plain", ["--no-fuse-single"]), ("fused", [])):
         out = tmp_path / f"{name}.json"
         args = [
             "eval",
@@ -246,10 +247,17 @@ def test_cli_fuse_single_reaches_the_burst_model_and_its_mistakes_are_one_line(t
     scores = {k: [r["psnr_static"] for r in d["rows"] if r["method"] == "model"] for k, d in docs.items()}
     assert len(scores["fused"]) == 6 and all(math.isfinite(v) for v in scores["fused"])
     assert scores["fused"] != scores["plain"]
-    base = ["eval", str(tmp_path / "d"), "--out", str(tmp_path / "x.json"), "--fuse-single"]
+    base = ["eval", str(tmp_path / "d"), "--out", str(tmp_path / "x.json")]
     bad = [
-        (base, "add --burst-model"),
-        ([*base, "--burst-model", "builtin-burst", "--no-fuse"], "--fuse-single is a fusion"),
+        ([*base, "--fuse-single"], "--fuse-single applies to a burst model's output; add --burst-model"),
+        (
+            [*base, "--no-fuse-single"],
+            "--no-fuse-single applies to a burst model's output; add --burst-model",
+        ),
+        (
+            [*base, "--fuse-single", "--burst-model", "builtin-burst", "--no-fuse"],
+            "--fuse-single is a fusion",
+        ),
     ]
     for args, message in bad:
         assert message in _one_line_error(runner.invoke(main, args)), args

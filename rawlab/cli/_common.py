@@ -160,3 +160,19 @@ def _fuse_mode(fuse: bool, fuse_bm3d: bool, guard: bool = True) -> bool | str:
             "(non-commercial licence)"
         )
     return "bm3d"
+
+
+def _fuse_single(fuse_single: bool | None, burst: bool, fusion: bool, needs: str) -> bool | None:
+    """``--fuse-single/--no-fuse-single`` (None: neither given): on by default wherever a burst model runs with
+    the fusion (``burst``, ``fusion``: ``--fuse`` and ``--guard``) and JAX can run the built-in single-frame model
+    (None: :func:`rawlab.deploy.burst.burst_model` decides); ``needs`` names what a burst needs (``"--burst"``,
+    ``"--burst-model"``). Either flag where there is no burst model, or ``--fuse-single`` without the fusion, is a
+    usage error."""
+    if fuse_single is None:
+        return None if burst and fusion else False
+    flag = "--fuse-single" if fuse_single else "--no-fuse-single"
+    if not burst:
+        raise RawlabError(f"{flag} applies to a burst model's output; add {needs}, or drop {flag}")
+    if fuse_single and not fusion:
+        raise RawlabError("--fuse-single is a fusion; drop --no-fuse or --no-guard, or drop --fuse-single")
+    return fuse_single

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RawlabError
-from ._common import _cluster_options, _fuse_mode, _reporting, _runtime_options, main
+from ._common import _cluster_options, _fuse_mode, _fuse_single, _reporting, _runtime_options, main
 
 
 @main.command("train")
@@ -133,11 +133,11 @@ def train(store, config_name, workdir, steps, batch_size, seed, noise_profile, c
     help="Bursts: the burst model (`rawlab burst train --workdir`, or its export; column model).",
 )
 @click.option(
-    "--fuse-single",
-    is_flag=True,
-    default=False,
-    help="Bursts: fuse --burst-model's output with the built-in single-frame model on the reference, as "
-    "`rawlab denoise --burst --fuse-single` does (about 2x the burst model's time).",
+    "--fuse-single/--no-fuse-single",
+    default=None,
+    help="Bursts (on by default, with the fusion): fuse --burst-model's output with the built-in single-frame "
+    "model on the reference, as `rawlab denoise --burst` does; --no-fuse-single scores it without, as "
+    "`rawlab denoise --burst --no-fuse-single` runs it.",
 )
 @click.option(
     "--frames",
@@ -206,14 +206,7 @@ def eval_(
             )
         if fuse_bm3d:
             raise RawlabError("--fuse-bm3d applies to pairs, not bursts; drop it")
-        if fuse_single and not burst_model:
-            raise RawlabError(
-                "--fuse-single fuses --burst-model's output with the single-frame model; add --burst-model"
-            )
-        if fuse_single and not (fuse and guard):
-            raise RawlabError(
-                "--fuse-single is a fusion; drop --no-fuse or --no-guard, or drop --fuse-single"
-            )
+        fuse_single = _fuse_single(fuse_single, bool(burst_model), fuse and guard, "--burst-model")
         _eval_bursts(
             store, model, burst_model, frames, out, scheduler, workers, guard, ensemble, fuse, fuse_single
         )

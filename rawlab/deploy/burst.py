@@ -25,19 +25,20 @@ reads only the merge (the shipped ``builtin-burst``, whose ``frames_in`` is zero
 that also reads the frames; the merge's resampled noise is slightly correlated between neighbours, which SURE
 does not model. Measured on held-out photographs it adds 0.2 to 0.35 dB (README, bursts).
 
-**Fusion with the single-frame model** (``fuse_single``, ``rawlab denoise --burst --fuse-single``; opt-in). The
-reference frame ``y`` has a known noise law, and the other frames' noise is independent of it, so Stein's estimate
-holds for any estimator of ``y``'s clean image given those frames: the burst output ``B`` (a function of ``y``
-through the merge, the other frames held), the burst model's own output before its fusion with the merge's classical
-candidates and the merge itself (the same pass gives both), and the single-frame output ``S(y)`` (the runner's
-``single``, run as ``rawlab denoise`` runs it) are blended with ``y`` per plane and 64-px tile
-(:func:`rawlab.deploy.guard.sure_fuse`, :data:`SINGLE_FUSE_TILE`). The burst outputs' divergences come from one more
-full pass on the probed reference (:func:`rawlab.deploy.guard.probed_estimates`), the frames' alignments held as
-they were (they are piecewise constant in ``y``); the single-frame output's from its own fusion, its weights held
-(:func:`rawlab.deploy.guard.sure_fuse` with ``derivative``). Where the merge is weak (a misaligned frame, aliasing
-the resampler cannot undo at low ISO) the single-frame output takes over; where it is strong, the burst output
-stays. It costs a second burst pass and one single-frame pass; measured on held-out photographs it adds up to 0.4 dB
-on PG-1 (README, bursts).
+**Fusion with the single-frame model** (``fuse_single``: on with the fusion by default; ``rawlab denoise --burst
+--no-fuse-single`` leaves it out). The reference frame ``y`` has a known noise law, and the other frames' noise is
+independent of it, so Stein's estimate holds for any estimator of ``y``'s clean image given those frames: the burst
+output ``B`` (a function of ``y`` through the merge, the other frames held), the burst model's own output before its
+fusion with the merge's classical candidates and the merge itself (the same pass gives both), and the single-frame
+output ``S(y)`` (the runner's ``single``, run as ``rawlab denoise`` runs it) are blended with ``y`` per plane and
+64-px tile (:func:`rawlab.deploy.guard.sure_fuse`, :data:`SINGLE_FUSE_TILE`). The burst outputs' divergences come
+from one more pass on the probed reference (:func:`rawlab.deploy.guard.probed_estimates`), the frames' alignments
+held as they were (they are piecewise constant in ``y``) and so are the merge fusion's weights
+(:func:`rawlab.deploy.guard.held_blend`: one pass of the model and of each classical candidate, without their
+derivatives); the single-frame output's from its own fusion, its weights held (:func:`rawlab.deploy.guard.sure_fuse`
+with ``derivative``). Where the merge is weak (a misaligned frame, aliasing the resampler cannot undo at low ISO)
+the single-frame output takes over; where it is strong, the burst output stays. It costs a lighter second burst
+pass and one single-frame pass; measured on held-out photographs it adds up to 0.45 dB on PG-1 (README, bursts).
 """
 
 from __future__ import annotations
@@ -102,19 +103,21 @@ def burst_model(
     num_threads: int | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
-    fuse_single: bool = False,
+    fuse_single: bool | None = None,
 ):
     """The runtime of a burst model (:func:`rawlab.deploy.runtime.load_denoiser`) and its ``K``; it runs
     ``ensemble`` rotations of each burst (:mod:`rawlab.deploy.ensemble`) and averages them, and with ``fuse``
     blends a merge-reading model's output with VST+NL-means and VST+DCT of the merge by SURE (module docstring).
     With ``fuse`` and ``fuse_single`` as well, the runner carries the built-in single-frame model as ``single``
     (the same rotations, fused as ``rawlab denoise`` runs it), and the burst output is fused with its output on
-    the reference (module docstring); otherwise ``single`` is None.
+    the reference (module docstring); otherwise ``single`` is None. ``fuse_single`` None (the default): wherever
+    the built-in model can run (it needs JAX, ``rawlab[train]``; an exported burst model does not).
 
     Raises
     ------
     RawlabError
-        ``path`` is not a model, or a single-frame model (its config has no ``burst`` block).
+        ``path`` is not a model, or a single-frame model (its config has no ``burst`` block); ``fuse_single``
+        True where JAX is not installed.
     """
     from ..learn.bursttrain import burst_frames
     from .runtime import load_denoiser
@@ -123,6 +126,14 @@ def burst_model(
     runner.ensemble = check_ensemble(ensemble)
     runner.fuse = bool(fuse)
     runner.single = None
+    jax = _jax_installed()
+    if fuse_single is None:
+        fuse_single = jax
+    if fuse and fuse_single and not jax:
+        raise RawlabError(
+            "--fuse-single runs the built-in single-frame model, which needs JAX: pip install 'rawlab[train]', "
+            "or drop --fuse-single"
+        )
     if fuse and fuse_single:
         from ..learn.modelio import BUILTIN
 
@@ -136,6 +147,13 @@ def burst_model(
             "directory (rawlab burst train --workdir) or drop --burst"
         )
     return runner, k
+
+
+def _jax_installed() -> bool:
+    """Whether the built-in single-frame model can run here (a model directory runs with JAX and Flax)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("jax", "flax"))
 
 
 def burst_crops(source, size: int, n: int, model, *, split: str = "eval", seed: int = 0):
@@ -364,7 +382,7 @@ def denoise_bursts(
     on_result: Callable[[BurstDenoised], None] | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
-    fuse_single: bool = False,
+    fuse_single: bool | None = None,
 ) -> list[BurstDenoised]:
     """Denoise many bursts with the burst model ``model``, one Dask task each (as ``burst merge`` runs folders:
     :func:`rawlab.burst.files.run_bursts`; each worker loads the model once); results in input order, a burst
@@ -388,7 +406,7 @@ def denoise_bursts(
 
 
 @lru_cache(maxsize=2)
-def _worker_model(model: str, ensemble: int, fuse: bool, fuse_single: bool):
+def _worker_model(model: str, ensemble: int, fuse: bool, fuse_single: bool | None):
     return burst_model(model, ensemble=ensemble, fuse=fuse, fuse_single=fuse_single)
 
 

@@ -213,7 +213,8 @@ class _TiledDenoiser:
     keep_network = False
     network_estimate: np.ndarray | None = None
     # With the fusion: denoise() also keeps the fused estimate's per-pixel derivative (the fusion's weights
-    # held, rawlab.deploy.guard.sure_fuse), for a fusion downstream that needs it (denoise --burst --fuse-single).
+    # held, rawlab.deploy.guard.sure_fuse), for a fusion downstream that needs it (denoise --burst's fusion with
+    # the single-frame model).
     keep_derivative = False
     fused_derivative: np.ndarray | None = None
     # Run the network on each image flipped into the RGGB phase (rawlab.bayer.to_rggb), as the joint model

@@ -233,7 +233,7 @@ def evaluate_bursts(
     options: RunOptions | None = None,
     ensemble: int = DEFAULT_ENSEMBLE,
     fuse: bool = True,
-    fuse_single: bool = False,
+    fuse_single: bool | None = None,
 ) -> BurstEvalResult:
     """Score the reference, the classical merge and the models on the bursts of ``source`` (module docstring).
 
@@ -256,9 +256,10 @@ def evaluate_bursts(
         With the guard, fuse the single-frame model with VST+NL-means by SURE (default), and the burst model
         with VST+NL-means of its merge, as ``rawlab denoise`` (``--burst``) does.
     fuse_single
-        With the guard and ``fuse``, the burst model loaded here also fuses its output with the built-in
-        single-frame model's on the reference, as ``rawlab denoise --burst --fuse-single`` does
-        (:func:`rawlab.deploy.burst.denoise_burst`).
+        With the guard and ``fuse`` (default), the burst model loaded here also fuses its output with the
+        built-in single-frame model's on the reference, as ``rawlab denoise --burst`` does
+        (:func:`rawlab.deploy.burst.denoise_burst`), where JAX can run the built-in model (None, the default;
+        True: required); False: as ``--no-fuse-single`` runs it.
     ensemble
         The rotations of each frame (burst) that models loaded here average (:mod:`rawlab.deploy.ensemble`), as
         ``rawlab denoise`` (``--burst``) does.
@@ -358,7 +359,7 @@ def _load_burst_model(
     ensemble: int = DEFAULT_ENSEMBLE,
     *,
     fuse: bool = True,
-    fuse_single: bool = False,
+    fuse_single: bool | None = None,
 ) -> tuple[Any, int]:
     """``(runner, K)`` of a burst model as ``rawlab denoise --burst`` runs it (``fuse``: with VST+NL-means of
     its merge, ``fuse_single`` too: with the single-frame model on the reference, :mod:`rawlab.deploy.burst`),
