@@ -317,7 +317,7 @@ def test_fusing_with_the_single_frame_model_beats_both():
     single-frame, 45.97 fused, 65 % of the weight on the single-frame output; chelsea 42.54, 40.15, 42.67, 11 %).
     SURE's error on one plane of a 64-px tile (4,096 samples) is about sqrt(2 / n) = 2.2 % of the noise power
     (0.1 dB): the bounds keep 0.2 dB, twice that, from what was measured."""
-    from rawlab.deploy.burst import burst_model, denoise_burst
+    from rawlab.deploy.burst import burst_model, burst_stages, denoise_burst
     from rawlab.evaluation.bursts import psnr_db
     from rawlab.synth.burst import simulate_burst
     from rawlab.synth.sensors import SENSORS
@@ -332,14 +332,19 @@ def test_fusing_with_the_single_frame_model_beats_both():
         burst = simulate_burst(sensor, scene, 800, 8, (256, 192), seed=5, moving=False)
         x, truth = burst.normalized(), np.clip(burst.clean[0], 0, 1)
         weights: list = []
+        stages: dict = {"burst": [], "fused": []}  # progress: one call per stage, as burst_stages counts them
         got = {
-            "burst": denoise_burst(plain, k, x, sensor.cfa, a, b),
-            "fused": denoise_burst(runner, k, x, sensor.cfa, a, b, single_weights=weights),
+            "burst": denoise_burst(plain, k, x, sensor.cfa, a, b, progress=stages["burst"].append),
+            "fused": denoise_burst(
+                runner, k, x, sensor.cfa, a, b, single_weights=weights, progress=stages["fused"].append
+            ),
             "single": np.moveaxis(
                 runner.single.denoise(np.moveaxis(x[0], 0, -1), a, b, cfa=sensor.cfa), -1, 0
             ),
         }
         db = {m: psnr_db(float(np.mean((np.clip(v, 0, 1) - truth) ** 2))) for m, v in got.items()}
+        assert stages == {"burst": [1], "fused": [1, 1, 1, 1]}
+        assert (burst_stages(plain), burst_stages(runner)) == (1, 4)
         w = np.concatenate(weights)
         assert np.all(w >= 0) and np.all(w.sum(axis=1) <= 1 + 1e-9)
         if scene == "rocket":  # the merge's aliasing: the two err in different places

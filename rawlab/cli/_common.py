@@ -45,11 +45,11 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _reporting(desc: str, total: int = 0):
+def _reporting(desc: str, total: int = 0, unit: str = "file"):
     """Keyword arguments that report a library call's progress (a bar on stderr) and notes (stderr lines)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
     try:
         yield {
             "progress": bar.update,

@@ -241,7 +241,7 @@ def _denoise_bursts(
     import time
 
     from ..cluster import RunOptions
-    from ..deploy.burst import burst_model, denoise_burst_files, denoise_bursts
+    from ..deploy.burst import burst_model, burst_stages, denoise_burst_files, denoise_bursts
     from ..errors import RawlabError
     from ..outputs import output_folder
     from .burst import _bursts
@@ -273,9 +273,10 @@ def _denoise_bursts(
                 options=RunOptions(scheduler=scheduler, workers=workers, **report), ensemble=ensemble, fuse=fuse,
                 fuse_single=fuse_single,
             )  # fmt: skip
-    else:
-        results = [denoise_burst_files(found[0][0], outs[0], model, reference=reference, overwrite=overwrite,
-                                       runner=runner)]  # fmt: skip
+    else:  # one burst here: a bar over its stages (a 12 MP burst takes minutes)
+        with _reporting("denoise --burst", burst_stages(runner[0]), unit="stage") as report:
+            results = [denoise_burst_files(found[0][0], outs[0], model, reference=reference, overwrite=overwrite,
+                                           runner=runner, progress=report["progress"])]  # fmt: skip
     for r in results:
         click.echo(r.line(), err=r.error is not None)
     n_ok = sum(r.ok for r in results)

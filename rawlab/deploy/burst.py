@@ -191,6 +191,7 @@ def denoise_burst(
     reference: int = 0,
     weights: list | None = None,
     single_weights: list | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The burst model's clean reference ``(4, h, w)`` float32 from normalised packed frames ``(N, 4, h, w)``.
 
@@ -202,11 +203,15 @@ def denoise_burst(
     With the runner's ``single`` (:func:`burst_model`'s ``fuse_single``), that is then fused with the
     single-frame model's output on the reference, in the reference's domain (module docstring, "Fusion with the
     single-frame model"); ``single_weights`` receives those weights ``(tiles, 2)`` (the burst's outputs
-    together, the single-frame model's; averaged over the planes).
+    together, the single-frame model's; averaged over the planes). ``progress(1)`` is called as each of the
+    :func:`burst_stages` stages ends (a progress bar's ``update``).
     """
+    done = progress or (lambda n: None)
     single = getattr(runner, "single", None)
     if single is None or not runner.fuse:
-        return _burst_estimate(runner, frames, planes, cfa, a, b, reference=reference, weights=weights)
+        out = _burst_estimate(runner, frames, planes, cfa, a, b, reference=reference, weights=weights)
+        done(1)
+        return out
     from ..burst.align import align_burst
     from .guard import probed_estimates, sure_fuse
 
@@ -225,6 +230,7 @@ def denoise_burst(
             runner, frames, p, cfa, a4, b4, reference=reference, weights=w, alignments=alignments, parts=parts,
             held=held,
         )  # fmt: skip
+        done(1)  # the burst pass, then the probe's
         return [np.moveaxis(got, 0, -1), *parts]
 
     y = np.ascontiguousarray(np.moveaxis(planes[reference], 0, -1))
@@ -232,12 +238,20 @@ def denoise_burst(
         burst_on, y, a4, b4, seed=101
     )  # the fused burst output, the model's own, the merge
     one = _single_estimate(single, y, a4, b4, cfa)
+    done(1)
     tile, overlap = SINGLE_FUSE_TILE
     out, w = sure_fuse(y, [*burst, one], a4, b4, per_channel=True, tile=tile, overlap=overlap)
+    done(1)
     if single_weights is not None:
         w = w.mean(axis=1)  # (tiles, c, K) over the channels; the burst's candidates together
         single_weights.append(np.stack([w[:, :-1].sum(axis=1), w[:, -1]], axis=1))
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))
+
+
+def burst_stages(runner) -> int:
+    """How many times :func:`denoise_burst` reports progress for one burst with ``runner``: the burst pass, the
+    probe's pass, the single-frame model and the fusion with it; one pass without that fusion."""
+    return 4 if getattr(runner, "single", None) is not None and runner.fuse else 1
 
 
 def _single_estimate(single, y: np.ndarray, a, b, cfa: str) -> tuple[np.ndarray, np.ndarray]:
@@ -340,10 +354,11 @@ def denoise_burst_files(
     reference: int = 0,
     overwrite: bool = False,
     runner=None,
+    progress: Callable[[int], None] | None = None,
 ) -> BurstDenoised:
     """Denoise one burst of raw files into the DNG ``out`` with the burst model ``model`` (module docstring);
     a burst that cannot be used is returned as a failed result with the reason, never raised (a bad model is
-    raised: it fails every burst)."""
+    raised: it fails every burst). ``progress``: :func:`denoise_burst`'s, stage by stage."""
     from ..burst.files import burst_to_dng
     from .noiseparams import noise_for_frame
 
@@ -358,7 +373,7 @@ def denoise_burst_files(
         single_weights: list = []
         clean = denoise_burst(
             runner, k, planes, ref.info.cfa, est.a, est.b, reference=reference, weights=weights,
-            single_weights=single_weights,
+            single_weights=single_weights, progress=progress,
         )  # fmt: skip
         if weights:
             model_w, classical_w = np.median(np.concatenate(weights), axis=0)
