@@ -126,6 +126,36 @@ def test_resampling_through_the_demosaic_beats_each_plane_alone():
     )
 
 
+def test_the_resampling_demosaic_is_dht_keeps_each_sample_and_clips_no_noise(monkeypatch):
+    """``demosaic_frame`` (what the merge resamples an alternate through) is LibRaw's DHT: every site keeps its own
+    sample exactly, the noise below black survives (a frame at 1 % of white with unit-law noise has many samples
+    below 0, and so do the interpolated sites), and the same planes give the same RGB. Where a rawpy build has no
+    DHT (simulated: this one has it, so the check is patched) it is Malvar-He-Cutler's, exactly."""
+    from rawlab.bayer import channel_offsets
+    from rawlab.burst import resample
+
+    burst = simulate_burst(SENSORS[0], "coffee", 6400, 1, (128, 96), seed=4, moving=False)
+    planes = 0.01 * burst.clean[0] + 0.01 * np.random.default_rng(4).standard_normal(burst.clean[0].shape)
+    planes = planes.astype(np.float32)
+    cfa = SENSORS[0].cfa
+    rgb = resample.demosaic_frame(planes, cfa)
+    assert rgb.shape == (3, 96, 128) and rgb.dtype == np.float32
+    own = np.zeros(rgb.shape, bool)
+    for c, (oy, ox) in enumerate(channel_offsets(cfa)):
+        np.testing.assert_array_equal(rgb[(0, 1, 1, 2)[c], oy::2, ox::2], planes[c])
+        own[(0, 1, 1, 2)[c], oy::2, ox::2] = True
+    assert (
+        planes.min() < -0.02 and np.mean(rgb[~own] < 0) > 0.1
+    )  # interpolated noise below black, not clipped
+    np.testing.assert_array_equal(resample.demosaic_frame(planes, cfa), rgb)
+    mhc = resample.demosaic_mhc(planes, cfa)
+    assert np.abs(mhc - rgb)[~own].max() > 1e-3  # DHT, not MHC
+    import rawlab.demosaic
+
+    monkeypatch.setattr(rawlab.demosaic, "available_demosaics", lambda methods: ([], list(methods)))
+    np.testing.assert_array_equal(resample.demosaic_frame(planes, cfa), mhc)
+
+
 def test_one_frame_and_the_reference_are_kept():
     """A burst of one frame merges to that frame exactly (the tiles' windows sum to 1), and a reference other
     than the first is the one kept where every frame disagrees."""

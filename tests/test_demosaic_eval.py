@@ -136,11 +136,11 @@ def test_libraw_output_is_linear_in_the_normalised_raw():
 
 
 def test_libraw_demosaics_run_on_one_openmp_thread_and_repeat_to_the_bit():
-    """LibRaw's DHT races between OpenMP threads (rawlab.deploy.libraw, "One OpenMP thread"): every demosaic runs
+    """LibRaw's DHT races between OpenMP threads (rawlab.demosaic, "One OpenMP thread"): every demosaic runs
     with the runtime held to one thread, which is restored after, and the same planes give the same RGB."""
     import rawpy
 
-    from rawlab.deploy.libraw import _openmp_runtime, one_openmp_thread
+    from rawlab.demosaic import _openmp_runtime, one_openmp_thread
 
     lib = _openmp_runtime()
     if rawpy.flags.get(

@@ -323,8 +323,9 @@ def test_denoise_output_rgb_with_a_libraw_demosaic(small_synth, tmp_path):
 
     import tifffile
 
+    from rawlab.demosaic import demosaic
     from rawlab.deploy.denoise import demosaic_frame
-    from rawlab.deploy.libraw import LibRawDemosaic, demosaic
+    from rawlab.deploy.libraw import LibRawDemosaic
     from rawlab.deploy.runtime import load_denoiser
     from rawlab.evaluation.demosaic import score_rgb
     from rawlab.learn.modelio import resolve_model

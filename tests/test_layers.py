@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rawlab"
 # Lower number = lower layer. learn and stats share a layer but must not import each other.
 LAYER = {
     "errors": 0, "bayer": 0, "_version": 0, "outputs": 0,
-    "rawmeta": 1, "rawio": 1, "dng": 1,
+    "rawmeta": 1, "rawio": 1, "dng": 1, "demosaic": 1,
     "cluster": 2,
     "catalog": 3,
     "noise": 4, "calibrate": 4,

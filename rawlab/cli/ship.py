@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..deploy.libraw import DEMOSAICS
+from ..demosaic import DEMOSAICS
 from ._common import _cluster_options, _fuse_mode, _fuse_single, _reporting, _runtime_options, main
 
 

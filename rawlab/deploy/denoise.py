@@ -499,7 +499,7 @@ def denoise_files(
         denoiser, or the Bayer part of a joint model that denoises first. ``"bm3d"``: VST+BM3D joins the
         candidates (the optional bm3d package; ``--fuse-bm3d``).
     demosaic
-        With ``output="rgb"``: a LibRaw demosaic (:data:`rawlab.deploy.libraw.DEMOSAICS`) run on the Bayer
+        With ``output="rgb"``: a LibRaw demosaic (:data:`rawlab.demosaic.DEMOSAICS`) run on the Bayer
         ``model``'s estimate (:class:`rawlab.deploy.libraw.LibRawDemosaic`) instead of a joint model's own.
 
     Raises

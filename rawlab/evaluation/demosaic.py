@@ -16,8 +16,8 @@ the catalog's ``truth_path``):
 Both NL-means take a strength ``h``; :func:`tune_strength` picks each chain's on frames that are then not
 scored (the benchmark tunes on training scenes), so neither chain is compared at the other's best setting.
 
-**Linear LibRaw.** Every demosaic goes through one path, :mod:`rawlab.deploy.libraw` (which ``rawlab denoise
---output rgb --demosaic`` runs too): rawlab's normalised planes written as a 16-bit DNG and demosaiced by
+**Linear LibRaw.** Every demosaic goes through one path, :mod:`rawlab.demosaic` (which ``rawlab denoise
+--output rgb --demosaic`` and the burst merge run too): rawlab's normalised planes written as a 16-bit DNG and demosaiced by
 LibRaw to linear camera RGB, the same way for every method (that module's docstring says how).
 
 **Scores** (linear camera RGB, normalised units, data range 1, both images clipped to ``[0, 1]`` because the
@@ -35,9 +35,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..demosaic import DEMOSAICS, available_demosaics, demosaic, demosaic_all
 from ..deploy.classical import GAT, denoise_baseline, nl_means
 from ..deploy.ensemble import DEFAULT_ENSEMBLE, check_ensemble
-from ..deploy.libraw import DEMOSAICS, available_demosaics, demosaic, demosaic_all
 from ..errors import RawlabError
 from .metrics import psnr, ssim
 
