@@ -310,11 +310,12 @@ def test_a_burst_model_that_reads_only_its_merge_runs_without_its_frames(tiny_mo
 
 
 def test_fusing_with_the_single_frame_model_beats_both():
-    """The fusion with the single-frame model (on by default): on PG-1 at ISO 800, where the 8-frame merge keeps aliasing its resampler cannot undo,
-    the burst output and the single-frame model's output on the reference err in different places; their SURE
-    blend in the reference's domain is above both, and where the merge is good it keeps the burst output.
-    Scored against the noise-free reference of bursts the models never saw (measured: rocket 44.66 burst, 45.60
-    single-frame, 45.97 fused, 65 % of the weight on the single-frame output; chelsea 42.54, 40.15, 42.67, 11 %).
+    """The fusion with the single-frame model (on by default): on PG-1 at ISO 800, where the 8-frame merge keeps
+    aliasing its resampler cannot undo, the burst output and the single-frame model's output on the reference err
+    in different places; their SURE blend in the reference's domain is above both, and where the merge is good it
+    keeps the burst output. Scored against the noise-free reference of bursts the models never saw (measured:
+    rocket 44.82 burst, 45.60 single-frame, 46.02 fused, 60 % of the weight on the single-frame output; chelsea
+    43.00, 40.15, 43.04, 4 %).
     SURE's error on one plane of a 64-px tile (4,096 samples) is about sqrt(2 / n) = 2.2 % of the noise power
     (0.1 dB): the bounds keep 0.2 dB, twice that, from what was measured."""
     from rawlab.deploy.burst import burst_model, burst_stages, denoise_burst

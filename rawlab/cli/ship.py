@@ -142,7 +142,7 @@ def export(model_dir, fmt, out, quantize, tile, calibration):
     help="With --burst (on by default, with the fusion): also run the built-in single-frame model on the "
     "reference and blend the burst output with it by SURE, tile by tile and per plane, where the merge is weaker "
     "(a frame misaligned, aliasing at low ISO). On held-out synthetic bursts +0.4 dB on PG-1 at ISO 800-1600; "
-    "--no-fuse-single takes 46 % of the time (README).",
+    "--no-fuse-single takes 45 % of the time (README).",
 )
 def denoise(
     raws,
