@@ -3,7 +3,8 @@
 They are the classical demosaics rawlab's evaluation scores (:mod:`rawlab.evaluation.demosaic`), what ``rawlab
 denoise --output rgb --demosaic METHOD`` runs after a Bayer denoiser (:class:`rawlab.deploy.libraw.LibRawDemosaic`),
 and the demosaic the burst merge resamples an alternate frame through (:func:`rawlab.burst.resample.mosaic_tiles`,
-DHT). This is layer 1, beside ``rawio`` and ``dng``, so that all three can use it.
+DHT). It sits in layer 1, beside ``rawio`` and ``dng``, so that ``evaluation``, ``deploy`` and ``burst`` can all
+import it.
 
 Every demosaic goes through one path: rawlab's normalised planes (``bayer.normalise``, the
 one home of normalising DN) written as a 16-bit DNG with black 0 and white 65535, read back by rawpy and
