@@ -292,15 +292,11 @@ def sure_fuse(
     ``1 - sum_k w_k (1 - dF_k)``, cross-faded as the blend is. A tile's weights depend on each of its pixels
     only through sums over the tile, so holding them drops a term of order one over its size; the blend can
     then be fused again (:func:`rawlab.deploy.burst.denoise_burst`) without a pass of its own on a probe."""
-    from .tiling import run_tiled, tile_origins
+    from .tiling import run_tiled
 
     y = np.asarray(y, np.float32)
     c, k = y.shape[-1], len(estimates)
-    # Never pad: a padded tile repeats pixels (mirrored or edge copies) that share their noise, which SURE
-    # would count as independent, and that favours the strongest smoother. A frame smaller than the tile is
-    # fused in tiles that fit it.
-    tile = min(tile, *y.shape[:2])
-    overlap = min(overlap, (tile - 1) // 2)
+    tile, overlap, n_tiles = _fuse_tiles(y.shape[:2], tile, overlap)
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
     stacked = np.concatenate([y] + [np.concatenate(e, axis=-1) for e in estimates], axis=-1)
@@ -329,24 +325,42 @@ def sure_fuse(
         # whose derivative is small), so a smaller gain is not evidence and the input is kept.
         gain = 2 * np.einsum("pk,pk->p", w, v) - np.einsum("pi,pij,pj->p", w, g, w)
         w[gain < 2 * LAW_TOLERANCE * total] = 0
-        mix = "nck,nkyxc->nyxc" if per_channel else "nk,nkyxc->nyxc"
         if per_channel:
             w = w.reshape(n, c, k)
-        out = [yt - np.einsum(mix, w, r)]
+        out = [yt - _mix(w, r)]
         if derivative:
-            out.append(1 - np.einsum(mix, w, 1 - ds.astype(np.float64)))
+            out.append(1 - _mix(w, 1 - ds.astype(np.float64)))
         weights.extend(w)
         return np.concatenate(out, axis=-1).astype(np.float32)
 
     width = c * (1 + derivative)
     fused = run_tiled(fuse, stacked, tile, overlap, out_channels=width, batch=_FUSE_BATCH)
-    h, w_ = y.shape[:2]
-    n_tiles = len(tile_origins(h, tile, overlap)) * len(tile_origins(w_, tile, overlap))
     shape = (-1, c, k) if per_channel else (-1, k)
     weights_ = np.asarray(weights[:n_tiles]).reshape(shape)
     if derivative:
         return fused[..., :c], weights_, fused[..., c:]
     return fused, weights_
+
+
+def _fuse_tiles(shape: tuple[int, int], tile: int, overlap: int) -> tuple[int, int, int]:
+    """The fusion's ``(tile, overlap, number of tiles)`` on a frame of ``shape``. Never padded: a padded tile
+    repeats pixels (mirrored or edge copies) that share their noise, which SURE would count as independent, and
+    that favours the strongest smoother; a frame smaller than the tile is fused in tiles that fit it."""
+    from .tiling import tile_origins
+
+    tile = min(tile, *shape)
+    overlap = min(overlap, (tile - 1) // 2)
+    return (
+        tile,
+        overlap,
+        len(tile_origins(shape[0], tile, overlap)) * len(tile_origins(shape[1], tile, overlap)),
+    )
+
+
+def _mix(w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``sum_k w_k r_k`` per tile ``(n, t, t, c)``: ``w`` ``(n, K)``, or ``(n, c, K)`` per channel; ``r``
+    ``(n, K, t, t, c)``."""
+    return np.einsum("nck,nkyxc->nyxc" if w.ndim == 3 else "nk,nkyxc->nyxc", w, r)
 
 
 def held_blend(
@@ -361,15 +375,13 @@ def held_blend(
     call returned (``(n_tiles, K)``, or ``(n_tiles, c, K)`` per channel), held: ``y - sum_k w_k (y - F_k)`` per
     tile, cross-faded the same way. The fusion's input moved by a probe, this gives the fused estimate's
     derivative with the weights held (:func:`probed_estimates`) without the candidates' own derivatives."""
-    from .tiling import run_tiled, tile_origins
+    from .tiling import run_tiled
 
     y = np.asarray(y, np.float32)
     c, k = y.shape[-1], len(estimates)
-    tile = min(tile, *y.shape[:2])  # as sure_fuse tiles the same frame
-    overlap = min(overlap, (tile - 1) // 2)
+    tile, overlap, n_tiles = _fuse_tiles(y.shape[:2], tile, overlap)  # as sure_fuse tiles the same frame
     weights = np.asarray(weights, np.float64)
     per_channel = weights.ndim == 3
-    n_tiles = len(tile_origins(y.shape[0], tile, overlap)) * len(tile_origins(y.shape[1], tile, overlap))
     if len(weights) != n_tiles or weights.shape[-1] != k or (per_channel and weights.shape[1] != c):
         raise ValueError(
             f"weights of shape {weights.shape} do not fit {n_tiles} tiles of {k} estimates of {c} channels"
@@ -384,8 +396,6 @@ def held_blend(
         done[0] += n
         yt = tiles[..., :c].astype(np.float64)
         r = yt[:, None] - np.stack([tiles[..., c * (1 + j) : c * (2 + j)] for j in range(k)], 1)
-        return (yt - np.einsum("nck,nkyxc->nyxc" if per_channel else "nk,nkyxc->nyxc", w, r)).astype(
-            np.float32
-        )
+        return (yt - _mix(w, r)).astype(np.float32)
 
     return run_tiled(blend, stacked, tile, overlap, out_channels=c, batch=_FUSE_BATCH)
