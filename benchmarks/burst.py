@@ -4,7 +4,7 @@ Wiener merge) and its gain, on static bursts; and on bursts with a moving object
 region the object covers in any frame (where a merge ghosts). The learned burst model's column comes later.
 
     python benchmarks/burst.py [--size 384x256] [--scenes coffee,chelsea,rocket] [--sensors 2] [--seed 1000]
-                               [--isos 800,1600,3200,6400] [--robustness 8] [--per-plane] [--out FILE.json]
+                               [--isos 800,1600,3200,6400] [--robustness 3] [--per-plane] [--out FILE.json]
 
 Bursts come from the library (:func:`rawlab.synth.burst.simulate_burst`: hand shake up to 4 mosaic pixels and
 0.25 degrees a frame, sub-pixel, rendered on a 2x supersampled scene; each frame its own Poisson-Gaussian noise),

@@ -24,23 +24,28 @@ def _psnr(x, truth, where=None) -> float:
     return float(-10 * np.log10(np.mean(err if where is None else err[where])))
 
 
-def _wiener_loss(robustness: float = 8.0, n: int = 8) -> float:
-    """Expected shortfall (dB) from the ideal 10 log10(n) of the first, HDR+ pass on pure noise: a noise-only
-    difference ``|R - Z|^2`` is ``2 s^2 E`` with ``E ~ Exp(1)``, so ``A = 2E / (2E + c)``; the merged variance
-    is ``((1 + sum A)^2 + sum (1 - A)^2) / n^2``. Monte Carlo, fixed seed. (The second pass only lowers it.)"""
+def _noise_only_factor(n: int = 8, bins: float = 4.0) -> float:
+    """Expected variance factor (over one frame's) of the merge's first pass on pure noise, by the weight's
+    formula (:mod:`rawlab.burst.merge`): ``|R - Z|^2 / s^2`` is ``2 E`` with ``E ~ Exp(1)`` per frequency, and the
+    box over ``SMOOTH^2`` frequencies averages about ``bins`` independent ones (the raised-cosine window makes
+    neighbouring DFT coefficients correlate: its noise bandwidth is 1.5 bins per axis, so 25 frequencies hold
+    about 11; 4 is the pessimistic end), so ``r = 2 Gamma(bins) / bins``, ``A = e / (e + c)`` with ``e = max(r - 2,
+    0)``, and the merged variance is ``((1 + sum A)^2 + sum (1 - A)^2) / n^2``. Monte Carlo, fixed seed."""
+    from rawlab.burst.merge import ROBUSTNESS
+
     rng = np.random.default_rng(0)
-    e = rng.exponential(size=(200_000, n - 1))
-    a = 2 * e / (2 * e + robustness)
-    var = ((1 + a.sum(axis=1)) ** 2 + ((1 - a) ** 2).sum(axis=1)) / n**2
-    return float(10 * np.log10(n) + 10 * np.log10(var.mean()))
+    r = 2 * rng.gamma(bins, size=(200_000, n - 1)) / bins
+    e = np.maximum(r - 2.0, 0.0)
+    a = e / (e + ROBUSTNESS)
+    return float((((1 + a.sum(axis=1)) ** 2 + ((1 - a) ** 2).sum(axis=1)) / n**2).mean())
 
 
 def test_static_burst_gains_nearly_the_ideal():
     """8 static frames at ISO 3200, moved by whole Bayer periods (so resampling is exact and only the merge
-    is measured): the merge gains 10 log10(8) = 9.0 dB over the reference frame minus the first pass's
-    Wiener loss (about 0.9 dB, :func:`_wiener_loss`) minus 0.5 dB for the frame borders (tiles whose
-    content a shift moves out of the frame keep the reference; 6% of a 256x192 frame's tiles) and the
-    sampling error of one burst."""
+    is measured): the merge gains 10 log10(8) = 9.0 dB over the reference frame minus the weight's loss on
+    pure noise (at most 0.36 dB, :func:`_noise_only_factor`; the second pass only lowers it) minus 0.5 dB for
+    the frame borders (tiles whose content a shift moves out of the frame keep the reference; 6% of a 256x192
+    frame's tiles) and the sampling error of one burst."""
     rng = np.random.default_rng(4)
     motion = [FrameMotion(0.0, 0.0, 0.0)] + [
         FrameMotion(float(2 * rng.integers(-2, 3)), float(2 * rng.integers(-2, 3)), 0.0) for _ in range(7)
@@ -50,15 +55,21 @@ def test_static_burst_gains_nearly_the_ideal():
     a, b = PHONE.noise_params(3200)
     merged = merge_burst(x, a, b)
     gain = _psnr(merged.planes, truth) - _psnr(x[0], truth)
-    assert gain >= 10 * math.log10(8) - _wiener_loss() - 0.5, gain
-    # The merge's own estimate of its noise (the DNG's NoiseProfile) is what it achieved: the variance of
-    # merged - truth on unclipped pixels over the law's, within 20% (one burst; the estimate ignores that
-    # the weights depend on the noise).
+    loss = 10 * math.log10(8 * _noise_only_factor())
+    assert gain >= 10 * math.log10(8) - loss - 0.5, gain
+    # The merge's own estimate of its noise (the DNG's NoiseProfile) against what it achieved: the variance of
+    # merged - truth on unclipped pixels over the law's. The estimate takes the weights as given; a frame's own
+    # noise raises its rejection, which lowers its weight, so what is achieved is at most the estimate (5%:
+    # one burst's sampling error, the mean of ~27,000 squared errors, is under 1%). And the estimate stays near
+    # a perfect average: the weight's pure-noise factor (Monte Carlo, 4 independent frequencies, the
+    # pessimistic end) plus a quarter of 1 / N for the border tiles and the second pass.
     ok = (truth > 0.05) & (truth < 0.9)
     measured = np.mean((merged.planes - truth)[ok] ** 2) / np.mean(
         (a[:, None, None] * truth + b[:, None, None])[ok]
     )
-    assert abs(measured / merged.variance_factor.mean() - 1) < 0.2, (measured, merged.variance_factor)
+    estimate = merged.variance_factor.mean()
+    assert measured <= 1.05 * estimate, (measured, merged.variance_factor)
+    assert estimate <= _noise_only_factor() + 0.25 / 8, (measured, merged.variance_factor)
 
 
 def test_shaken_burst_meets_the_issue_target():

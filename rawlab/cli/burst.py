@@ -91,8 +91,8 @@ def _bursts(sources: list[str]) -> list[tuple[list[str], str]]:
     "--robustness",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="c of the Wiener weight |D|^2 / (|D|^2 + c s^2) (default 8): larger merges more and rejects motion "
-    "less.",
+    help="c of the merge's weight e / (e + c), e what the noise does not explain of a frame's difference from "
+    "the reference (default 3): larger merges more and rejects motion less.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (otherwise they are kept).")
 @_cluster_options("Address of a running Dask scheduler for folders of bursts (instead of a local cluster).")
