@@ -44,7 +44,12 @@ dB worse.
 The merged noise is estimated from the weights: with independent noise of equal variance in every frame, a
 coefficient's variance is ``((1 + sum A_k)^2 + sum (1 - A_k)^2) / N^2`` times a single frame's; its mean over
 all tiles and frequencies of a plane is that plane's **variance factor** (1 for one frame, ``1 / N`` for a
-perfect average), by which the law's ``(a, b)`` are scaled for the merged frame's NoiseProfile.
+perfect average), by which the law's ``(a, b)`` are scaled for the merged frame's NoiseProfile. It takes the
+weights as given; a frame's own noise raises its rejection, which lowers its weight, so on a burst that differs by
+noise alone the merge's noise is below the estimate: 0.110 of a frame's against an estimate of 0.139 for 8 frames of
+a chart moved by whole Bayer periods (MP-2, ISO 3200; ``tests/test_burst_merge.py``). On bursts of photographs
+(MP-2 coffee at ISO 800 and 3200, PG-1 rocket at 1600, still and shaken) what the merge left was 3 % below to 14 %
+above the estimate: there the resampling error counts as noise.
 """
 
 from __future__ import annotations
