@@ -24,8 +24,9 @@ the ideal 9.0 (PG-1 at ISO 800, the merge's own alignment). rawlab decides on wh
     ``r = box(|D|^2 / s^2)``,  ``e = max(r - 2, 0)``,  ``A = e / (e + c)``
 
 ``box`` the mean over ``SMOOTH x SMOOTH`` (5 x 5) neighbouring frequencies of the tile (circular along the full
-axis of the real DFT, the edge repeated along the half axis), which makes ``r`` about 2 with a spread of a
-fifth where ``D`` is noise, and ``2`` the mean of ``|D|^2 / s^2`` that noise alone gives, subtracted. Noise alone
+axis of the real DFT, the edge repeated along the half axis), which makes ``r`` about 2 with a spread of a third
+to a fifth where ``D`` is noise (neighbouring coefficients of a windowed tile correlate), and ``2`` the mean of
+``|D|^2 / s^2`` that noise alone gives, subtracted. Noise alone
 then leaves ``A`` near 0, and the same burst gains 7.9 dB. What is left, motion and resampling error, concentrates
 in some frequencies and spreads to their neighbours, so it is still rejected. ``c`` (``robustness``, 3) trades
 denoising for rejection. On shaken PG-1 bursts of photographs the burst benchmark does not score (astronaut,
@@ -219,7 +220,7 @@ def _wiener(fr, fz, s2, robustness: float, passes: int):
         excess = np.maximum(r - 2.0, 0.0)  # what the noise does not explain
         return (excess / (excess + robustness)).astype(np.float32)
 
-    # Pass 1, HDR+: each frame against the reference; a rejected frame is replaced by the reference.
+    # Pass 1, as HDR+: each frame against the reference; a rejected frame is replaced by the reference.
     rej = weights(fr, s2)
     merged = (fr + (fz + rej * (fr[None] - fz)).sum(axis=0)) / n
     coef_r = (1.0 + rej.sum(axis=0)) / n  # the weight of the reference in the merge, and of each frame
