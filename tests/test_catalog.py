@@ -344,3 +344,29 @@ def test_a_frame_is_marked_complete_in_one_metadata_write(tmp_path, monkeypatch)
     assert writes and writes[-1] == {"complete": True, "row": {"path": "x.dng", "iso": 100.0}}
     assert all(("complete" in w) == ("row" in w) for w in writes), writes
     assert store.frame_attrs("f1")["row"]["iso"] == 100.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts the process's threads in /proc")
+def test_catalog_io_starts_no_arrow_threads(tmp_path):
+    """Arrow's thread pools, once started, can abort a process at exit (``terminate called without an active
+    exception``, exit -6: once in a loaded CI run of ``rawlab stats`` on an empty store). The catalog is read
+    and written on the calling thread: a fresh process has as many threads after a write and a read as before
+    them."""
+    code = (
+        "import os, sys, pandas as pd, pyarrow\n"
+        "from rawlab.catalog.store import FrameStore\n"
+        "n = lambda: len(os.listdir('/proc/self/task'))\n"
+        "fs = FrameStore(sys.argv[1]); fs.initialise({})\n"
+        "before = n()  # zarr's own I/O threads are running by now\n"
+        "df = pd.DataFrame({'path': [f'f{i}.dng' for i in range(500)], 'iso': range(500)})\n"
+        "fs.write_catalog(df)\n"
+        "back = fs.read_catalog()\n"
+        "assert back.equals(df), back\n"
+        "print(before, n())\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.zarr")], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    before, after = map(int, res.stdout.split())
+    assert after == before, (before, after)

@@ -368,11 +368,14 @@ class FrameStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        # On the calling thread, into memory, then one write: no Arrow thread pool (see read_catalog).
+        table = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
         tmp = f"{self.root}/.{CATALOG}.tmp"
         try:
             with self.fs.open(tmp, "wb") as f:
-                pq.write_table(table, f)
+                f.write(sink.getvalue().to_pybytes())
             self.fs.mv(tmp, f"{self.root}/{CATALOG}")
         except OSError as e:  # disk full, quota, read-only: the previous catalog stays as it was
             with contextlib.suppress(OSError):
@@ -383,13 +386,19 @@ class FrameStore:
             ) from None
 
     def read_catalog(self):
-        import pandas as pd
+        """The catalog, or None before the first build. Read on the calling thread alone: Arrow's thread pools,
+        once started, can abort the process at exit (``terminate called without an active exception``, exit
+        -6, apache/arrow#34314), which a short command like ``rawlab stats`` on an empty store hit once under a
+        loaded CI; a catalog is small, so no thread pool is started for it."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         path = f"{self.root}/{CATALOG}"
         if not self.fs.exists(path):
             return None
         with self.fs.open(path, "rb") as f:
-            return pd.read_parquet(f)
+            data = f.read()
+        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False).to_pandas(use_threads=False)
 
 
 def _os_reason(e: OSError) -> str:
