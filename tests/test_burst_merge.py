@@ -55,7 +55,8 @@ def test_static_burst_gains_nearly_the_ideal():
     a, b = PHONE.noise_params(3200)
     merged = merge_burst(x, a, b)
     gain = _psnr(merged.planes, truth) - _psnr(x[0], truth)
-    loss = 10 * math.log10(8 * _noise_only_factor())
+    factor = _noise_only_factor()
+    loss = 10 * math.log10(8 * factor)
     assert gain >= 10 * math.log10(8) - loss - 0.5, gain
     # The merge's own estimate of its noise (the DNG's NoiseProfile) against what it achieved: the variance of
     # merged - truth on unclipped pixels over the law's. The estimate takes the weights as given; a frame's own
@@ -69,7 +70,7 @@ def test_static_burst_gains_nearly_the_ideal():
     )
     estimate = merged.variance_factor.mean()
     assert measured <= 1.05 * estimate, (measured, merged.variance_factor)
-    assert estimate <= _noise_only_factor() + 0.25 / 8, (measured, merged.variance_factor)
+    assert estimate <= factor + 0.25 / 8, (measured, merged.variance_factor)
 
 
 def test_shaken_burst_meets_the_issue_target():
