@@ -64,8 +64,10 @@ def test_a_moving_patch_keeps_its_own_motion():
 
 def test_global_motion_shrinks_the_tile_error_on_a_shaken_burst():
     """On a simulated hand-shaken burst (PG-1, ISO 3200, shift and rotation) the per-tile displacements
-    against the true shake: with the global motion the median error is below 0.8 times the tiles' own.
-    Measured over 4 seeds, 2 sensors and ISO 800 and 3200, the ratio was 0.52 to 0.68."""
+    against the true shake: with the global motion the median error is below 0.6 times the tiles' own, and 9
+    tiles in 10 (those over the frame's border too) are within 0.3 packed pixels of the truth. Measured over 4
+    seeds, 2 sensors and ISO 800 and 3200: the ratio 0.12 to 0.44 (0.52 to 0.68 while a tile kept its own
+    displacement wherever it matched no worse), the 90th percentile 0.03 to 0.14 pixels."""
     w, h = 192, 128
     burst = simulate_burst(SENSORS[1], "coffee", 3200, 4, (w, h), seed=5, moving=False)
     x = burst.normalized()
@@ -79,4 +81,5 @@ def test_global_motion_shrinks_the_tile_error_on_a_shaken_burst():
             d = align_frame(grey(x[0]), grey(x[k]), regularise=reg).displacement
             errs[reg].append(np.linalg.norm(d - true, axis=-1).ravel())
     own, fitted = (float(np.median(np.concatenate(errs[r]))) for r in (False, True))
-    assert fitted < 0.8 * own, (fitted, own)
+    assert fitted < 0.6 * own, (fitted, own)
+    assert np.percentile(np.concatenate(errs[True]), 90) < 0.3
