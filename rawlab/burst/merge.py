@@ -34,7 +34,7 @@ to a fifth where ``D`` is noise (neighbouring coefficients of a windowed tile co
 ``|D|^2 / s^2`` that noise alone gives, subtracted. Noise alone
 then leaves ``A`` near 0, and the same burst gains 7.9 dB. What is left, motion and resampling error, concentrates
 in some frequencies and spreads to their neighbours, so it is still rejected. ``c`` (``robustness``, 3) trades
-denoising for rejection. On shaken PG-1 bursts of photographs the burst benchmark does not score (astronaut,
+denoising for rejection. On shaken PG-1 bursts of photographs the burst benchmark does not score (stop 37's aligner and noise) (astronaut,
 immunohistochemistry, hubble_deep_field, seed 2000; 8 frames) HDR+'s weight gained +3.73 / +4.61 / +4.94 dB
 over the reference at ISO 800 / 1600 / 3200, this one +4.18 / +5.14 / +5.64 with ``c = 3`` (``c`` 2 and 4 within
 0.08 dB of it), and the moving region gained +1.90 / +2.06 / +2.80 dB over the reference against +1.08 / +1.30 /
