@@ -38,14 +38,14 @@ follow) matches far better at its own and keeps it; a flat tile, or one with a s
 On hand-shaken bursts the global motion is within 0.01 to 0.03 packed pixels of the truth, where tiles' own
 estimates are off by 0.15 to 0.6 on average. Taking it wherever it matched no worse (until stop 37) left 10% of
 tiles more than 0.5 to 1.5 pixels off, most of them flat or over the border; now 90% are within 0.03 to 0.14
-(``tests/test_burst_align.py``). With the merge's changes of the same stop (:mod:`rawlab.burst.merge`: edge tiles,
-clipped samples) the 8-frame merge rose by 0.37 to 0.57 dB on the photographs the burst benchmark does not score
-(``benchmarks/burst.py --scenes astronaut,immunohistochemistry,hubble_deep_field --seed 2000``), most of it from
-this rule (the edge tiles gave 0.09 to 0.15 of it); margins 0.5, 1 and 2 were within 0.01 dB of each other there. On a chart moved by whole Bayer periods
-at ISO 3200 on MP-2, whose tiles constrain one direction weakly, the map is off by up to 0.14 pixels in it, and
-a larger margin cost more (8.9 dB of gain at 0.5, 8.7 at 1, 9.1 with the old rule): the margin is the smaller
-of the two that tied. A looser rule still, every tile within a pixel of the map taking it, lost 0.3 dB on that
-chart.
+(``tests/test_burst_align.py``). With the merge's changes of the same stop (:mod:`rawlab.burst.merge`: edge
+tiles, clipped samples) the 8-frame merge rose by 0.37 to 0.57 dB on the photographs the burst benchmark does not
+score (``benchmarks/burst.py --scenes astronaut,immunohistochemistry,hubble_deep_field --seed 2000``), most of it
+from this rule (the edge tiles gave 0.09 to 0.15 of it); margins 0.5, 1 and 2 were within 0.01 dB of each other
+there. On a chart moved by whole Bayer periods at ISO 3200 on MP-2, whose tiles constrain one direction weakly,
+the map is off by up to 0.14 pixels in it, and a larger margin cost more (8.9 dB of gain at 0.5, 8.7 at 1, 9.1
+with the old rule): the margin is the smallest of those that tied. A looser rule still, every tile within a pixel
+of the map taking it, lost 0.3 dB on that chart.
 
 Displacements are therefore per tile, in packed (grey) pixels, real-valued: the merge resamples each alternate
 tile at its own sub-pixel displacement (through a demosaic at mosaic resolution,
@@ -346,9 +346,9 @@ def _within(pos: np.ndarray, shifts, n: int) -> np.ndarray:
 def _follow_global(ref_s, alt_s, disp, ok, smaller, y0, x0, tile: int) -> np.ndarray:
     """Tiles whose own displacement matches no better than the frame's global motion, beyond the noise's margin,
     take the global motion (module docstring; the grey images blurred as for Lucas-Kanade). The motion is
-    fitted to the tiles wholly inside the frame whose Lucas-Kanade step fixed both directions (``ok``) with the stronger half of the
-    gradients (``smaller``, the structure tensor's smaller eigenvalue): a tile over the border matches the
-    edge's extension, and a flat one, or one with a single edge, says little of the motion."""
+    fitted to the tiles wholly inside the frame whose Lucas-Kanade step fixed both directions (``ok``) with the
+    stronger half of the gradients (``smaller``, the structure tensor's smaller eigenvalue): a tile over the
+    border matches the edge's extension, and a flat one, or one with a single edge, says little of the motion."""
     h, w = ref_s.shape
     inside = ((y0 >= 0) & (y0 + tile <= h))[:, None] & ((x0 >= 0) & (x0 + tile <= w))[None]
     reliable = ok & inside

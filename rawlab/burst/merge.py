@@ -19,26 +19,27 @@ DFT coefficient of a windowed tile of the noise: HDR+ takes ``sigma^2 sum(w^2)``
 noise law ``Var[x] = a x + b`` (normalised units) at the tile's mean level ``mu``. rawlab sums each pixel's own
 variance, ``s^2 = sum(w^2 sigma_p^2)`` with ``sigma_p^2 = a x_p + b`` at the reference's sample, and 0 where that
 sample is clipped at white (1): a clipped sample carries no noise, so an alternate that differs there, as an
-interpolated plateau a little below white does, is rejected rather than averaged in (on the burst benchmark's
-scenes this lifted PG-1's merge at ISO 1600 by 0.08 dB; the mean level with the clip counted lowered saturated
-plateaus by 0.3 % of white). Over the frame's edge, where tiles reach beyond it, see :func:`_spectra`. On
-noise alone ``|D|^2 / s^2`` is ``2 E`` with ``E ~ Exp(1)``, a draw so spread that ``A`` rejects a sizeable,
-random part of frames that agree: with ``c = 8``, 8 frames of a burst that did not move at all gained 6.9 dB of
-the ideal 9.0 (PG-1 at ISO 800, the merge's own alignment). rawlab decides on what the noise does not explain:
+interpolated plateau a little below white does, is rejected rather than averaged in (with the tile's mean level,
+clipped plateaus merged about 0.3 % below white; on the burst benchmark's scenes the change lifted PG-1's merge
+at ISO 1600 by 0.08 dB, and 0.09 on the photographs below). Over the frame's edge, where tiles reach beyond it,
+see :func:`_spectra`. On noise alone ``|D|^2 / s^2`` is ``2 E`` with ``E ~ Exp(1)``, a draw so spread that ``A``
+rejects a sizeable, random part of frames that agree: with ``c = 8``, 8 frames of a burst that did not move at
+all gained 6.9 dB of the ideal 9.0 (PG-1 at ISO 800, the merge's own alignment). rawlab decides on what the noise
+does not explain:
 
     ``r = box(|D|^2 / s^2)``,  ``e = max(r - 2, 0)``,  ``A = e / (e + c)``
 
 ``box`` the mean over ``SMOOTH x SMOOTH`` (5 x 5) neighbouring frequencies of the tile (circular along the full
 axis of the real DFT, the edge repeated along the half axis), which makes ``r`` about 2 with a spread of a third
 to a fifth where ``D`` is noise (neighbouring coefficients of a windowed tile correlate), and ``2`` the mean of
-``|D|^2 / s^2`` that noise alone gives, subtracted. Noise alone
-then leaves ``A`` near 0, and the same burst gains 7.9 dB. What is left, motion and resampling error, concentrates
-in some frequencies and spreads to their neighbours, so it is still rejected. ``c`` (``robustness``, 3) trades
-denoising for rejection. On shaken PG-1 bursts of photographs the burst benchmark does not score (stop 37's aligner and noise) (astronaut,
-immunohistochemistry, hubble_deep_field, seed 2000; 8 frames) HDR+'s weight gained +3.73 / +4.61 / +4.94 dB
-over the reference at ISO 800 / 1600 / 3200, this one +4.18 / +5.14 / +5.64 with ``c = 3`` (``c`` 2 and 4 within
-0.08 dB of it), and the moving region gained +1.90 / +2.06 / +2.80 dB over the reference against +1.08 / +1.30 /
-+2.30: it ghosts no more, it rejects less noise. Without the subtraction (the box alone) the gain was 0.1 dB.
+``|D|^2 / s^2`` that noise alone gives, subtracted. Noise alone then leaves ``A`` near 0, and the same burst
+gains 7.9 dB. What is left, motion and resampling error, concentrates in some frequencies and spreads to their
+neighbours, so it is still rejected. ``c`` (``robustness``, 3) trades denoising for rejection. On shaken PG-1
+bursts of photographs the burst benchmark does not score (astronaut, immunohistochemistry, hubble_deep_field,
+seed 2000; 8 frames; stop 37's aligner and tile noise) HDR+'s weight gained +3.73 / +4.61 / +4.94 dB over the
+reference at ISO 800 / 1600 / 3200, this one +4.18 / +5.14 / +5.64 with ``c = 3`` (``c`` 2 and 4 within 0.08 dB
+of it), and the moving region gained +1.90 / +2.06 / +2.80 dB over the reference against +1.08 / +1.30 / +2.30:
+it ghosts no more, it rejects less noise. Without the subtraction (the box alone) the gain was 0.1 dB.
 
 That first pass rejects a frame also where the *reference's* noise makes ``R - Z_k`` large, which every pair
 shares. A second pass (``passes=2``, the default) decides again with the first merge ``M1`` in place of ``R``,
@@ -52,9 +53,9 @@ coefficient's variance is ``((1 + sum A_k)^2 + sum (1 - A_k)^2) / N^2`` times a 
 all tiles and frequencies of a plane is that plane's **variance factor** (1 for one frame, ``1 / N`` for a
 perfect average), by which the law's ``(a, b)`` are scaled for the merged frame's NoiseProfile. It takes the
 weights as given; a frame's own noise raises its rejection, which lowers its weight, so on a burst that differs by
-noise alone the merge's noise is below the estimate: 0.110 of a frame's against an estimate of 0.139 for 8 frames of
+noise alone the merge's noise is below the estimate: 0.114 of a frame's against an estimate of 0.132 for 8 frames of
 a chart moved by whole Bayer periods (MP-2, ISO 3200; ``tests/test_burst_merge.py``). On bursts of photographs
-(MP-2 coffee at ISO 800 and 3200, PG-1 rocket at 1600, still and shaken) what the merge left was 3 % below to 14 %
+(MP-2 coffee at ISO 800 and 3200, PG-1 rocket at 1600, still and shaken; stop 37) what the merge left was 3 % below to 14 %
 above the estimate: there the resampling error counts as noise.
 """
 
