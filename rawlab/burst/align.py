@@ -74,6 +74,7 @@ __all__ = [
     "global_motion",
     "grey",
     "tile_origins",
+    "within",
 ]
 
 FACTORS = (2, 4, 4)  # each coarser level's decimation relative to the one below it
@@ -334,9 +335,9 @@ def global_motion(
     return (design @ coef).reshape(displacement.shape)
 
 
-def _within(pos: np.ndarray, shifts, n: int) -> np.ndarray:
-    """Whether positions ``pos (ny, nx, T)`` lie inside ``[0, n)``, and inside it after each shift in ``shifts``
-    (``(ny, nx)`` each, the sub-pixel interpolation's taps included)."""
+def within(pos: np.ndarray, shifts, n: int) -> np.ndarray:
+    """Whether positions ``pos`` (rows or columns, ``(..., T)``) lie inside ``[0, n)``, and inside it after each
+    shift in ``shifts`` (``(...)`` each, the sub-pixel interpolation's taps included)."""
     ok = (pos >= 0) & (pos < n)
     for d in shifts:
         moved = pos + d[..., None]
@@ -363,8 +364,8 @@ def _follow_global(ref_s, alt_s, disp, ok, smaller, y0, x0, tile: int) -> np.nda
     # frame: beyond its edge a frame repeats it, and a tile over the border matches that repetition.
     r = np.arange(tile)
     weight = _window(tile) * (
-        _within(y0[:, None, None] + r, (field[..., 0], disp[..., 0]), h)[..., :, None]
-        & _within(x0[None, :, None] + r, (field[..., 1], disp[..., 1]), w)[..., None, :]
+        within(y0[:, None, None] + r, (field[..., 0], disp[..., 0]), h)[..., :, None]
+        & within(x0[None, :, None] + r, (field[..., 1], disp[..., 1]), w)[..., None, :]
     )
     # The tile's own displacement was fitted to its noise, so its cost is lower than at the true motion by
     # noise alone: it is kept only where it is lower than the global motion's by more than GLOBAL_MARGIN times

@@ -67,7 +67,7 @@ import numpy as np
 from scipy import fft as sfft  # float32 in, complex64 out (numpy's FFT works in float64)
 from scipy.ndimage import uniform_filter
 
-from .align import TILES, Alignment, align_burst, tile_origins
+from .align import TILES, Alignment, align_burst, tile_origins, within
 from .resample import mosaic_tiles, shifted_tiles
 
 __all__ = ["PASSES", "ROBUSTNESS", "SMOOTH", "Merged", "merge_burst", "window"]
@@ -224,8 +224,8 @@ def _spectra(frames, reference, alignments, y0, x0, rows, tile, a, b, win, cfa):
 def _inside(shape, y0, x0, tile) -> np.ndarray:
     """``bool (ny, nx, T, T)``: which pixels of each tile lie inside the frame (edge tiles reach beyond it)."""
     h, w = shape
-    ys, xs = y0[:, None] + np.arange(tile), x0[:, None] + np.arange(tile)
-    return ((ys >= 0) & (ys < h))[:, None, :, None] & ((xs >= 0) & (xs < w))[None, :, None, :]
+    r = np.arange(tile)
+    return within(y0[:, None] + r, (), h)[:, None, :, None] & within(x0[:, None] + r, (), w)[None, :, None, :]
 
 
 def _wiener(fr, fz, s2, robustness: float, passes: int):
