@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rawpy
 import tifffile
+from _darktable import darktable_noiseprofile_log, needs_darktable
 
 from rawlab.bayer import pack
 from rawlab.dng import read_dng_tags
@@ -214,6 +215,31 @@ def test_darktable_export_errors(tmp_path):
         read_darktable(tmp_path / "bad.json")
     with pytest.raises(RawlabError, match="does not exist"):
         read_darktable(tmp_path / "missing.json")
+
+
+@needs_darktable
+def test_darktable_loads_the_exported_profiles(tmp_path):
+    """darktable itself verifies the export (its loader, not our restatement of the schema): every maker, model
+    and profile found, no error; the same file with one profile's ``a`` removed is rejected, so the check can
+    fail."""
+    truth = truth_profiles()
+    log = darktable_noiseprofile_log(write_darktable(truth, tmp_path / "noiseprofiles.json"), tmp_path)
+    assert not [line for line in log if "error" in line], log
+    assert any("verifying noiseprofile completed" in line for line in log), log
+    found = [line.split("[noiseprofile] found ", 1)[1] for line in log if "[noiseprofile] found " in line]
+    # darktable's closing count ("found N profiles total"; 4.2 prints the last model's N) is left out
+    found = [f for f in found if not f.endswith(" total")]
+    want = ["1 makers", "maker `SynthCam'", f"{len(truth.sensors)} models"]
+    for s in truth.sensors:
+        want += [s.extra["model"], f"{len(s.profiles)} profiles"]
+    assert found == want
+
+    doc = to_darktable(truth)
+    del doc["noiseprofiles"][0]["models"][1]["profiles"][2]["a"]
+    (tmp_path / "broken.json").write_text(json.dumps(doc))
+    log = darktable_noiseprofile_log(tmp_path / "broken.json", tmp_path / "second")
+    assert any("missing `a`" in line for line in log), log
+    assert any("not a valid noiseprofile file" in line for line in log), log
 
 
 def test_read_darktables_real_file():
