@@ -22,7 +22,11 @@ added ``a`` is at least 1e-3, and they count in the medians.
 Estimators: ``old``, an ablation: :func:`rawlab.noise.quincunx.estimate_noise` without the read-noise prior
 and with the texture threshold of before (``prior=False, kappa=1.5``; the estimator of commit 8618123
 measured 14.0 % and 69.8 % here, and Foi et al. per plane, before it, failed on most frames: median
-``|da|/a`` 100 %), and ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs now. Errors
+``|da|/a`` 100 %), ``new``, :func:`rawlab.deploy.noiseparams.single_image_noise` as it runs on a file with no
+masked pixels, and ``masked``, as ``rawlab denoise`` runs it on a file that keeps some
+(:func:`rawlab.deploy.noiseparams.masked_read_noise`): 16 columns of the frame's height recorded by the same
+sensor with no light, ``b`` from them (fitted as a clipped normal where the sensor clips them at 0 DN, as
+DX12clip and two of the random sensors do), ``a`` from the quincunx. Errors
 are ``|estimate - truth| / truth`` per channel; the medians are over channels and frames (photographs and real
 crops), against the targets 15 % (a) and 25 % (b). ``b`` is measurable only where the frame has signal near
 black: each frame's Cramer-Rao bound for ``b`` (:func:`b_bound`, column ``crlb b``) says how well any estimator
@@ -41,6 +45,9 @@ from pathlib import Path
 import numpy as np
 
 TARGET_A, TARGET_B = 0.15, 0.25
+# Masked columns simulated for the "masked" estimator: 16 columns of the frame's height (6,144 pixels at 384 rows,
+# 3 % of the frame; the Canon PowerShot S40 keeps 109,263 usable ones, 2.7 % of its 4.1 M).
+MASKED_COLUMNS = 16
 B_IDENTIFIABLE = 0.10  # frames whose b has a Cramer-Rao bound (relative sd) at most this are reported apart
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "raw-samples" / "bayer"
 REAL = ("canon_powershot-s40_iso50_crw-0119.CRW", "canon_powershot-g2_iso50_crw-0304.CRW",
@@ -194,6 +201,27 @@ def new_estimate(planes, black, white) -> tuple[np.ndarray, np.ndarray]:
     return single_image_noise(planes, black, white)
 
 
+def masked_strip(s: Sensor, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """``MASKED_COLUMNS`` columns of ``rows`` optically masked pixels as the sensor records them: no light, so
+    its read noise at the black level, whole DN, clipped to ``[0, white]`` (all zero-signal pixels of
+    :func:`record`, the G1 plane's black level)."""
+    x = rng.normal(0.0, math.sqrt(s.b[1] - 1.0 / (12.0 * s.span[1] ** 2)), (rows, MASKED_COLUMNS))
+    return np.clip(np.rint(s.black[1] + x * s.span[1]), 0, s.white)
+
+
+def masked_estimate(planes, black, white, strip) -> tuple[np.ndarray, np.ndarray]:
+    """``rawlab denoise``'s estimate for a file that keeps masked pixels (:func:`masked_strip`): ``b`` from
+    them where they read as unclipped black (:func:`rawlab.deploy.noiseparams.masked_read_noise`), the
+    quincunx for ``a``."""
+    from types import SimpleNamespace
+
+    from rawlab.deploy.noiseparams import masked_read_noise, single_image_noise
+    from rawlab.rawio import masked_pixel_stats
+
+    info = SimpleNamespace(black_level=black, white_level=white, masked=masked_pixel_stats(strip))
+    return single_image_noise(planes, black, white, read_noise=masked_read_noise(info)[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="384x512", help="mosaic size HxW of the photographs")
@@ -230,7 +258,7 @@ def main():
         clean = from_rgb(rgb[label], "RGGB", *_size(rgb[label], h, w), 0.0 if kind == "real" else args.blur)
         floors[label] = tuple(float(fn(0.7 * clean, 0.0, 1.0)[0][1]) for fn in (old_estimate, new_estimate))
     rows, t0 = [], time.perf_counter()
-    timing = {"old": 0.0, "new": 0.0}
+    timing = {"old": 0.0, "new": 0.0, "masked": 0.0}
     for kind, label, _src in scenes:
         for si, s in enumerate(cams):
             if kind == "real" and s.a[1] < 1e-3:
@@ -241,8 +269,10 @@ def main():
             rng = np.random.default_rng([args.seed, si, len(rows)])
             clean = clean * math.exp(rng.uniform(math.log(0.3), math.log(1.1)))
             y = record(clean, s, rng)
+            strip = masked_strip(s, 2 * y.shape[1], rng)
             est = {}
-            for name, fn in (("old", old_estimate), ("new", new_estimate)):
+            for name, fn in (("old", old_estimate), ("new", new_estimate),
+                             ("masked", lambda *a, st=strip: masked_estimate(*a, st))):  # fmt: skip
                 t = time.perf_counter()
                 est[name] = fn(y, s.black, s.white)
                 timing[name] += time.perf_counter() - t
@@ -251,7 +281,7 @@ def main():
     print("scenes' own apparent noise (a of G1 on the noise-free scene, old / new): " + ", ".join(
         f"{k} {o:.1e} / {n:.1e}" for k, (o, n) in floors.items()))  # fmt: skip
     print(f"{len(rows)} frames ({h}x{w} mosaic photographs) in {time.perf_counter() - t0:.0f} s; estimator time "
-          f"old {timing['old']:.0f} s, new {timing['new']:.0f} s")  # fmt: skip
+          f"old {timing['old']:.0f} s, new {timing['new']:.0f} s, masked {timing['masked']:.0f} s")  # fmt: skip
     print()
     hdr = (f"{'scene':27s} {'sensor':13s} {'a true':>8s} {'b true':>8s} | {'a old':>8s} {'b old':>8s} "
            f"{'da old':>7s} {'db old':>7s} | {'a new':>8s} {'b new':>8s} {'da new':>7s} {'db new':>7s} | {'crlb b':>7s}")  # fmt: skip
@@ -277,7 +307,7 @@ def main():
         if not sel:
             continue
         line = f"{group:40s} {len(sel):4d} frames:"
-        for k in ("old", "new"):
+        for k in ("old", "new", "masked"):
             da = np.concatenate([r[4][k][0] for r in sel])
             db = np.concatenate([r[4][k][1] for r in sel])
             line += (f"  {k}: |da|/a median {np.nanmedian(da):6.1%} p90 {np.nanpercentile(da, 90):6.1%}, "
@@ -286,14 +316,14 @@ def main():
         print(line)
     clear = [r for r in rows if r[0] in ("photo", "real") and r[2].a[1] >= 10 * max(floors[r[1]])]
     line = f"{'  of which a >= 10x the scene floor':40s} {len(clear):4d} frames:"
-    for k in ("old", "new"):
+    for k in ("old", "new", "masked"):
         da = np.concatenate([r[4][k][0] for r in clear])
         db = np.concatenate([r[4][k][1] for r in clear])
         line += f"  {k}: |da|/a median {np.nanmedian(da):6.1%}, |db|/b median {np.nanmedian(db):6.1%}"
     print(line)
     ident = [r for r in rows if r[0] in ("photo", "real") and r[5] <= B_IDENTIFIABLE]
     line = f"{'  of which b identifiable (CRLB sd <= 10%)':40s} {len(ident):4d} frames:"
-    for k in ("old", "new"):
+    for k in ("old", "new", "masked"):
         db = np.concatenate([r[4][k][1] for r in ident])
         line += f"  {k}: |db|/b median {np.nanmedian(db):6.1%} p90 {np.nanpercentile(db, 90):6.1%}"
     print(line)
@@ -302,7 +332,7 @@ def main():
         f"b's Cramer-Rao bound (relative sd) over these {len(sel)} frames: median "
         f"{np.median([r[5] for r in sel]):.1%}; an efficient estimator's median |db|/b would be about 0.67 of it"
     )
-    for k in ("old", "new"):
+    for k in ("old", "new", "masked"):
         da = np.nanmedian(np.concatenate([r[4][k][0] for r in sel]))
         db = np.nanmedian(np.concatenate([r[4][k][1] for r in sel]))
         met = da <= TARGET_A and db <= TARGET_B

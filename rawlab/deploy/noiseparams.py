@@ -11,7 +11,16 @@ Order of preference (:func:`noise_for_frame`), and the ``source`` each reports:
 3. ``"single-image"``: an estimate from the image alone (:func:`single_image_noise`): the green quincunx
    (:mod:`rawlab.noise.quincunx`: greens predicted from their diagonal green neighbours, fitted with the
    clipped Poisson-Gaussian model of Foi et al. 2008, with a read-noise prior), else a signal-independent
-   ``b``.
+   ``b``. Where the file keeps the sensor's optically masked pixels (:attr:`rawlab.rawio.RawInfo.masked`) and
+   they are not clipped past telling, ``b`` is theirs instead (:func:`masked_read_noise`: no light reaches
+   them, so they hold the read noise alone, rounding included, as ``b`` does); the quincunx's ``a`` is kept.
+   A photograph measures ``b`` only where it has smooth signal near black; the masked pixels always do. On the
+   eight Canon PowerShot S40 CRWs in ``../shared/raw-samples/bayer`` (one camera, ISO 50) the image-alone ``b``
+   spread from 0.85e-7 to 7.0e-7 over the frames, the masked pixels' from 5.2e-7 to 5.9e-7. Refitting ``a``
+   with that ``b`` held was no better on the ten sensors the estimator is tuned on (a one-off check in stop 39
+   on ``benchmarks/noise_estimate.py --sensors tune``'s frames: the noise variance at the frames' pixels off by
+   a median 28.0 % against 27.9 % with the fit's ``a`` kept, 90th percentile 37 % against 34 %; ``|da|/a``
+   28.4 % against 28.2 %), so the refit is not in the code.
 
 ``a`` is clamped to at least 1e-12 and ``b`` to at least 0: the network's noise map needs a real standard
 deviation, and a fitted read term can come out slightly negative.
@@ -28,7 +37,14 @@ import numpy as np
 
 from ..errors import RawlabError
 
-__all__ = ["NoiseEstimate", "model_noise", "noise_for_frame", "residual_profile", "single_image_noise"]
+__all__ = [
+    "NoiseEstimate",
+    "masked_read_noise",
+    "model_noise",
+    "noise_for_frame",
+    "residual_profile",
+    "single_image_noise",
+]
 
 SOURCES = ("model law", "DNG NoiseProfile", "single-image")
 
@@ -71,8 +87,59 @@ def model_noise(config, sensor: str, iso: float | None):
     return NoiseProfileSet.from_dict(noise).noise_at(sensor, iso)
 
 
+MASKED_MIN = 4096  # masked pixels needed for their variance (its relative sd is then at most 2.2 %)
+MASKED_FLOOR = 0.01  # above this share of them at their lowest value, they are taken as clipped there
+MASKED_CLIPPED_MAX = 0.9  # ... and above this share, too clipped to tell the read noise
+
+
+def masked_read_noise(info) -> tuple[float | None, str]:
+    """The green channel's ``b`` (normalised) from the file's optically masked pixels, and what was done.
+
+    ``b`` is the read noise in DN^2 over the green span ``(white - black)^2``: the masked pixels' variance,
+    or, where more than ``MASKED_FLOOR`` of them sit at their lowest value (a camera that clipped its data at
+    black, as many do at 0 DN), the ``sigma^2`` of the clipped, quantised normal whose moments theirs are
+    (:func:`rawlab.noise.fit.clipped_normal`, its mean fitted too). ``None`` and the reason where they cannot
+    stand for the read noise: none in the file, fewer than ``MASKED_MIN``, more than ``MASKED_CLIPPED_MAX`` of
+    them clipped, or a level that is not the file's black (further from it than 2 sd and 1 DN: not masked, or a
+    different offset)."""
+    m = getattr(info, "masked", None)
+    if m is None:
+        return None, ""
+    black, white = float(info.black_level[1]), float(info.white_level)
+    if m.count < MASKED_MIN:
+        return None, f"{m.count} masked pixels, too few for the read noise"
+    if not m.variance > 0:
+        return None, "masked pixels without noise"
+    if m.floor_share > MASKED_CLIPPED_MAX:
+        return None, f"masked pixels clipped ({100 * m.floor_share:.0f}% at {m.floor:g} DN)"
+    level, var, how = m.mean, m.variance, ""
+    if m.floor_share > MASKED_FLOOR:
+        level, var = _unclipped(m, white)
+        how = f", {100 * m.floor_share:.0f}% clipped at {m.floor:g} DN"
+    if abs(level - black) > max(2.0 * math.sqrt(var), 1.0):
+        return None, f"masked pixels at {level:.1f} DN, not the black level {black:g}"
+    return var / (white - black) ** 2, f"b from {m.count} masked pixels{how}"
+
+
+def _unclipped(m, white: float) -> tuple[float, float]:
+    """``(mu, sigma^2)`` in DN of the quantised normal that, clipped at ``m.floor`` (and white), has the masked
+    pixels' mean and variance: least squares on the two moments, each in units of its sampling sd."""
+    from scipy.optimize import least_squares
+
+    from ..noise.fit import clipped_normal
+
+    sd, n = math.sqrt(m.variance), m.count
+
+    def res(q):
+        (mean, var, _), _ = clipped_normal(q[0], math.exp(q[1]), m.floor, white, 1.0, kept=False)
+        return [(mean - m.mean) / (sd / math.sqrt(n)), (var - m.variance) / (m.variance * math.sqrt(2.0 / n))]
+
+    q = least_squares(res, [m.floor, math.log(2.0 * sd)]).x
+    return float(q[0]), float(math.exp(2.0 * q[1]))
+
+
 def single_image_noise(
-    planes: np.ndarray, black_level, white_level, iso=None
+    planes: np.ndarray, black_level, white_level, iso=None, *, read_noise: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` per channel estimated from one frame's normalised packed planes ``(4, h, w)``.
 
@@ -81,7 +148,8 @@ def single_image_noise(
     normalisation; a read-noise prior decides ``b`` where the frame cannot). When the green cannot be fitted
     (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the noise is taken as
     signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail (its median over 2x2
-    blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)).
+    blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)). ``read_noise``: the green
+    ``b`` measured elsewhere (:func:`masked_read_noise`), which replaces the fit's (its ``a`` is kept).
 
     Raises
     ------
@@ -92,6 +160,8 @@ def single_image_noise(
 
     green = estimate_noise(planes, black_level, white_level)
     if green.ok:
+        if read_noise is not None:  # the measured b, carried to the channels as the fit's is (span ratio^2)
+            return green.a, green.b * (read_noise / green.b[1])
         return green.a, green.b
     b = _detail_energy(planes) / 0.4549
     if not np.all(np.isfinite(b)) or not np.any(b > 0):
@@ -148,7 +218,10 @@ def noise_for_frame(model, info, planes: np.ndarray) -> NoiseEstimate:
         if profile is not None:
             return NoiseEstimate(*_clamped(*profile), SOURCES[1])
         why.append("no DNG NoiseProfile")
-    a, b = single_image_noise(planes, info.black_level, info.white_level, info.iso)
+    read_noise, masked = masked_read_noise(info)
+    if masked:
+        why.append(masked)
+    a, b = single_image_noise(planes, info.black_level, info.white_level, info.iso, read_noise=read_noise)
     if not np.any(a):
         why.append("fit failed, signal-independent estimate")
     return NoiseEstimate(*_clamped(a, b), SOURCES[2], "; ".join(why))

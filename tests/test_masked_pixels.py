@@ -1,0 +1,115 @@
+"""The sensor's optically masked pixels as the measure of its read noise: rawlab.rawio reads them from real
+files (Canon's CRWs keep them), rawlab.deploy.noiseparams turns them into ``b`` where no profile knows the
+sensor, including sensors that clip their data at black."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rawlab.deploy.noiseparams import MASKED_MIN, masked_read_noise, noise_for_frame, single_image_noise
+from rawlab.rawio import masked_pixel_stats, read_info, read_raw
+
+
+def strip(sd_dn: float, black: float, n: int, seed: int, white: float = 4095.0) -> np.ndarray:
+    """``n`` masked pixels of a sensor whose read noise (rounding included) has sd ``sd_dn`` DN: a normal of
+    variance ``sd^2 - 1/12`` at ``black``, rounded to whole DN and clipped to ``[0, white]``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(black, math.sqrt(sd_dn**2 - 1.0 / 12.0), n)
+    return np.clip(np.rint(x), 0.0, white)
+
+
+def info_for(values, black=64.0, white=4095.0):
+    return SimpleNamespace(black_level=(black,) * 4, white_level=white, masked=masked_pixel_stats(values))
+
+
+def test_unclipped_masked_pixels_give_the_read_noise():
+    n, sd = 100_000, 2.5
+    b, how = masked_read_noise(info_for(strip(sd, 64.0, n, 0)))
+    want = sd**2 / (4095.0 - 64.0) ** 2
+    # the sample variance's relative sd is sqrt(2 / n) = 0.45 %; 5 of them
+    assert abs(b / want - 1.0) < 5 * math.sqrt(2.0 / n), (b, want)
+    assert how == f"b from {n} masked pixels"
+
+
+def test_outliers_do_not_move_it():
+    """A hot pixel and a bright column in the border are left out by the 7-sd clip."""
+    n, sd = 100_000, 2.5
+    v = strip(sd, 64.0, n, 1)
+    v[:300] = 900.0  # a column lit by a leak
+    v[500] = 4095.0
+    m = masked_pixel_stats(v)
+    assert m.count == n - 301
+    assert abs(m.variance / sd**2 - 1.0) < 5 * math.sqrt(2.0 / m.count)
+
+
+@pytest.mark.parametrize("sd", [1.5, 4.0])
+def test_pixels_clipped_at_black_are_fitted_as_a_clipped_normal(sd):
+    """A sensor that clips its data at 0 DN with black at 0: half the masked pixels sit at 0, and their plain
+    variance is a third of the read noise's; the clipped-normal fit recovers it."""
+    n = 200_000
+    v = strip(sd, 0.0, n, 2)
+    m = masked_pixel_stats(v)
+    assert 0.4 < m.floor_share < 0.7 and m.variance < 0.5 * sd**2  # what a plain variance would report
+    b, how = masked_read_noise(info_for(v, black=0.0))
+    want = sd**2 / 4095.0**2
+    # censoring about doubles the variance estimate's sd (0.32 % -> ~0.6 %), and the clipped-normal moments are
+    # within 1 % of the lattice's from 1 DN of sd (rawlab.noise.fit.clipped_normal): 3 % covers both
+    assert abs(b / want - 1.0) < 0.03, (b, want)
+    assert "clipped at 0 DN" in how
+
+
+def test_masked_pixels_that_cannot_stand_for_the_read_noise_are_refused():
+    few = masked_read_noise(info_for(strip(2.5, 64.0, MASKED_MIN - 1000, 3)))
+    assert few[0] is None and "too few" in few[1]
+    offset = masked_read_noise(info_for(strip(2.5, 80.0, 20_000, 4)))  # reads 80 DN, the file says 64
+    assert offset[0] is None and "not the black level 64" in offset[1]
+    crushed = masked_read_noise(info_for(strip(0.4, 0.0, 20_000, 5), black=0.0))  # 0.4 DN at 0: 97 % at 0
+    assert crushed[0] is None and "clipped" in crushed[1]
+    none = SimpleNamespace(black_level=(0,) * 4, white_level=255, masked=None)
+    assert masked_read_noise(none) == (None, "")
+
+
+def test_single_image_noise_takes_the_measured_b_and_keeps_its_a():
+    rng = np.random.default_rng(6)
+    ramp = np.linspace(0.02, 0.9, 192)[None, :, None] + np.zeros((4, 192, 192))  # smooth: a and b both fit
+    planes = ramp + rng.normal(0.0, 1.0, ramp.shape) * np.sqrt(2e-4 * ramp + 1e-5)
+    a0, b0 = single_image_noise(planes, 0.0, 4095.0)
+    a1, b1 = single_image_noise(planes, 0.0, 4095.0, read_noise=3e-6)
+    np.testing.assert_array_equal(a1, a0)
+    np.testing.assert_allclose(b1, b0 * (3e-6 / b0[1]), rtol=1e-12)
+    assert b1[1] == pytest.approx(3e-6, rel=1e-12)
+
+
+S40 = [f"canon_powershot-s40_iso50_crw-{k}.CRW" for k in ("0101", "0104", "0105", "0112", "0113", "0117",
+                                                        "0118", "0119")]  # fmt: skip
+
+
+def test_real_crws_masked_border_measures_one_read_noise(samples_dir):
+    """Eight frames of one Canon PowerShot S40 at ISO 50: their masked border reads at the black level LibRaw
+    reports, and gives one read noise for all eight, where the image alone cannot (its b spreads many times
+    wider over the same frames)."""
+    bayer = samples_dir / "bayer"
+    masked, single = [], []
+    for name in S40:
+        frame = read_raw(bayer / name)
+        info = frame.info
+        assert info.masked is not None and info.masked.count > 100_000
+        assert abs(info.masked.mean - info.black_level[1]) < 0.5
+        est = noise_for_frame(None, info, frame.normalized())
+        assert est.source == "single-image" and f"b from {info.masked.count} masked pixels" in est.detail
+        span = info.white_level - info.black_level[1]
+        assert est.b[1] == pytest.approx(info.masked.variance / span**2, rel=1e-9)
+        masked.append(est.b[1])
+        single.append(single_image_noise(frame.normalized(), info.black_level, info.white_level)[1][1])
+    cv = lambda v: float(np.std(v) / np.mean(v))  # noqa: E731
+    # frame to frame the masked b varies by a few percent (the sensor's temperature), the image-alone b by tens
+    assert cv(masked) < 0.1 and cv(single) > 3 * cv(masked), (cv(masked), cv(single))
+
+
+def test_a_file_without_a_masked_border_has_none(samples_dir):
+    nef = samples_dir / "bayer" / "nikon_d1_iso200_raw-nikon-d1.NEF"
+    assert read_info(nef).masked is None
