@@ -85,7 +85,8 @@ def _bursts(sources: list[str]) -> list[tuple[list[str], str]]:
     type=click.Path(dir_okay=False),
     default=None,
     help="A noise profile (rawlab.noise/1, from `rawlab noise-fit`) used for sensors it knows; otherwise the "
-    "reference's DNG NoiseProfile, else an estimate from the image alone.",
+    "reference's DNG NoiseProfile, else an estimate from the image alone (its read noise from the sensor's "
+    "masked border where the file keeps one).",
 )
 @click.option(
     "--robustness",

@@ -166,7 +166,8 @@ def denoise(
     """Denoise RAWS (raw files, folders or globs; anything LibRaw reads as a Bayer mosaic) into OUT.
 
     Each file is normalised with its own levels and its noise from the model's noise law for its sensor and
-    ISO (else the DNG NoiseProfile, else an estimate from the image alone), denoised in overlapping tiles,
+    ISO (else the DNG NoiseProfile, else an estimate from the image alone, its read noise from the sensor's
+    masked border where the file keeps one), denoised in overlapping tiles,
     and written as a DNG of the same size, CFA and levels, or as a rendered preview.
 
     Each output goes in OUT at its input's path below the inputs' common folder, with the format's suffix,
