@@ -113,3 +113,32 @@ def test_real_crws_masked_border_measures_one_read_noise(samples_dir):
 def test_a_file_without_a_masked_border_has_none(samples_dir):
     nef = samples_dir / "bayer" / "nikon_d1_iso200_raw-nikon-d1.NEF"
     assert read_info(nef).masked is None
+
+
+@pytest.mark.parametrize("black", [64, 0])
+def test_a_dng_with_a_masked_border_gives_its_read_noise_end_to_end(tmp_path, black):
+    """A DNG whose ActiveArea leaves a 16-px border around the image (read noise of sd 3 DN at the black level,
+    clipped at 0 DN as the sensor's data are; at black 0 half of it is), through rawio and the noise order of
+    ``rawlab denoise``: ``b`` is the border's, within 5 sd of its sampling error (censored: about twice the
+    unclipped one), whatever the image."""
+    from rawlab.dng import write_dng
+
+    rng = np.random.default_rng(7)
+    h, w, m, sd, white = 256, 384, 16, 3.0, 4095
+    dn = lambda x: np.clip(np.rint(x), 0, white).astype(np.uint16)  # noqa: E731
+    mosaic = dn(black + rng.normal(0.0, math.sqrt(sd**2 - 1 / 12), (h + 2 * m, w + 2 * m)))
+    ramp = black + np.linspace(200, 3000, w)[None, :] + np.zeros((h, 1))
+    mosaic[m : m + h, m : m + w] = dn(ramp + rng.normal(0.0, 1.0, ramp.shape) * np.sqrt(ramp - black + sd**2))
+    path = tmp_path / "bordered.dng"
+    write_dng(path, mosaic, cfa="RGGB", black_level=black, white_level=white, make="Nobody", model="Bordered",
+              extra_tags=[(50829, "LONG", 4, (m, m, m + h, m + w))])  # fmt: skip
+    frame = read_raw(path)
+    border = (
+        2 * (m - 2) * (w + 2 * m) + 2 * (m - 2) * h
+    )  # less the 2 lines next to the image (rawio.MASK_GUARD)
+    assert frame.mosaic.shape == (h, w) and border - 5 <= frame.info.masked.count <= border
+    est = noise_for_frame(None, frame.info, frame.normalized())
+    want = sd**2 / (white - black) ** 2
+    n = frame.info.masked.count
+    assert abs(est.b[1] / want - 1.0) < (2 if black == 0 else 1) * 5 * math.sqrt(2.0 / n), (est.b[1], want)
+    assert "masked pixels" in est.detail and ("clipped at 0 DN" in est.detail) == (black == 0)
