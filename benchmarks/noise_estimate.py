@@ -218,7 +218,7 @@ def masked_estimate(planes, black, white, strip) -> tuple[np.ndarray, np.ndarray
     from rawlab.deploy.noiseparams import masked_read_noise, single_image_noise
     from rawlab.rawio import masked_pixel_stats
 
-    info = SimpleNamespace(black_level=black, white_level=white, masked=masked_pixel_stats(strip))
+    info = SimpleNamespace(black_level=black, white_level=white, masked=masked_pixel_stats(strip, black[1]))
     return single_image_noise(planes, black, white, read_noise=masked_read_noise(info)[0])
 
 

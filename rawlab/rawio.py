@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 import tempfile
@@ -127,54 +128,98 @@ class RawInfo:
 class MaskedPixels:
     """Statistics of a sensor's optically masked pixels (no light reaches them: black level plus read noise).
 
-    ``mean`` and ``variance`` (DN, DN^2) are those of the pixels within 7 standard deviations of the median
-    (a defective pixel or a bright column does not move them; 7, not 5: where half the pixels are clipped at
-    black, the sd is about 0.6 of the read noise's and 5 of it would cut the upper tail), ``count`` how many pixels that is, ``floor``
-    the lowest value read and ``floor_share`` the share of all masked pixels there (a camera that clips its
-    data at black leaves many there: the moments are then those of a censored distribution)."""
+    Of the pixels within 7 standard deviations of the median (a defective pixel or a bright column does not
+    move them; 7, not 5: where half the pixels are clipped at black, the sd is about 0.6 of the read noise's
+    and 5 of it would cut the upper tail): ``mean`` (DN), ``offset``, the mean of each pixel less its own CFA
+    channel's black level (about 0 for a true masked border), and ``variance`` (DN^2) about each channel's
+    own mean (channels whose levels differ do not add their spread, :func:`masked_pixel_stats`); ``count``
+    how many pixels that is; ``floor`` the lowest value read and ``floor_share`` the share of all masked pixels
+    there (a camera that clips its data at black leaves many there: the moments are then those of a censored
+    distribution). ``channel_variance``: the variance of each CFA channel's pixels apart (R, G1, G2, B; NaN for
+    one with under 256 of them), where the channels are known: a sensor's read noise can differ between them."""
 
     mean: float
+    offset: float
     variance: float
     count: int
     floor: float
     floor_share: float
+    channel_variance: tuple[float, float, float, float] | None = None  # R, G1, G2, B, as ``variance``
 
 
-def _masked_pixels(raw: Any) -> MaskedPixels | None:
+def _masked_pixels(raw: Any, order: list[int]) -> MaskedPixels | None:
     """:class:`MaskedPixels` of the frame LibRaw read around the visible area, or ``None`` where there is none
     (under 1024 pixels of it). The rows and columns next to the visible area (``MASK_GUARD``: light leaks into
-    them, 0.8 DN on the PowerShot S40's first right column) and constant ones (padding) are left out."""
+    them, 0.8 DN on the PowerShot S40's first right column) and constant ones (padding) are left out.
+    ``order``: LibRaw's colour index of R, G1, G2 and B."""
     s = raw.sizes
-    full = raw.raw_image
+    full, colours = raw.raw_image, raw.raw_colors
     top, left, h, w = s.top_margin, s.left_margin, s.height, s.width
-    if full.shape[0] < top + h or full.shape[1] < left + w:
+    if full.shape[0] < top + h or full.shape[1] < left + w or colours.shape != full.shape:
         return None
     g = MASK_GUARD
-    lines = [
-        *full[: max(top - g, 0)],
-        *full[top + h + g :],
-        *full[top : top + h, : max(left - g, 0)].T,
-        *full[top : top + h, left + w + g :].T,
+    border = [
+        np.s_[: max(top - g, 0), :],
+        np.s_[top + h + g :, :],
+        np.s_[top : top + h, : max(left - g, 0)],
+        np.s_[top : top + h, left + w + g :],
     ]
-    lines = [line for line in lines if line.size and line.min() != line.max()]
-    if not lines:
+    values, channel = [], []
+    for k, part in enumerate(border):
+        v, c = full[part], colours[part]
+        if v.size == 0:
+            continue
+        lines = (v, c) if k < 2 else (v.T, c.T)  # rows of the top and bottom, columns of the sides
+        for line, ch in zip(*lines, strict=True):
+            if line.min() != line.max():  # a constant line is padding
+                values.append(line)
+                channel.append(ch)
+    if not values:
         return None
-    return masked_pixel_stats(np.concatenate(lines))
+    levels = np.asarray(raw.black_level_per_channel, np.float64)
+    channel = np.concatenate(channel)
+    return masked_pixel_stats(np.concatenate(values), levels[channel], channel, order)
 
 
-def masked_pixel_stats(values: np.ndarray) -> MaskedPixels | None:
-    """:class:`MaskedPixels` of masked pixels' values (DN, any shape), ``None`` under 1024 of them."""
+def masked_pixel_stats(
+    values: np.ndarray,
+    black: float | np.ndarray = 0.0,
+    channel: np.ndarray | None = None,
+    order: list[int] | None = None,
+) -> MaskedPixels | None:
+    """:class:`MaskedPixels` of masked pixels' ``values`` (DN, any shape) whose black level is ``black`` (one
+    value, or each pixel's: its CFA channel's), ``channel`` each pixel's CFA colour index (None: one channel)
+    and ``order`` the indices of R, G1, G2 and B (for ``channel_variance``); ``None`` under 1024 of them. The variance is about each channel's own mean there, not its nominal black:
+    a file's per-channel black levels can be a rounding off what its masked pixels read (the PowerShot S30's
+    say 31 and 32 DN where every channel reads 31.86), and that spread is not noise."""
     v = np.ravel(values).astype(np.float64)
     if v.size < 1024:
         return None
+    r = v - np.ravel(np.broadcast_to(np.asarray(black, np.float64), np.shape(values)))
+    ch = np.zeros(v.size, np.int64) if channel is None else np.ravel(channel).astype(np.int64)
     floor = float(v.min())
     floor_share = float(np.mean(v == floor))
-    centre, keep = float(np.median(v)), np.ones(v.size, bool)
+    keep = np.ones(v.size, bool)
     for _ in range(3):  # clip at 7 sd of what is kept (at least 2 DN: the data are whole DN)
-        sd = float(v[keep].std())
-        keep = np.abs(v - centre) <= max(7.0 * sd, 2.0)
-    kept = v[keep]
-    return MaskedPixels(float(kept.mean()), float(kept.var()), int(kept.size), floor, floor_share)
+        centre = np.zeros(ch.max() + 1)
+        for c in np.unique(ch[keep]):
+            centre[c] = np.median(r[keep & (ch == c)])
+        z = r - centre[ch]
+        sd = float(z[keep].std())
+        keep = np.abs(z) <= max(7.0 * sd, 2.0)
+    n = np.bincount(ch[keep], minlength=ch.max() + 1)
+    means = np.bincount(ch[keep], weights=r[keep], minlength=ch.max() + 1) / np.maximum(n, 1)
+    z = r - means[ch]
+    per = None
+    if order is not None:
+        labels = ch[keep]
+        per = tuple(
+            float(z[keep][labels == c].var()) if np.sum(labels == c) >= 256 else math.nan for c in order
+        )
+    return MaskedPixels(
+        float(v[keep].mean()), float(r[keep].mean()), float(z[keep].var()), int(keep.sum()), floor, floor_share,
+        per,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,7 +416,7 @@ def _extract(
         wb=_white_balance(raw.camera_whitebalance, pattern, cfa),
         color_matrix=_color_matrix(raw.rgb_xyz_matrix),
         sources=meta.sources,
-        masked=_masked_pixels(raw),
+        masked=_masked_pixels(raw, [pattern[dy][dx] for dy, dx in bayer.channel_offsets(cfa)]),
     )
     mosaic = np.array(visible[:h, :w], dtype=np.uint16, copy=True) if want_pixels else None
     return info, mosaic

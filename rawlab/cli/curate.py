@@ -79,8 +79,28 @@ from ._common import _cluster_options, _Group, _reporting, _size, main
     default=None,
     help="With --physics: which calibrated sensor, when the calibration holds several.",
 )
+@click.option(
+    "--masked-border",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 512),
+    help="Mosaic pixels (even) of optically masked border around each frame, as many cameras record: read "
+    "noise alone at the black level, outside the DNG's ActiveArea. `rawlab denoise` measures the read noise "
+    "there when no profile knows the sensor. The frames' own pixels are the same with or without it.",
+)
 def synth(
-    out, seed, size, n_sensors, n_scenes, n_clean, calibration, n_burst, moving, physics, physics_sensor
+    out,
+    seed,
+    size,
+    n_sensors,
+    n_scenes,
+    n_clean,
+    calibration,
+    n_burst,
+    moving,
+    physics,
+    physics_sensor,
+    masked_border,
 ):
     """Write a synthetic dataset of real DNG files with known noise.
 
@@ -100,6 +120,10 @@ def synth(
                               ("--physics", physics)) if on]  # fmt: skip
     if len(chosen) > 1:
         raise click.UsageError(f"choose one of {' and '.join(chosen)}: each writes a different dataset")
+    if masked_border and chosen:
+        raise click.UsageError(f"--masked-border is for the default dataset, not with {chosen[0]}")
+    if masked_border % 2:
+        raise click.UsageError(f"--masked-border must be even (whole Bayer tiles), got {masked_border}")
     if physics:
         from ..synth.physics import plan_physics_dataset, write_physics_dataset
 
@@ -156,6 +180,7 @@ def synth(
             n_sensors=n_sensors,
             n_scenes=n_scenes,
             n_clean=n_clean,
+            masked_border=masked_border,
             progress=report["progress"],
         )
     click.echo(

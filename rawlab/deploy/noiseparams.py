@@ -92,33 +92,38 @@ MASKED_FLOOR = 0.01  # above this share of them at their lowest value, they are 
 MASKED_CLIPPED_MAX = 0.9  # ... and above this share, too clipped to tell the read noise
 
 
-def masked_read_noise(info) -> tuple[float | None, str]:
-    """The green channel's ``b`` (normalised) from the file's optically masked pixels, and what was done.
+def masked_read_noise(info) -> tuple[np.ndarray | None, str]:
+    """``b`` per channel R, G1, G2, B (normalised) from the file's optically masked pixels, and what was done.
 
-    ``b`` is the read noise in DN^2 over the green span ``(white - black)^2``: the masked pixels' variance,
-    or, where more than ``MASKED_FLOOR`` of them sit at their lowest value (a camera that clipped its data at
-    black, as many do at 0 DN), the ``sigma^2`` of the clipped, quantised normal whose moments theirs are
+    ``b`` is the read noise in DN^2 over each channel's span ``(white - black_c)^2``: each channel's variance
+    in the masked pixels (where the file says which pixel is which channel; else theirs together), or, where
+    more than ``MASKED_FLOOR`` of them sit at their lowest value (a camera that clipped its data at black, as
+    many do at 0 DN), the ``sigma^2`` of the clipped, quantised normal whose moments theirs together are
     (:func:`rawlab.noise.fit.clipped_normal`, its mean fitted too). ``None`` and the reason where they cannot
     stand for the read noise: none in the file, fewer than ``MASKED_MIN``, more than ``MASKED_CLIPPED_MAX`` of
-    them clipped, or a level that is not the file's black (further from it than 2 sd and 1 DN: not masked, or a
-    different offset)."""
+    them clipped, or a level that is not the file's black (each pixel's channel's; further from it than 2 sd and
+    1 DN: not masked, or a different offset)."""
     m = getattr(info, "masked", None)
     if m is None:
         return None, ""
     black, white = float(info.black_level[1]), float(info.white_level)
+    span = white - np.asarray(info.black_level, np.float64)
     if m.count < MASKED_MIN:
         return None, f"{m.count} masked pixels, too few for the read noise"
     if not m.variance > 0:
         return None, "masked pixels without noise"
     if m.floor_share > MASKED_CLIPPED_MAX:
         return None, f"masked pixels clipped ({100 * m.floor_share:.0f}% at {m.floor:g} DN)"
-    level, var, how = m.mean, m.variance, ""
+    offset, var, how = m.offset, np.full(4, m.variance), ""
     if m.floor_share > MASKED_FLOOR:
-        level, var = _unclipped(m, white)
+        level, pooled = _unclipped(m, white)
+        offset, var = level - black, np.full(4, pooled)
         how = f", {100 * m.floor_share:.0f}% clipped at {m.floor:g} DN"
-    if abs(level - black) > max(2.0 * math.sqrt(var), 1.0):
-        return None, f"masked pixels at {level:.1f} DN, not the black level {black:g}"
-    return var / (white - black) ** 2, f"b from {m.count} masked pixels{how}"
+    elif m.channel_variance is not None and np.all(np.isfinite(m.channel_variance)):
+        var = np.asarray(m.channel_variance, np.float64)
+    if abs(offset) > max(2.0 * math.sqrt(float(np.mean(var))), 1.0):
+        return None, f"masked pixels {offset:+.1f} DN from the black level {black:g}"
+    return var / span**2, f"b from {m.count} masked pixels{how}"
 
 
 def _unclipped(m, white: float) -> tuple[float, float]:
@@ -139,7 +144,7 @@ def _unclipped(m, white: float) -> tuple[float, float]:
 
 
 def single_image_noise(
-    planes: np.ndarray, black_level, white_level, iso=None, *, read_noise: float | None = None
+    planes: np.ndarray, black_level, white_level, iso=None, *, read_noise=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` per channel estimated from one frame's normalised packed planes ``(4, h, w)``.
 
@@ -148,8 +153,9 @@ def single_image_noise(
     normalisation; a read-noise prior decides ``b`` where the frame cannot). When the green cannot be fitted
     (e.g. the signal spans too narrow a range to separate ``a`` from ``b``), the noise is taken as
     signal-independent: ``a = 0`` and ``b`` the variance of the diagonal Haar detail (its median over 2x2
-    blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)). ``read_noise``: the green
-    ``b`` measured elsewhere (:func:`masked_read_noise`), which replaces the fit's (its ``a`` is kept).
+    blocks, which ignores edges, divided by 0.4549, the median of chi-square(1)). ``read_noise``: ``b`` per
+    channel (or one for all) measured elsewhere (:func:`masked_read_noise`), which replaces the fit's (its
+    ``a`` is kept).
 
     Raises
     ------
@@ -160,8 +166,8 @@ def single_image_noise(
 
     green = estimate_noise(planes, black_level, white_level)
     if green.ok:
-        if read_noise is not None:  # the measured b, carried to the channels as the fit's is (span ratio^2)
-            return green.a, green.b * (read_noise / green.b[1])
+        if read_noise is not None:
+            return green.a, np.broadcast_to(np.asarray(read_noise, np.float64), (4,)).copy()
         return green.a, green.b
     b = _detail_energy(planes) / 0.4549
     if not np.all(np.isfinite(b)) or not np.any(b > 0):

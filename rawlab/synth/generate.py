@@ -55,6 +55,7 @@ __all__ = [
     "plan_dataset",
     "simulate_frame",
     "truth_rgb_relpath",
+    "with_masked_border",
     "write_dataset",
     "write_truth_rgb",
 ]
@@ -129,6 +130,21 @@ def simulate_frame(
     black = np.asarray(sensor.black_level, dtype=np.float64)[:, None, None]
     dn = np.rint(black + x * (sensor.white_level - black))
     return np.clip(dn, 0, sensor.white_level).astype(np.uint16)
+
+
+def with_masked_border(
+    frame: np.ndarray, sensor: VirtualSensor, iso: float, border: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple]]:
+    """``frame`` (a mosaic in DN) inside ``border`` mosaic pixels (even) of optically masked pixels, as many
+    cameras record them: no light, so the read noise alone at the black level, rounded and clipped as the frame
+    (:func:`simulate_frame` of a zero signal); and the DNG ActiveArea tag that marks the frame inside it
+    (LibRaw then reads the frame as the visible area and the rest as its margins, :attr:`rawlab.rawio.RawInfo.
+    masked`)."""
+    h, w = frame.shape
+    dark = simulate_frame(np.zeros((4, h // 2 + border, w // 2 + border)), sensor, iso, rng)
+    full = unpack(dark, sensor.cfa)
+    full[border : border + h, border : border + w] = frame
+    return full, [(50829, "LONG", 4, (border, border, border + h, border + w))]
 
 
 def frame_tags(sensor: VirtualSensor, iso: int, exposure_time: float, *, noise_profile: bool = True) -> dict:
@@ -271,6 +287,7 @@ def write_dataset(
     n_sensors: int = 2,
     n_scenes: int = 4,
     n_clean: int = 2,
+    masked_border: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> SynthSummary:
     """Write the synthetic dataset to ``out`` and return a summary.
@@ -289,6 +306,9 @@ def write_dataset(
         Scenes per sensor: the chart plus ``n_scenes - 1`` photographs.
     n_clean
         Base-ISO frames per scene (the first is the default clean reference).
+    masked_border
+        Mosaic pixels (even) of optically masked border around each frame, as many cameras record
+        (:func:`with_masked_border`); 0: none. The frames' own pixels are the same with or without it.
     progress
         Called with the number of frames just written (for a progress bar).
 
@@ -303,7 +323,9 @@ def write_dataset(
     width, height = size
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError(f"--size must be even and at least 16x16, got {width}x{height}")
-    check_size(width, height)
+    if masked_border < 0 or masked_border % 2:
+        raise ValueError(f"--masked-border must be even and at least 0, got {masked_border}")
+    check_size(width + 2 * masked_border, height + 2 * masked_border)
     sensors = get_sensors(n_sensors)
     plans = plan_dataset(sensors, seed=seed, n_scenes=n_scenes, n_clean=n_clean)
     out = output_folder(out, "OUT")
@@ -323,7 +345,14 @@ def write_dataset(
         )
         planes = simulate_frame(scene_cache[key], sensor, plan.iso, rng)
         path = out / plan.relpath
-        write_frame(path, unpack(planes, sensor.cfa), **frame_tags(sensor, plan.iso, plan.exposure_time))
+        tags = frame_tags(sensor, plan.iso, plan.exposure_time)
+        frame = unpack(planes, sensor.cfa)
+        if masked_border:
+            dark = np.random.default_rng(
+                np.random.SeedSequence([seed, plan.sensor_index, plan.scene_index, plan.frame_index, 1])
+            )  # a stream of its own: the frame's pixels are those it has without a border
+            frame, tags["extra_tags"] = with_masked_border(frame, sensor, plan.iso, masked_border, dark)
+        write_frame(path, frame, **tags)
         nbytes += path.stat().st_size
         if progress is not None:
             progress(1)
