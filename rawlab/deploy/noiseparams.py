@@ -16,7 +16,7 @@ Order of preference (:func:`noise_for_frame`), and the ``source`` each reports:
    them, so they hold the read noise alone, rounding included, as ``b`` does); the quincunx's ``a`` is kept.
    A photograph measures ``b`` only where it has smooth signal near black; the masked pixels always do. On the
    eight Canon PowerShot S40 CRWs in ``../shared/raw-samples/bayer`` (one camera, ISO 50) the image-alone ``b``
-   spread from 0.85e-7 to 7.0e-7 over the frames, the masked pixels' from 5.2e-7 to 5.9e-7. Refitting ``a``
+   spread from 0.85e-7 to 7.0e-7 over the frames, the masked pixels' (G1) from 5.3e-7 to 6.2e-7. Refitting ``a``
    with that ``b`` held was no better on the ten sensors the estimator is tuned on (a one-off check in stop 39
    on ``benchmarks/noise_estimate.py --sensors tune``'s frames: the noise variance at the frames' pixels off by
    a median 28.0 % against 27.9 % with the fit's ``a`` kept, 90th percentile 37 % against 34 %; ``|da|/a``
