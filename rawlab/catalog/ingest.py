@@ -22,7 +22,17 @@ from ..errors import RawReadError
 from .qa import frame_stats
 from .store import FrameStore, _os_reason, frame_id
 
-__all__ = ["CRASH_ENV", "PROFILE_KEY", "PhaseClock", "capture_time", "ingest_file", "metadata_row"]
+__all__ = [
+    "CRASH_ENV",
+    "MASKED_COLUMNS",
+    "PROFILE_KEY",
+    "PhaseClock",
+    "capture_time",
+    "ingest_file",
+    "masked_from_row",
+    "masked_row",
+    "metadata_row",
+]
 
 # Fault injection for tests only: a worker whose file path contains this string dies abruptly (os._exit),
 # as it would if LibRaw crashed in C code. A real LibRaw crash cannot be produced on demand.
@@ -47,10 +57,45 @@ class PhaseClock:
             self.cpu[phase] = self.cpu.get(phase, 0.0) + time.process_time() - c
 
 
+MASKED_COLUMNS = ("masked_count", "masked_mean", "masked_offset", "masked_variance", "masked_floor",
+                  "masked_floor_share", "masked_channel_variance")  # fmt: skip
+
+
+def masked_row(masked) -> dict[str, Any]:
+    """Catalog columns of a file's masked border (:class:`rawlab.rawio.MaskedPixels`; ``masked_count`` 0 and
+    NaN where it has none), from which ``noise-fit --method single`` takes ``b``."""
+    if masked is None:
+        return dict.fromkeys(MASKED_COLUMNS, np.nan) | {"masked_count": 0, "masked_channel_variance": None}
+    per = masked.channel_variance
+    return {
+        "masked_count": int(masked.count),
+        "masked_mean": float(masked.mean),
+        "masked_offset": float(masked.offset),
+        "masked_variance": float(masked.variance),
+        "masked_floor": float(masked.floor),
+        "masked_floor_share": float(masked.floor_share),
+        "masked_channel_variance": None if per is None else [float(v) for v in per],
+    }
+
+
+def masked_from_row(row: dict[str, Any]):
+    """The :class:`rawlab.rawio.MaskedPixels` a catalog row recorded (:func:`masked_row`), or None: none, or a
+    catalog written before the columns were."""
+    from ..rawio import MaskedPixels
+
+    count = row.get("masked_count")
+    if count is None or not np.isfinite(count) or int(count) <= 0:
+        return None
+    per = row.get("masked_channel_variance")
+    per = None if per is None or len(per) != 4 else tuple(float(v) for v in per)
+    return MaskedPixels(float(row["masked_mean"]), float(row["masked_offset"]), float(row["masked_variance"]),
+                        int(count), float(row["masked_floor"]), float(row["masked_floor_share"]), per)  # fmt: skip
+
+
 def metadata_row(info) -> dict[str, Any]:
     """Catalog columns from a :class:`rawlab.rawio.RawInfo`."""
     src = dict(info.sources)
-    return {
+    return masked_row(getattr(info, "masked", None)) | {
         "raw_format": info.raw_format,
         "make": info.make,
         "model": info.model,

@@ -87,60 +87,12 @@ def model_noise(config, sensor: str, iso: float | None):
     return NoiseProfileSet.from_dict(noise).noise_at(sensor, iso)
 
 
-MASKED_MIN = 4096  # masked pixels needed for their variance (its relative sd is then at most 2.2 %)
-MASKED_FLOOR = 0.01  # above this share of them at their lowest value, they are taken as clipped there
-MASKED_CLIPPED_MAX = 0.9  # ... and above this share, too clipped to tell the read noise
-
-
 def masked_read_noise(info) -> tuple[np.ndarray | None, str]:
-    """``b`` per channel R, G1, G2, B (normalised) from the file's optically masked pixels, and what was done.
+    """:func:`rawlab.noise.masked.masked_read_noise` of a decoded file's :class:`rawlab.rawio.RawInfo`: ``b`` per
+    channel from its masked border, or None and why not."""
+    from ..noise.masked import masked_read_noise as from_moments
 
-    ``b`` is the read noise in DN^2 over each channel's span ``(white - black_c)^2``: each channel's variance
-    in the masked pixels (where the file says which pixel is which channel; else theirs together), or, where
-    more than ``MASKED_FLOOR`` of them sit at their lowest value (a camera that clipped its data at black, as
-    many do at 0 DN), the ``sigma^2`` of the clipped, quantised normal whose moments theirs together are
-    (:func:`rawlab.noise.fit.clipped_normal`, its mean fitted too). ``None`` and the reason where they cannot
-    stand for the read noise: none in the file, fewer than ``MASKED_MIN``, more than ``MASKED_CLIPPED_MAX`` of
-    them clipped, or a level that is not the file's black (each pixel's channel's; further from it than 2 sd and
-    1 DN: not masked, or a different offset)."""
-    m = getattr(info, "masked", None)
-    if m is None:
-        return None, ""
-    black, white = float(info.black_level[1]), float(info.white_level)
-    span = white - np.asarray(info.black_level, np.float64)
-    if m.count < MASKED_MIN:
-        return None, f"{m.count} masked pixels, too few for the read noise"
-    if not m.variance > 0:
-        return None, "masked pixels without noise"
-    if m.floor_share > MASKED_CLIPPED_MAX:
-        return None, f"masked pixels clipped ({100 * m.floor_share:.0f}% at {m.floor:g} DN)"
-    offset, var, how = m.offset, np.full(4, m.variance), ""
-    if m.floor_share > MASKED_FLOOR:
-        level, pooled = _unclipped(m, white)
-        offset, var = level - black, np.full(4, pooled)
-        how = f", {100 * m.floor_share:.0f}% clipped at {m.floor:g} DN"
-    elif m.channel_variance is not None and np.all(np.isfinite(m.channel_variance)):
-        var = np.asarray(m.channel_variance, np.float64)
-    if abs(offset) > max(2.0 * math.sqrt(float(np.mean(var))), 1.0):
-        return None, f"masked pixels {offset:+.1f} DN from the black level {black:g}"
-    return var / span**2, f"b from {m.count} masked pixels{how}"
-
-
-def _unclipped(m, white: float) -> tuple[float, float]:
-    """``(mu, sigma^2)`` in DN of the quantised normal that, clipped at ``m.floor`` (and white), has the masked
-    pixels' mean and variance: least squares on the two moments, each in units of its sampling sd."""
-    from scipy.optimize import least_squares
-
-    from ..noise.fit import clipped_normal
-
-    sd, n = math.sqrt(m.variance), m.count
-
-    def res(q):
-        (mean, var, _), _ = clipped_normal(q[0], math.exp(q[1]), m.floor, white, 1.0, kept=False)
-        return [(mean - m.mean) / (sd / math.sqrt(n)), (var - m.variance) / (m.variance * math.sqrt(2.0 / n))]
-
-    q = least_squares(res, [m.floor, math.log(2.0 * sd)]).x
-    return float(q[0]), float(math.exp(2.0 * q[1]))
+    return from_moments(getattr(info, "masked", None), info.black_level, info.white_level)
 
 
 def single_image_noise(

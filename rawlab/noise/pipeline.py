@@ -13,6 +13,7 @@ input order and are reduced in a fixed order, so a fit does not depend on which 
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -109,12 +110,32 @@ def _single_task(store_url, storage_options, job: dict[str, Any]) -> dict[str, A
     return {"moments": green_moments(x, offset=offset), **job}
 
 
+def _masked_b(frames: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``b`` per channel at one ISO from its frames' masked borders (:func:`rawlab.noise.masked.
+    masked_read_noise`), and its standard error: the median over the frames, its error from their spread
+    (1.2533 sd / sqrt(n)), or from one frame's own sampling error (each channel's variance from a quarter of
+    the pixels); None unless every frame's border gives ``b`` (one frame without must not be outvoted)."""
+    from .masked import masked_read_noise
+
+    bs = []
+    for p in frames:
+        b, _ = masked_read_noise(p.get("masked"), p["black_level"], p["white_level"])
+        if b is None:
+            return None
+        bs.append(b)
+    b = np.median(bs, axis=0)
+    if len(bs) >= 2:
+        return b, 1.2533 * np.std(bs, axis=0, ddof=1) / math.sqrt(len(bs))
+    return b, b * math.sqrt(2.0 / max(frames[0]["masked"].count / 4, 1))
+
+
 def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list[dict], list[str]]:
     """The sensor's pair jobs and single-frame jobs, each in a fixed order, and notes on pairs left out.
 
     Pairs come from :func:`rawlab.catalog.pairs.pairs_from_catalog` (sorted by scene, ISO and frame; gain and
     shift from QA); single frames are sorted by frame id, so nothing depends on the catalog's row order.
     """
+    from ..catalog.ingest import masked_from_row
     from ..catalog.pairs import pairs_from_catalog
 
     pairs, singles, notes = [], [], []
@@ -145,7 +166,8 @@ def _jobs(cat: pd.DataFrame, sensor: str, method: str) -> tuple[list[dict], list
             if r["iso"] is None or not np.isfinite(r["iso"]):
                 continue
             singles.append({"frame_id": r["frame_id"], "iso": float(r["iso"]), "black_level": list(r["black_level"]),
-                            "white_level": float(r["white_level"]), "cfa": r.get("cfa")})  # fmt: skip
+                            "white_level": float(r["white_level"]), "cfa": r.get("cfa"),
+                            "masked": masked_from_row(r)})  # fmt: skip
     return pairs, singles, [f"{sensor}: {n}" for n in notes]
 
 
@@ -280,10 +302,19 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
                     bootstrap=bootstrap,
                     seed=seed,
                 )
+                masked = _masked_b(ps)
+                if masked is not None:
+                    fits[iso].b, fits[iso].b_stderr = masked
             method = "single"
             notes.append(
                 f"{s}: single-image fits of the green quincunx; R and B carried over through their span"
             )
+            with_border = sorted(iso for iso, ps in by_iso.items() if _masked_b(ps) is not None)
+            if with_border:
+                notes.append(
+                    f"{s}: b from the frames' masked border (the median over each ISO's frames) at ISO "
+                    + ", ".join(f"{v:g}" for v in with_border)
+                )
             binned[s] = {}
             validation[s] = {"note": "validation needs held-out pairs; single-image fits are not validated"}
         profiles = []
