@@ -305,6 +305,7 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
                 masked = _masked_b(ps)
                 if masked is not None:
                     fits[iso].b, fits[iso].b_stderr = masked
+                    fits[iso].flags.append(f"b from the masked border of {len(ps)} frames")
             method = "single"
             notes.append(
                 f"{s}: single-image fits of the green quincunx; R and B carried over through their span"
