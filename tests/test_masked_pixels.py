@@ -197,9 +197,9 @@ def test_synth_masked_border_refuses_odd_or_other_modes(tmp_path):
 
 def test_noise_fit_single_takes_b_from_the_catalogued_borders(tmp_path, client):
     """``rawlab synth --masked-border`` -> ``rawlab catalog build`` (which records each frame's border) ->
-    ``noise-fit --method single``: ``b`` per ISO and channel is the median of the frames' borders, within 5 sd
-    of the truth (each of the 2 frames per ISO: a channel's quarter of the 25,984 border pixels, 1.75 %, or all
-    of them censored at about twice that on PG-1; the mean of two: 1.24 %), on both sensors."""
+    ``noise-fit --method single``: ``b`` per ISO and channel is the frames' border's, within 5 sd of the truth
+    (one frame per ISO: a channel's quarter of the 25,984 border pixels, 1.75 %, or all of them censored at about
+    twice that per pixel on PG-1, the same), on both sensors."""
     from rawlab.catalog.build import build_catalog
     from rawlab.cluster import RunOptions
     from rawlab.noise.pipeline import fit_store
@@ -207,7 +207,7 @@ def test_noise_fit_single_takes_b_from_the_catalogued_borders(tmp_path, client):
     from rawlab.synth import write_dataset
 
     summary = write_dataset(
-        tmp_path / "data", seed=3, size=(512, 384), n_sensors=2, n_scenes=2, n_clean=1, masked_border=16
+        tmp_path / "data", seed=3, size=(512, 384), n_sensors=2, n_scenes=1, n_clean=1, masked_border=16
     )
     store = tmp_path / "store.zarr"
     build_catalog([str(tmp_path / "data")], str(store), options=RunOptions(client=client))
@@ -218,4 +218,4 @@ def test_noise_fit_single_takes_b_from_the_catalogued_borders(tmp_path, client):
         sf = fitted.profiles.sensor(st.sensor)
         for p in st.profiles:
             got = np.asarray(sf.at_iso(p.iso).b)
-            assert np.all(np.abs(got / np.asarray(p.b) - 1.0) < 5 * 0.0124), (st.sensor, p.iso, got / p.b)
+            assert np.all(np.abs(got / np.asarray(p.b) - 1.0) < 5 * 0.0175), (st.sensor, p.iso, got / p.b)
