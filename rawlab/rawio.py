@@ -209,17 +209,13 @@ def masked_pixel_stats(
         keep = np.abs(z) <= max(7.0 * sd, 2.0)
     n = np.bincount(ch[keep], minlength=ch.max() + 1)
     means = np.bincount(ch[keep], weights=r[keep], minlength=ch.max() + 1) / np.maximum(n, 1)
-    z = r - means[ch]
+    z, labels = (r - means[ch])[keep], ch[keep]
     per = None
     if order is not None:
-        labels = ch[keep]
-        per = tuple(
-            float(z[keep][labels == c].var()) if np.sum(labels == c) >= 256 else math.nan for c in order
-        )
+        per = tuple(float(z[labels == c].var()) if c < len(n) and n[c] >= 256 else math.nan for c in order)
     return MaskedPixels(
-        float(v[keep].mean()), float(r[keep].mean()), float(z[keep].var()), int(keep.sum()), floor, floor_share,
-        per,
-    )  # fmt: skip
+        float(v[keep].mean()), float(r[keep].mean()), float(z.var()), int(keep.sum()), floor, floor_share, per
+    )
 
 
 @dataclass(frozen=True, eq=False)

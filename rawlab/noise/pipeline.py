@@ -290,7 +290,7 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
             by_iso: dict[float, list] = {}
             for p in parts["single"]:
                 by_iso.setdefault(p["iso"], []).append(p)
-            fits = {}
+            fits, with_border = {}, []
             for iso, ps in sorted(by_iso.items()):
                 lower, upper, step = clip_bounds(ps[0]["black_level"], ps[0]["white_level"])
                 fits[iso] = fit_frames(
@@ -306,11 +306,11 @@ def _fit_all(results, cat, *, bootstrap: int, seed: int) -> NoiseFitResult:
                 if masked is not None:
                     fits[iso].b, fits[iso].b_stderr = masked
                     fits[iso].flags.append(f"b from the masked border of {len(ps)} frames")
+                    with_border.append(iso)
             method = "single"
             notes.append(
                 f"{s}: single-image fits of the green quincunx; R and B carried over through their span"
             )
-            with_border = sorted(iso for iso, ps in by_iso.items() if _masked_b(ps) is not None)
             if with_border:
                 notes.append(
                     f"{s}: b from the frames' masked border (the median over each ISO's frames) at ISO "
